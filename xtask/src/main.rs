@@ -1,1 +1,5 @@
-fn main() {}
+mod build_ebpf;
+
+fn main() -> anyhow::Result<()> {
+    build_ebpf::build_ebpf()
+}
