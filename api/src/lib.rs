@@ -5,12 +5,16 @@
 
 pub mod meta;
 pub mod node;
+pub mod object;
 pub mod pod;
 pub mod quantity;
 pub mod service;
+pub mod validation;
 pub mod workloads;
 
 pub use meta::{LabelSelector, ObjectMeta, OwnerReference};
+pub use object::{EventType, List, ListMeta, Object, Status, StatusCause, StatusDetails, WatchEvent};
+pub use validation::{FieldError, ValidationErrors};
 pub use node::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
 pub use pod::{
     Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodPhase, PodSpec,

@@ -1,1 +1,13 @@
-//! See the crate description.
+//! Pods on a node: everything that turns a Pod object into running containers, for the agent.
+//!
+//! The pure parts (restart back-off, probe state, log format and rotation, usage arithmetic)
+//! live in their own modules so that they are unit-tested without a kernel.
+
+pub mod backoff;
+pub mod etc_files;
+pub mod logs;
+pub mod probe;
+pub mod spec;
+pub mod stats;
+pub mod timefmt;
+pub mod volumes;

@@ -8,6 +8,13 @@
 
 use futures::stream::BoxStream;
 
+#[cfg(feature = "testing")]
+pub mod conformance;
+mod hub;
+mod mem;
+
+pub use mem::MemStore;
+
 /// A global, strictly increasing write counter. The first write is revision 1.
 pub type Revision = i64;
 

@@ -1,5 +1,113 @@
-mod build_ebpf;
+//! `cargo xtask`: the project's build, test, benchmark and node-setup tasks.
+//!
+//! The xtask is a command-line tool whose output is its interface, so it prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-fn main() -> anyhow::Result<()> {
-    build_ebpf::build_ebpf()
+mod bench;
+mod build_ebpf;
+mod prereqs;
+mod process;
+mod test_all;
+mod up;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "podd's build, test, benchmark and node-setup tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel-side eBPF crate (nightly, bpf-linker) where the loader embeds it.
+    BuildEbpf,
+    /// Run every `vm_*` integration test target inside one QEMU boot of Debian 12's kernel.
+    VmTest(VmTestArgs),
+    /// The whole suite: build-ebpf, fmt, clippy, host tests, the VM suite and the
+    /// deliberate-failure check. Ends with `N passed, N failed`.
+    Test,
+    /// Set up this Debian 12 node (apt prerequisites, release build, install) and start podd.
+    Up(up::UpArgs),
+    /// Run a benchmark: `cargo xtask bench NAME` (no NAME lists them).
+    Bench {
+        /// Benchmark name, e.g. scheduler, runtime, lb, pods, control-plane, e2e.
+        name: Option<String>,
+        /// Extra arguments for the benchmark binary.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct VmTestArgs {
+    /// Only these packages' `vm_*` targets (default: the whole workspace).
+    #[arg(short = 'p', long = "package")]
+    packages: Vec<String>,
+    /// Pass PODD_VM_FAIL_ON_PURPOSE=1 into the guest, so the harness's deliberate failure fails.
+    #[arg(long)]
+    fail_on_purpose: bool,
+    /// Kill the VM after this many seconds.
+    #[arg(long, default_value_t = 2400)]
+    timeout: u64,
+    /// Kill one test binary after this many seconds inside the guest.
+    #[arg(long, default_value_t = 900)]
+    binary_timeout: u64,
+    /// Where the kernel and busybox downloads are cached (default: $PODD_VM_CACHE or /var/cache/podd-vm).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Guest memory, as QEMU's -m takes it.
+    #[arg(long, default_value = "4G")]
+    memory: String,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Show the kernel's boot messages.
+    #[arg(long)]
+    verbose_kernel: bool,
+    /// Only tests whose name contains this (passed to each test binary as its filter).
+    #[arg(last = true)]
+    filter: Vec<String>,
+}
+
+impl VmTestArgs {
+    fn into_options(self) -> vm::VmOptions {
+        let fail_on_purpose = self.fail_on_purpose
+            || std::env::var("PODD_VM_FAIL_ON_PURPOSE").is_ok_and(|v| v == "1");
+        vm::VmOptions {
+            packages: self.packages,
+            fail_on_purpose,
+            timeout: std::time::Duration::from_secs(self.timeout),
+            binary_timeout_secs: self.binary_timeout,
+            cache_dir: self.cache_dir.unwrap_or_else(vm::default_cache_dir),
+            memory: self.memory,
+            cpus: self.cpus,
+            verbose_kernel: self.verbose_kernel,
+            filter: self.filter,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BuildEbpf => build_ebpf::build_ebpf().map(|()| true),
+        Command::VmTest(args) => vm::vm_test(&args.into_options()).map(|report| report.success()),
+        Command::Test => test_all::run(),
+        Command::Up(args) => up::run(&args).map(|()| true),
+        Command::Bench { name, args } => bench::run(name.as_deref(), &args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

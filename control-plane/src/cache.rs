@@ -1,0 +1,388 @@
+//! The watch cache: one store watch on `/registry/` for the whole server, fanned out in
+//! process.
+//!
+//! It keeps, per kind, the current objects (to serve lists and to start watches from "now")
+//! and a window of recent events (to start watches from an older resourceVersion). Every watcher
+//! shares the same parsed event: the object's JSON is produced once per write, whatever the
+//! number of watchers. A watch from a revision older than the window gets `Expired` and
+//! relists, as with kube-apiserver's watch cache.
+
+use bytes::Bytes;
+use podd_api::{EventType, Kind};
+use podd_store::{EventKind, KeyValue, Revision, Store, StoreError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// One stored object, parsed once: its JSON (with metadata.resourceVersion set) and the
+/// fields watches and lists filter on.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Pods only: spec.nodeName.
+    pub node_name: String,
+    pub revision: Revision,
+    pub json: Bytes,
+}
+
+impl CachedObject {
+    /// Builds the cached form of a stored value at revision `rev`.
+    pub fn from_stored(kind: Kind, key: &str, value: &[u8], rev: Revision) -> Option<CachedObject> {
+        let mut v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        set_resource_version(kind, &mut v, rev);
+        let meta = v.get("metadata");
+        let s = |field: &str| {
+            meta.and_then(|m| m.get(field))
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let labels = meta
+            .and_then(|m| m.get("labels"))
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        let node_name = v
+            .pointer("/spec/nodeName")
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string();
+        Some(CachedObject {
+            key: key.to_string(),
+            namespace: s("namespace"),
+            name: s("name"),
+            labels,
+            node_name,
+            revision: rev,
+            json: Bytes::from(serde_json::to_vec(&v).ok()?),
+        })
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.json).ok()
+    }
+}
+
+/// Puts kind, apiVersion and resourceVersion into an object as the API returns it.
+pub fn set_resource_version(kind: Kind, v: &mut serde_json::Value, rev: Revision) {
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("kind".into(), kind.name().into());
+        obj.insert("apiVersion".into(), kind.api_version().into());
+        let meta = obj
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("resourceVersion".into(), rev.to_string().into());
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub revision: Revision,
+    pub kind: EventType,
+    pub object: Arc<CachedObject>,
+    /// The object before this event, if it existed (for selector transitions).
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+/// What a watch starts with: events to replay and a receiver for the ones after.
+pub struct Subscription {
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub rx: broadcast::Receiver<Arc<CacheEvent>>,
+}
+
+struct KindState {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    events: VecDeque<Arc<CacheEvent>>,
+    /// `events` hold every event with revision in (oldest, revision].
+    oldest: Revision,
+    tx: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+impl KindState {
+    fn new(at: Revision, fanout: usize) -> KindState {
+        KindState {
+            objects: BTreeMap::new(),
+            events: VecDeque::new(),
+            oldest: at,
+            tx: broadcast::channel(fanout).0,
+        }
+    }
+}
+
+struct Inner {
+    revision: Revision,
+    kinds: HashMap<Kind, KindState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Events kept per kind for watches that start in the past.
+    pub window: usize,
+    /// Events buffered per watcher before a slow watcher is cut off (it then relists).
+    pub fanout_buffer: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            window: 50_000,
+            fanout_buffer: 65_536,
+        }
+    }
+}
+
+pub struct WatchCache {
+    inner: Mutex<Inner>,
+    rev_tx: watch::Sender<Revision>,
+    config: CacheConfig,
+}
+
+pub const REGISTRY_PREFIX: &str = "/registry/";
+
+fn kind_of_key(key: &str) -> Option<Kind> {
+    let rest = key.strip_prefix(REGISTRY_PREFIX)?;
+    let plural = rest.split('/').next()?;
+    Kind::ALL.into_iter().find(|k| k.plural() == plural)
+}
+
+impl WatchCache {
+    pub fn new(config: CacheConfig) -> Arc<WatchCache> {
+        let kinds = Kind::ALL
+            .into_iter()
+            .map(|k| (k, KindState::new(0, config.fanout_buffer)))
+            .collect();
+        Arc::new(WatchCache {
+            inner: Mutex::new(Inner { revision: 0, kinds }),
+            rev_tx: watch::channel(0).0,
+            config,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.lock().revision
+    }
+
+    /// Loads everything under /registry/ and follows the store from there, until `shutdown`.
+    /// Restarts from a fresh list whenever the store watch fails.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.clone().follow(&store, &mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache lost the store watch; relisting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        store: &Arc<dyn Store>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let list = store.list(REGISTRY_PREFIX).await?;
+        self.reset(&list.items, list.revision);
+        let mut stream = store.watch(REGISTRY_PREFIX, list.revision).await?;
+        loop {
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    Some(Ok(ev)) => self.apply(ev.kind, ev.kv),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(StoreError::Backend { op: "watch", message: "the store closed the watch".into() }),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Replaces the state with a fresh list. Existing watchers are cut off (their senders are
+    /// replaced), so they relist.
+    fn reset(&self, items: &[KeyValue], rev: Revision) {
+        let mut inner = self.lock();
+        for k in Kind::ALL {
+            inner
+                .kinds
+                .insert(k, KindState::new(rev, self.config.fanout_buffer));
+        }
+        for kv in items {
+            if let Some(kind) = kind_of_key(&kv.key)
+                && let Some(obj) = CachedObject::from_stored(kind, &kv.key, &kv.value, kv.mod_revision)
+                && let Some(st) = inner.kinds.get_mut(&kind)
+            {
+                st.objects.insert(kv.key.clone(), Arc::new(obj));
+            }
+        }
+        inner.revision = rev;
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    fn apply(&self, kind: EventKind, kv: KeyValue) {
+        let rev = kv.mod_revision;
+        let mut inner = self.lock();
+        if rev <= inner.revision {
+            return;
+        }
+        inner.revision = rev;
+        if let Some(k) = kind_of_key(&kv.key)
+            && let Some(obj) = CachedObject::from_stored(k, &kv.key, &kv.value, rev)
+        {
+            let window = self.config.window;
+            let st = inner.kinds.get_mut(&k).expect("every kind has a state");
+            let obj = Arc::new(obj);
+            let (ty, prev) = match kind {
+                EventKind::Deleted => (EventType::Deleted, st.objects.remove(&kv.key)),
+                EventKind::Created | EventKind::Modified => {
+                    let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                    let ty = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    (ty, prev)
+                }
+            };
+            let ev = Arc::new(CacheEvent {
+                revision: rev,
+                kind: ty,
+                object: obj,
+                prev,
+            });
+            st.events.push_back(ev.clone());
+            while st.events.len() > window {
+                if let Some(old) = st.events.pop_front() {
+                    st.oldest = old.revision;
+                }
+            }
+            // No receivers is fine.
+            let _ = st.tx.send(ev);
+        }
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    /// Forgets events at and below `rev` (after a store compaction).
+    pub fn compact(&self, rev: Revision) {
+        let mut inner = self.lock();
+        for st in inner.kinds.values_mut() {
+            while st.events.front().is_some_and(|e| e.revision <= rev) {
+                st.events.pop_front();
+            }
+            st.oldest = st.oldest.max(rev);
+        }
+    }
+
+    /// Waits until the cache has seen revision `rev`; false on timeout.
+    pub async fn wait_for(&self, rev: Revision, timeout: Duration) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The current objects of a kind under `prefix`, and the revision they are at.
+    pub fn snapshot(&self, kind: Kind, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
+        let inner = self.lock();
+        let st = &inner.kinds[&kind];
+        let items = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.revision)
+    }
+
+    /// One object from the cache.
+    pub fn get(&self, kind: Kind, key: &str) -> Option<Arc<CachedObject>> {
+        self.lock().kinds[&kind].objects.get(key).cloned()
+    }
+
+    /// A snapshot plus a receiver for everything after it, atomically.
+    pub fn snapshot_and_subscribe(
+        &self,
+        kind: Kind,
+        prefix: &str,
+    ) -> (Vec<Arc<CachedObject>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+        let inner = self.lock();
+        let st = &inner.kinds[&kind];
+        let items = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.revision, st.tx.subscribe())
+    }
+
+    /// The events after `after` and a receiver for the rest; Err(oldest) when `after` is
+    /// older than the window.
+    pub fn subscribe(&self, kind: Kind, after: Revision) -> Result<Subscription, Revision> {
+        let inner = self.lock();
+        let st = &inner.kinds[&kind];
+        if after < st.oldest {
+            return Err(st.oldest);
+        }
+        let start = st.events.partition_point(|e| e.revision <= after);
+        Ok(Subscription {
+            backlog: st.events.range(start..).cloned().collect(),
+            rx: st.tx.subscribe(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, v: serde_json::Value, rev: Revision) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: serde_json::to_vec(&v).unwrap(),
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn events_replay_from_a_revision_and_expire_outside_the_window() {
+        let c = WatchCache::new(CacheConfig {
+            window: 3,
+            fanout_buffer: 16,
+        });
+        c.reset(&[], 0);
+        for i in 1..=5 {
+            let key = format!("/registry/pods/default/p{i}");
+            let v = serde_json::json!({"metadata": {"name": format!("p{i}"), "namespace": "default"}, "spec": {"nodeName": "n1"}});
+            c.apply(EventKind::Created, kv(&key, v, i));
+        }
+        assert_eq!(c.revision(), 5);
+        let s = c.subscribe(Kind::Pod, 3).unwrap();
+        let revs: Vec<_> = s.backlog.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, vec![4, 5]);
+        assert_eq!(s.backlog[0].object.node_name, "n1");
+        assert!(c.subscribe(Kind::Pod, 1).is_err());
+        let (items, rev) = c.snapshot(Kind::Pod, "/registry/pods/default/");
+        assert_eq!((items.len(), rev), (5, 5));
+        let v: serde_json::Value = serde_json::from_slice(&items[0].json).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "1");
+        assert_eq!(v["kind"], "Pod");
+        c.compact(4);
+        assert!(c.subscribe(Kind::Pod, 3).is_err());
+        assert!(c.subscribe(Kind::Pod, 4).is_ok());
+    }
+}

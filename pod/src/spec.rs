@@ -1,0 +1,330 @@
+//! The OCI runtime spec of one container of a pod: the image's process merged with the
+//! container's, the pod's shared namespaces joined by path, its own mount, PID and cgroup
+//! namespaces, volumes and the pod's /etc files bound in, and its resources as cgroup limits.
+
+use crate::volumes::ResolvedVolume;
+use oci_spec::OciSpecError;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
+};
+use podd_api::pod::{Container, Pod};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "pod {pod}, container {container:?}: no command: the image has no Entrypoint or Cmd; set command in the container spec"
+    )]
+    NoCommand { pod: String, container: String },
+    #[error("pod {pod}, container {container:?}: building the OCI spec failed: {source}")]
+    Oci {
+        pod: String,
+        container: String,
+        #[source]
+        source: OciSpecError,
+    },
+}
+
+/// The process to run, after the image config and the container spec are merged
+/// (by the image layer, as Kubernetes merges Entrypoint/Cmd with command/args).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessPlan {
+    pub args: Vec<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The pod's namespaces that every container joins.
+#[derive(Debug, Clone)]
+pub struct SharedNamespaces {
+    pub net: PathBuf,
+    pub ipc: PathBuf,
+    pub uts: PathBuf,
+}
+
+/// Everything needed to write one container's spec.
+pub struct ContainerPlan<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub process: ProcessPlan,
+    pub rootfs: PathBuf,
+    pub namespaces: &'a SharedNamespaces,
+    /// The container's cgroup, relative to the cgroup root: `podd/pods/<uid>/<container>`.
+    pub cgroups_path: PathBuf,
+    pub volumes: &'a BTreeMap<String, ResolvedVolume>,
+    /// Holds the pod's `hosts`, `hostname` and `resolv.conf`.
+    pub etc_dir: &'a Path,
+}
+
+/// CFS period podd uses; the quota is the CPU limit's share of it.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
+    let pod_name = format!("{}/{}", plan.pod.metadata.namespace, plan.pod.metadata.name);
+    let c = plan.container;
+    let oci = |source| SpecError::Oci {
+        pod: pod_name.clone(),
+        container: c.name.clone(),
+        source,
+    };
+    if plan.process.args.is_empty() {
+        return Err(SpecError::NoCommand {
+            pod: pod_name.clone(),
+            container: c.name.clone(),
+        });
+    }
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(hostname(plan.pod)));
+
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(plan.process.args.clone()));
+    process.set_env(Some(plan.process.env.clone()));
+    process.set_cwd(PathBuf::from(if plan.process.cwd.is_empty() {
+        "/"
+    } else {
+        &plan.process.cwd
+    }));
+    process.set_user(
+        UserBuilder::default()
+            .uid(plan.process.uid)
+            .gid(plan.process.gid)
+            .build()
+            .map_err(oci)?,
+    );
+    process.set_terminal(Some(false));
+    let sc = c.security_context.clone().unwrap_or_default();
+    if sc.allow_privilege_escalation == Some(false) {
+        process.set_no_new_privileges(Some(true));
+    }
+    spec.set_process(Some(process));
+
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(plan.rootfs.clone());
+    root.set_readonly(Some(sc.read_only_root_filesystem));
+    spec.set_root(Some(root));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.extend(etc_mounts(plan.etc_dir).map_err(oci)?);
+    for m in &c.volume_mounts {
+        if let Some(v) = plan.volumes.get(&m.name) {
+            mounts.push(bind(&v.host_path, Path::new(&m.mount_path), m.read_only).map_err(oci)?);
+        }
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_namespaces(Some(namespaces(plan.namespaces).map_err(oci)?));
+    linux.set_cgroups_path(Some(PathBuf::from("/").join(&plan.cgroups_path)));
+    linux.set_resources(Some(resources(c).map_err(oci)?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+fn hostname(pod: &Pod) -> String {
+    if pod.spec.hostname.is_empty() {
+        pod.metadata.name.clone()
+    } else {
+        pod.spec.hostname.clone()
+    }
+}
+
+fn namespaces(shared: &SharedNamespaces) -> Result<Vec<LinuxNamespace>, OciSpecError> {
+    let join = |typ, path: &Path| {
+        LinuxNamespaceBuilder::default()
+            .typ(typ)
+            .path(path.to_path_buf())
+            .build()
+    };
+    let own = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    Ok(vec![
+        join(LinuxNamespaceType::Network, &shared.net)?,
+        join(LinuxNamespaceType::Ipc, &shared.ipc)?,
+        join(LinuxNamespaceType::Uts, &shared.uts)?,
+        own(LinuxNamespaceType::Mount)?,
+        own(LinuxNamespaceType::Pid)?,
+        own(LinuxNamespaceType::Cgroup)?,
+    ])
+}
+
+fn bind(source: &Path, dest: &Path, read_only: bool) -> Result<Mount, OciSpecError> {
+    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    options.push(if read_only { "ro" } else { "rw" }.to_string());
+    MountBuilder::default()
+        .destination(dest.to_path_buf())
+        .typ("bind")
+        .source(source.to_path_buf())
+        .options(options)
+        .build()
+}
+
+fn etc_mounts(etc_dir: &Path) -> Result<Vec<Mount>, OciSpecError> {
+    ["hosts", "hostname", "resolv.conf"]
+        .iter()
+        .map(|f| bind(&etc_dir.join(f), &Path::new("/etc").join(f), false))
+        .collect()
+}
+
+/// Kubernetes' mapping: limits become hard caps (memory.max, cpu.max); the CPU request
+/// becomes the share weight (1 core = 1024 shares).
+fn resources(c: &Container) -> Result<oci_spec::runtime::LinuxResources, OciSpecError> {
+    let mut r = LinuxResourcesBuilder::default();
+    let limits = &c.resources.limits;
+    let (req_cpu, _) = c.resources.effective_requests();
+    let mut cpu = LinuxCpuBuilder::default();
+    if req_cpu.millis() > 0 {
+        cpu = cpu.shares((req_cpu.millis() * 1024 / 1000).max(2));
+    }
+    if let Some(l) = limits.cpu {
+        cpu = cpu
+            .quota((l.millis() * CPU_PERIOD_US / 1000).max(1000) as i64)
+            .period(CPU_PERIOD_US);
+    }
+    r = r.cpu(cpu.build()?);
+    if let Some(m) = limits.memory {
+        r = r.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m.bytes() as i64)
+                .build()?,
+        );
+    }
+    if let Some(p) = limits.pids {
+        r = r.pids(LinuxPidsBuilder::default().limit(p as i64).build()?);
+    }
+    r.build()
+}
+
+/// The pod cgroup's limits: the sum of its containers' limits, as the kubelet sets them,
+/// when every container has one (otherwise that resource is unlimited at pod level).
+pub fn pod_limits(pod: &Pod) -> (Option<u64>, Option<u64>) {
+    let sum = |f: &dyn Fn(&Container) -> Option<u64>| -> Option<u64> {
+        pod.spec.containers.iter().map(f).sum::<Option<u64>>()
+    };
+    (
+        sum(&|c| c.resources.limits.cpu.map(|v| v.millis())),
+        sum(&|c| c.resources.limits.memory.map(|v| v.bytes())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podd_api::pod::VolumeMount;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+            "spec": {"containers": [
+                {"name": "a", "image": "busybox",
+                 "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi", "pids": 50}},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}]},
+                {"name": "b", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "32Mi"}}}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    fn plan_spec(pod: &Pod, args: Vec<String>) -> Result<Spec, SpecError> {
+        let ns = SharedNamespaces {
+            net: "/run/podd/netns/u1".into(),
+            ipc: "/run/podd/ipcns/u1".into(),
+            uts: "/run/podd/utsns/u1".into(),
+        };
+        let mut vols = BTreeMap::new();
+        vols.insert(
+            "data".to_string(),
+            ResolvedVolume {
+                host_path: "/var/lib/podd/pods/u1/volumes/empty-dir/data".into(),
+                tmpfs: false,
+            },
+        );
+        container_spec(&ContainerPlan {
+            pod,
+            container: &pod.spec.containers[0],
+            process: ProcessPlan {
+                args,
+                env: vec!["A=1".into()],
+                cwd: String::new(),
+                uid: 0,
+                gid: 0,
+            },
+            rootfs: "/rootfs".into(),
+            namespaces: &ns,
+            cgroups_path: "podd/pods/u1/a".into(),
+            volumes: &vols,
+            etc_dir: Path::new("/var/lib/podd/pods/u1/etc"),
+        })
+    }
+
+    #[test]
+    fn joins_the_pods_namespaces_and_owns_the_rest() {
+        let pod = pod();
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        let path_of = |t| ns.iter().find(|n| n.typ() == t).unwrap().path().clone();
+        assert_eq!(
+            path_of(LinuxNamespaceType::Network),
+            Some("/run/podd/netns/u1".into())
+        );
+        assert_eq!(
+            path_of(LinuxNamespaceType::Ipc),
+            Some("/run/podd/ipcns/u1".into())
+        );
+        assert_eq!(path_of(LinuxNamespaceType::Mount), None);
+        assert_eq!(path_of(LinuxNamespaceType::Pid), None);
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/podd/pods/u1/a"))
+        );
+        assert_eq!(spec.hostname().as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        let pod = pod();
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        let r = spec.linux().as_ref().unwrap().resources().clone().unwrap();
+        let cpu = r.cpu().clone().unwrap();
+        assert_eq!(cpu.quota(), Some(50_000));
+        assert_eq!(cpu.period(), Some(CPU_PERIOD_US));
+        assert_eq!(cpu.shares(), Some(256));
+        assert_eq!(r.memory().unwrap().limit(), Some(64 << 20));
+        assert_eq!(r.pids().unwrap().limit(), 50);
+        assert_eq!(pod_limits(&pod), (Some(1500), Some(96 << 20)));
+    }
+
+    #[test]
+    fn volumes_and_etc_files_are_bound() {
+        let pod = pod();
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        let data = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/data"))
+            .unwrap();
+        assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+        for f in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
+            assert!(
+                mounts.iter().any(|m| m.destination() == Path::new(f)),
+                "{f}"
+            );
+        }
+        let _ = VolumeMount::default();
+    }
+
+    #[test]
+    fn no_command_is_a_clear_error() {
+        let pod = pod();
+        let e = plan_spec(&pod, vec![]).unwrap_err().to_string();
+        assert!(
+            e.contains("default/web") && e.contains("set command"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! Pod volumes: emptyDir (a per-pod directory, or a size-limited tmpfs) and hostPath (a bind
+//! mount). The pod's [`PodVolumes`] owns what it created and removes it with the pod.
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use podd_api::pod::{Pod, Volume};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("pod {pod}: volume {volume:?} has neither emptyDir nor hostPath; set exactly one")]
+    NoSource { pod: String, volume: String },
+    #[error("pod {pod}: volume {volume:?} sets both emptyDir and hostPath; set exactly one")]
+    TwoSources { pod: String, volume: String },
+    #[error(
+        "pod {pod}: hostPath volume {volume:?}: {path} {problem}; create it on the node or use type DirectoryOrCreate"
+    )]
+    HostPath {
+        pod: String,
+        volume: String,
+        path: PathBuf,
+        problem: &'static str,
+    },
+    #[error(
+        "pod {pod}: container {container:?} mounts volume {volume:?}, which the pod does not define; add it to spec.volumes"
+    )]
+    UnknownVolume {
+        pod: String,
+        container: String,
+        volume: String,
+    },
+    #[error("pod {pod}: volume {volume:?}: {op} {path} failed: {source}")]
+    Io {
+        pod: String,
+        volume: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A volume as the containers see it: a host path to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedVolume {
+    pub host_path: PathBuf,
+    /// Backed by a tmpfs that the pod owns.
+    pub tmpfs: bool,
+}
+
+/// The volumes of one pod, created under `<pod dir>/volumes/`. The pod's owner calls
+/// [`PodVolumes::remove`] when the pod is deleted; dropping the value leaves them in place,
+/// since a running pod outlives the agent that made it.
+#[derive(Debug)]
+pub struct PodVolumes {
+    pod: String,
+    root: PathBuf,
+    pub volumes: BTreeMap<String, ResolvedVolume>,
+    tmpfs_mounts: Vec<PathBuf>,
+}
+
+fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
+}
+
+impl PodVolumes {
+    /// Checks every volume and mount first, then creates the emptyDirs; on any failure what was
+    /// created is removed again.
+    pub fn create(pod: &Pod, pod_dir: &Path) -> Result<PodVolumes, VolumeError> {
+        let name = pod_name(pod);
+        for c in pod.spec.containers.iter().chain(&pod.spec.init_containers) {
+            for m in &c.volume_mounts {
+                if !pod.spec.volumes.iter().any(|v| v.name == m.name) {
+                    return Err(VolumeError::UnknownVolume {
+                        pod: name,
+                        container: c.name.clone(),
+                        volume: m.name.clone(),
+                    });
+                }
+            }
+        }
+        for v in &pod.spec.volumes {
+            check_source(&name, v)?;
+        }
+        let mut vols = PodVolumes {
+            pod: name,
+            root: pod_dir.join("volumes"),
+            volumes: BTreeMap::new(),
+            tmpfs_mounts: Vec::new(),
+        };
+        for v in &pod.spec.volumes {
+            match vols.make(v) {
+                Ok(resolved) => {
+                    vols.volumes.insert(v.name.clone(), resolved);
+                }
+                Err(e) => {
+                    // Leave nothing half-created behind.
+                    if let Err(cleanup) = vols.remove() {
+                        tracing::warn!(error = %cleanup, "cleaning up after a failed volume setup");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(vols)
+    }
+
+    /// Adopts the volumes of a pod that already runs (after an agent restart).
+    pub fn adopt(pod: &Pod, pod_dir: &Path) -> PodVolumes {
+        let root = pod_dir.join("volumes");
+        let mut volumes = BTreeMap::new();
+        let mut tmpfs_mounts = Vec::new();
+        for v in &pod.spec.volumes {
+            if let Some(h) = &v.host_path {
+                volumes.insert(
+                    v.name.clone(),
+                    ResolvedVolume {
+                        host_path: PathBuf::from(&h.path),
+                        tmpfs: false,
+                    },
+                );
+            } else if let Some(e) = &v.empty_dir {
+                let dir = root.join("empty-dir").join(&v.name);
+                let tmpfs = e.medium == "Memory";
+                if tmpfs {
+                    tmpfs_mounts.push(dir.clone());
+                }
+                volumes.insert(
+                    v.name.clone(),
+                    ResolvedVolume {
+                        host_path: dir,
+                        tmpfs,
+                    },
+                );
+            }
+        }
+        PodVolumes {
+            pod: pod_name(pod),
+            root,
+            volumes,
+            tmpfs_mounts,
+        }
+    }
+
+    fn io(
+        &self,
+        volume: &str,
+        op: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(io::Error) -> VolumeError {
+        let (pod, volume, path) = (self.pod.clone(), volume.to_string(), path.to_path_buf());
+        move |source| VolumeError::Io {
+            pod,
+            volume,
+            op,
+            path,
+            source,
+        }
+    }
+
+    fn make(&mut self, v: &Volume) -> Result<ResolvedVolume, VolumeError> {
+        if let Some(h) = &v.host_path {
+            let path = PathBuf::from(&h.path);
+            if h.kind == "DirectoryOrCreate" && !path.exists() {
+                fs::create_dir_all(&path).map_err(self.io(&v.name, "create", &path))?;
+            }
+            return Ok(ResolvedVolume {
+                host_path: path,
+                tmpfs: false,
+            });
+        }
+        let e = v.empty_dir.as_ref().expect("checked: one source");
+        let dir = self.root.join("empty-dir").join(&v.name);
+        fs::create_dir_all(&dir).map_err(self.io(&v.name, "create", &dir))?;
+        let tmpfs = e.medium == "Memory";
+        if tmpfs {
+            let size = e
+                .size_limit
+                .map(|m| format!("size={}", m.bytes()))
+                .unwrap_or_default();
+            let opts = format!("mode=0777{}{size}", if size.is_empty() { "" } else { "," });
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(opts.as_str()),
+            )
+            .map_err(|e| self.io(&v.name, "mount tmpfs on", &dir)(e.into()))?;
+            self.tmpfs_mounts.push(dir.clone());
+        }
+        Ok(ResolvedVolume {
+            host_path: dir,
+            tmpfs,
+        })
+    }
+
+    /// Unmounts tmpfs volumes and removes the pod's volume directory. hostPaths are the
+    /// node's and are left alone. Idempotent.
+    pub fn remove(&mut self) -> Result<(), VolumeError> {
+        for dir in std::mem::take(&mut self.tmpfs_mounts) {
+            match umount2(&dir, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(self.io("", "unmount", &dir)(e.into()));
+                }
+            }
+        }
+        match fs::remove_dir_all(&self.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io("", "remove", &self.root.clone())(e)),
+        }
+    }
+}
+
+fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
+    match (&v.empty_dir, &v.host_path) {
+        (None, None) => Err(VolumeError::NoSource {
+            pod: pod.into(),
+            volume: v.name.clone(),
+        }),
+        (Some(_), Some(_)) => Err(VolumeError::TwoSources {
+            pod: pod.into(),
+            volume: v.name.clone(),
+        }),
+        (None, Some(h)) => {
+            let path = PathBuf::from(&h.path);
+            let err = |problem| VolumeError::HostPath {
+                pod: pod.into(),
+                volume: v.name.clone(),
+                path: path.clone(),
+                problem,
+            };
+            if !path.is_absolute() {
+                return Err(err("is not an absolute path"));
+            }
+            match h.kind.as_str() {
+                "DirectoryOrCreate" => Ok(()),
+                "Directory" if !path.is_dir() => Err(err("is not an existing directory")),
+                "File" if !path.is_file() => Err(err("is not an existing file")),
+                "" if !path.exists() => Err(err("does not exist")),
+                _ => Ok(()),
+            }
+        }
+        (Some(_), None) => Ok(()),
+    }
+}

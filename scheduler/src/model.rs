@@ -1,0 +1,233 @@
+//! The scheduler's inputs and outputs: configuration, the node and pod views it places with,
+//! and the "unschedulable" answer.
+
+use podd_api::pod::NodeSelector;
+use podd_api::{Node, Pod, Taint, Toleration};
+use std::collections::BTreeMap;
+
+/// The label Kubernetes puts on every node with the node's name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The default topology label for zone spreading.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// The taint Kubernetes puts on nodes that are not Ready (TaintNodesByCondition).
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// The taint that stands for `spec.unschedulable` (a pod tolerating it may still land there).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+/// Kubelet's default pod limit, used when a node reports none.
+pub const DEFAULT_MAX_PODS: u32 = 110;
+
+/// How the resource score ranks nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResourceStrategy {
+    /// Prefer the emptiest node (Kubernetes' default `LeastAllocated`): spreads load.
+    #[default]
+    LeastAllocated,
+    /// Prefer the fullest node that still fits (`MostAllocated`): bin packing.
+    MostAllocated,
+}
+
+/// Weights and knobs. Every score is an integer; see `score.rs` for the exact formula.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub strategy: ResourceStrategy,
+    /// Weight of the least/most-allocated score (Kubernetes: NodeResourcesFit, weight 1).
+    pub resource_weight: i64,
+    /// Weight of the balanced CPU/memory score (Kubernetes: NodeResourcesBalancedAllocation, 1).
+    pub balanced_weight: i64,
+    /// Penalty weight per replica of the same spread group already on the node.
+    pub node_spread_weight: i64,
+    /// Penalty weight per replica of the same spread group already in the node's zone.
+    pub zone_spread_weight: i64,
+    /// Penalty weight per untolerated `PreferNoSchedule` taint.
+    pub prefer_no_schedule_weight: i64,
+    /// The node label whose values are the spreading domains (zones).
+    pub topology_key: String,
+    /// Max skew between the fullest and emptiest eligible zone for one spread group.
+    pub zone_max_skew: u32,
+    /// `true`: the max skew is a filter (Kubernetes' `DoNotSchedule`); `false`: spreading is
+    /// only a score (`ScheduleAnyway`, the default, as in Kubernetes' default constraints).
+    pub zone_spread_hard: bool,
+    /// Seed of the tie-breaking hash: equal-score nodes are ordered by
+    /// `hash(seed, pod key) XOR hash(seed, node name)`.
+    pub seed: u64,
+    /// Use the incremental score index (exact, sub-linear). `false` scans every node; the
+    /// placements are identical, only slower. Kept for tests and benchmarks.
+    pub use_index: bool,
+    /// Score only this percentage of the feasible nodes, as Kubernetes'
+    /// `percentageOfNodesToScore` (100 = all, the default; the index is exact and needs no
+    /// sampling). Below 100 the scan path is used, starting at a rotating offset.
+    pub percentage_of_nodes_to_score: u8,
+    /// How many pod-constraint classes keep a live index (least recently used are dropped).
+    pub max_indexed_classes: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            strategy: ResourceStrategy::LeastAllocated,
+            resource_weight: 1,
+            balanced_weight: 1,
+            node_spread_weight: 2,
+            zone_spread_weight: 2,
+            prefer_no_schedule_weight: 1,
+            topology_key: ZONE_LABEL.to_string(),
+            zone_max_skew: 1,
+            zone_spread_hard: false,
+            seed: 0x5eed_0f_70dd,
+            use_index: true,
+            percentage_of_nodes_to_score: 100,
+            max_indexed_classes: 64,
+        }
+    }
+}
+
+/// What the scheduler knows about a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub allocatable_cpu_millis: u64,
+    pub allocatable_memory: u64,
+    pub max_pods: u32,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub ready: bool,
+    pub unschedulable: bool,
+}
+
+impl NodeInfo {
+    /// Reads a Node object: allocatable (or capacity when allocatable is unset), labels plus
+    /// `kubernetes.io/hostname` when missing, taints, Ready and `spec.unschedulable`.
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let alloc = &node.status.allocatable;
+        let cap = &node.status.capacity;
+        let pick = |a: u64, c: u64| if a == 0 { c } else { a };
+        let pods = pick(u64::from(alloc.pods), u64::from(cap.pods));
+        let mut labels = node.metadata.labels.clone();
+        labels
+            .entry(HOSTNAME_LABEL.to_string())
+            .or_insert_with(|| node.metadata.name.clone());
+        NodeInfo {
+            name: node.metadata.name.clone(),
+            allocatable_cpu_millis: pick(alloc.cpu.0, cap.cpu.0),
+            allocatable_memory: pick(alloc.memory.0, cap.memory.0),
+            max_pods: if pods == 0 {
+                DEFAULT_MAX_PODS
+            } else {
+                u32::try_from(pods).unwrap_or(u32::MAX)
+            },
+            labels,
+            taints: node.spec.taints.clone(),
+            ready: node.is_ready(),
+            unschedulable: node.spec.unschedulable,
+        }
+    }
+}
+
+/// What the scheduler needs of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodInfo {
+    /// "namespace/name".
+    pub key: String,
+    pub cpu_millis: u64,
+    pub memory: u64,
+    /// Host ports; a port clashes with the same number on the node whatever the protocol
+    /// (stricter than Kubernetes, which keys by protocol and host IP).
+    pub host_ports: Vec<u16>,
+    pub node_selector: BTreeMap<String, String>,
+    pub required_affinity: Option<NodeSelector>,
+    pub tolerations: Vec<Toleration>,
+    /// Pods of one group are spread across nodes and zones (e.g. the owning ReplicaSet's uid).
+    pub spread_group: Option<String>,
+    pub priority: i32,
+}
+
+impl PodInfo {
+    /// Reads a Pod: requests as Kubernetes counts them (app containers summed, the largest
+    /// init container if larger), host ports of all containers, selector, required node
+    /// affinity, tolerations, and the spread group from the controller owner reference.
+    pub fn from_pod(pod: &Pod) -> PodInfo {
+        let (cpu, mem) = pod.spec.total_requests();
+        let ns = if pod.metadata.namespace.is_empty() {
+            "default"
+        } else {
+            pod.metadata.namespace.as_str()
+        };
+        let mut host_ports: Vec<u16> = pod
+            .spec
+            .containers
+            .iter()
+            .chain(&pod.spec.init_containers)
+            .flat_map(|c| &c.ports)
+            .filter_map(|p| p.host_port)
+            .filter(|p| *p != 0)
+            .collect();
+        host_ports.sort_unstable();
+        host_ports.dedup();
+        PodInfo {
+            key: format!("{ns}/{}", pod.metadata.name),
+            cpu_millis: cpu.0,
+            memory: mem.0,
+            host_ports,
+            node_selector: pod.spec.node_selector.clone(),
+            required_affinity: pod
+                .spec
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| na.required.clone()),
+            tolerations: pod.spec.tolerations.clone(),
+            spread_group: pod
+                .metadata
+                .owner_references
+                .iter()
+                .find(|o| o.controller)
+                .map(|o| o.uid.clone())
+                .filter(|u| !u.is_empty()),
+            priority: pod.spec.priority,
+        }
+    }
+
+    /// No selector, affinity or tolerations: every ready, untainted node is a candidate.
+    pub(crate) fn unconstrained(&self) -> bool {
+        self.node_selector.is_empty()
+            && self.required_affinity.is_none()
+            && self.tolerations.is_empty()
+    }
+}
+
+/// A pod no node can take, with Kubernetes' message and the per-reason node counts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unschedulable {
+    /// e.g. "0/5 nodes are available: 2 node(s) had untolerated taint {gpu: }, 3 Insufficient cpu."
+    pub message: String,
+    pub nodes_total: usize,
+    /// Reason -> how many nodes failed with it (a node may count under several resource reasons).
+    pub reasons: BTreeMap<String, usize>,
+    /// The cluster generation this answer was computed at: retry once `cluster_generation()`
+    /// differs from it, not before.
+    pub generation: u64,
+}
+
+impl Unschedulable {
+    pub(crate) fn new(nodes_total: usize, reasons: BTreeMap<String, usize>, generation: u64) -> Self {
+        let message = if nodes_total == 0 {
+            "no nodes available to schedule pods".to_string()
+        } else {
+            // Kubernetes (FitError.Error): "count reason" strings, sorted, comma-joined.
+            let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            parts.sort();
+            if parts.is_empty() {
+                format!("0/{nodes_total} nodes are available.")
+            } else {
+                format!("0/{nodes_total} nodes are available: {}.", parts.join(", "))
+            }
+        };
+        Unschedulable {
+            message,
+            nodes_total,
+            reasons,
+            generation,
+        }
+    }
+}
