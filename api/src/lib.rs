@@ -17,7 +17,7 @@ pub use object::{EventType, List, ListMeta, Object, Status, StatusCause, StatusD
 pub use validation::{FieldError, ValidationErrors};
 pub use node::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
 pub use pod::{
-    Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodPhase, PodSpec,
+    Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodCondition, PodPhase, PodSpec,
     PodStatus, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
 };
 pub use quantity::{Cpu, Memory, QuantityError};

@@ -322,9 +322,9 @@ pub enum PodPhase {
 #[serde(rename_all = "camelCase", default)]
 pub struct PodStatus {
     pub phase: PodPhase,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "podIP", skip_serializing_if = "String::is_empty")]
     pub pod_ip: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "hostIP", skip_serializing_if = "String::is_empty")]
     pub host_ip: String,
     /// All containers ready (and the pod running).
     pub ready: bool,
@@ -336,9 +336,28 @@ pub struct PodStatus {
     pub start_time: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub container_statuses: Vec<ContainerStatus>,
+    /// PodScheduled, Ready, ... as Kubernetes reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodCondition>,
     /// Recent usage, reported by the agent, for `top` and the autoscaler.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<PodUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodCondition {
+    /// "PodScheduled", "Ready", ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub last_transition_time: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use podd_api::{EventType, Kind};
 use podd_store::{EventKind, KeyValue, Revision, Store, StoreError};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -22,9 +22,12 @@ pub struct CachedObject {
     pub key: String,
     pub namespace: String,
     pub name: String,
+    pub uid: String,
     pub labels: BTreeMap<String, String>,
     /// Pods only: spec.nodeName.
     pub node_name: String,
+    /// The uids in metadata.ownerReferences, for cascading deletes.
+    pub owners: Vec<String>,
     pub revision: Revision,
     pub json: Bytes,
 }
@@ -50,10 +53,21 @@ impl CachedObject {
             .and_then(|x| x.as_str())
             .unwrap_or_default()
             .to_string();
+        let owners = meta
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(|o| o.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.get("uid").and_then(|u| u.as_str()).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(CachedObject {
             key: key.to_string(),
+            owners,
             namespace: s("namespace"),
             name: s("name"),
+            uid: s("uid"),
             labels,
             node_name,
             revision: rev,
@@ -97,6 +111,10 @@ pub struct Subscription {
 
 struct KindState {
     objects: BTreeMap<String, Arc<CachedObject>>,
+    /// owner uid -> keys of the objects it owns.
+    by_owner: HashMap<String, BTreeSet<String>>,
+    /// node name -> keys of the pods bound to it.
+    by_node: HashMap<String, BTreeSet<String>>,
     events: VecDeque<Arc<CacheEvent>>,
     /// `events` hold every event with revision in (oldest, revision].
     oldest: Revision,
@@ -104,9 +122,65 @@ struct KindState {
 }
 
 impl KindState {
+    fn unindex(&mut self, o: &CachedObject) {
+        for u in &o.owners {
+            if let Some(set) = self.by_owner.get_mut(u) {
+                set.remove(&o.key);
+                if set.is_empty() {
+                    self.by_owner.remove(u);
+                }
+            }
+        }
+        if !o.node_name.is_empty()
+            && let Some(set) = self.by_node.get_mut(&o.node_name)
+        {
+            set.remove(&o.key);
+            if set.is_empty() {
+                self.by_node.remove(&o.node_name);
+            }
+        }
+    }
+
+    fn index(&mut self, o: &CachedObject) {
+        for u in &o.owners {
+            self.by_owner.entry(u.clone()).or_default().insert(o.key.clone());
+        }
+        if !o.node_name.is_empty() {
+            self.by_node
+                .entry(o.node_name.clone())
+                .or_default()
+                .insert(o.key.clone());
+        }
+    }
+
+    /// Inserts or replaces; returns the previous object.
+    fn put(&mut self, o: Arc<CachedObject>) -> Option<Arc<CachedObject>> {
+        let prev = self.objects.insert(o.key.clone(), o.clone());
+        if let Some(p) = &prev {
+            self.unindex(p);
+        }
+        self.index(&o);
+        prev
+    }
+
+    fn take(&mut self, key: &str) -> Option<Arc<CachedObject>> {
+        let prev = self.objects.remove(key);
+        if let Some(p) = &prev {
+            self.unindex(p);
+        }
+        prev
+    }
+
+    fn lookup(&self, keys: Option<&BTreeSet<String>>) -> Vec<Arc<CachedObject>> {
+        keys.map(|ks| ks.iter().filter_map(|k| self.objects.get(k).cloned()).collect())
+            .unwrap_or_default()
+    }
+
     fn new(at: Revision, fanout: usize) -> KindState {
         KindState {
             objects: BTreeMap::new(),
+            by_owner: HashMap::new(),
+            by_node: HashMap::new(),
             events: VecDeque::new(),
             oldest: at,
             tx: broadcast::channel(fanout).0,
@@ -223,7 +297,7 @@ impl WatchCache {
                 && let Some(obj) = CachedObject::from_stored(kind, &kv.key, &kv.value, kv.mod_revision)
                 && let Some(st) = inner.kinds.get_mut(&kind)
             {
-                st.objects.insert(kv.key.clone(), Arc::new(obj));
+                st.put(Arc::new(obj));
             }
         }
         inner.revision = rev;
@@ -245,9 +319,9 @@ impl WatchCache {
             let st = inner.kinds.get_mut(&k).expect("every kind has a state");
             let obj = Arc::new(obj);
             let (ty, prev) = match kind {
-                EventKind::Deleted => (EventType::Deleted, st.objects.remove(&kv.key)),
+                EventKind::Deleted => (EventType::Deleted, st.take(&kv.key)),
                 EventKind::Created | EventKind::Modified => {
-                    let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                    let prev = st.put(obj.clone());
                     let ty = if prev.is_some() {
                         EventType::Modified
                     } else {
@@ -305,6 +379,30 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, inner.revision)
+    }
+
+    /// The objects of `kind` that name `owner_uid` in their ownerReferences.
+    pub fn owned_by(&self, kind: Kind, owner_uid: &str) -> Vec<Arc<CachedObject>> {
+        let inner = self.lock();
+        let st = &inner.kinds[&kind];
+        st.lookup(st.by_owner.get(owner_uid))
+    }
+
+    /// The pods bound to `node`.
+    pub fn on_node(&self, node: &str) -> Vec<Arc<CachedObject>> {
+        let inner = self.lock();
+        let st = &inner.kinds[&Kind::Pod];
+        st.lookup(st.by_node.get(node))
+    }
+
+    /// A receiver for the events of `kind` from now on.
+    pub fn subscribe_now(&self, kind: Kind) -> broadcast::Receiver<Arc<CacheEvent>> {
+        self.lock().kinds[&kind].tx.subscribe()
+    }
+
+    /// A receiver of the cache's revision, which moves with every write it sees.
+    pub fn revision_watch(&self) -> watch::Receiver<Revision> {
+        self.rev_tx.subscribe()
     }
 
     /// One object from the cache.

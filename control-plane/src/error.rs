@@ -19,7 +19,7 @@ pub enum ApiError {
         expected: String,
         actual: String,
     },
-    #[error("{kind} {name:?} is invalid: {errors}")]
+    #[error("{} {name:?} is invalid: {errors}", kind.name())]
     Invalid {
         kind: Kind,
         name: String,

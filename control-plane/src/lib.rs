@@ -1,1 +1,17 @@
-//! See the crate description.
+//! podd's control plane: the API server (Unix socket and TLS with bearer tokens), the watch
+//! cache that fans one store watch out to every watcher, the registry (the API's semantics over
+//! the store), the persisted allocators, the controllers, and hollow nodes for scale tests.
+
+pub mod alloc;
+pub mod auth;
+pub mod cache;
+pub mod controllers;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod time;
+pub mod tls;
+
+pub use error::ApiError;
+pub use server::{ControlPlane, ControlPlaneConfig};

@@ -97,8 +97,9 @@ impl Ipv4Cidr {
         if self.prefix_len > 30 {
             return Err(NetError::InvalidCidr {
                 cidr: self.to_string(),
-                reason: "a pod CIDR needs room for a gateway and at least one pod: use /30 or wider"
-                    .into(),
+                reason:
+                    "a pod CIDR needs room for a gateway and at least one pod: use /30 or wider"
+                        .into(),
             });
         }
         Ok(())

@@ -112,8 +112,8 @@ impl Ipam {
     /// Re-reads the leases and the cursor from disk.
     pub fn refresh(&mut self) -> Result<()> {
         let mut leases = BTreeMap::new();
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| NetError::io("read IPAM directory", &self.dir, e))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| NetError::io("read IPAM directory", &self.dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| NetError::io("read IPAM directory", &self.dir, e))?;
             let name = entry.file_name();
@@ -265,8 +265,8 @@ impl Ipam {
             std::process::id(),
             nix::unistd::gettid()
         ));
-        let result =
-            fs::write(&temp, format!("{ip}\n")).and_then(|()| fs::rename(&temp, self.dir.join(CURSOR_FILE)));
+        let result = fs::write(&temp, format!("{ip}\n"))
+            .and_then(|()| fs::rename(&temp, self.dir.join(CURSOR_FILE)));
         if let Err(e) = result {
             let _ = fs::remove_file(&temp);
             warn!(dir = %self.dir.display(), error = %e, "could not save the IPAM cursor");
@@ -328,7 +328,13 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            ["10.244.1.5", "10.244.1.6", "10.244.1.2", "10.244.1.3", "10.244.1.4"]
+            [
+                "10.244.1.5",
+                "10.244.1.6",
+                "10.244.1.2",
+                "10.244.1.3",
+                "10.244.1.4"
+            ]
         );
         let from_start: Vec<_> = next_fit_order(&c, None).unwrap().collect();
         assert_eq!(from_start.first(), Some(&Ipv4Addr::new(10, 244, 1, 2)));

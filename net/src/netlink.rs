@@ -137,7 +137,9 @@ impl Netlink {
     /// One link by name, or `None` if there is no such link.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(message), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(link_from_reply)),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -159,10 +161,14 @@ impl Netlink {
     /// Creates a bridge (down, no address).
     pub fn add_bridge(&mut self, name: &str) -> Result<()> {
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
         message
             .attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::IfName(name.to_string()));
+        message
+            .attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.request(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -192,8 +198,12 @@ impl Netlink {
         let mut message = LinkMessage::default();
         message.header.flags = LinkFlags::Up;
         message.header.change_mask = LinkFlags::Up;
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
-        message.attributes.push(LinkAttribute::Controller(controller));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        message
+            .attributes
+            .push(LinkAttribute::Controller(controller));
         if let Some(mtu) = mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
             peer.attributes.push(LinkAttribute::Mtu(mtu));
@@ -232,7 +242,11 @@ impl Netlink {
         match self.request(RouteNetlinkMessage::DelLink(message), 0) {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
-            Err(e) => Err(NetError::netlink("delete link", format!("ifindex {index}"), e)),
+            Err(e) => Err(NetError::netlink(
+                "delete link",
+                format!("ifindex {index}"),
+                e,
+            )),
         }
     }
 

@@ -103,8 +103,8 @@ where
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let file = File::open(path)
-                    .map_err(|e| NetError::io("open namespace file", path, e))?;
+                let file =
+                    File::open(path).map_err(|e| NetError::io("open namespace file", path, e))?;
                 nix::sched::setns(file.as_fd(), kind.clone_flag()).map_err(|e| {
                     NetError::Namespace {
                         op: "setns",
@@ -406,15 +406,37 @@ fn check_is_namespace(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts (lazily, so a racing reader cannot make it fail) and removes one
-/// namespace file. Missing mounts and files are fine: this is idempotent.
-pub fn release_namespace_file(path: &Path) -> Result<()> {
-    // A file may carry more than one mount if something went wrong earlier;
-    // peel them all.
+/// Releases every namespace held under `root` (all kinds), unmounts the
+/// shared directory mounts and removes the directories: the full reset of a
+/// namespace root, for node decommissioning and test cleanup.
+pub fn release_namespace_root(root: &Path) -> Result<()> {
+    for kind in NsKind::SANDBOX {
+        let dir = root.join(kind.dir_name());
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(NetError::io("read namespace directory", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| NetError::io("read namespace directory", &dir, e))?;
+            release_namespace_file(&entry.path())?;
+        }
+        unmount_all(&dir)?;
+        match fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NetError::io("remove namespace directory", &dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Peels every mount stacked on `path`; none is fine.
+fn unmount_all(path: &Path) -> Result<()> {
     loop {
         match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) => continue,
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
             Err(e) => {
                 return Err(NetError::Namespace {
                     op: "unmount",
@@ -424,6 +446,16 @@ pub fn release_namespace_file(path: &Path) -> Result<()> {
             }
         }
     }
+}
+
+/// Unmounts (lazily, so a racing reader cannot make it fail) and removes one
+/// namespace file. Missing mounts and files are fine: this is idempotent.
+pub fn release_namespace_file(path: &Path) -> Result<()> {
+    // A file may carry more than one mount if something went wrong earlier.
+    unmount_all(path)?;
+    // Unlinking matters beyond tidiness: the kernel (3.18+) then also detaches
+    // the copies of this mount held by other mount namespaces (containers made
+    // while the pod existed), which would otherwise keep the namespace alive.
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod etc_files;
 pub mod logs;
 pub mod probe;
+pub mod shim;
 pub mod spec;
 pub mod stats;
 pub mod timefmt;

@@ -59,6 +59,9 @@ pub struct ContainerPlan<'a> {
     pub volumes: &'a BTreeMap<String, ResolvedVolume>,
     /// Holds the pod's `hosts`, `hostname` and `resolv.conf`.
     pub etc_dir: &'a Path,
+    /// The pod's shared /dev/shm (a tmpfs the sandbox owns), so that its containers share
+    /// POSIX shared memory as they share the IPC namespace.
+    pub shm_dir: Option<&'a Path>,
 }
 
 /// CFS period podd uses; the quota is the CPU limit's share of it.
@@ -110,6 +113,10 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if let Some(shm) = plan.shm_dir {
+        mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mounts.push(bind(shm, Path::new("/dev/shm"), false).map_err(oci)?);
+    }
     mounts.extend(etc_mounts(plan.etc_dir).map_err(oci)?);
     for m in &c.volume_mounts {
         if let Some(v) = plan.volumes.get(&m.name) {
@@ -258,6 +265,7 @@ mod tests {
             cgroups_path: "podd/pods/u1/a".into(),
             volumes: &vols,
             etc_dir: Path::new("/var/lib/podd/pods/u1/etc"),
+            shm_dir: Some(Path::new("/run/podd/pods/u1/shm")),
         })
     }
 
@@ -309,6 +317,15 @@ mod tests {
             .find(|m| m.destination() == Path::new("/data"))
             .unwrap();
         assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+        let shm: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.destination() == Path::new("/dev/shm"))
+            .collect();
+        assert_eq!(shm.len(), 1, "the pod's shm replaces the private one");
+        assert_eq!(
+            shm[0].source().as_deref(),
+            Some(Path::new("/run/podd/pods/u1/shm"))
+        );
         for f in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
             assert!(
                 mounts.iter().any(|m| m.destination() == Path::new(f)),

@@ -127,10 +127,6 @@ impl EventHub {
         self.lock().compacted
     }
 
-    pub(crate) fn latest(&self) -> Revision {
-        self.lock().latest
-    }
-
     pub(crate) fn read(&self, prefix: &str, after: Revision, max: usize) -> HubRead {
         let st = self.lock();
         if after < st.compacted {

@@ -10,10 +10,18 @@ use futures::stream::BoxStream;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod election;
+mod etcd;
 mod hub;
 mod mem;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use election::{AlwaysLeader, EtcdElector, EtcdElectorOptions, LeaderElector, Leadership};
+pub use etcd::EtcdStore;
 pub use mem::MemStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// A global, strictly increasing write counter. The first write is revision 1.
 pub type Revision = i64;
@@ -112,4 +120,134 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision of the latest write.
     async fn revision(&self) -> Result<Revision, StoreError>;
+}
+
+/// Where the store lives, parsed from the daemon's `--store` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `memory:`: in-process, lost on exit (tests, demos).
+    Memory,
+    /// `sqlite:///var/lib/podd/podd.db`: the embedded default.
+    Sqlite(std::path::PathBuf),
+    /// `etcd://127.0.0.1:2379[,host:port...]`: shared by several servers, with leader election.
+    Etcd(Vec<String>),
+}
+
+/// The default store of a node: `sqlite:///var/lib/podd/podd.db`.
+pub const DEFAULT_STORE_URL: &str = "sqlite:///var/lib/podd/podd.db";
+
+impl std::str::FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(url: &str) -> Result<Self, StoreError> {
+        let bad = |why: &str| StoreError::Backend {
+            op: "open",
+            message: format!(
+                "bad store URL {url:?}: {why}; use memory:, sqlite:///path/to/podd.db or etcd://host:port[,host:port...]"
+            ),
+        };
+        if url == "memory:" || url == "memory://" {
+            return Ok(StoreUrl::Memory);
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(bad("no database path"));
+            }
+            return Ok(StoreUrl::Sqlite(path.into()));
+        }
+        if let Some(rest) = url.strip_prefix("etcd://") {
+            let endpoints: Vec<String> = rest
+                .trim_end_matches('/')
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| format!("http://{e}"))
+                .collect();
+            if endpoints.is_empty() {
+                return Err(bad("no etcd endpoint"));
+            }
+            if let Some(e) = endpoints
+                .iter()
+                .find(|e| e.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+            {
+                return Err(bad(&format!("{} has no port", &e["http://".len()..])));
+            }
+            return Ok(StoreUrl::Etcd(endpoints));
+        }
+        Err(bad("unknown scheme"))
+    }
+}
+
+/// Opens the store at `url` (see [`StoreUrl`]).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(open_with_elector(url, "podd").await?.0)
+}
+
+/// Opens the store at `url` and the leader elector that goes with it: etcd elects among the
+/// servers sharing it (`identity` names this one); the embedded stores always lead.
+pub async fn open_with_elector(
+    url: &str,
+    identity: &str,
+) -> Result<
+    (
+        std::sync::Arc<dyn Store>,
+        std::sync::Arc<dyn LeaderElector>,
+    ),
+    StoreError,
+> {
+    use std::sync::Arc;
+    match url.parse::<StoreUrl>()? {
+        StoreUrl::Memory => Ok((Arc::new(MemStore::new()), Arc::new(AlwaysLeader))),
+        StoreUrl::Sqlite(path) => {
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+                .await
+                .map_err(|e| StoreError::Backend {
+                    op: "open",
+                    message: format!("opening the sqlite store: {e}"),
+                })??;
+            Ok((Arc::new(store), Arc::new(AlwaysLeader)))
+        }
+        StoreUrl::Etcd(endpoints) => {
+            let store = EtcdStore::connect(&endpoints).await?;
+            let elector = EtcdElector::new(
+                store.client().clone(),
+                EtcdElectorOptions::new(identity),
+            );
+            Ok((Arc::new(store), Arc::new(elector)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::StoreUrl;
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!("memory:".parse::<StoreUrl>().unwrap(), StoreUrl::Memory);
+        assert_eq!(
+            "sqlite:///var/lib/podd/podd.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("/var/lib/podd/podd.db".into())
+        );
+        assert_eq!(
+            "sqlite:rel/podd.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("rel/podd.db".into())
+        );
+        assert_eq!(
+            "etcd://127.0.0.1:2379,10.0.0.2:2379".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Etcd(vec![
+                "http://127.0.0.1:2379".into(),
+                "http://10.0.0.2:2379".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_the_fix() {
+        for bad in ["", "postgres://x", "sqlite://", "etcd://", "etcd://host"] {
+            let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
+            assert!(err.contains("use memory:"), "{bad}: {err}");
+        }
+    }
 }

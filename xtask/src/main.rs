@@ -17,7 +17,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "podd's build, test, benchmark and node-setup tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "podd's build, test, benchmark and node-setup tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,6 +83,8 @@ impl VmTestArgs {
         let fail_on_purpose = self.fail_on_purpose
             || std::env::var("PODD_VM_FAIL_ON_PURPOSE").is_ok_and(|v| v == "1");
         vm::VmOptions {
+            // Building the whole workspace needs the eBPF object; one package may not.
+            build_ebpf: self.packages.is_empty(),
             packages: self.packages,
             fail_on_purpose,
             timeout: std::time::Duration::from_secs(self.timeout),

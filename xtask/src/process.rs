@@ -73,7 +73,6 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 
 /// Whether a program is on PATH.
 pub fn have_program(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }

@@ -1,1 +1,362 @@
-fn main(){}
+//! podd-oci: an OCI runtime (the runc command line) on podd-runtime.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
+use podd_runtime::{Container, CreateOptions, ExecOptions, spec};
+
+#[derive(Parser, Debug)]
+#[command(name = "podd-oci", version, about = "OCI container runtime of podd (runc-compatible command line)")]
+struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = "/run/podd-oci")]
+    root: PathBuf,
+    /// Log file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// cgroup v2 directory that cgroupsPath is relative to (default: the cgroup2 mount).
+    #[arg(long = "cgroup-root", global = true, env = "PODD_OCI_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
+    /// systemd cgroup driver (not supported; podd-oci manages cgroupfs paths).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's init pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master when process.terminal is true.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Pass N extra fds (from 3) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for compatibility; session keyrings are not created.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Accepted for compatibility; pivot_root is always used.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Container id.
+    id: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container; its process waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { id: String },
+    /// Create, start, wait, delete; exits with the container's exit code.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return after start instead of waiting.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Print the state JSON.
+    State { id: String },
+    /// Send a signal (default SIGTERM).
+    Kill {
+        /// Signal every process in the container's cgroup.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a stopped (or, with --force, any) container.
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Freeze a running container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List containers.
+    List {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print cgroup stats as JSON.
+    Events {
+        /// Print once and exit.
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
+    /// Run a process inside a running container.
+    Exec {
+        /// process.json describing the process (else the args below with the bundle's process).
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        #[arg(short, long)]
+        env: Vec<String>,
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Write a default config.json into the bundle.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// Print the runtime's features as JSON.
+    Features,
+}
+
+fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| anyhow!("unknown signal number {n}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    Signal::from_str(&name).map_err(|_| anyhow!("unknown signal {s:?}"))
+}
+
+fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOptions {
+    let mut o = CreateOptions::new(&cli.root);
+    o.cgroup_root = cli.cgroup_root.clone();
+    o.console_socket = a.console_socket.clone();
+    o.pid_file = a.pid_file.clone();
+    o.preserve_fds = a.preserve_fds;
+    o
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup is not supported: podd-oci manages cgroupfs paths (use a path cgroupsPath)");
+    }
+    match &cli.cmd {
+        Cmd::Create(a) => {
+            if a.no_pivot {
+                tracing::warn!("--no-pivot ignored: podd-oci always uses pivot_root");
+            }
+            Container::create_from_bundle(&a.id, &a.bundle, &create_opts(cli, a))?;
+        }
+        Cmd::Start { id } => Container::load(&cli.root, id)?.start()?,
+        Cmd::Run { create, detach } => {
+            let mut c = Container::create_from_bundle(&create.id, &create.bundle, &create_opts(cli, create))?;
+            if let Err(e) = c.start() {
+                let _ = c.clone().delete(true);
+                return Err(e.into());
+            }
+            if *detach {
+                return Ok(0);
+            }
+            let code = c.wait()?;
+            c.delete(true)?;
+            return Ok(code);
+        }
+        Cmd::State { id } => print_json(&Container::load(&cli.root, id)?.oci_state())?,
+        Cmd::Kill { all, id, signal } => Container::load(&cli.root, id)?.kill(parse_signal(signal)?, *all)?,
+        Cmd::Delete { force, id } => match Container::load(&cli.root, id) {
+            Ok(c) => c.delete(*force)?,
+            // delete --force of a missing container succeeds, as runc's does.
+            Err(podd_runtime::Error::NotFound { .. }) if *force => {}
+            Err(e) => return Err(e.into()),
+        },
+        Cmd::Pause { id } => Container::load(&cli.root, id)?.pause()?,
+        Cmd::Resume { id } => Container::load(&cli.root, id)?.resume()?,
+        Cmd::List { quiet } => {
+            let mut out = std::io::stdout().lock();
+            if !quiet {
+                writeln!(out, "{:<24} {:>8} {:<10} BUNDLE", "ID", "PID", "STATUS")?;
+            }
+            for id in Container::list(&cli.root)? {
+                if *quiet {
+                    writeln!(out, "{id}")?;
+                } else if let Ok(c) = Container::load(&cli.root, &id) {
+                    let s = c.oci_state();
+                    writeln!(out, "{:<24} {:>8} {:<10} {}", s.id, s.pid, s.status, s.bundle.display())?;
+                }
+            }
+        }
+        Cmd::Events { id, .. } => print_json(&Container::load(&cli.root, id)?.stats()?)?,
+        Cmd::Exec { process, console_socket, pid_file, detach, tty, cwd, env, preserve_fds, id, args } => {
+            let c = Container::load(&cli.root, id)?;
+            let mut p: oci_spec::runtime::Process = match process {
+                Some(path) => serde_json::from_slice(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
+                    .with_context(|| format!("parse process {}", path.display()))?,
+                None => {
+                    if args.is_empty() {
+                        bail!("exec needs a command (or --process FILE)");
+                    }
+                    let bundle = c.oci_state().bundle;
+                    let mut p = spec::load_bundle(&bundle)?.process().clone().unwrap_or_default();
+                    p.set_args(Some(args.clone()));
+                    p.set_terminal(Some(*tty));
+                    p
+                }
+            };
+            if let Some(cwd) = cwd {
+                p.set_cwd(cwd.clone());
+            }
+            if !env.is_empty() {
+                let mut e = p.env().clone().unwrap_or_default();
+                e.extend(env.iter().cloned());
+                p.set_env(Some(e));
+            }
+            let opts = ExecOptions { console_socket: console_socket.clone(), preserve_fds: *preserve_fds };
+            let pid = c.exec(&p, &opts)?;
+            if let Some(pf) = pid_file {
+                std::fs::write(pf, pid.to_string()).with_context(|| format!("write {}", pf.display()))?;
+            }
+            if *detach {
+                return Ok(0);
+            }
+            return wait_child(pid);
+        }
+        Cmd::Spec { bundle } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists; remove it first", path.display());
+            }
+            let mut s = oci_spec::runtime::Spec::default();
+            s.set_hostname(Some("podd".into()));
+            std::fs::write(&path, serde_json::to_vec_pretty(&s)?).with_context(|| format!("write {}", path.display()))?;
+        }
+        Cmd::Features => print_json(&serde_json::json!({
+            "ociVersionMin": "1.0.0",
+            "ociVersionMax": podd_runtime::OCI_VERSION,
+            "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+            "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate", "rslave", "rshared"],
+            "linux": {
+                "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"],
+                "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "cgroup": { "v1": false, "v2": true, "systemd": false },
+                "seccomp": { "enabled": true },
+                "apparmor": { "enabled": false },
+                "selinux": { "enabled": false },
+            },
+        }))?,
+    }
+    Ok(0)
+}
+
+fn wait_child(pid: i32) -> Result<i32> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e).context("wait for the exec'd process"),
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp without a date library.
+fn rfc3339_now() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+fn init_logging(cli: &Cli) -> Result<()> {
+    let level = if cli.debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODD_OCI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &cli.log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open log file {}", path.display()))?;
+            if cli.log_format == "json" {
+                builder.json().with_writer(std::sync::Mutex::new(file)).init();
+            } else {
+                builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            }
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn log_error(cli: &Cli, msg: &str) {
+    // Engines (containerd, podman) read the last error from the log file in runc's JSON shape.
+    if let Some(path) = &cli.log {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let line = if cli.log_format == "json" {
+                serde_json::json!({"level": "error", "msg": msg, "time": rfc3339_now()}).to_string()
+            } else {
+                format!("{} error: {msg}", rfc3339_now())
+            };
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "podd-oci: {msg}");
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        let _ = writeln!(std::io::stderr(), "podd-oci: {e:#}");
+        std::process::exit(1);
+    }
+    match run(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            log_error(&cli, &format!("{e:#}"));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The controllers: level-triggered, idempotent reconcile loops in the server process.
+//!
+//! They read the watch cache (the server's one shared informer, with indexes by owner and by
+//! node), are woken by its events and by a periodic resync, and write through the registry.
+//! After writing, a controller waits until the cache has seen its own writes before it
+//! reconciles the same object again (a read-your-writes barrier), so it never acts twice on a
+//! stale view (Kubernetes uses "expectations" for this).
+
+pub mod deployment;
+pub mod endpoints;
+pub mod hpa;
+pub mod nodelifecycle;
+pub mod scheduling;
+
+use crate::cache::CacheEvent;
+use crate::registry::Registry;
+use podd_api::Kind;
+use podd_scheduler::{Scheduler, SchedulerConfig};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Every controller re-examines everything this often, events or not.
+    pub resync: Duration,
+    /// A node whose lease has not been renewed for this long is NotReady.
+    pub node_grace: Duration,
+    /// How often the node lifecycle controller checks leases.
+    pub node_monitor_period: Duration,
+    /// Most pods the scheduler loop places in one batch.
+    pub scheduler_batch: usize,
+    pub scheduler: SchedulerConfig,
+    /// How often the autoscaler evaluates.
+    pub hpa_period: Duration,
+    /// Kubernetes' tolerance: no scaling while |usage/target - 1| <= this.
+    pub hpa_tolerance: f64,
+    /// Scale-down stabilisation when the HPA does not set one (Kubernetes: 300 s).
+    pub hpa_default_downscale_window: Duration,
+    /// Concurrent writes one controller issues at once (pod creations, bindings, ...).
+    pub write_concurrency: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            resync: Duration::from_secs(10),
+            node_grace: Duration::from_secs(2),
+            node_monitor_period: Duration::from_millis(200),
+            scheduler_batch: 512,
+            scheduler: SchedulerConfig::default(),
+            hpa_period: Duration::from_secs(5),
+            hpa_tolerance: 0.1,
+            hpa_default_downscale_window: Duration::from_secs(300),
+            write_concurrency: 64,
+        }
+    }
+}
+
+/// The scheduler model, shared by the scheduler loop (which places pods) and the deployment
+/// controller (which asks it which pods to remove on scale-down).
+pub type SharedScheduler = Arc<Mutex<Scheduler>>;
+
+pub fn spawn_all(
+    registry: Arc<Registry>,
+    config: ControllerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let sched: SharedScheduler = Arc::new(Mutex::new(Scheduler::new(config.scheduler.clone())));
+    vec![
+        tokio::spawn(scheduling::run(
+            registry.clone(),
+            sched.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(deployment::run(
+            registry.clone(),
+            sched,
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(nodelifecycle::run(
+            registry.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(endpoints::run(
+            registry.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(hpa::run(registry, config, shutdown)),
+    ]
+}
+
+/// A set of keys to reconcile, with per-key barriers (the revision of the controller's last
+/// write for that key).
+#[derive(Default)]
+pub struct WorkQueue {
+    dirty: BTreeSet<String>,
+    barriers: HashMap<String, i64>,
+}
+
+impl WorkQueue {
+    pub fn add(&mut self, key: impl Into<String>) {
+        self.dirty.insert(key.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
+    /// Takes the keys whose barrier the cache (at `rev`) has passed; the others stay queued.
+    pub fn take_ready(&mut self, rev: i64) -> Vec<String> {
+        let ready: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|k| self.barriers.get(*k).is_none_or(|b| *b <= rev))
+            .cloned()
+            .collect();
+        for k in &ready {
+            self.dirty.remove(k);
+            self.barriers.remove(k);
+        }
+        ready
+    }
+
+    /// Marks that `key` was written at `rev`: it is next reconciled after the cache sees it.
+    pub fn barrier(&mut self, key: &str, rev: i64) {
+        let b = self.barriers.entry(key.to_string()).or_insert(0);
+        *b = (*b).max(rev);
+    }
+
+    pub fn has_waiting(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
+
+/// Receives one event, or None on resync (timeout), or Err(()) when the receiver lagged or
+/// closed (the caller should resync everything).
+pub async fn next_event(
+    rx: &mut broadcast::Receiver<Arc<CacheEvent>>,
+) -> Result<Arc<CacheEvent>, ()> {
+    match rx.recv().await {
+        Ok(ev) => Ok(ev),
+        Err(broadcast::error::RecvError::Lagged(_)) => Err(()),
+        Err(broadcast::error::RecvError::Closed) => {
+            // The cache relisted and replaced its senders; the caller resubscribes.
+            Err(())
+        }
+    }
+}
+
+/// Drains whatever is already queued on a receiver without waiting.
+pub fn drain(
+    rx: &mut broadcast::Receiver<Arc<CacheEvent>>,
+    kind: Kind,
+    registry: &Registry,
+    mut f: impl FnMut(&CacheEvent),
+) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => f(&ev),
+            Err(broadcast::error::TryRecvError::Empty) => return true,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return false,
+            Err(broadcast::error::TryRecvError::Closed) => {
+                *rx = registry.cache().subscribe_now(kind);
+                return false;
+            }
+        }
+    }
+}
+
+/// The revision an API write returned, from its metadata.resourceVersion.
+pub fn rev_of(meta: &podd_api::ObjectMeta) -> i64 {
+    meta.resource_version.parse().unwrap_or(0)
+}
+
+/// Runs `futs` with at most `n` in flight, returning their outputs.
+pub async fn bounded<F, T>(futs: Vec<F>, n: usize) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(futs)
+        .buffer_unordered(n.max(1))
+        .collect()
+        .await
+}

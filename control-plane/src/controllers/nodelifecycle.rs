@@ -1,0 +1,149 @@
+//! Node lifecycle: agents renew a lease (status.leaseRenewTime) every 500 ms. A node whose
+//! lease has not moved for `node_grace` (default 2 s) is marked Ready=False and its pods
+//! Failed with reason NodeLost, so their deployments replace them elsewhere. When the lease
+//! moves again the node is Ready again, and pods of it that were marked lost are deleted.
+//!
+//! Expiry is measured on the controller's own clock, from when it last *saw* the lease
+//! change, as Kubernetes' node lifecycle controller does: clock skew between nodes does not
+//! matter, and a restarted controller gives every node a full grace period.
+
+use super::{ControllerConfig, bounded};
+use crate::registry::{Registry, Subresource};
+use podd_api::{Kind, Node, NodeCondition, Pod, PodPhase};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+pub const REASON_NODE_LOST: &str = "NodeLost";
+
+/// The Ready condition's status ("True", "False", "Unknown"), or "" without one.
+fn ready_status(n: &Node) -> &str {
+    n.status
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Ready")
+        .map(|c| c.status.as_str())
+        .unwrap_or("")
+}
+
+fn with_ready(n: &Node, status: &str, reason: &str) -> serde_json::Value {
+    let mut conds: Vec<NodeCondition> = n
+        .status
+        .conditions
+        .iter()
+        .filter(|c| c.kind != "Ready")
+        .cloned()
+        .collect();
+    conds.push(NodeCondition {
+        kind: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        last_transition_time: crate::time::now_rfc3339(),
+    });
+    serde_json::json!({"status": {"conditions": conds}})
+}
+
+struct Observed {
+    lease: String,
+    at: Instant,
+}
+
+pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut seen: HashMap<String, Observed> = HashMap::new();
+    let mut tick = tokio::time::interval(config.node_monitor_period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let nodes: Vec<Node> = registry.cached(None);
+        let now = Instant::now();
+        seen.retain(|name, _| nodes.iter().any(|n| &n.metadata.name == name));
+        for n in nodes {
+            let name = n.metadata.name.clone();
+            let lease = n.status.lease_renew_time.clone().unwrap_or_default();
+            let obs = seen.entry(name.clone()).or_insert(Observed {
+                lease: lease.clone(),
+                at: now,
+            });
+            if obs.lease != lease {
+                obs.lease = lease;
+                obs.at = now;
+            }
+            let expired = now.duration_since(obs.at) > config.node_grace;
+            let status = ready_status(&n);
+            if expired && status != "False" {
+                tracing::info!(node = %name, "node lease expired; marking it NotReady and its pods lost");
+                if let Err(e) = registry
+                    .patch(Kind::Node, "", &name, with_ready(&n, "False", "NodeLeaseExpired"), Subresource::Status)
+                    .await
+                {
+                    tracing::warn!(node = %name, error = %e, "could not mark the node NotReady");
+                    continue;
+                }
+                fail_pods(&registry, &config, &name).await;
+            } else if expired {
+                // Pods bound to a NotReady node after it went down are lost too.
+                fail_pods(&registry, &config, &name).await;
+            } else if !expired && status == "False" && !obs.lease.is_empty() {
+                tracing::info!(node = %name, "node renewed its lease again; Ready, removing its stale pods");
+                if let Err(e) = registry
+                    .patch(Kind::Node, "", &name, with_ready(&n, "True", "NodeLeaseRenewed"), Subresource::Status)
+                    .await
+                {
+                    tracing::warn!(node = %name, error = %e, "could not mark the node Ready");
+                    continue;
+                }
+                delete_stale_pods(&registry, &config, &name).await;
+            }
+        }
+    }
+}
+
+/// Marks every live pod bound to `node` Failed with reason NodeLost.
+async fn fail_pods(registry: &Arc<Registry>, config: &ControllerConfig, node: &str) {
+    let pods: Vec<Pod> = registry
+        .cache()
+        .on_node(node)
+        .iter()
+        .filter_map(|o| o.decode::<Pod>())
+        .filter(|p| !matches!(p.status.phase, PodPhase::Failed | PodPhase::Succeeded))
+        .collect();
+    let message = format!("node {node} stopped renewing its lease");
+    let futs: Vec<_> = pods
+        .iter()
+        .map(|p| {
+            let patch = serde_json::json!({"status": {
+                "phase": "Failed", "ready": false, "reason": REASON_NODE_LOST, "message": message,
+            }});
+            registry.patch(Kind::Pod, &p.metadata.namespace, &p.metadata.name, patch, Subresource::Status)
+        })
+        .collect();
+    for r in bounded(futs, config.write_concurrency).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not mark a pod lost");
+        }
+    }
+}
+
+/// Deletes the pods of `node` that were marked lost while it was away.
+async fn delete_stale_pods(registry: &Arc<Registry>, config: &ControllerConfig, node: &str) {
+    let pods: Vec<Pod> = registry
+        .cache()
+        .on_node(node)
+        .iter()
+        .filter_map(|o| o.decode::<Pod>())
+        .filter(|p| p.status.phase == PodPhase::Failed && p.status.reason == REASON_NODE_LOST)
+        .collect();
+    let futs: Vec<_> = pods
+        .iter()
+        .map(|p| registry.delete(Kind::Pod, &p.metadata.namespace, &p.metadata.name, None))
+        .collect();
+    for r in bounded(futs, config.write_concurrency).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not delete a stale pod");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The scheduler loop: keeps podd-scheduler's model in step with the cache (nodes, bound pods),
+//! places pending pods in batches and binds them (spec.nodeName, with a resourceVersion
+//! precondition). A pod no node can take gets status reason `Unschedulable` with the
+//! scheduler's message and a PodScheduled=False condition, and is tried again only when the
+//! scheduler's `cluster_generation` has moved (a node or a binding changed), never in a busy
+//! loop.
+
+use super::{ControllerConfig, SharedScheduler, bounded, drain};
+use crate::cache::CacheEvent;
+use crate::registry::{Registry, Subresource};
+use podd_api::{EventType, Kind, Node, Pod, PodPhase};
+use podd_scheduler::{NodeInfo, PodInfo, Scheduler};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+
+fn pod_key(ev: &CacheEvent) -> String {
+    format!("{}/{}", ev.object.namespace, ev.object.name)
+}
+
+fn is_terminal(p: &Pod) -> bool {
+    matches!(p.status.phase, PodPhase::Failed | PodPhase::Succeeded)
+}
+
+struct Loop {
+    registry: Arc<Registry>,
+    sched: SharedScheduler,
+    config: ControllerConfig,
+    pending: BTreeSet<String>,
+    /// pod key -> the cluster generation at which it did not fit.
+    unschedulable: HashMap<String, u64>,
+}
+
+impl Loop {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the model from the cache.
+    fn rebuild(&mut self) {
+        let cache = self.registry.cache();
+        let (nodes, _) = cache.snapshot(Kind::Node, &Kind::Node.key_prefix(None));
+        let (pods, _) = cache.snapshot(Kind::Pod, &Kind::Pod.key_prefix(None));
+        let mut s = Scheduler::new(self.config.scheduler.clone());
+        for n in nodes.iter().filter_map(|o| o.decode::<Node>()) {
+            s.upsert_node(NodeInfo::from_node(&n));
+        }
+        self.pending.clear();
+        for o in &pods {
+            if o.node_name.is_empty() {
+                self.pending.insert(format!("{}/{}", o.namespace, o.name));
+                continue;
+            }
+            if let Some(p) = o.decode::<Pod>()
+                && !is_terminal(&p)
+            {
+                s.assume_bound(&PodInfo::from_pod(&p), &p.spec.node_name);
+            }
+        }
+        *self.lock() = s;
+    }
+
+    fn on_node(&mut self, ev: &CacheEvent) {
+        if ev.kind == EventType::Deleted {
+            self.lock().remove_node(&ev.object.name);
+        } else if let Some(n) = ev.object.decode::<Node>() {
+            self.lock().upsert_node(NodeInfo::from_node(&n));
+        }
+    }
+
+    fn on_pod(&mut self, ev: &CacheEvent) {
+        let key = pod_key(ev);
+        if ev.kind == EventType::Deleted {
+            self.pending.remove(&key);
+            self.unschedulable.remove(&key);
+            self.lock().forget_pod(&key);
+            return;
+        }
+        if ev.object.node_name.is_empty() {
+            self.pending.insert(key);
+            return;
+        }
+        self.pending.remove(&key);
+        self.unschedulable.remove(&key);
+        let Some(p) = ev.object.decode::<Pod>() else {
+            return;
+        };
+        let mut s = self.lock();
+        if is_terminal(&p) {
+            s.forget_pod(&key);
+        } else if s.pod_node(&key) != Some(p.spec.node_name.as_str()) {
+            s.forget_pod(&key);
+            s.assume_bound(&PodInfo::from_pod(&p), &p.spec.node_name);
+        }
+    }
+
+    /// Places up to one batch of pending pods; returns how many it tried.
+    async fn schedule_round(&mut self) -> usize {
+        let generation = self.lock().cluster_generation();
+        let cache = self.registry.cache().clone();
+        let mut batch: Vec<(Pod, i64)> = Vec::new();
+        let mut gone = Vec::new();
+        for key in self.pending.iter() {
+            if batch.len() >= self.config.scheduler_batch {
+                break;
+            }
+            if self.unschedulable.get(key) == Some(&generation) {
+                continue;
+            }
+            let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+            match cache.get(Kind::Pod, &Kind::Pod.key(ns, name)) {
+                Some(o) if o.node_name.is_empty() => match o.decode::<Pod>() {
+                    Some(p) if !is_terminal(&p) => batch.push((p, o.revision)),
+                    _ => gone.push(key.clone()),
+                },
+                _ => gone.push(key.clone()),
+            }
+        }
+        for k in gone {
+            self.pending.remove(&k);
+        }
+        if batch.is_empty() {
+            return 0;
+        }
+        let infos: Vec<PodInfo> = batch.iter().map(|(p, _)| PodInfo::from_pod(p)).collect();
+        let results = self.lock().schedule_batch(&infos);
+        let mut binds = Vec::new();
+        let mut failures = Vec::new();
+        for ((pod, rev), (info, res)) in batch.into_iter().zip(infos.into_iter().zip(results)) {
+            self.pending.remove(&info.key);
+            match res {
+                Ok(node) => binds.push((pod, rev, info.key, node)),
+                Err(u) => {
+                    self.unschedulable.insert(info.key.clone(), u.generation);
+                    self.pending.insert(info.key);
+                    if pod.status.reason != REASON_UNSCHEDULABLE || pod.status.message != u.message {
+                        failures.push((pod, u.message));
+                    }
+                }
+            }
+        }
+        let tried = binds.len() + failures.len();
+        let registry = self.registry.clone();
+        let bind_futs: Vec<_> = binds
+            .into_iter()
+            .map(|(pod, rev, key, node)| {
+                let registry = registry.clone();
+                async move {
+                    let patch = serde_json::json!({
+                        "metadata": {"resourceVersion": rev.to_string()},
+                        "spec": {"nodeName": node},
+                    });
+                    let r = registry
+                        .patch(
+                            Kind::Pod,
+                            &pod.metadata.namespace,
+                            &pod.metadata.name,
+                            patch,
+                            Subresource::Main,
+                        )
+                        .await;
+                    (key, r)
+                }
+            })
+            .collect();
+        for (key, r) in bounded(bind_futs, self.config.write_concurrency).await {
+            if let Err(e) = r {
+                tracing::debug!(pod = %key, error = %e, "binding failed; will retry");
+                self.lock().forget_pod(&key);
+                self.pending.insert(key);
+            }
+        }
+        let status_futs: Vec<_> = failures
+            .into_iter()
+            .map(|(pod, message)| {
+                let registry = registry.clone();
+                async move {
+                    let patch = serde_json::json!({"status": {
+                        "phase": "Pending",
+                        "reason": REASON_UNSCHEDULABLE,
+                        "message": message,
+                        "conditions": [{"type": "PodScheduled", "status": "False",
+                            "reason": REASON_UNSCHEDULABLE, "message": message,
+                            "lastTransitionTime": crate::time::now_rfc3339()}],
+                    }});
+                    registry
+                        .patch(
+                            Kind::Pod,
+                            &pod.metadata.namespace,
+                            &pod.metadata.name,
+                            patch,
+                            Subresource::Status,
+                        )
+                        .await
+                }
+            })
+            .collect();
+        for r in bounded(status_futs, self.config.write_concurrency).await {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "could not record an unschedulable pod");
+            }
+        }
+        tried
+    }
+}
+
+pub async fn run(
+    registry: Arc<Registry>,
+    sched: SharedScheduler,
+    config: ControllerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cache = registry.cache().clone();
+    let mut pods_rx = cache.subscribe_now(Kind::Pod);
+    let mut nodes_rx = cache.subscribe_now(Kind::Node);
+    let mut resync = tokio::time::interval(config.resync);
+    let mut l = Loop {
+        registry: registry.clone(),
+        sched,
+        config,
+        pending: BTreeSet::new(),
+        unschedulable: HashMap::new(),
+    };
+    l.rebuild();
+    loop {
+        let mut ok = drain(&mut nodes_rx, Kind::Node, &registry, |ev| l.on_node(ev));
+        ok &= drain(&mut pods_rx, Kind::Pod, &registry, |ev| l.on_pod(ev));
+        if !ok {
+            pods_rx = cache.subscribe_now(Kind::Pod);
+            nodes_rx = cache.subscribe_now(Kind::Node);
+            l.rebuild();
+            continue;
+        }
+        if l.schedule_round().await > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = resync.tick() => {
+                // Pods whose status write raced with a change: look at everything again.
+                let (pods, _) = cache.snapshot(Kind::Pod, &Kind::Pod.key_prefix(None));
+                for o in pods.iter().filter(|o| o.node_name.is_empty()) {
+                    l.pending.insert(format!("{}/{}", o.namespace, o.name));
+                }
+            }
+            r = pods_rx.recv() => match r {
+                Ok(ev) => l.on_pod(&ev),
+                Err(_) => { pods_rx = cache.subscribe_now(Kind::Pod); l.rebuild(); }
+            },
+            r = nodes_rx.recv() => match r {
+                Ok(ev) => l.on_node(&ev),
+                Err(_) => { nodes_rx = cache.subscribe_now(Kind::Node); l.rebuild(); }
+            },
+        }
+    }
+}

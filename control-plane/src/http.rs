@@ -1,0 +1,622 @@
+//! The HTTP/JSON API: Kubernetes' paths and shapes over hyper, on a root-only Unix socket and on
+//! TCP with TLS and bearer tokens.
+
+use crate::auth::{Action, Authenticator, Identity, authorize};
+use crate::cache::{CacheEvent, CachedObject};
+use crate::error::ApiError;
+use crate::registry::{FieldSelector, Filter, Registry, Subresource};
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use podd_api::meta::Selector;
+use podd_api::{EventType, Kind};
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 8 << 20;
+
+/// How a connection came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Tls,
+}
+
+pub struct ApiServer {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+}
+
+fn full(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()).boxed())
+        .expect("static response parts are valid")
+}
+
+fn json_response(code: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    full(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let st = e.to_status();
+    let code = StatusCode::from_u16(st.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    full(code, serde_json::to_vec(&st).unwrap_or_default())
+}
+
+/// Decodes `%XX` and `+` in a query component.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
+}
+
+/// A parsed resource path.
+#[derive(Debug, PartialEq, Eq)]
+struct Route {
+    kind: Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_path(path: &str) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let not_found = || ApiError::NotFoundPath(format!("no API resource at {path}"));
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("/api/v1", rest),
+        ["apis", "apps", "v1", rest @ ..] => ("/apis/apps/v1", rest),
+        ["apis", "autoscaling", "v2", rest @ ..] => ("/apis/autoscaling/v2", rest),
+        _ => return Err(not_found()),
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(n.to_string()), None),
+        [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
+        _ => return Err(not_found()),
+    };
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.plural() == plural && k.group_prefix() == group)
+        .ok_or_else(not_found)?;
+    if !kind.namespaced() && namespace.is_some() {
+        return Err(not_found());
+    }
+    if kind.namespaced() && namespace.is_none() && name.is_some() {
+        return Err(not_found());
+    }
+    Ok(Route {
+        kind,
+        namespace,
+        name,
+        sub,
+    })
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn list_body(kind: Kind, items: &[Arc<CachedObject>], rev: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(128 + items.iter().map(|o| o.json.len() + 1).sum::<usize>());
+    out.extend_from_slice(
+        format!(
+            r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rev}"}},"items":["#,
+            kind.name(),
+            kind.api_version()
+        )
+        .as_bytes(),
+    );
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",");
+        }
+        out.extend_from_slice(&o.json);
+    }
+    out.extend_from_slice(b"]}");
+    out.freeze()
+}
+
+fn event_line(ty: EventType, json: &[u8]) -> Bytes {
+    let t = match ty {
+        EventType::Added => "ADDED",
+        EventType::Modified => "MODIFIED",
+        EventType::Deleted => "DELETED",
+        EventType::Error => "ERROR",
+    };
+    let mut b = BytesMut::with_capacity(json.len() + 32);
+    b.extend_from_slice(br#"{"type":""#);
+    b.extend_from_slice(t.as_bytes());
+    b.extend_from_slice(br#"","object":"#);
+    b.extend_from_slice(json);
+    b.extend_from_slice(b"}\n");
+    b.freeze()
+}
+
+/// What a watcher with `prefix` and `filter` sees of one event, if anything.
+fn translate(ev: &CacheEvent, prefix: &str, filter: &Filter) -> Option<EventType> {
+    if !ev.object.key.starts_with(prefix) {
+        return None;
+    }
+    let now = filter.matches(&ev.object);
+    let before = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
+    match ev.kind {
+        EventType::Deleted => now.then_some(EventType::Deleted),
+        _ => match (before, now) {
+            (false, true) => Some(EventType::Added),
+            (true, true) => Some(EventType::Modified),
+            (true, false) => Some(EventType::Deleted),
+            (false, false) => None,
+        },
+    }
+}
+
+impl ApiServer {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        transport: Transport,
+    ) -> Response<Body> {
+        match self.route(req, transport).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        transport: Transport,
+    ) -> Result<Response<Body>, ApiError> {
+        let identity = match transport {
+            Transport::Unix => Identity::Local,
+            Transport::Tls => {
+                let h = req
+                    .headers()
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok());
+                self.auth.authenticate(h)?
+            }
+        };
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        if path == "/healthz" || path == "/readyz" {
+            return Ok(full(StatusCode::OK, "ok"));
+        }
+        if path == "/version" {
+            return Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "podd"}),
+            ));
+        }
+        let route = parse_path(&path)?;
+        let ns = route.namespace.clone().unwrap_or_default();
+        let kind = route.kind;
+        let method = req.method().clone();
+        let sub = match route.sub.as_deref() {
+            None => Subresource::Main,
+            Some("status") if kind != Kind::Service && kind != Kind::Endpoints => {
+                Subresource::Status
+            }
+            Some("scale") if kind == Kind::Deployment => Subresource::Scale,
+            Some("log") | Some("exec") if kind == Kind::Pod => {
+                return Err(ApiError::Unavailable(format!(
+                    "pods/{} is served by the node's agent; ask the agent of the pod's node",
+                    route.sub.as_deref().unwrap_or_default()
+                )));
+            }
+            Some(other) => {
+                return Err(ApiError::NotFoundPath(format!(
+                    "{} has no subresource {other:?}",
+                    kind.plural()
+                )));
+            }
+        };
+        match (&method, &route.name) {
+            (&Method::GET, None) => {
+                let filter = Filter {
+                    labels: query_param(&query, "labelSelector")
+                        .map(|s| Selector::parse(&s))
+                        .transpose()
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                    fields: FieldSelector::parse(
+                        &query_param(&query, "fieldSelector").unwrap_or_default(),
+                    )?,
+                };
+                if query_param(&query, "watch").is_some_and(|w| w == "true" || w == "1") {
+                    let rv = query_param(&query, "resourceVersion").unwrap_or_default();
+                    let timeout = query_param(&query, "timeoutSeconds")
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    return self.watch(kind, route.namespace.as_deref(), filter, &rv, timeout);
+                }
+                let (items, rev) = self
+                    .registry
+                    .list(kind, route.namespace.as_deref(), &filter)
+                    .await?;
+                Ok(full(StatusCode::OK, list_body(kind, &items, rev)))
+            }
+            (&Method::GET, Some(name)) => {
+                let v = self.registry.get(kind, &ns, name).await?;
+                if sub == Subresource::Scale {
+                    return Ok(json_response(StatusCode::OK, &scale_of(&v)));
+                }
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            (&Method::POST, None) => {
+                let body = read_json(req).await?;
+                let name = body
+                    .pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                self.check(&identity, kind, &ns, &name, true, false).await?;
+                let v = self.registry.create(kind, &ns, body).await?;
+                Ok(json_response(StatusCode::CREATED, &v))
+            }
+            (&Method::PUT, Some(name)) | (&Method::PATCH, Some(name)) => {
+                let is_status = sub == Subresource::Status;
+                self.check(&identity, kind, &ns, name, true, is_status).await?;
+                let body = read_json(req).await?;
+                let v = if method == Method::PUT {
+                    self.registry.update(kind, &ns, name, body, sub).await?
+                } else {
+                    self.registry.patch(kind, &ns, name, body, sub).await?
+                };
+                if sub == Subresource::Scale {
+                    return Ok(json_response(StatusCode::OK, &scale_of(&v)));
+                }
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            (&Method::DELETE, Some(name)) => {
+                self.check(&identity, kind, &ns, name, true, false).await?;
+                let pre = query_param(&query, "resourceVersion").and_then(|r| r.parse().ok());
+                let v = self.registry.delete(kind, &ns, name, pre).await?;
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            _ => Err(ApiError::MethodNotAllowed(format!(
+                "{method} is not allowed on {path}"
+            ))),
+        }
+    }
+
+    async fn check(
+        &self,
+        id: &Identity,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        write: bool,
+        status: bool,
+    ) -> Result<(), ApiError> {
+        if !matches!(id, Identity::Node(_)) {
+            return Ok(());
+        }
+        let pod_node = if kind == Kind::Pod && !name.is_empty() {
+            self.registry
+                .get(kind, ns, name)
+                .await
+                .ok()
+                .and_then(|v| v.pointer("/spec/nodeName").and_then(|n| n.as_str()).map(String::from))
+        } else {
+            None
+        };
+        authorize(
+            id,
+            &Action {
+                write,
+                kind,
+                name,
+                status,
+                pod_node: pod_node.as_deref(),
+            },
+        )
+    }
+
+    fn watch(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        filter: Filter,
+        rv: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Body>, ApiError> {
+        let prefix = kind.key_prefix(ns.filter(|n| !n.is_empty()));
+        let cache = self.registry.cache().clone();
+        let (initial, after, rx) = match rv.parse::<i64>() {
+            Ok(n) if n > 0 => match cache.subscribe(kind, n) {
+                Ok(s) => (
+                    s.backlog
+                        .iter()
+                        .filter_map(|ev| {
+                            translate(ev, &prefix, &filter).map(|t| event_line(t, &ev.object.json))
+                        })
+                        .collect::<Vec<_>>(),
+                    n,
+                    s.rx,
+                ),
+                Err(oldest) => {
+                    return Err(ApiError::Expired(format!(
+                        "resourceVersion {n} is older than the oldest one kept ({oldest})"
+                    )));
+                }
+            },
+            Ok(_) | Err(_) if rv.is_empty() || rv == "0" => {
+                let (items, rev, rx) = cache.snapshot_and_subscribe(kind, &prefix);
+                let lines = items
+                    .iter()
+                    .filter(|o| filter.matches(o))
+                    .map(|o| event_line(EventType::Added, &o.json))
+                    .collect();
+                (lines, rev, rx)
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "resourceVersion {rv:?} is not a number"
+                )));
+            }
+        };
+        let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+        tokio::spawn(async move {
+            let deadline = timeout.map(|t| Instant::now() + t);
+            for line in initial {
+                if tx.send(Ok(Frame::data(line))).await.is_err() {
+                    return;
+                }
+            }
+            let mut rx = rx;
+            let mut last = after;
+            loop {
+                let next = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d.into(), rx.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    None => rx.recv().await,
+                };
+                match next {
+                    Ok(ev) => {
+                        if ev.revision <= last {
+                            continue;
+                        }
+                        last = ev.revision;
+                        if let Some(t) = translate(&ev, &prefix, &filter)
+                            && tx.send(Ok(Frame::data(event_line(t, &ev.object.json)))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let st = ApiError::Expired(format!(
+                            "the watcher fell {n} events behind and was cut off"
+                        ))
+                        .to_status();
+                        let json = serde_json::to_vec(&st).unwrap_or_default();
+                        let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // The cache relisted; the client must too.
+                        let st = ApiError::Expired("the server's watch cache was reset".into())
+                            .to_status();
+                        let json = serde_json::to_vec(&st).unwrap_or_default();
+                        let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("transfer-encoding", "chunked")
+            .body(StreamBody::new(body_rx).boxed())
+            .expect("static response parts are valid"))
+    }
+}
+
+/// The autoscaling/v1 Scale view of a Deployment.
+fn scale_of(v: &serde_json::Value) -> serde_json::Value {
+    let replicas = v.pointer("/spec/replicas").cloned().unwrap_or(1.into());
+    let selector = v
+        .pointer("/spec/selector/matchLabels")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": v.pointer("/metadata/name"),
+            "namespace": v.pointer("/metadata/namespace"),
+            "resourceVersion": v.pointer("/metadata/resourceVersion"),
+        },
+        "spec": {"replicas": replicas},
+        "status": {"replicas": v.pointer("/status/replicas").cloned().unwrap_or(0.into()), "selector": selector},
+    })
+}
+
+async fn serve_conn<S>(api: Arc<ApiServer>, io: S, transport: Transport, mut shutdown: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(api.handle(req, transport).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!(error = %e, "connection ended with an error");
+        },
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Binds the Unix socket (mode 0600; a stale socket file is replaced).
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves the API on a Unix socket until `shutdown`; removes the socket file at the end.
+pub async fn serve_unix(
+    api: Arc<ApiServer>,
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_conn(api.clone(), stream, Transport::Unix, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the Unix socket failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Serves the API over TLS until `shutdown`.
+pub async fn serve_tls(
+    api: Arc<ApiServer>,
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let api = api.clone();
+                    let sd = shutdown.clone();
+                    tokio::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(tls) => serve_conn(api, tls, Transport::Tls, sd).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the TLS port failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let r = parse_path("/api/v1/namespaces/default/pods/web/status").unwrap();
+        assert_eq!(
+            r,
+            Route {
+                kind: Kind::Pod,
+                namespace: Some("default".into()),
+                name: Some("web".into()),
+                sub: Some("status".into())
+            }
+        );
+        assert_eq!(parse_path("/api/v1/nodes/n1").unwrap().kind, Kind::Node);
+        assert_eq!(parse_path("/api/v1/pods").unwrap().namespace, None);
+        assert_eq!(
+            parse_path("/apis/apps/v1/namespaces/x/deployments").unwrap().kind,
+            Kind::Deployment
+        );
+        assert!(parse_path("/api/v1/deployments").is_err());
+        assert!(parse_path("/api/v1/namespaces/x/nodes/n").is_err());
+        assert!(parse_path("/api/v1/pods/p").is_err());
+        assert_eq!(
+            parse_path("/apis/autoscaling/v2/namespaces/d/horizontalpodautoscalers/h")
+                .unwrap()
+                .kind,
+            Kind::HorizontalPodAutoscaler
+        );
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            query_param("labelSelector=app%3Dweb&watch=true", "labelSelector").as_deref(),
+            Some("app=web")
+        );
+        assert_eq!(query_param("a=1", "b"), None);
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,202 @@
+//! Starting and stopping a whole control plane: watch cache, registry, listeners, controllers.
+
+use crate::auth::Authenticator;
+use crate::cache::{CacheConfig, WatchCache};
+use crate::controllers::{self, ControllerConfig};
+use crate::error::ApiError;
+use crate::http::{self, ApiServer};
+use crate::registry::{Registry, RegistryConfig};
+use crate::tls::{TlsError, TlsMaterial};
+use podd_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// `<data>/pki` and `<data>/tokens` live here; None keeps TLS material and tokens in
+    /// memory (tests).
+    pub data_dir: Option<PathBuf>,
+    /// The root-only Unix socket; None for no socket.
+    pub socket: Option<PathBuf>,
+    /// The TLS listener (`0.0.0.0:6443`); port 0 picks a free one; None for no TLS.
+    pub tls_addr: Option<SocketAddr>,
+    /// Extra subject alternative names for the server certificate (node IPs, host names).
+    pub tls_sans: Vec<String>,
+    /// The admin token when there is no data dir.
+    pub admin_token: Option<String>,
+    pub registry: RegistryConfig,
+    pub cache: CacheConfig,
+    /// None: run no controllers (a standby API server, or a test that drives things itself).
+    pub controllers: Option<ControllerConfig>,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            data_dir: None,
+            socket: Some(PathBuf::from("/run/podd/podd.sock")),
+            tls_addr: Some(SocketAddr::from(([0, 0, 0, 0], 6443))),
+            tls_sans: Vec::new(),
+            admin_token: None,
+            registry: RegistryConfig::default(),
+            cache: CacheConfig::default(),
+            controllers: Some(ControllerConfig::default()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not set up the allocators: {0}")]
+    Alloc(#[from] crate::alloc::AllocError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("could not {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the watch cache did not load the store within 30 s")]
+    CacheTimeout,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// A running control plane. Dropping it without `shutdown` aborts its tasks.
+pub struct ControlPlane {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+    /// The cluster CA (PEM), for TLS clients.
+    pub ca_pem: String,
+    pub tls_addr: Option<SocketAddr>,
+    pub socket: Option<PathBuf>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: ControlPlaneConfig,
+    ) -> Result<ControlPlane, StartError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let cache = WatchCache::new(config.cache.clone());
+        tasks.push(tokio::spawn(
+            cache.clone().run(store.clone(), shutdown_rx.clone()),
+        ));
+        let rev = store.revision().await.map_err(ApiError::from)?;
+        if !cache.wait_for(rev, Duration::from_secs(30)).await {
+            return Err(StartError::CacheTimeout);
+        }
+        let registry = Arc::new(Registry::new(store, cache, &config.registry)?);
+        registry.repair_allocators().await?;
+        let auth = Arc::new(match (&config.data_dir, &config.admin_token) {
+            (Some(d), _) => Authenticator::load_or_init(d).map_err(|source| StartError::Io {
+                what: format!("load the tokens under {}", d.display()),
+                source,
+            })?,
+            (None, Some(t)) => Authenticator::in_memory(t.clone()),
+            (None, None) => Authenticator::in_memory(hex::encode(rand::random::<[u8; 32]>())),
+        });
+        let mut sans = config.tls_sans.clone();
+        if let Some(a) = config.tls_addr
+            && !a.ip().is_unspecified()
+        {
+            sans.push(a.ip().to_string());
+        }
+        let tls = match &config.data_dir {
+            Some(d) => TlsMaterial::load_or_generate(d, &sans)?,
+            None => TlsMaterial::generate(&sans)?,
+        };
+        let api = Arc::new(ApiServer {
+            registry: registry.clone(),
+            auth: auth.clone(),
+        });
+        if let Some(path) = &config.socket {
+            let l = http::bind_unix(path).map_err(|source| StartError::Io {
+                what: format!("listen on {}", path.display()),
+                source,
+            })?;
+            tasks.push(tokio::spawn(http::serve_unix(
+                api.clone(),
+                l,
+                path.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        let mut tls_addr = None;
+        if let Some(addr) = config.tls_addr {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Io {
+                    what: format!("listen on {addr}"),
+                    source,
+                })?;
+            tls_addr = Some(l.local_addr().map_err(|source| StartError::Io {
+                what: "read the listening address".into(),
+                source,
+            })?);
+            tasks.push(tokio::spawn(http::serve_tls(
+                api.clone(),
+                l,
+                tls.server_config()?,
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(cc) = config.controllers.clone() {
+            tasks.extend(controllers::spawn_all(
+                registry.clone(),
+                cc,
+                shutdown_rx.clone(),
+            ));
+        }
+        Ok(ControlPlane {
+            registry,
+            auth,
+            ca_pem: tls.ca_cert_pem,
+            tls_addr,
+            socket: config.socket.clone(),
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A client over the Unix socket (requires `socket`).
+    pub fn local_client(&self) -> Option<podd_client::Client> {
+        self.socket.as_ref().map(podd_client::Client::unix)
+    }
+
+    /// An admin client over TLS (requires `tls_addr`).
+    pub fn admin_tls_client(&self) -> Option<podd_client::Client> {
+        let a = self.tls_addr?;
+        let addr = format!("127.0.0.1:{}", a.port());
+        podd_client::Client::tls(&addr, &self.ca_pem, self.auth.admin_token()).ok()
+    }
+
+    /// Stops every task and waits for them (the socket file is removed).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(p) = &self.socket
+            && !self.tasks.is_empty()
+        {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! A container's root filesystem: an overlayfs over the image's unpacked layers, with the
+//! container's own upper and work directories.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::error::{ImageError, Result};
+use crate::store::UnpackedImage;
+
+/// Owns one mounted overlay rootfs and its directory:
+/// `<dir>/upper`, `<dir>/work` (overlay's) and `<dir>/rootfs` (the mount point).
+/// [`OverlayRootfs::teardown`] unmounts and removes it all; `Drop` does the same as a fallback.
+#[derive(Debug)]
+pub struct OverlayRootfs {
+    dir: PathBuf,
+    rootfs: PathBuf,
+    mounted: bool,
+    torn_down: bool,
+}
+
+impl OverlayRootfs {
+    /// Mounts the overlay for `image` under `dir`, which must not exist yet (its parent must).
+    pub fn mount(image: &UnpackedImage, dir: &Path) -> Result<OverlayRootfs> {
+        if image.layer_dirs.is_empty() {
+            return Err(ImageError::Invalid {
+                image: image.name.clone(),
+                what: "image".into(),
+                reason: "it has no layers, so there is no root filesystem".into(),
+            });
+        }
+        fs::create_dir(dir).map_err(|e| ImageError::io("creating the container rootfs directory", dir, e))?;
+        // From here on, dropping `owner` removes what was made, so a failed mount leaks nothing.
+        let mut owner = OverlayRootfs {
+            dir: dir.to_path_buf(),
+            rootfs: dir.join("rootfs"),
+            mounted: false,
+            torn_down: false,
+        };
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        for d in [&upper, &work, &owner.rootfs] {
+            fs::create_dir(d).map_err(|e| ImageError::io("creating", d, e))?;
+        }
+        let mut lower = String::new();
+        for layer in image.layer_dirs.iter().rev() {
+            let s = layer.to_str().filter(|s| !s.contains([':', ',']));
+            let Some(s) = s else {
+                return Err(ImageError::io(
+                    "using layer",
+                    layer,
+                    io::Error::other("the path has ':' or ',' or is not UTF-8; overlayfs cannot take it"),
+                ));
+            };
+            if !lower.is_empty() {
+                lower.push(':');
+            }
+            lower.push_str(s);
+        }
+        let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+        nix::mount::mount(
+            Some("overlay"),
+            &owner.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|source| ImageError::Mount {
+            target: owner.rootfs.clone(),
+            source,
+        })?;
+        owner.mounted = true;
+        tracing::debug!(image = %image.name, rootfs = %owner.rootfs.display(), "mounted overlay rootfs");
+        Ok(owner)
+    }
+
+    /// The merged root filesystem (the mount point).
+    pub fn path(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// The container's directory holding upper, work and rootfs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Unmounts the overlay and removes the container's directory.
+    pub fn teardown(mut self) -> Result<()> {
+        self.teardown_inner()
+    }
+
+    fn teardown_inner(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        if self.mounted {
+            match nix::mount::umount2(&self.rootfs, MntFlags::empty()) {
+                Ok(()) | Err(nix::Error::EINVAL) => {}
+                // Still in use (a process holds it): detach now, the kernel frees it when unused.
+                Err(nix::Error::EBUSY) => nix::mount::umount2(&self.rootfs, MntFlags::MNT_DETACH)
+                    .map_err(|source| ImageError::Mount {
+                        target: self.rootfs.clone(),
+                        source,
+                    })?,
+                Err(source) => {
+                    return Err(ImageError::Mount {
+                        target: self.rootfs.clone(),
+                        source,
+                    });
+                }
+            }
+            self.mounted = false;
+        }
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io("removing the container rootfs directory", &self.dir, e)),
+        }
+        self.torn_down = true;
+        Ok(())
+    }
+}
+
+impl Drop for OverlayRootfs {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown_inner() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "tearing down the overlay rootfs");
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The content-addressed image store: verified blobs, and each layer unpacked once.
+//!
+//! ```text
+//! <root>/oci-layout, index.json    the store is itself an OCI layout (pulled images are tagged here)
+//! <root>/blobs/sha256/<hex>         verified blobs (pulls and oci-archive imports)
+//! <root>/layers/<diff_id hex>/      one unpacked layer, keyed by its uncompressed digest
+//! <root>/locks/                     flock files that serialise concurrent unpacks and index writes
+//! <root>/tmp/                       in-flight downloads and unpacks (renamed into place when done)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, ImageConfiguration, MediaType};
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::{ImageError, Result};
+use crate::layout::{self, LayerRef, Layout, LayoutRef, ResolvedImage};
+use crate::media::Compression;
+use crate::registry::{self, RegistryOptions};
+use crate::unpack;
+
+/// Where a container's image comes from, as written in a pod's `image` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `oci:PATH[:REF]`: an OCI image layout directory.
+    Layout { path: PathBuf, reference: String },
+    /// `oci-archive:PATH[:REF]`: a tar of an OCI image layout.
+    Archive { path: PathBuf, reference: String },
+    /// Anything else: a registry reference (`HOST[:PORT]/REPO[:TAG|@DIGEST]`).
+    Registry(String),
+}
+
+impl FromStr for ImageSource {
+    type Err = ImageError;
+
+    fn from_str(s: &str) -> Result<ImageSource> {
+        let split = |rest: &str| -> Result<(PathBuf, String)> {
+            let (path, reference) = rest.split_once(':').unwrap_or((rest, ""));
+            if path.is_empty() {
+                return Err(ImageError::InvalidReference {
+                    reference: s.to_string(),
+                    reason: "the path is empty; write oci:PATH[:NAME:TAG] or oci-archive:PATH[:NAME:TAG]".into(),
+                });
+            }
+            Ok((PathBuf::from(path), reference.to_string()))
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, reference) = split(rest)?;
+            Ok(ImageSource::Layout { path, reference })
+        } else if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, reference) = split(rest)?;
+            Ok(ImageSource::Archive { path, reference })
+        } else if s.is_empty() {
+            Err(ImageError::InvalidReference {
+                reference: s.to_string(),
+                reason: "the image is empty; set the container's image".into(),
+            })
+        } else {
+            Ok(ImageSource::Registry(s.to_string()))
+        }
+    }
+}
+
+/// Kubernetes' imagePullPolicy, for registry images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+/// An image whose layers are all unpacked in the store, ready for an overlay rootfs.
+#[derive(Debug, Clone)]
+pub struct UnpackedImage {
+    pub name: String,
+    pub manifest_digest: Digest,
+    pub config: ImageConfiguration,
+    /// The unpacked layer directories, bottom layer first.
+    pub layer_dirs: Vec<PathBuf>,
+}
+
+/// The image store rooted at one directory (default [`ImageStore::DEFAULT_ROOT`]).
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    pub const DEFAULT_ROOT: &'static str = "/var/lib/podd/images";
+
+    /// Opens (creating if needed) the store at `root`. The path must not contain `:` or `,`,
+    /// which overlayfs mount options cannot carry.
+    pub fn open(root: impl Into<PathBuf>) -> Result<ImageStore> {
+        let root = root.into();
+        let root_str = root.to_string_lossy();
+        if root_str.contains(':') || root_str.contains(',') {
+            return Err(ImageError::io(
+                "opening the image store",
+                &root,
+                io::Error::other("the path contains ':' or ',', which overlayfs cannot take; choose another directory"),
+            ));
+        }
+        for sub in ["blobs/sha256", "layers", "locks", "tmp"] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(|e| ImageError::io("creating the image store directory", &d, e))?;
+        }
+        let store = ImageStore { root };
+        let marker = store.root.join("oci-layout");
+        if !marker.exists() {
+            write_atomic(&store, &marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !store.layout().index_path().exists() {
+            let empty = empty_index();
+            let data = serde_json::to_vec(&empty).map_err(io::Error::other).map_err(|e| {
+                ImageError::io("encoding the store index", store.layout().index_path(), e)
+            })?;
+            write_atomic(&store, &store.layout().index_path(), &data)?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store as an OCI layout (its blobs and pulled images).
+    pub fn layout(&self) -> Layout {
+        Layout::at(self.root.clone())
+    }
+
+    /// Where the layer with this uncompressed digest is (or will be) unpacked.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes an exclusive flock on `locks/<name>`, released when the guard drops.
+    pub(crate) fn lock(&self, name: &str) -> Result<Flock<File>> {
+        let path = self.root.join("locks").join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ImageError::io("opening the lock file", &path, e))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| ImageError::io("locking", &path, io::Error::from(e)))
+    }
+
+    /// Reads an image from an OCI layout directory (verifying manifest and config).
+    pub fn resolve_layout(&self, dir: &Path, reference: &str) -> Result<ResolvedImage> {
+        let label = label("oci", dir, reference);
+        let r = LayoutRef::parse(reference)?;
+        Layout::open(dir)?.resolve(&label, &r)
+    }
+
+    /// Imports an oci-archive: its blobs are verified while copied into the store, then the image
+    /// is resolved from them. A failed import leaves no files behind.
+    pub fn import_archive(&self, archive: &Path, reference: &str) -> Result<ResolvedImage> {
+        let label = label("oci-archive", archive, reference);
+        let staging = tempfile::Builder::new()
+            .prefix("archive-")
+            .tempdir_in(self.tmp_dir())
+            .map_err(|e| ImageError::io("creating a staging directory in", self.tmp_dir(), e))?;
+        extract_archive(&label, archive, staging.path())?;
+        let staged = Layout::open(staging.path())?;
+        let r = LayoutRef::parse(reference)?;
+        let image = staged.resolve(&label, &r)?;
+        // Every staged blob was verified on extraction; move the image's blobs into the store.
+        let mut digests = vec![image.manifest_digest.clone()];
+        digests.push(layout::parse_digest(&label, image.manifest.config().digest().as_ref())?);
+        digests.extend(image.layers.iter().map(|l| l.digest.clone()));
+        for d in &digests {
+            let to = self.layout().blob_path(d);
+            if !to.exists() {
+                let from = staged.blob_path(d);
+                fs::rename(&from, &to).map_err(|e| ImageError::io("moving a verified blob into the store", &from, e))?;
+            }
+        }
+        Ok(ResolvedImage {
+            blobs: self.layout(),
+            ..image
+        })
+    }
+
+    /// An image previously pulled into the store, by its registry reference.
+    pub fn resolve_local(&self, reference: &str) -> Result<ResolvedImage> {
+        let layout = self.layout();
+        let index = layout.read_index()?;
+        let found = index
+            .manifests()
+            .iter()
+            .find(|d| layout::ref_name(d).as_deref() == Some(reference))
+            .ok_or_else(|| ImageError::NotFound {
+                image: reference.to_string(),
+                location: format!("the local image store {}", self.root.display()),
+                available: index.manifests().iter().filter_map(layout::ref_name).collect(),
+            })?;
+        layout.resolve_descriptor(reference, found)
+    }
+
+    /// Records `reference` -> manifest in the store's index.json (replacing an older entry).
+    pub(crate) fn tag(&self, reference: &str, manifest: Descriptor) -> Result<()> {
+        let _lock = self.lock("index.lock")?;
+        let layout = self.layout();
+        let index = layout.read_index()?;
+        let mut entries: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| layout::ref_name(d).as_deref() != Some(reference))
+            .cloned()
+            .collect();
+        let mut desc = manifest;
+        let mut ann = desc.annotations().clone().unwrap_or_default();
+        ann.insert(layout::REF_NAME.to_string(), reference.to_string());
+        desc.set_annotations(Some(ann));
+        entries.push(desc);
+        let mut new_index = index.clone();
+        new_index.set_manifests(entries);
+        let data = serde_json::to_vec_pretty(&new_index)
+            .map_err(|e| ImageError::io("encoding", layout.index_path(), io::Error::other(e)))?;
+        write_atomic(self, &layout.index_path(), &data)
+    }
+
+    /// Writes a blob into the store after checking it against `digest` and `size`.
+    pub(crate) fn put_blob(&self, image: &str, digest: &Digest, size: u64, data: &[u8]) -> Result<()> {
+        layout::verify(image, digest, size, data)?;
+        let path = self.layout().blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomic(self, &path, data)
+    }
+
+    /// Unpacks every layer of `image` not already in the store (each layer once, even when
+    /// several threads or processes ask at the same time).
+    pub fn unpack(&self, image: &ResolvedImage) -> Result<UnpackedImage> {
+        let mut layer_dirs = Vec::with_capacity(image.layers.len());
+        for layer in &image.layers {
+            layer_dirs.push(self.ensure_layer(image, layer)?);
+        }
+        Ok(UnpackedImage {
+            name: image.name.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            config: image.config.clone(),
+            layer_dirs,
+        })
+    }
+
+    fn ensure_layer(&self, image: &ResolvedImage, layer: &LayerRef) -> Result<PathBuf> {
+        let dir = self.layer_dir(&layer.diff_id);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let _lock = self.lock(&format!("layer-{}.lock", layer.diff_id.hex()))?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let started = std::time::Instant::now();
+        // The temp dir is removed on drop, so a failed unpack leaves nothing behind.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("layer-{}-", &layer.diff_id.hex()[..12]))
+            .tempdir_in(self.tmp_dir())
+            .map_err(|e| ImageError::io("creating a temporary layer directory in", self.tmp_dir(), e))?;
+        let stats = unpack_layer_blob(image, layer, tmp.path())?;
+        fs::rename(tmp.path(), &dir).map_err(|e| ImageError::io("moving the unpacked layer to", &dir, e))?;
+        // Already renamed away; TempDir's drop then finds nothing to remove.
+        drop(tmp);
+        tracing::debug!(image = %image.name, layer = %layer.digest, entries = stats.entries,
+            elapsed_ms = started.elapsed().as_millis() as u64, "unpacked layer");
+        Ok(dir)
+    }
+
+    /// Gets an image from any source into the store and unpacks it: the pod layer's entry point.
+    pub async fn prepare(&self, image: &str, policy: PullPolicy, opts: &RegistryOptions) -> Result<UnpackedImage> {
+        let resolved = match image.parse::<ImageSource>()? {
+            ImageSource::Layout { path, reference } => {
+                let store = self.clone();
+                blocking(move || store.resolve_layout(&path, &reference)).await?
+            }
+            ImageSource::Archive { path, reference } => {
+                let store = self.clone();
+                blocking(move || store.import_archive(&path, &reference)).await?
+            }
+            ImageSource::Registry(reference) => {
+                let local = self.resolve_local(&reference);
+                match (policy, local) {
+                    (PullPolicy::Never, Err(ImageError::NotFound { image, location, available })) => {
+                        return Err(ImageError::NotFound {
+                            image: format!("{image} (imagePullPolicy Never: pull it first or change the policy)"),
+                            location,
+                            available,
+                        });
+                    }
+                    (PullPolicy::IfNotPresent | PullPolicy::Never, Ok(img)) => img,
+                    (PullPolicy::Never, Err(e)) => return Err(e),
+                    _ => registry::pull(self, &reference, opts).await?,
+                }
+            }
+        };
+        let store = self.clone();
+        blocking(move || store.unpack(&resolved)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ImageError::io("image work", PathBuf::new(), io::Error::other(e))))
+}
+
+fn label(transport: &str, path: &Path, reference: &str) -> String {
+    if reference.is_empty() {
+        format!("{transport}:{}", path.display())
+    } else {
+        format!("{transport}:{}:{reference}", path.display())
+    }
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::<Descriptor>::new())
+        .build()
+        .expect("a valid empty index")
+}
+
+/// Writes `data` to `path` through a temp file in the store and a rename, so readers never see
+/// a partial file.
+fn write_atomic(store: &ImageStore, path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(store.tmp_dir())
+        .map_err(|e| ImageError::io("creating a temp file in", store.tmp_dir(), e))?;
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_data())
+        .map_err(|e| ImageError::io("writing", tmp.path().to_path_buf(), e))?;
+    tmp.persist(path).map_err(|e| ImageError::io("writing", path, e.error))?;
+    Ok(())
+}
+
+/// Decompresses and unpacks one layer blob into `dest`, verifying the blob's digest and size
+/// and the uncompressed digest (diff_id) over the whole stream.
+fn unpack_layer_blob(image: &ResolvedImage, layer: &LayerRef, dest: &Path) -> Result<unpack::UnpackStats> {
+    let path = image.blobs.blob_path(&layer.digest);
+    let file = File::open(&path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ImageError::MissingBlob {
+                image: image.name.clone(),
+                blob: layer.digest.to_string(),
+                location: image.blobs.root().display().to_string(),
+            }
+        } else {
+            ImageError::io("opening layer blob", &path, e)
+        }
+    })?;
+    let io_err = |e: io::Error| ImageError::Layer {
+        image: image.name.clone(),
+        layer: layer.digest.to_string(),
+        reason: format!("{e} (is the blob truncated or not {}?)", layer.media_type),
+    };
+    let mut blob = HashingReader::new(BufReader::with_capacity(256 * 1024, file));
+    let unpacked = {
+        let decoder: Box<dyn Read + '_> = match layer.compression {
+            Compression::None => Box::new(&mut blob),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
+            Compression::Zstd => Box::new(ZstdFrames::new(&mut blob)),
+        };
+        let mut tar_stream = HashingReader::new(decoder);
+        let result = unpack::unpack_tar(&mut tar_stream, dest);
+        // Verify the digests before reporting a tar error: a corrupted blob is the better message.
+        let diff = tar_stream.finish();
+        (result, diff)
+    };
+    let (blob_digest, blob_size) = blob.finish().map_err(io_err)?;
+    if blob_size != layer.size {
+        return Err(ImageError::SizeMismatch {
+            image: image.name.clone(),
+            blob: layer.digest.to_string(),
+            expected: layer.size,
+            actual: blob_size,
+        });
+    }
+    if blob_digest != layer.digest {
+        return Err(ImageError::DigestMismatch {
+            image: image.name.clone(),
+            blob: layer.digest.to_string(),
+            expected: layer.digest.to_string(),
+            actual: blob_digest.to_string(),
+        });
+    }
+    let (result, diff) = unpacked;
+    let (diff_id, _) = diff.map_err(io_err)?;
+    let stats = result.map_err(|e| ImageError::Layer {
+        image: image.name.clone(),
+        layer: layer.digest.to_string(),
+        reason: e.0,
+    })?;
+    if diff_id != layer.diff_id {
+        return Err(ImageError::DiffIdMismatch {
+            image: image.name.clone(),
+            layer: layer.digest.to_string(),
+            expected: layer.diff_id.to_string(),
+            actual: diff_id.to_string(),
+        });
+    }
+    Ok(stats)
+}
+
+/// A zstd stream of one or more frames (zstd:chunked layers have many).
+struct ZstdFrames<R: Read> {
+    input: Option<io::BufReader<R>>,
+    frame: Option<ruzstd::decoding::StreamingDecoder<io::BufReader<R>, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(inner: R) -> Self {
+        ZstdFrames {
+            input: Some(io::BufReader::new(inner)),
+            frame: None,
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        loop {
+            if let Some(frame) = self.frame.as_mut() {
+                let n = frame.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                let frame = self.frame.take().expect("a frame");
+                self.input = Some(frame.into_inner());
+            }
+            let mut input = self.input.take().expect("the input");
+            if input.fill_buf()?.is_empty() {
+                self.input = Some(input);
+                return Ok(0);
+            }
+            let frame = ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
+            self.frame = Some(frame);
+        }
+    }
+}
+
+/// Copies an oci-archive's entries into `dest`, hashing every blob as it is written; only the
+/// layout's own files are accepted.
+fn extract_archive(label: &str, archive: &Path, dest: &Path) -> Result<()> {
+    let file = File::open(archive).map_err(|e| ImageError::io("opening the oci-archive", archive, e))?;
+    let mut tar = tar::Archive::new(BufReader::new(file));
+    let bad = |reason: String| ImageError::Invalid {
+        image: label.to_string(),
+        what: "oci-archive".into(),
+        reason,
+    };
+    fs::create_dir_all(dest.join("blobs/sha256")).map_err(|e| ImageError::io("creating", dest, e))?;
+    let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let rel = unpack::clean_path(&path).map_err(|e| bad(e.0))?;
+        let rel_str = rel.to_string_lossy().into_owned();
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            return Err(bad(format!("unexpected entry {rel_str} (only regular files belong in a layout)")));
+        }
+        match rel_str.as_str() {
+            "oci-layout" | "index.json" => {
+                let out = dest.join(&rel);
+                let mut f = File::create(&out).map_err(|e| ImageError::io("writing", &out, e))?;
+                io::copy(&mut entry, &mut f).map_err(|e| ImageError::io("writing", &out, e))?;
+            }
+            _ => {
+                let Some(hex) = rel_str.strip_prefix("blobs/sha256/") else {
+                    // Other files (e.g. a Docker manifest.json) are not part of the OCI layout.
+                    continue;
+                };
+                let expected: Digest = format!("sha256:{hex}")
+                    .parse()
+                    .map_err(|e: crate::digest::BadDigest| bad(e.to_string()))?;
+                let out = dest.join(&rel);
+                let mut f = File::create(&out).map_err(|e| ImageError::io("writing", &out, e))?;
+                let mut reader = HashingReader::new(&mut entry);
+                io::copy(&mut reader, &mut f).map_err(|e| ImageError::io("writing", &out, e))?;
+                let (actual, _) = reader.finish().map_err(|e| ImageError::io("reading", archive, e))?;
+                if actual != expected {
+                    return Err(ImageError::DigestMismatch {
+                        image: label.to_string(),
+                        blob: expected.to_string(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(
+            "oci:/x/y:busybox:latest".parse::<ImageSource>().unwrap(),
+            ImageSource::Layout {
+                path: "/x/y".into(),
+                reference: "busybox:latest".into()
+            }
+        );
+        assert_eq!(
+            "oci-archive:/x.tar".parse::<ImageSource>().unwrap(),
+            ImageSource::Archive {
+                path: "/x.tar".into(),
+                reference: String::new()
+            }
+        );
+        assert_eq!(
+            "127.0.0.1:5000/busybox:1".parse::<ImageSource>().unwrap(),
+            ImageSource::Registry("127.0.0.1:5000/busybox:1".into())
+        );
+        assert!("".parse::<ImageSource>().is_err());
+        assert!("oci:".parse::<ImageSource>().is_err());
+    }
+}

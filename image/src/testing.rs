@@ -1,0 +1,497 @@
+//! Test support (feature `testing`): builds busybox OCI images from Debian's busybox-static,
+//! writes OCI layouts and archives, runs Debian's docker-registry on loopback and pushes to it.
+//! Other crates' tests use this to get real images without any network.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::digest::Digest;
+use crate::layout::{LayoutRef, REF_NAME};
+use crate::media::{self, Compression};
+use crate::registry::{self, RegistryOptions};
+
+/// Debian's statically linked busybox (package busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
+/// Debian's registry binary (package docker-registry).
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+/// The page busybox-httpd serves at `/`.
+pub const HTTPD_INDEX: &str = "<html><body>hello from podd busybox-httpd</body></html>\n";
+/// Fixed mtime for reproducible layers.
+const MTIME: u64 = 1_700_000_000;
+
+/// Builds a layer tar in memory; entries are root-owned with a fixed mtime.
+pub struct LayerTar {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for LayerTar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerTar {
+    pub fn new() -> LayerTar {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.mode(tar::HeaderMode::Deterministic);
+        LayerTar { builder }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_size(size);
+        h
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.builder.append_data(&mut h, path, io::empty()).expect("tar dir");
+        self
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> &mut Self {
+        self.file_owned(path, mode, 0, 0, data)
+    }
+
+    pub fn file_owned(&mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.builder.append_data(&mut h, path, data).expect("tar file");
+        self
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder.append_link(&mut h, path, target).expect("tar symlink");
+        self
+    }
+
+    pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
+        self.builder.append_link(&mut h, path, target).expect("tar hardlink");
+        self
+    }
+
+    /// An OCI whiteout: deletes `path` from the layers below.
+    pub fn whiteout(&mut self, path: &str) -> &mut Self {
+        let p = Path::new(path);
+        let name = p.file_name().expect("a file name").to_string_lossy();
+        let wh = p.with_file_name(format!(".wh.{name}"));
+        self.file(&wh.to_string_lossy(), 0o644, b"")
+    }
+
+    /// An OCI opaque marker: hides everything below `dir` in the layers below.
+    pub fn opaque(&mut self, dir: &str) -> &mut Self {
+        let p = format!("{}/.wh..wh..opq", dir.trim_end_matches('/'));
+        self.file(&p, 0o644, b"")
+    }
+
+    /// A raw header path (for hostile-layer tests: `..`, absolute paths).
+    pub fn raw_file(&mut self, path: &[u8], data: &[u8]) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        let name = &mut h.as_gnu_mut().expect("gnu header").name;
+        name[..path.len()].copy_from_slice(path);
+        h.set_cksum();
+        self.builder.append(&h, data).expect("tar raw");
+        self
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().expect("tar finish")
+    }
+}
+
+/// Compresses a layer tar.
+pub fn compress(tar: &[u8], compression: Compression) -> Vec<u8> {
+    match compression {
+        Compression::None => tar.to_vec(),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(tar).expect("gzip");
+            enc.finish().expect("gzip")
+        }
+        Compression::Zstd => ruzstd::encoding::compress_to_vec(tar, ruzstd::encoding::CompressionLevel::Fastest),
+    }
+}
+
+/// The applets of the host's busybox (`busybox --list`).
+pub fn busybox_applets() -> io::Result<Vec<String>> {
+    let out = Command::new(BUSYBOX).arg("--list").output()?;
+    if !out.status.success() {
+        return Err(io::Error::other("busybox --list failed"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && !a.contains('/') && *a != "busybox")
+        .map(str::to_string)
+        .collect())
+}
+
+/// The busybox base layer: /bin/busybox and its applet symlinks, /etc/passwd and /etc/group,
+/// and the usual empty directories.
+pub fn busybox_layer() -> io::Result<Vec<u8>> {
+    let busybox = fs::read(BUSYBOX).map_err(|e| {
+        io::Error::new(e.kind(), format!("{BUSYBOX}: {e} (install the busybox-static package)"))
+    })?;
+    let mut t = LayerTar::new();
+    t.dir("./", 0o755);
+    for d in ["bin", "dev", "etc", "proc", "root", "sys", "usr", "usr/bin", "var"] {
+        t.dir(d, 0o755);
+    }
+    t.dir("tmp", 0o1777);
+    t.file("bin/busybox", 0o755, &busybox);
+    for applet in busybox_applets()? {
+        t.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    t.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    );
+    t.file("etc/group", 0o644, b"root:x:0:\nwww:x:33:\nnogroup:x:65534:\n");
+    Ok(t.finish())
+}
+
+/// The busybox-httpd top layer: /www/index.html.
+pub fn httpd_layer() -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.dir("www", 0o755);
+    t.file("www/index.html", 0o644, HTTPD_INDEX.as_bytes());
+    t.finish()
+}
+
+/// The process part of an image config.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+impl ProcessConfig {
+    pub fn cmd(cmd: &[&str]) -> ProcessConfig {
+        ProcessConfig {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            working_dir: "/".into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Writes an OCI image layout, one image at a time.
+pub struct LayoutWriter {
+    root: PathBuf,
+    entries: Vec<serde_json::Value>,
+}
+
+impl LayoutWriter {
+    /// Creates the layout at `root` (made if missing).
+    pub fn create(root: &Path) -> io::Result<LayoutWriter> {
+        fs::create_dir_all(root.join("blobs/sha256"))?;
+        fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let w = LayoutWriter {
+            root: root.to_path_buf(),
+            entries: Vec::new(),
+        };
+        w.write_index()?;
+        Ok(w)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Stores a blob; returns its digest and size.
+    pub fn add_blob(&self, data: &[u8]) -> io::Result<(Digest, u64)> {
+        let d = Digest::of(data);
+        fs::write(self.root.join("blobs/sha256").join(d.hex()), data)?;
+        Ok((d, data.len() as u64))
+    }
+
+    /// Adds an image named `ref_name` (the ref.name annotation) from uncompressed layer tars,
+    /// each compressed as given. Returns the manifest digest.
+    pub fn add_image(
+        &mut self,
+        ref_name: &str,
+        layers: &[(&[u8], Compression)],
+        process: &ProcessConfig,
+    ) -> io::Result<Digest> {
+        let mut layer_descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tar, c) in layers {
+            diff_ids.push(Digest::of(tar).to_string());
+            let (d, size) = self.add_blob(&compress(tar, *c))?;
+            layer_descs.push(json!({"mediaType": c.oci_media_type(), "digest": d.to_string(), "size": size}));
+        }
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        };
+        let mut cfg = serde_json::Map::new();
+        if !process.entrypoint.is_empty() {
+            cfg.insert("Entrypoint".into(), json!(process.entrypoint));
+        }
+        if !process.cmd.is_empty() {
+            cfg.insert("Cmd".into(), json!(process.cmd));
+        }
+        if !process.env.is_empty() {
+            cfg.insert("Env".into(), json!(process.env));
+        }
+        if !process.working_dir.is_empty() {
+            cfg.insert("WorkingDir".into(), json!(process.working_dir));
+        }
+        if !process.user.is_empty() {
+            cfg.insert("User".into(), json!(process.user));
+        }
+        let config = json!({
+            "created": "2023-11-14T22:13:20Z",
+            "architecture": arch,
+            "os": "linux",
+            "config": cfg,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let (cd, csize) = self.add_blob(&serde_json::to_vec(&config)?)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": cd.to_string(), "size": csize},
+            "layers": layer_descs,
+        });
+        let (md, msize) = self.add_blob(&serde_json::to_vec(&manifest)?)?;
+        self.entries.push(json!({
+            "mediaType": media::OCI_MANIFEST,
+            "digest": md.to_string(),
+            "size": msize,
+            "annotations": {REF_NAME: ref_name},
+        }));
+        self.write_index()?;
+        Ok(md)
+    }
+
+    fn write_index(&self) -> io::Result<()> {
+        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": self.entries});
+        fs::write(self.root.join("index.json"), serde_json::to_vec_pretty(&index)?)
+    }
+}
+
+/// Writes a layout at `dir` with `busybox:latest` (Cmd `sh`) and `busybox-httpd:latest` (Cmd
+/// `httpd -f -p 8080 -h /www`, sharing the busybox layer), layers compressed with `compression`.
+pub fn write_busybox_layout(dir: &Path, compression: Compression) -> io::Result<LayoutWriter> {
+    let base = busybox_layer()?;
+    let mut w = LayoutWriter::create(dir)?;
+    w.add_image("busybox:latest", &[(&base, compression)], &ProcessConfig::cmd(&["sh"]))?;
+    let www = httpd_layer();
+    w.add_image(
+        "busybox-httpd:latest",
+        &[(&base, compression), (&www, compression)],
+        &ProcessConfig::cmd(&["httpd", "-f", "-p", "8080", "-h", "/www"]),
+    )?;
+    Ok(w)
+}
+
+/// Adds `whiteout:latest` to a layout: busybox, then a layer adding /data/{a,b} and /opq/old,
+/// then a layer deleting /data/a and /etc/group, and making /opq opaque with /opq/new.
+pub fn add_whiteout_image(w: &mut LayoutWriter, compression: Compression) -> io::Result<Digest> {
+    let base = busybox_layer()?;
+    let mut add = LayerTar::new();
+    add.dir("data", 0o755)
+        .file("data/a", 0o644, b"a")
+        .file("data/b", 0o644, b"b")
+        .dir("opq", 0o755)
+        .file("opq/old", 0o644, b"old");
+    let add = add.finish();
+    let mut del = LayerTar::new();
+    del.whiteout("data/a")
+        .whiteout("etc/group")
+        .dir("opq", 0o755)
+        .opaque("opq")
+        .file("opq/new", 0o644, b"new");
+    let del = del.finish();
+    w.add_image(
+        "whiteout:latest",
+        &[(&base, compression), (&add, compression), (&del, compression)],
+        &ProcessConfig::cmd(&["sh"]),
+    )
+}
+
+/// Tars an OCI layout directory into an oci-archive.
+pub fn write_oci_archive(layout: &Path, archive: &Path) -> io::Result<()> {
+    let mut b = tar::Builder::new(fs::File::create(archive)?);
+    b.mode(tar::HeaderMode::Deterministic);
+    b.append_path_with_name(layout.join("oci-layout"), "oci-layout")?;
+    b.append_path_with_name(layout.join("index.json"), "index.json")?;
+    b.append_dir_all("blobs", layout.join("blobs"))?;
+    b.into_inner()?.sync_all()
+}
+
+/// Debian's docker-registry, listening on 127.0.0.1 at a free port, storing into a temp dir;
+/// killed and removed on drop.
+pub struct TestRegistry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl TestRegistry {
+    /// Starts a plain-HTTP registry.
+    pub fn start_http() -> io::Result<TestRegistry> {
+        Self::start(false)
+    }
+
+    /// Starts an HTTPS registry with a fresh self-signed certificate for 127.0.0.1.
+    pub fn start_https() -> io::Result<TestRegistry> {
+        Self::start(true)
+    }
+
+    fn start(tls: bool) -> io::Result<TestRegistry> {
+        let dir = tempfile::Builder::new().prefix("podd-test-registry-").tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut tls_yaml = String::new();
+        let mut ca_pem = None;
+        if tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .map_err(io::Error::other)?;
+            let cert = ck.cert.pem();
+            fs::write(dir.path().join("cert.pem"), &cert)?;
+            fs::write(dir.path().join("key.pem"), ck.key_pair.serialize_pem())?;
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            );
+            ca_pem = Some(cert.into_bytes());
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_yaml}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config)?;
+        let log = fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new(DOCKER_REGISTRY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{DOCKER_REGISTRY}: {e} (install the docker-registry package)")))?;
+        let mut reg = TestRegistry {
+            child,
+            dir,
+            addr,
+            ca_pem,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(reg);
+            }
+            if let Some(status) = reg.child.try_wait()? {
+                let log = fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
+                return Err(io::Error::other(format!("docker-registry exited with {status}: {log}")));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("docker-registry did not start listening within 15 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The storage directory (to check or corrupt what was pushed).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Client options that reach this registry (plain HTTP, or trusting its certificate).
+    pub fn options(&self) -> RegistryOptions {
+        match &self.ca_pem {
+            Some(pem) => RegistryOptions {
+                extra_ca_pem: vec![pem.clone()],
+                ..Default::default()
+            },
+            None => RegistryOptions {
+                plain_http: vec![self.host()],
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pushes the image `reference` of the layout at `layout` to `target`
+/// (`HOST:PORT/REPO:TAG`), blobs first, then the manifest.
+pub async fn push_layout(layout: &Path, reference: &str, target: &str, opts: &RegistryOptions) -> crate::Result<()> {
+    let l = crate::layout::Layout::open(layout)?;
+    let image = l.resolve(reference, &LayoutRef::parse(reference)?)?;
+    let target_ref = registry::parse_reference(target)?;
+    let client = opts.client();
+    let reg = target_ref.resolve_registry().to_string();
+    let err = |e: oci_client::errors::OciDistributionError| crate::ImageError::Registry {
+        image: target.to_string(),
+        registry: reg.clone(),
+        reason: e.to_string(),
+    };
+    client.store_auth_if_needed(&reg, &opts.auth()).await;
+    let config_digest = Digest::from_str(image.manifest.config().digest().as_ref()).expect("verified digest");
+    let mut blobs = vec![config_digest];
+    blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+    for d in blobs {
+        let path = l.blob_path(&d);
+        let data = fs::read(&path).map_err(|e| crate::ImageError::io("reading", &path, e))?;
+        client
+            .push_blob(&target_ref, &data, &d.to_string())
+            .await
+            .map_err(err)?;
+    }
+    let manifest = fs::read(l.blob_path(&image.manifest_digest))
+        .map_err(|e| crate::ImageError::io("reading", l.blob_path(&image.manifest_digest), e))?;
+    client
+        .push_manifest_raw(
+            &target_ref,
+            manifest,
+            http_header(media::OCI_MANIFEST),
+        )
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+fn http_header(v: &'static str) -> http::HeaderValue {
+    http::HeaderValue::from_static(v)
+}

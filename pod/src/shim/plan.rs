@@ -1,0 +1,63 @@
+//! What the agent tells a pod's shim to run (`<pod state dir>/plan.json`).
+
+use oci_spec::runtime::Spec;
+use podd_api::pod::{Probe, RestartPolicy};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimPlan {
+    /// `namespace/name`, for messages.
+    pub pod: String,
+    pub pod_uid: String,
+    /// The runtime's state root for this pod's containers.
+    pub runtime_root: PathBuf,
+    /// The cgroup v2 directory that container cgroup paths are relative to.
+    pub cgroup_root: Option<PathBuf>,
+    /// The pod's network namespace, where TCP and HTTP probes run.
+    pub netns: PathBuf,
+    pub pod_ip: Option<Ipv4Addr>,
+    pub restart_policy: RestartPolicy,
+    pub grace_period_seconds: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub containers: Vec<ShimContainer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimContainer {
+    pub name: String,
+    pub image: String,
+    /// The runtime's container id: `<pod uid>-<name>`.
+    pub id: String,
+    /// The bundle directory (holds the rootfs mount point).
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub log_path: PathBuf,
+    pub readiness_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+}
+
+pub const PLAN_FILE: &str = "plan.json";
+pub const STATUS_FILE: &str = "status.json";
+pub const SHIM_LOG_FILE: &str = "shim.log";
+
+impl ShimPlan {
+    pub fn load(pod_dir: &Path) -> std::io::Result<ShimPlan> {
+        let text = std::fs::read(pod_dir.join(PLAN_FILE))?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+
+    /// Writes the plan atomically, so a shim never reads half of one.
+    pub fn save(&self, pod_dir: &Path) -> std::io::Result<()> {
+        let data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&pod_dir.join(PLAN_FILE), &data)
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}

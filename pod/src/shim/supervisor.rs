@@ -1,0 +1,485 @@
+//! The shim's threads: one supervisor per container, one prober per pod, and the signal
+//! watcher that stops everything on SIGTERM.
+
+use super::plan::{ShimContainer, ShimPlan};
+use super::status::PodRuntimeStatus;
+use crate::backoff::{Backoff, should_restart};
+use crate::logs::{LogWriter, Rotation, Stream};
+use crate::probe::{Outcome, ProbeState, check_http, check_tcp};
+use crate::timefmt::rfc3339;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use podd_api::pod::{ContainerState, ContainerStatus, Probe};
+use podd_runtime::{Container, CreateOptions};
+use std::fs::File;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("pod shim in {dir}: reading plan.json failed: {source}")]
+    Plan {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pod shim in {dir}: writing status.json failed: {source}")]
+    Status {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pod shim: blocking SIGTERM failed: {0}")]
+    Signals(nix::Error),
+}
+
+struct Shared {
+    plan: ShimPlan,
+    dir: PathBuf,
+    status: Mutex<PodRuntimeStatus>,
+    stop: AtomicBool,
+    wake: (Mutex<()>, Condvar),
+    /// fds 0-2 are process-wide: containers are created one at a time.
+    create_lock: Mutex<()>,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d` unless the shim is told to stop first.
+    fn sleep(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let mut guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.stopping() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = self
+                .wake
+                .1
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PodRuntimeStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s.clone();
+        f(&mut s);
+        if *s != before
+            && let Err(e) = s.save(&self.dir)
+        {
+            tracing::error!(error = %e, pod = %self.plan.pod, "writing status.json");
+        }
+    }
+
+    fn pid(&self, i: usize) -> i32 {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).pids[i]
+    }
+}
+
+/// Runs the shim for the pod whose state directory is `dir` until SIGTERM, or until every
+/// container has ended for good.
+pub fn run(dir: &Path) -> Result<(), ShimError> {
+    let plan = ShimPlan::load(dir).map_err(|source| ShimError::Plan {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    // Block the stop signals before any thread exists, so only the watcher receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().map_err(ShimError::Signals)?;
+
+    let n = plan.containers.len();
+    let status = PodRuntimeStatus {
+        shim_pid: std::process::id() as i32,
+        containers: plan
+            .containers
+            .iter()
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ..ContainerStatus::default()
+            })
+            .collect(),
+        pids: vec![0; n],
+        stopped: false,
+    };
+    status.save(dir).map_err(|source| ShimError::Status {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        plan,
+        dir: dir.to_path_buf(),
+        status: Mutex::new(status),
+        stop: AtomicBool::new(false),
+        wake: (Mutex::new(()), Condvar::new()),
+        create_lock: Mutex::new(()),
+    });
+
+    let watcher = shared.clone();
+    std::thread::spawn(move || {
+        if let Ok(sig) = signals.wait() {
+            tracing::info!(%sig, pod = %watcher.plan.pod, "stopping the pod");
+        }
+        stop_all(&watcher);
+    });
+    if shared
+        .plan
+        .containers
+        .iter()
+        .any(|c| c.readiness_probe.is_some() || c.liveness_probe.is_some())
+    {
+        let prober = shared.clone();
+        std::thread::spawn(move || probe_loop(&prober));
+    }
+    let supervisors: Vec<_> = (0..n)
+        .map(|i| {
+            let s = shared.clone();
+            std::thread::spawn(move || supervise(&s, i))
+        })
+        .collect();
+    for t in supervisors {
+        let _ = t.join();
+    }
+    shared.update(|s| s.stopped = true);
+    Ok(())
+}
+
+/// SIGTERM to every running container, SIGKILL after the grace period.
+fn stop_all(shared: &Shared) {
+    shared.stop.store(true, Ordering::SeqCst);
+    shared.wake.1.notify_all();
+    let signal_all = |sig: Signal| {
+        for c in &shared.plan.containers {
+            if let Ok(container) = Container::load(&shared.plan.runtime_root, &c.id) {
+                let _ = container.kill(sig, true);
+            }
+        }
+    };
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(shared.plan.grace_period_seconds);
+    while Instant::now() < deadline {
+        let running = (0..shared.plan.containers.len()).any(|i| shared.pid(i) != 0);
+        if !running {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_all(Signal::SIGKILL);
+}
+
+fn supervise(shared: &Shared, i: usize) {
+    let plan = &shared.plan;
+    let spec = &plan.containers[i];
+    let mut backoff = Backoff::new(
+        Duration::from_millis(plan.backoff_initial_ms),
+        Duration::from_millis(plan.backoff_max_ms),
+    );
+    let log = match LogWriter::open(&spec.log_path, Rotation::default()) {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            tracing::error!(error = %e, "opening the container log");
+            set_waiting(shared, i, "CreateContainerError", &e.to_string());
+            return;
+        }
+    };
+    while !shared.stopping() {
+        let started = Instant::now();
+        let container = match start(shared, spec, &log) {
+            Ok(c) => c,
+            Err(message) => {
+                tracing::warn!(container = %spec.name, pod = %plan.pod, %message, "container did not start");
+                set_waiting(shared, i, "CreateContainerError", &message);
+                shared.sleep(
+                    backoff
+                        .on_exit(Duration::ZERO)
+                        .max(Duration::from_millis(100)),
+                );
+                continue;
+            }
+        };
+        let pid = container.pid();
+        shared.update(|s| {
+            s.pids[i] = pid;
+            let cs = &mut s.containers[i];
+            cs.state = ContainerState::Running {
+                started_at: rfc3339(SystemTime::now()),
+            };
+            cs.ready = spec.readiness_probe.is_none();
+        });
+        let code = container.wait().unwrap_or(-1);
+        let oom = container
+            .stats()
+            .ok()
+            .and_then(|s| s.memory_events.get("oom_kill").copied())
+            .unwrap_or(0)
+            > 0;
+        if let Err(e) = container.delete(true) {
+            tracing::warn!(error = %e, container = %spec.name, "deleting the exited container");
+        }
+        if let Ok(mut w) = log.lock() {
+            let _ = w.flush();
+        }
+        let reason = if oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        let terminated = ContainerState::Terminated {
+            exit_code: code,
+            signal: (code > 128).then_some(code - 128),
+            reason: reason.into(),
+            finished_at: rfc3339(SystemTime::now()),
+        };
+        tracing::info!(container = %spec.name, pod = %plan.pod, code, reason, "container exited");
+        let restart = !shared.stopping() && should_restart(plan.restart_policy, code);
+        shared.update(|s| {
+            s.pids[i] = 0;
+            let cs = &mut s.containers[i];
+            cs.ready = false;
+            if restart {
+                cs.last_state = Some(terminated.clone());
+                cs.state = ContainerState::Waiting;
+            } else {
+                cs.state = terminated.clone();
+            }
+        });
+        if !restart {
+            break;
+        }
+        let delay = backoff.on_exit(started.elapsed());
+        shared.sleep(delay);
+        if shared.stopping() {
+            break;
+        }
+        shared.update(|s| s.containers[i].restart_count += 1);
+    }
+}
+
+fn set_waiting(shared: &Shared, i: usize, reason: &str, message: &str) {
+    tracing::debug!(reason, message, "container waiting");
+    shared.update(|s| {
+        s.containers[i].state = ContainerState::Waiting;
+        s.containers[i].ready = false;
+    });
+}
+
+/// Creates and starts one container with its stdout and stderr on fresh pipes.
+fn start(
+    shared: &Shared,
+    spec: &ShimContainer,
+    log: &Arc<Mutex<LogWriter>>,
+) -> Result<Container, String> {
+    // A container left by an earlier shim of this pod goes first.
+    if let Ok(old) = Container::load(&shared.plan.runtime_root, &spec.id) {
+        let _ = old.delete(true);
+    }
+    let mut opts = CreateOptions::new(&shared.plan.runtime_root);
+    opts.cgroup_root = shared.plan.cgroup_root.clone();
+    let (out_r, out_w) = pipe().map_err(|e| format!("creating the stdout pipe: {e}"))?;
+    let (err_r, err_w) = pipe().map_err(|e| format!("creating the stderr pipe: {e}"))?;
+    let mut container = {
+        let _one_at_a_time = shared.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+        with_stdio(&out_w, &err_w, || {
+            Container::create(&spec.id, &spec.bundle, &spec.spec, &opts)
+        })
+        .map_err(|e| e.to_string())?
+    };
+    drop((out_w, err_w));
+    pump(out_r, Stream::Stdout, log.clone());
+    pump(err_r, Stream::Stderr, log.clone());
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return Err(e.to_string());
+    }
+    Ok(container)
+}
+
+fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// Runs `f` with fds 1 and 2 pointing at the given pipes and fd 0 at /dev/null, so that the
+/// container's init inherits them; restores the shim's own afterwards.
+fn with_stdio<T>(out: &OwnedFd, err: &OwnedFd, f: impl FnOnce() -> T) -> T {
+    use nix::unistd::{dup, dup2};
+    let saved: Vec<Option<i32>> = (0..3).map(|fd| dup(fd).ok()).collect();
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = dup2(null.as_raw_fd(), 0);
+    }
+    let _ = dup2(out.as_raw_fd(), 1);
+    let _ = dup2(err.as_raw_fd(), 2);
+    let result = f();
+    for (fd, s) in saved.into_iter().enumerate() {
+        if let Some(s) = s {
+            let _ = dup2(s, fd as i32);
+            let _ = nix::unistd::close(s);
+        }
+    }
+    result
+}
+
+/// Copies one pipe into the log until the container closes it.
+fn pump(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
+    std::thread::spawn(move || {
+        let mut f = File::from(fd);
+        let mut buf = [0u8; 8192];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Ok(mut w) = log.lock()
+                        && let Err(e) = w.write(stream, &buf[..n])
+                    {
+                        tracing::warn!(error = %e, "writing the container log");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Probe state of one container, reset when it restarts.
+struct Probes {
+    pid: i32,
+    readiness: Option<ProbeState>,
+    liveness: Option<ProbeState>,
+}
+
+/// Runs every probe of the pod from inside its network namespace.
+fn probe_loop(shared: &Shared) {
+    let plan = &shared.plan;
+    match File::open(&plan.netns) {
+        Ok(ns) => {
+            if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
+                tracing::error!(error = %e, netns = %plan.netns.display(), "probes cannot enter the pod network");
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, netns = %plan.netns.display(), "probes cannot open the pod network");
+            return;
+        }
+    }
+    let ip = plan
+        .pod_ip
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut probes: Vec<Probes> = plan
+        .containers
+        .iter()
+        .map(|_| Probes {
+            pid: 0,
+            readiness: None,
+            liveness: None,
+        })
+        .collect();
+    while !shared.stopping() {
+        for (i, c) in plan.containers.iter().enumerate() {
+            let pid = shared.pid(i);
+            let p = &mut probes[i];
+            if pid != p.pid {
+                let now = Instant::now();
+                p.pid = pid;
+                p.readiness = c
+                    .readiness_probe
+                    .clone()
+                    .map(|pr| ProbeState::readiness(pr, now));
+                p.liveness = c
+                    .liveness_probe
+                    .clone()
+                    .map(|pr| ProbeState::liveness(pr, now));
+            }
+            if pid == 0 {
+                continue;
+            }
+            let now = Instant::now();
+            if let Some(r) = p.readiness.as_mut()
+                && r.due(now)
+            {
+                let outcome = check(shared, c, r.probe(), ip);
+                if r.record(now, outcome) {
+                    let ready = r.passing();
+                    tracing::info!(container = %c.name, ready, "readiness changed");
+                    shared.update(|s| s.containers[i].ready = ready && s.pids[i] == pid);
+                }
+            }
+            if let Some(l) = p.liveness.as_mut()
+                && l.due(now)
+            {
+                let outcome = check(shared, c, l.probe(), ip);
+                if l.record(now, outcome) && !l.passing() {
+                    tracing::warn!(container = %c.name, pod = %plan.pod, "liveness probe failed; restarting");
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        shared.sleep(Duration::from_millis(100));
+    }
+}
+
+fn check(shared: &Shared, c: &ShimContainer, probe: &Probe, ip: IpAddr) -> Outcome {
+    let timeout = Duration::from_secs(u64::from(probe.timeout().max(1)));
+    if let Some(t) = &probe.tcp_socket {
+        return check_tcp(ip, t.port, timeout);
+    }
+    if let Some(h) = &probe.http_get {
+        return check_http(ip, h.port, &h.path, timeout);
+    }
+    if let Some(e) = &probe.exec {
+        return exec_probe(shared, c, &e.command, timeout);
+    }
+    Outcome::Failure
+}
+
+/// Runs the probe's command inside the container; exit 0 within the timeout passes.
+fn exec_probe(
+    shared: &Shared,
+    c: &ShimContainer,
+    command: &[String],
+    timeout: Duration,
+) -> Outcome {
+    let Ok(container) = Container::load(&shared.plan.runtime_root, &c.id) else {
+        return Outcome::Failure;
+    };
+    let Some(mut process) = c.spec.process().clone() else {
+        return Outcome::Failure;
+    };
+    process.set_args(Some(command.to_vec()));
+    let pid = match container.exec(&process, &Default::default()) {
+        Ok(pid) => Pid::from_raw(pid),
+        Err(_) => return Outcome::Failure,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, 0)) => return Outcome::Success,
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => {
+                return Outcome::Failure;
+            }
+            Ok(_) if Instant::now() >= deadline => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Outcome::Failure;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}

@@ -1,0 +1,859 @@
+//! The container lifecycle: create (setup processes, waiting on `exec.fifo`), start, kill,
+//! delete, exec, pause/resume, and the state kept under the state root.
+//!
+//! Process model of `create`:
+//! ```text
+//! runtime (caller) --fork--> stage 1: join the cgroup, setns into the spec's namespace paths,
+//!    |                        clone(CLONE_PARENT | new namespaces) --> init, then exit
+//!    |<-- setup channel (pid, hooks, ready/error) ----------------------- init: uid/gid maps, mounts,
+//!                                                                         pivot_root, process setup,
+//!                                                                         then blocks opening exec.fifo
+//! ```
+//! `CLONE_PARENT` makes init a child of the caller, so a long-lived caller (a pod shim, or
+//! `podd-oci run`) can `waitpid` it for the exit code. `start` opens the fifo for reading, which
+//! releases init to exec the user process.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
+use nix::sys::stat::{Mode, umask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use seccompiler::BpfProgram;
+
+use crate::cgroups::{self, Cgroup, Stats};
+use crate::error::{Error, Result, io_err, sys_err};
+use crate::namespaces::{self, Plan};
+use crate::process::{self, CapSets};
+use crate::rootfs;
+use crate::seccomp;
+use crate::state::{self, OciState, State, Status};
+use crate::sync::{Msg, recv_msg, send_msg};
+use crate::{hooks, spec};
+
+/// Where and how to create a container.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// State root; each container gets `<root>/<id>/` (default `/run/podd-oci`).
+    pub root: PathBuf,
+    /// cgroup v2 directory the spec's `cgroupsPath` is relative to; `None` finds the cgroup2
+    /// mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
+    pub cgroup_root: Option<PathBuf>,
+    /// Unix socket that receives the pty master when `process.terminal` is true.
+    pub console_socket: Option<PathBuf>,
+    /// Write init's pid here.
+    pub pid_file: Option<PathBuf>,
+    /// Extra fds (3..3+N) passed to the container process.
+    pub preserve_fds: u32,
+}
+
+impl CreateOptions {
+    /// Defaults with a chosen state root.
+    pub fn new(root: impl Into<PathBuf>) -> CreateOptions {
+        CreateOptions { root: root.into(), cgroup_root: None, console_socket: None, pid_file: None, preserve_fds: 0 }
+    }
+}
+
+/// Options of [`Container::exec`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Unix socket that receives the pty master when `process.terminal` is true.
+    pub console_socket: Option<PathBuf>,
+    /// Extra fds (3..3+N) passed to the process.
+    pub preserve_fds: u32,
+}
+
+/// A container known to the state root.
+#[derive(Debug, Clone)]
+pub struct Container {
+    root: PathBuf,
+    state: State,
+}
+
+/// Everything a setup process needs, computed before fork so errors surface early and the
+/// forked child does little but system calls.
+struct ProcessPlan {
+    process: Process,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    caps: CapSets,
+    nnp: bool,
+    seccomp: Vec<BpfProgram>,
+    console: Option<OwnedFd>,
+    preserve_fds: u32,
+}
+
+impl ProcessPlan {
+    fn new(process: &Process, seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>, console: Option<OwnedFd>, preserve_fds: u32) -> Result<ProcessPlan> {
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(Error::InvalidSpec("process.args is empty".into()));
+        }
+        if process.apparmor_profile().as_ref().is_some_and(|p| !p.is_empty()) {
+            tracing::warn!("process.apparmorProfile is set but podd-oci does not apply AppArmor profiles; ignored");
+        }
+        if process.selinux_label().as_ref().is_some_and(|p| !p.is_empty()) {
+            tracing::warn!("process.selinuxLabel is set but podd-oci does not apply SELinux labels; ignored");
+        }
+        Ok(ProcessPlan {
+            args: process::cstrings(&args)?,
+            env: process::cstrings(process.env().as_deref().unwrap_or_default())?,
+            caps: CapSets::from_spec(process.capabilities().as_ref())?,
+            nnp: process.no_new_privileges().unwrap_or(false),
+            seccomp: match seccomp_spec {
+                Some(s) => seccomp::compile(s)?,
+                None => Vec::new(),
+            },
+            process: process.clone(),
+            console,
+            preserve_fds,
+        })
+    }
+
+    fn terminal(&self) -> bool {
+        self.process.terminal().unwrap_or(false)
+    }
+
+    /// Console, rlimits, cwd, user, capabilities, no_new_privs: everything but the final
+    /// seccomp (when no_new_privs) and execve. Returns the program to exec.
+    fn prepare(&self) -> Result<CString> {
+        if let (true, Some(console)) = (self.terminal(), &self.console) {
+            setup_console(console, &self.process)?;
+        }
+        if let Some(adj) = self.process.oom_score_adj() {
+            fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(io_err("write", "/proc/self/oom_score_adj"))?;
+        }
+        process::set_rlimits(&self.process)?;
+        let cwd = self.process.cwd();
+        if !cwd.exists() {
+            fs::create_dir_all(cwd).map_err(io_err("create process.cwd", cwd))?;
+        }
+        nix::unistd::chdir(cwd).map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
+        let env: Vec<String> = self.process.env().clone().unwrap_or_default();
+        let arg0 = self.process.args().as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
+        let program = process::find_program(&arg0, &env)?;
+        if !self.nnp {
+            // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+            seccomp::install(&self.seccomp)?;
+        }
+        process::drop_bounding(&self.caps)?;
+        process::switch_user(&self.process, &self.caps)?;
+        umask(Mode::from_bits_truncate(self.process.user().umask().unwrap_or(0o022)));
+        if self.nnp {
+            process::set_no_new_privs()?;
+        }
+        CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| Error::InvalidSpec("program path has a NUL byte".into()))
+    }
+
+    /// Last steps: the seccomp filter (when no_new_privs), close extra fds, execve.
+    fn exec(&self, program: &CString) -> Result<std::convert::Infallible> {
+        if self.nnp {
+            seccomp::install(&self.seccomp)?;
+        }
+        close_fds_from(3 + self.preserve_fds);
+        let e = nix::unistd::execve(program, &self.args, &self.env).unwrap_err();
+        Err(sys_err(format!("execve {program:?}"))(e))
+    }
+}
+
+/// Mark every fd from `first` close-on-exec.
+fn close_fds_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes fd flags; no memory is passed.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+}
+
+/// Open a pty in the container's devpts, send the master to the console socket and make the
+/// slave our controlling terminal and stdio.
+fn setup_console(socket: &OwnedFd, process: &Process) -> Result<()> {
+    use nix::pty::{posix_openpt, ptsname_r, unlockpt};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys_err("open /dev/ptmx"))?;
+    unlockpt(&master).map_err(sys_err("unlockpt"))?;
+    let name = ptsname_r(&master).map_err(sys_err("ptsname"))?;
+    let slave = open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).map_err(sys_err(format!("open {name}")))?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    if let Some(size) = process.console_size() {
+        let ws = libc::winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a valid winsize struct.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(sys_err("send the pty master to the console socket"))?;
+    drop(master);
+    let _ = nix::unistd::fchown(slave.as_raw_fd(), Some(process.user().uid().into()), None);
+    // SAFETY: TIOCSCTTY with argument 0 on a terminal fd we own.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(sys_err("make the pty the controlling terminal")(nix::Error::last()));
+    }
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(sys_err("dup2 the pty slave"))?;
+    }
+    Ok(())
+}
+
+/// The plan for the container's init process.
+struct InitPlan {
+    spec: Spec,
+    rootfs: PathBuf,
+    ns: Plan,
+    cgroup: Option<Cgroup>,
+    fifo: PathBuf,
+    proc: ProcessPlan,
+    needs_runtime_hooks: bool,
+    state: OciState,
+}
+
+/// raw clone(2) without a new stack: returns twice like fork. Used only in single-threaded
+/// setup processes, so glibc's fork handlers are not needed.
+fn clone_process(flags: CloneFlags) -> Result<i32> {
+    let flags = flags.bits() as libc::c_ulong | libc::CLONE_PARENT as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone with a null stack behaves like fork: the child gets a copy of our memory
+    // and continues here. The caller is single-threaded.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if rc < 0 {
+        return Err(sys_err(format!("clone with namespaces {:?}", CloneFlags::from_bits_retain(flags as i32 & !0xff)))(nix::Error::last()));
+    }
+    Ok(rc as i32)
+}
+
+/// Leave a forked setup process without running the parent's destructors or atexit handlers.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process immediately; nothing is used afterwards.
+    unsafe { libc::_exit(code) }
+}
+
+fn fail_child(sock: &OwnedFd, e: Error) -> ! {
+    let _ = send_msg(sock, &Msg::Error(e.to_string()));
+    exit_now(1)
+}
+
+/// Stage 1: join the cgroup and the given namespaces, clone init into the new ones.
+fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
+    let run = || -> Result<i32> {
+        if let Some(cg) = &plan.cgroup {
+            cg.add_process(0)?;
+        }
+        namespaces::join_all(&plan.ns.join)?;
+        let mut new = plan.ns.new;
+        let time = namespaces::flag(LinuxNamespaceType::Time);
+        if new.contains(time) {
+            // clone(2) cannot take CLONE_NEWTIME; unshare gives it to our children.
+            nix::sched::unshare(time).map_err(sys_err("unshare the time namespace"))?;
+            new.remove(time);
+        }
+        clone_process(new)
+    };
+    match run() {
+        Ok(0) => init(plan, sock),
+        Ok(pid) => {
+            let _ = send_msg(sock, &Msg::Pid(pid));
+            exit_now(0)
+        }
+        Err(e) => fail_child(sock, e),
+    }
+}
+
+fn init(plan: &InitPlan, sock: &OwnedFd) -> ! {
+    match init_inner(plan, sock) {
+        Ok(never) => match never {},
+        Err(e) => fail_child(sock, e),
+    }
+}
+
+fn wait_for(sock: &OwnedFd, want: fn(&Msg) -> bool) -> Result<Msg> {
+    match recv_msg(sock)? {
+        Some(m) if want(&m) => Ok(m),
+        other => Err(Error::Init(format!("unexpected setup message {other:?}"))),
+    }
+}
+
+fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallible> {
+    let spec = &plan.spec;
+    let linux = spec.linux().as_ref();
+    if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
+        wait_for(sock, |m| *m == Msg::Go)?;
+        let root = nix::unistd::Uid::from_raw(0);
+        let rootg = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(rootg, rootg, rootg).map_err(sys_err("become root in the user namespace (gid)"))?;
+        nix::unistd::setresuid(root, root, root).map_err(sys_err("become root in the user namespace (uid)"))?;
+    }
+    let in_userns = plan.ns.has(LinuxNamespaceType::User);
+    nix::unistd::setsid().map_err(sys_err("setsid"))?;
+    umask(Mode::empty());
+    let has_mountns = plan.ns.has(LinuxNamespaceType::Mount);
+    if has_mountns {
+        rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+        for m in spec.mounts().iter().flatten() {
+            rootfs::mount_one(&plan.rootfs, m)?;
+        }
+    }
+    let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+    rootfs::create_devices(&plan.rootfs, &devices, has_mountns && rootfs::has_fresh_dev(spec), in_userns)?;
+
+    let mut state = plan.state.clone();
+    let hooks = spec.hooks().as_ref();
+    if plan.needs_runtime_hooks {
+        send_msg(sock, &Msg::HooksRequest)?;
+        if let Msg::HooksDone(pid) = wait_for(sock, |m| matches!(m, Msg::HooksDone(_)))? {
+            state.pid = pid;
+        }
+    }
+    hooks::run_all("createContainer", hooks.and_then(|h| h.create_container().as_ref()), &state)?;
+
+    // Keep a way to the fifo across pivot_root: an O_PATH fd, reopened through the host's
+    // /proc/self/fd (which works even if the container has no /proc).
+    let fd_dir = open("/proc/self/fd", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys_err("open /proc/self/fd"))?;
+    let fifo = open(&plan.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys_err(format!("open {}", plan.fifo.display())))?;
+
+    if has_mountns {
+        rootfs::pivot(&plan.rootfs)?;
+        if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+            let flags = rootfs::propagation_flag(p)
+                .ok_or_else(|| Error::InvalidSpec(format!("linux.rootfsPropagation {p:?} is not a propagation")))?;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(sys_err("set rootfs propagation"))?;
+        }
+    } else {
+        rootfs::chroot(&plan.rootfs)?;
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(sys_err(format!("sethostname {h}")))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        // SAFETY: the pointer and length describe a live byte slice.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(sys_err(format!("setdomainname {d}"))(nix::Error::last()));
+        }
+    }
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            fs::write(&path, v).map_err(io_err("write sysctl", path))?;
+        }
+    }
+    if has_mountns {
+        rootfs::readonly_paths(linux.and_then(|l| l.readonly_paths().as_deref()).unwrap_or_default())?;
+        rootfs::mask_paths(linux.and_then(|l| l.masked_paths().as_deref()).unwrap_or_default())?;
+        if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+            rootfs::readonly_root()?;
+        }
+    }
+    let program = plan.proc.prepare()?;
+    send_msg(sock, &Msg::Ready)?;
+
+    // Block until `start` opens the fifo for reading.
+    let fifo_name = fifo.to_string();
+    let w = loop {
+        match openat(Some(fd_dir), fifo_name.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Err(nix::Error::EINTR) => continue,
+            r => break r.map_err(sys_err("open exec.fifo"))?,
+        }
+    };
+    // SAFETY: openat returned a fresh fd that nothing else owns.
+    let mut w = unsafe { fs::File::from_raw_fd(w) };
+    let _ = w.write_all(b"0");
+    drop(w);
+    let _ = nix::unistd::close(fifo);
+    let _ = nix::unistd::close(fd_dir);
+    hooks::run_all("startContainer", hooks.and_then(|h| h.start_container().as_ref()), &state)?;
+    plan.proc.exec(&program)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Removes what a failed create made.
+struct CreateGuard {
+    dir: PathBuf,
+    cgroup: Option<Cgroup>,
+    pid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!(error = %e, "removing the cgroup of a failed create");
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    fs::write(dir.join("uid_map"), uid).map_err(io_err("write", dir.join("uid_map")))?;
+    fs::write(dir.join("gid_map"), gid).map_err(io_err("write", dir.join("gid_map")))?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(io_err("get", "current directory"))?;
+    Ok(cwd.join(p))
+}
+
+impl Container {
+    /// Create a container from a bundle directory (reads `bundle/config.json`).
+    pub fn create_from_bundle(id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
+        let spec = spec::load_bundle(bundle)?;
+        Self::create(id, bundle, &spec, opts)
+    }
+
+    /// Create a container from an in-code spec. `bundle` resolves a relative `root.path` and is
+    /// reported in the state. Returns once init waits for [`Container::start`].
+    pub fn create(id: &str, bundle: &Path, spec: &Spec, opts: &CreateOptions) -> Result<Container> {
+        state::validate_id(id)?;
+        let bundle = absolute(bundle)?;
+        let rootfs = spec::validate(spec, &bundle)?;
+        let linux = spec.linux().as_ref();
+        let ns = Plan::from_spec(linux.and_then(|l| l.namespaces().as_deref()).unwrap_or_default());
+        if !ns.has(LinuxNamespaceType::Mount) {
+            return Err(Error::InvalidSpec("linux.namespaces needs a mount namespace".into()));
+        }
+        fs::DirBuilder::new().recursive(true).mode(0o711).create(&opts.root).map_err(io_err("create state root", &opts.root))?;
+        let dir = State::dir(&opts.root, id);
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(id.to_string())),
+            Err(e) => return Err(io_err("create state directory", dir)(e)),
+        }
+        let mut guard = CreateGuard { dir: dir.clone(), cgroup: None, pid: None, armed: true };
+
+        let cg_rel = linux
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_else(|| PathBuf::from(format!("podd-oci/{id}")));
+        let cg_root = match &opts.cgroup_root {
+            Some(r) => r.clone(),
+            None => cgroups::detect_root()?,
+        };
+        let mut cgroup = Cgroup::new(cg_root, cg_rel)?;
+        cgroup.create(linux.and_then(|l| l.resources().as_ref()))?;
+        guard.cgroup = Some(cgroup.clone());
+
+        let fifo = dir.join("exec.fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys_err(format!("mkfifo {}", fifo.display())))?;
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622)).map_err(io_err("chmod", fifo.clone()))?;
+
+        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+        let console = if process.terminal().unwrap_or(false) {
+            let path = opts.console_socket.as_ref().ok_or_else(|| {
+                Error::InvalidSpec("process.terminal is true but no console socket was given (--console-socket)".into())
+            })?;
+            Some(OwnedFd::from(UnixStream::connect(path).map_err(io_err("connect to console socket", path))?))
+        } else {
+            None
+        };
+        let seccomp_spec = linux.and_then(|l| l.seccomp().as_ref());
+        let hooks = spec.hooks().as_ref();
+        let nonempty = |h: Option<&Vec<oci_spec::runtime::Hook>>| h.is_some_and(|v| !v.is_empty());
+        let needs_runtime_hooks = hooks.is_some_and(|h| {
+            nonempty(h.prestart().as_ref())
+                || nonempty(h.create_runtime().as_ref())
+                || nonempty(h.create_container().as_ref())
+                || nonempty(h.start_container().as_ref())
+        });
+        let annotations: HashMap<String, String> = spec.annotations().clone().unwrap_or_default();
+        let oci_state = OciState {
+            oci_version: crate::OCI_VERSION.into(),
+            id: id.into(),
+            status: Status::Creating,
+            pid: 0,
+            bundle: bundle.clone(),
+            annotations: annotations.clone(),
+        };
+        let plan = InitPlan {
+            spec: spec.clone(),
+            rootfs,
+            ns,
+            cgroup: Some(cgroup.clone()),
+            fifo: fifo.clone(),
+            proc: ProcessPlan::new(process, seccomp_spec, console, opts.preserve_fds)?,
+            needs_runtime_hooks,
+            state: oci_state.clone(),
+        };
+
+        let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(sys_err("socketpair"))?;
+        // SAFETY: the child only makes system calls, allocates (glibc's fork handlers keep malloc
+        // usable) and exits with _exit; it takes no other locks and never returns here.
+        let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
+            ForkResult::Child => {
+                drop(parent_sock);
+                stage1(&plan, &child_sock)
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(child_sock);
+        drop(plan.proc.console);
+
+        let mut init_pid = None;
+        let result = loop {
+            match recv_msg(&parent_sock) {
+                Ok(Some(Msg::Pid(pid))) => {
+                    init_pid = Some(pid);
+                    guard.pid = Some(pid);
+                    let _ = waitpid(stage1_pid, None);
+                    if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
+                        if let Err(e) = write_id_maps(pid, spec).and_then(|_| send_msg(&parent_sock, &Msg::Go)) {
+                            break Err(e);
+                        }
+                    }
+                }
+                Ok(Some(Msg::HooksRequest)) => {
+                    let st = OciState { pid: init_pid.unwrap_or(0), ..oci_state.clone() };
+                    let r = hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &st)
+                        .and_then(|_| hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &st))
+                        .and_then(|_| send_msg(&parent_sock, &Msg::HooksDone(st.pid)));
+                    if let Err(e) = r {
+                        break Err(e);
+                    }
+                }
+                Ok(Some(Msg::Ready)) => break Ok(()),
+                Ok(Some(Msg::Error(e))) => break Err(Error::Init(e)),
+                Ok(Some(m)) => break Err(Error::Init(format!("unexpected setup message {m:?}"))),
+                Ok(None) => break Err(Error::Init("the setup process exited without reporting why".into())),
+                Err(e) => break Err(e),
+            }
+        };
+        if init_pid.is_none() {
+            let _ = waitpid(stage1_pid, None);
+        }
+        result?;
+        let pid = init_pid.ok_or_else(|| Error::Init("no init pid".into()))?;
+        let state = State {
+            id: id.into(),
+            bundle,
+            pid,
+            pid_start_time: state::pid_start_time(pid).ok_or_else(|| Error::Init("init exited during create".into()))?,
+            created: now_secs(),
+            annotations,
+            cgroup: Some(cgroup),
+            hooks: spec.hooks().clone(),
+            seccomp: seccomp_spec.cloned(),
+            user_ns: plan.ns.has(LinuxNamespaceType::User),
+            started: false,
+        };
+        state.save(&opts.root)?;
+        if let Some(pf) = &opts.pid_file {
+            let pf = absolute(pf)?;
+            fs::write(&pf, pid.to_string()).map_err(io_err("write pid file", pf))?;
+        }
+        guard.armed = false;
+        Ok(Container { root: opts.root.clone(), state })
+    }
+
+    /// Load a container from the state root.
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
+        Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
+    }
+
+    /// Ids of the containers under a state root.
+    pub fn list(root: &Path) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let entries = match fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(io_err("read state root", root)(e)),
+        };
+        for e in entries.flatten() {
+            if e.path().join("state.json").exists() {
+                ids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The container id.
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// Host pid of the container's init (also after it exited).
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+
+    /// The container's cgroup.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.state.cgroup.as_ref()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.state.status(&self.root)
+    }
+
+    /// The OCI state document.
+    pub fn oci_state(&self) -> OciState {
+        self.state.oci(&self.root)
+    }
+
+    fn refuse(&self, status: Status, op: &'static str, hint: &'static str) -> Error {
+        Error::BadStatus { id: self.state.id.clone(), status, op, hint }
+    }
+
+    /// Release init to exec the user process, then run the poststart hooks.
+    pub fn start(&mut self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Created {
+            let hint = match status {
+                Status::Running | Status::Paused => " (it was already started)",
+                Status::Stopped => " (it has exited; delete it and create it again)",
+                _ => "",
+            };
+            return Err(self.refuse(status, "start", hint));
+        }
+        let fifo = State::dir(&self.root, &self.state.id).join("exec.fifo");
+        let fd = open(&fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(sys_err(format!("open {}", fifo.display())))?;
+        // SAFETY: open returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        loop {
+            let mut pfd = [nix::poll::PollFd::new(fd.as_fd_ref(), nix::poll::PollFlags::POLLIN)];
+            let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
+            if let Ok(n) = n {
+                if n > 0 && pfd[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) {
+                    let mut b = [0u8; 1];
+                    if nix::unistd::read(fd.as_raw_fd(), &mut b).unwrap_or(0) == 1 {
+                        break;
+                    }
+                }
+            }
+            if !self.state.alive() {
+                return Err(Error::Init(format!("container {:?} exited before it could start", self.state.id)));
+            }
+        }
+        let _ = fs::remove_file(&fifo);
+        self.state.started = true;
+        self.state.save(&self.root)?;
+        let hooks = self.state.hooks.clone();
+        if let Err(e) = hooks::run_all("poststart", hooks.as_ref().and_then(|h| h.poststart().as_ref()), &self.oci_state()) {
+            tracing::warn!(error = %e, id = %self.state.id, "poststart hook failed");
+        }
+        Ok(())
+    }
+
+    /// Send `signal` to init, or with `all` to every process in the container's cgroup.
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+        let status = self.status();
+        if status == Status::Stopped {
+            return Err(self.refuse(status, "kill", " (it is not running)"));
+        }
+        if all {
+            if let Some(cg) = &self.state.cgroup {
+                if signal == Signal::SIGKILL {
+                    return cg.kill_all();
+                }
+                for pid in cg.pids()? {
+                    let _ = kill(Pid::from_raw(pid), signal);
+                }
+                return Ok(());
+            }
+        }
+        kill(Pid::from_raw(self.state.pid), signal).map_err(sys_err(format!("kill {} with {signal}", self.state.pid)))
+    }
+
+    /// Wait for init to exit and return its exit code (128+signal when killed). Works when the
+    /// caller created the container (init is its child).
+    pub fn wait(&self) -> Result<i32> {
+        loop {
+            match waitpid(Pid::from_raw(self.state.pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(sys_err(format!("wait for container init {}", self.state.pid))(e)),
+            }
+        }
+    }
+
+    /// Freeze every process (cgroup.freeze).
+    pub fn pause(&self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Running {
+            return Err(self.refuse(status, "pause", ""));
+        }
+        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.set_frozen(true)
+    }
+
+    /// Thaw a paused container.
+    pub fn resume(&self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Paused {
+            return Err(self.refuse(status, "resume", ""));
+        }
+        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.set_frozen(false)
+    }
+
+    /// cgroup stats.
+    pub fn stats(&self) -> Result<Stats> {
+        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.stats()
+    }
+
+    /// Remove the container: its processes (with `force`, or when it never started), cgroup
+    /// and state; then run the poststop hooks.
+    pub fn delete(self, force: bool) -> Result<()> {
+        let status = self.status();
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(self.refuse(status, "delete", "; stop it first or use delete --force"));
+        }
+        match &self.state.cgroup {
+            Some(cg) => cg.destroy()?,
+            None => {
+                if self.state.alive() {
+                    let _ = kill(Pid::from_raw(self.state.pid), Signal::SIGKILL);
+                }
+            }
+        }
+        // Reap init if it is our child (library use, `run`); ECHILD otherwise.
+        let _ = waitpid(Pid::from_raw(self.state.pid), Some(WaitPidFlag::WNOHANG));
+        let dir = State::dir(&self.root, &self.state.id);
+        let mut oci = self.state.oci(&self.root);
+        oci.status = Status::Stopped;
+        fs::remove_dir_all(&dir).map_err(io_err("remove state directory", dir))?;
+        if let Err(e) = hooks::run_all("poststop", self.state.hooks.as_ref().and_then(|h| h.poststop().as_ref()), &oci) {
+            tracing::warn!(error = %e, id = %self.state.id, "poststop hook failed");
+        }
+        Ok(())
+    }
+
+    /// Start `process` inside the running container: it joins the container's namespaces and
+    /// cgroup and gets the container's seccomp filter. Returns its host pid; the caller is its
+    /// parent and reaps it (`waitpid`). Stdio is the caller's (or a pty with a console socket).
+    pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        let status = self.status();
+        if status != Status::Running && status != Status::Created {
+            return Err(self.refuse(status, "exec", " (it is not running)"));
+        }
+        let join = namespaces::of_process(self.state.pid)?;
+        let console = if process.terminal().unwrap_or(false) {
+            let path = opts.console_socket.as_ref().ok_or_else(|| {
+                Error::InvalidSpec("process.terminal is true but no console socket was given".into())
+            })?;
+            Some(OwnedFd::from(UnixStream::connect(path).map_err(io_err("connect to console socket", path))?))
+        } else {
+            None
+        };
+        let plan = ProcessPlan::new(process, self.state.seccomp.as_ref(), console, opts.preserve_fds)?;
+        let cgroup = self.state.cgroup.clone();
+        let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(sys_err("socketpair"))?;
+        // SAFETY: as in create: the child makes system calls and allocates, then _exits or execs.
+        let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
+            ForkResult::Child => {
+                drop(parent_sock);
+                let run = || -> Result<i32> {
+                    if let Some(cg) = &cgroup {
+                        cg.add_process(0)?;
+                    }
+                    namespaces::join_all(&join)?;
+                    clone_process(CloneFlags::empty())
+                };
+                match run() {
+                    Ok(0) => {
+                        nix::unistd::setsid().map_err(sys_err("setsid")).unwrap_or_else(|e| fail_child(&child_sock, e));
+                        match plan.prepare().and_then(|p| plan.exec(&p)) {
+                            Ok(never) => match never {},
+                            Err(e) => fail_child(&child_sock, e),
+                        }
+                    }
+                    Ok(pid) => {
+                        let _ = send_msg(&child_sock, &Msg::Pid(pid));
+                        exit_now(0)
+                    }
+                    Err(e) => fail_child(&child_sock, e),
+                }
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(child_sock);
+        drop(plan.console);
+        let mut pid = None;
+        // The socket closes on a successful execve (CLOEXEC); an error message arrives otherwise.
+        let r = loop {
+            match recv_msg(&parent_sock) {
+                Ok(Some(Msg::Pid(p))) => pid = Some(p),
+                Ok(Some(Msg::Error(e))) => break Err(Error::Init(e)),
+                Ok(Some(m)) => break Err(Error::Init(format!("unexpected exec message {m:?}"))),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = waitpid(stage1_pid, None);
+        match (r, pid) {
+            (Ok(()), Some(p)) => Ok(p),
+            (Ok(()), None) => Err(Error::Init("exec setup exited without reporting a pid".into())),
+            (Err(e), Some(p)) => {
+                let _ = waitpid(Pid::from_raw(p), None);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// Borrow an OwnedFd as BorrowedFd (helper for nix's poll API).
+trait AsFdRef {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl AsFdRef for OwnedFd {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+/// Raw fd helper for tests and callers that pass fds to exec.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}
+
+/// Wait up to `timeout` for `pid` to disappear (used when killing a container we do not parent).
+pub fn wait_gone(pid: i32, start_time: u64, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while state::pid_start_time(pid) == Some(start_time) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true
+}

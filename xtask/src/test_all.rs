@@ -1,0 +1,213 @@
+//! `cargo xtask test`: the whole suite, in order: build-ebpf, fmt, clippy, the host tests
+//! (`cargo test --workspace`, as root), the VM suite, and the check that the VM suite can fail.
+//! Every step runs even when an earlier one failed; the summary ends with `N passed, N failed`,
+//! counting each test and each check step.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::process::{cargo, describe, run_status};
+use crate::{build_ebpf, vm};
+
+/// The harness test that fails when PODD_VM_FAIL_ON_PURPOSE=1 (tests/tests/vm_harness.rs).
+pub const FAIL_ON_PURPOSE_TEST: &str = "fails_on_purpose_when_asked";
+
+struct Step {
+    name: &'static str,
+    passed: usize,
+    failed: usize,
+    secs: f64,
+    note: String,
+}
+
+pub fn run() -> Result<bool> {
+    let mut steps = Vec::new();
+    let mut step = |name: &'static str,
+                    body: &mut dyn FnMut() -> Result<(usize, usize, String)>| {
+        println!("\n=== {name} ===");
+        let start = Instant::now();
+        let (passed, failed, note) = match body() {
+            Ok(counts) => counts,
+            Err(err) => {
+                println!("{name}: error: {err:#}");
+                (0, 1, format!("{err:#}"))
+            }
+        };
+        steps.push(Step {
+            name,
+            passed,
+            failed,
+            secs: start.elapsed().as_secs_f64(),
+            note,
+        });
+    };
+
+    step("build-ebpf", &mut || {
+        build_ebpf::build_ebpf().map(|()| (1, 0, String::new()))
+    });
+    step("fmt", &mut || {
+        check(cargo().args(["fmt", "--all", "--check"]))
+    });
+    step("clippy", &mut || {
+        check(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    step("host tests", &mut host_tests);
+    step("vm tests", &mut || {
+        let report = vm::vm_test(&vm::VmOptions::workspace())?;
+        let (passed, failed) = report.counts();
+        Ok((passed, failed, String::new()))
+    });
+    step("deliberate failure", &mut deliberate_failure);
+
+    println!("\n=== summary ===");
+    let mut passed = 0;
+    let mut failed = 0;
+    for s in &steps {
+        passed += s.passed;
+        failed += s.failed;
+        let state = if s.failed == 0 { "ok" } else { "FAILED" };
+        let note = if s.note.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", first_line(&s.note))
+        };
+        println!(
+            "  {state:<7} {:<19} {:>4} passed, {:>3} failed  {:>6.1} s{note}",
+            s.name, s.passed, s.failed, s.secs
+        );
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// A check step: one pass or one failure.
+fn check(cmd: &mut Command) -> Result<(usize, usize, String)> {
+    Ok(if run_status(cmd)? {
+        (1, 0, String::new())
+    } else {
+        (0, 1, String::new())
+    })
+}
+
+/// `cargo test --workspace`, counting libtest's `test result:` lines.
+fn host_tests() -> Result<(usize, usize, String)> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).stdout(Stdio::piped());
+    let (success, output) = tee(&mut cmd)?;
+    let (passed, mut failed) = libtest_totals(&output);
+    let mut note = String::new();
+    if !success && failed == 0 {
+        failed = 1;
+        note = "cargo test failed before reporting a failed test (a build error?)".into();
+    }
+    Ok((passed, failed, note))
+}
+
+/// `cargo xtask vm-test --fail-on-purpose` must exit non-zero and name the failed test.
+fn deliberate_failure() -> Result<(usize, usize, String)> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "vm-test",
+        "-p",
+        "podd-tests",
+        "--fail-on-purpose",
+        "--",
+        FAIL_ON_PURPOSE_TEST,
+    ])
+    .stdout(Stdio::piped());
+    let (success, output) = tee(&mut cmd)?;
+    let named = output.lines().any(|line| {
+        line.trim_start().starts_with("FAILED")
+            && line.contains("podd-tests/vm_harness")
+            && line.contains(FAIL_ON_PURPOSE_TEST)
+    });
+    let counted = output
+        .lines()
+        .any(|line| line.trim() == "vm-test: 0 passed, 1 failed");
+    if success {
+        return Ok((
+            0,
+            1,
+            "vm-test exited 0 although a test failed on purpose".into(),
+        ));
+    }
+    if !named || !counted {
+        return Ok((
+            0,
+            1,
+            "vm-test failed, but not by reporting the deliberate failure alone".into(),
+        ));
+    }
+    println!(
+        "deliberate failure: vm-test exited non-zero and reported {FAIL_ON_PURPOSE_TEST} as FAILED, as it should"
+    );
+    Ok((1, 0, String::new()))
+}
+
+/// Runs a command whose stdout is piped, echoing and keeping it.
+fn tee(cmd: &mut Command) -> Result<(bool, String)> {
+    println!("$ {}", describe(cmd));
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{}`", describe(cmd)))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut kept = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        kept.push_str(&line);
+        kept.push('\n');
+    }
+    Ok((child.wait()?.success(), kept))
+}
+
+/// Sums `test result: ok. 3 passed; 1 failed; ...` lines.
+fn libtest_totals(output: &str) -> (usize, usize) {
+    let mut passed = 0;
+    let mut failed = 0;
+    for line in output.lines().filter(|l| l.starts_with("test result:")) {
+        for part in line.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<usize>() else {
+                continue;
+            };
+            match kind {
+                "passed" => passed += count,
+                "failed" => failed += count,
+                _ => {}
+            }
+        }
+    }
+    (passed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_libtest_results() {
+        let out = "running 3 tests\n\
+                   test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+                   test result: FAILED. 5 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s\n";
+        assert_eq!(libtest_totals(out), (8, 2));
+    }
+}

@@ -1,0 +1,152 @@
+//! `cargo xtask up`: set up this Debian 12 node and start podd (server and agent, with the
+//! embedded SQLite store) in one process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{self, cargo, output};
+use crate::{build_ebpf, prereqs};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Skip installing apt prerequisites.
+    #[arg(long)]
+    skip_apt: bool,
+    /// Where the binaries are installed.
+    #[arg(long, default_value = "/usr/local/bin")]
+    bin_dir: PathBuf,
+    /// Build and install, but don't start podd.
+    #[arg(long)]
+    no_start: bool,
+}
+
+const BINARIES: &[&str] = &["podd", "podctl"];
+const SOCKET: &str = "/run/podd/podd.sock";
+const PID_FILE: &str = "/run/podd/podd.pid";
+const LOG_FILE: &str = "/var/log/podd.log";
+
+pub fn run(args: &UpArgs) -> Result<()> {
+    if !args.skip_apt {
+        prereqs::ensure(&prereqs::apt_packages(Some("node"))?)?;
+    }
+    // podd embeds the eBPF object; if this fails, cargo's build error below says so too.
+    if let Err(err) = build_ebpf::build_ebpf() {
+        println!("up: warning: build-ebpf failed: {err:#}");
+    }
+    process::run(cargo().args(["build", "--release", "-p", "podd", "-p", "podctl"]))?;
+    let release = target_dir()?.join("release");
+    std::fs::create_dir_all(&args.bin_dir)?;
+    for name in BINARIES {
+        let from = release.join(name);
+        let to = args.bin_dir.join(name);
+        install(&from, &to)?;
+        println!("up: installed {}", to.display());
+    }
+    let podd = args.bin_dir.join("podd");
+    match implemented_version(&podd) {
+        Some(version) => println!("up: {version}"),
+        None => {
+            println!(
+                "up: podd is built and installed, but the daemon is not implemented yet \
+                 (`podd --version` reports no version), so it was not started."
+            );
+            return Ok(());
+        }
+    }
+    if args.no_start {
+        return Ok(());
+    }
+    start(&podd)
+}
+
+/// The cargo target folder (CARGO_TARGET_DIR or the workspace's target/).
+fn target_dir() -> Result<PathBuf> {
+    let text = output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let metadata: serde_json::Value = serde_json::from_str(&text)?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// Copies via a temporary name and renames, so a running binary is replaced, not overwritten.
+fn install(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("installing {}", to.display()))
+}
+
+/// `podd --version` when it names a version and does not say it is unimplemented.
+fn implemented_version(podd: &Path) -> Option<String> {
+    let out = Command::new(podd)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let lower = text.to_lowercase();
+    let accepted =
+        out.status.success() && lower.contains("podd") && !lower.contains("not implemented");
+    accepted.then_some(text)
+}
+
+fn running_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn start(podd: &Path) -> Result<()> {
+    if let Some(pid) = running_pid() {
+        println!("up: podd is already running (pid {pid}); `podctl get nodes` talks to it");
+        return Ok(());
+    }
+    if Path::new("/run/systemd/system").is_dir() {
+        let unit = format!(
+            "[Unit]\nDescription=podd node daemon\nAfter=network-online.target\n\n\
+             [Service]\nExecStart={}\nRestart=on-failure\nKillMode=process\n\n\
+             [Install]\nWantedBy=multi-user.target\n",
+            podd.display()
+        );
+        std::fs::write("/etc/systemd/system/podd.service", unit)?;
+        process::run(Command::new("systemctl").arg("daemon-reload"))?;
+        process::run(Command::new("systemctl").args(["enable", "--now", "podd"]))?;
+    } else {
+        std::fs::create_dir_all("/run/podd")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(LOG_FILE)?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(podd)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("starting {}", podd.display()))?
+        };
+        std::fs::write(PID_FILE, format!("{}\n", child.id()))?;
+        println!(
+            "up: started podd (pid {}), logging to {LOG_FILE}",
+            child.id()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if Path::new(SOCKET).exists() {
+            println!("up: podd is serving on {SOCKET}; try `podctl get nodes`");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("podd started but {SOCKET} did not appear within 15 s; see {LOG_FILE}")
+}
