@@ -128,7 +128,9 @@ pub struct HpaSpec {
     pub scale_target_ref: ScaleTargetRef,
     pub min_replicas: u32,
     pub max_replicas: u32,
-    /// Target average CPU use, as a percentage of the pods' CPU requests.
+    /// Target average CPU use, as a percentage of the pods' CPU requests. Kubernetes'
+    /// autoscaling/v1 spelling `targetCPUUtilizationPercentage` is accepted too.
+    #[serde(alias = "targetCPUUtilizationPercentage")]
     pub target_cpu_utilization_percentage: u32,
     /// Scale-down stabilisation window in seconds (Kubernetes' default is 300).
     #[serde(skip_serializing_if = "Option::is_none")]

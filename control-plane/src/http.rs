@@ -201,10 +201,19 @@ impl ApiServer {
         req: Request<Incoming>,
         transport: Transport,
     ) -> Response<Body> {
-        match self.route(req, transport).await {
+        let mutating = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        let t = Instant::now();
+        let resp = match self.route(req, transport).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
+        };
+        if mutating {
+            self.registry.http_mutating_latency.record(t.elapsed());
         }
+        resp
     }
 
     async fn route(

@@ -105,6 +105,10 @@ impl Default for RegistryConfig {
 }
 
 pub struct Registry {
+    /// Every mutating call through the registry (HTTP and in-process controllers).
+    pub mutating_latency: crate::metrics::Latencies,
+    /// Mutating calls as the HTTP server saw them (parsing and encoding included).
+    pub http_mutating_latency: crate::metrics::Latencies,
     store: Arc<dyn Store>,
     cache: Arc<WatchCache>,
     service_ips: RangeAllocator,
@@ -239,6 +243,8 @@ impl Registry {
         config: &RegistryConfig,
     ) -> Result<Registry, AllocError> {
         Ok(Registry {
+            mutating_latency: Default::default(),
+            http_mutating_latency: Default::default(),
             service_ips: RangeAllocator::service_ips(
                 store.clone(),
                 &config.service_cidr,
@@ -314,7 +320,7 @@ impl Registry {
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped kinds).
-    pub async fn create(&self, kind: Kind, ns: &str, body: Value) -> Result<Value, ApiError> {
+    async fn create_untimed(&self, kind: Kind, ns: &str, body: Value) -> Result<Value, ApiError> {
         let ns = Self::ns_for(kind, ns);
         let mut v = body;
         if !v.is_object() {
@@ -451,7 +457,7 @@ impl Registry {
 
     /// Replaces an object (or its status, or its scale). With `precondition`, the write fails
     /// with Conflict unless the stored resourceVersion is that.
-    pub async fn update(
+    async fn update_untimed(
         &self,
         kind: Kind,
         ns: &str,
@@ -480,7 +486,7 @@ impl Registry {
     }
 
     /// Applies a JSON merge patch.
-    pub async fn patch(
+    async fn patch_untimed(
         &self,
         kind: Kind,
         ns: &str,
@@ -664,7 +670,7 @@ impl Registry {
     }
 
     /// Deletes an object and, after it, everything that names it in ownerReferences.
-    pub async fn delete(
+    async fn delete_untimed(
         &self,
         kind: Kind,
         ns: &str,
@@ -795,6 +801,59 @@ impl Registry {
 
     pub fn pod_cidrs(&self) -> &RangeAllocator {
         &self.pod_cidrs
+    }
+
+    /// Creates an object in `ns` (ignored for cluster-scoped kinds).
+    pub async fn create(&self, kind: Kind, ns: &str, body: Value) -> Result<Value, ApiError> {
+        let t = std::time::Instant::now();
+        let r = self.create_untimed(kind, ns, body).await;
+        self.mutating_latency.record(t.elapsed());
+        r
+    }
+
+    /// Replaces an object (or its status, or its scale); a metadata.resourceVersion in the
+    /// body is a precondition (409 Conflict when it is not the stored one).
+    pub async fn update(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        body: Value,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        let t = std::time::Instant::now();
+        let r = self.update_untimed(kind, ns, name, body, sub).await;
+        self.mutating_latency.record(t.elapsed());
+        r
+    }
+
+    /// Applies a JSON merge patch.
+    pub async fn patch(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        patch: Value,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        let t = std::time::Instant::now();
+        let r = self.patch_untimed(kind, ns, name, patch, sub).await;
+        self.mutating_latency.record(t.elapsed());
+        r
+    }
+
+    /// Deletes an object and, after it, everything that names it in ownerReferences.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        precondition: Option<Revision>,
+    ) -> Result<Value, ApiError> {
+        let t = std::time::Instant::now();
+        let r = self.delete_untimed(kind, ns, name, precondition).await;
+        self.mutating_latency.record(t.elapsed());
+        r
     }
 
     // ---- typed helpers for the in-process controllers ----

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::{self, ApiServer};
 use crate::registry::{Registry, RegistryConfig};
 use crate::tls::{TlsError, TlsMaterial};
-use podd_store::Store;
+use podd_store::{LeaderElector, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControlPlaneConfig {
     /// `<data>/pki` and `<data>/tokens` live here; None keeps TLS material and tokens in
     /// memory (tests).
@@ -32,6 +32,9 @@ pub struct ControlPlaneConfig {
     pub cache: CacheConfig,
     /// None: run no controllers (a standby API server, or a test that drives things itself).
     pub controllers: Option<ControllerConfig>,
+    /// Who may run the controllers when several servers share one store (etcd). None: this
+    /// server always leads (the embedded stores have one server).
+    pub elector: Option<Arc<dyn LeaderElector>>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -45,6 +48,7 @@ impl Default for ControlPlaneConfig {
             registry: RegistryConfig::default(),
             cache: CacheConfig::default(),
             controllers: Some(ControllerConfig::default()),
+            elector: None,
         }
     }
 }
@@ -149,11 +153,16 @@ impl ControlPlane {
             )));
         }
         if let Some(cc) = config.controllers.clone() {
-            tasks.extend(controllers::spawn_all(
+            let elector = config
+                .elector
+                .clone()
+                .unwrap_or_else(|| Arc::new(podd_store::AlwaysLeader));
+            tasks.push(tokio::spawn(lead(
                 registry.clone(),
                 cc,
+                elector,
                 shutdown_rx.clone(),
-            ));
+            )));
         }
         Ok(ControlPlane {
             registry,
@@ -184,6 +193,50 @@ impl ControlPlane {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+    }
+}
+
+/// Campaigns for leadership and runs the controllers while leading; stops them the moment
+/// leadership is lost (before anything else happens), and campaigns again.
+async fn lead(
+    registry: Arc<Registry>,
+    config: ControllerConfig,
+    elector: Arc<dyn LeaderElector>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut leadership = tokio::select! {
+            r = elector.campaign() => match r {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        tracing::info!("leading: starting the controllers");
+        if let Err(e) = registry.repair_allocators().await {
+            tracing::warn!(error = %e, "could not repair the allocators");
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = controllers::spawn_all(registry.clone(), config.clone(), stop_rx);
+        let stepping_down = tokio::select! {
+            _ = leadership.lost() => false,
+            _ = shutdown.changed() => true,
+        };
+        let _ = stop.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if stepping_down {
+            leadership.resign().await;
+            return;
+        }
+        tracing::warn!("lost the leadership; the controllers are stopped");
     }
 }
 

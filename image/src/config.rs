@@ -100,8 +100,16 @@ pub fn merge(
 }
 
 /// [`merge`] for a Kubernetes container from `podd-api`.
-pub fn merge_container(image_name: &str, image: &ImageDefaults, c: &podd_api::pod::Container) -> Result<MergedProcess> {
-    let env: Vec<(String, String)> = c.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+pub fn merge_container(
+    image_name: &str,
+    image: &ImageDefaults,
+    c: &podd_api::pod::Container,
+) -> Result<MergedProcess> {
+    let env: Vec<(String, String)> = c
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
     merge(
         image_name,
         image,
@@ -141,20 +149,30 @@ pub fn resolve_user(image_name: &str, user: &str, rootfs: &Path) -> Result<Resol
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let pw_entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u))
-    });
+    let pw_entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
     let (uid, default_gid, name) = match (u.parse::<u32>(), &pw_entry) {
         (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(0), Some(f[0].to_string())),
         (Ok(uid), None) => (uid, 0, None),
         (Err(_), Some(f)) => (
-            f[2].parse().map_err(|_| err("bad uid in /etc/passwd".into()))?,
+            f[2].parse()
+                .map_err(|_| err("bad uid in /etc/passwd".into()))?,
             f[3].parse().unwrap_or(0),
             Some(f[0].to_string()),
         ),
-        (Err(_), None) => return Err(err("no such user in the image's /etc/passwd; use a numeric uid".into())),
+        (Err(_), None) => {
+            return Err(err(
+                "no such user in the image's /etc/passwd; use a numeric uid".into(),
+            ));
+        }
     };
-    let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 3).collect();
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 3)
+        .collect();
     let gid = match g {
         None => default_gid,
         Some(g) => match g.parse::<u32>() {
@@ -163,7 +181,11 @@ pub fn resolve_user(image_name: &str, user: &str, rootfs: &Path) -> Result<Resol
                 .iter()
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group; use a numeric gid")))?,
+                .ok_or_else(|| {
+                    err(format!(
+                        "no group {g:?} in the image's /etc/group; use a numeric gid"
+                    ))
+                })?,
         },
     };
     let additional_gids = match name {
@@ -212,7 +234,15 @@ mod tests {
     fn command_replaces_entrypoint_and_drops_cmd() {
         let m = merge("img", &image(), &s(&["sh", "-c"]), &[], &[], None).unwrap();
         assert_eq!(m.argv, s(&["sh", "-c"]));
-        let m = merge("img", &image(), &s(&["sh", "-c"]), &s(&["echo hi"]), &[], None).unwrap();
+        let m = merge(
+            "img",
+            &image(),
+            &s(&["sh", "-c"]),
+            &s(&["echo hi"]),
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(m.argv, s(&["sh", "-c", "echo hi"]));
     }
 
@@ -224,12 +254,16 @@ mod tests {
 
     #[test]
     fn env_merges_with_container_winning() {
-        let env = vec![("A".to_string(), "pod".to_string()), ("B".to_string(), "new".to_string())];
+        let env = vec![
+            ("A".to_string(), "pod".to_string()),
+            ("B".to_string(), "new".to_string()),
+        ];
         let m = merge("img", &image(), &[], &[], &env, Some("/w")).unwrap();
-        let want: Vec<(String, String)> = [("PATH", "/bin"), ("A", "pod"), ("EMPTY", ""), ("B", "new")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let want: Vec<(String, String)> =
+            [("PATH", "/bin"), ("A", "pod"), ("EMPTY", ""), ("B", "new")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         assert_eq!(m.env, want);
         assert_eq!(m.cwd, "/w");
     }
@@ -238,7 +272,10 @@ mod tests {
     fn nothing_to_run_is_an_error_naming_the_fix() {
         let e = merge("busybox", &ImageDefaults::default(), &[], &[], &[], None).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("busybox") && msg.contains("set the container's command"), "{msg}");
+        assert!(
+            msg.contains("busybox") && msg.contains("set the container's command"),
+            "{msg}"
+        );
         let m = merge("busybox", &ImageDefaults::default(), &[], &[], &[], None);
         assert!(m.is_err());
     }
@@ -270,13 +307,38 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n",
         )
         .unwrap();
-        fs::write(dir.path().join("etc/group"), "root:x:0:\nwww:x:33:\nadm:x:4:www\n").unwrap();
+        fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nwww:x:33:\nadm:x:4:www\n",
+        )
+        .unwrap();
         let r = |u: &str| resolve_user("img", u, dir.path());
-        assert_eq!(r("").unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![] });
-        assert_eq!(r("www").unwrap(), ResolvedUser { uid: 33, gid: 33, additional_gids: vec![4] });
+        assert_eq!(
+            r("").unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            r("www").unwrap(),
+            ResolvedUser {
+                uid: 33,
+                gid: 33,
+                additional_gids: vec![4]
+            }
+        );
         assert_eq!(r("33").unwrap().gid, 33);
         assert_eq!(r("www:adm").unwrap().gid, 4);
-        assert_eq!(r("1234:5678").unwrap(), ResolvedUser { uid: 1234, gid: 5678, additional_gids: vec![] });
+        assert_eq!(
+            r("1234:5678").unwrap(),
+            ResolvedUser {
+                uid: 1234,
+                gid: 5678,
+                additional_gids: vec![]
+            }
+        );
         assert!(r("nobody").unwrap_err().to_string().contains("numeric uid"));
         assert!(r("www:nogroup").is_err());
     }

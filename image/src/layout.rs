@@ -20,7 +20,11 @@ pub enum LayoutRef {
     /// The layout holds exactly one image; take it.
     Only,
     /// A name with a tag (default `latest`); `raw` is what the user wrote.
-    Name { raw: String, name: String, tag: String },
+    Name {
+        raw: String,
+        name: String,
+        tag: String,
+    },
     /// A manifest digest.
     Digest(Digest),
 }
@@ -49,7 +53,10 @@ impl LayoutRef {
             Some((n, t)) if !t.contains('/') => (n, t),
             _ => (s, "latest"),
         };
-        if name.is_empty() || tag.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if name.is_empty()
+            || tag.is_empty()
+            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(bad("expected NAME[:TAG] or NAME@sha256:DIGEST"));
         }
         Ok(LayoutRef::Name {
@@ -119,11 +126,12 @@ impl Layout {
                 e,
             )
         })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ImageError::Invalid {
-            image: root.display().to_string(),
-            what: "oci-layout".into(),
-            reason: e.to_string(),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ImageError::Invalid {
+                image: root.display().to_string(),
+                what: "oci-layout".into(),
+                reason: e.to_string(),
+            })?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(ImageError::Invalid {
                 image: root.display().to_string(),
@@ -153,7 +161,8 @@ impl Layout {
 
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
-        let data = fs::read(&path).map_err(|e| ImageError::io("reading the image index", &path, e))?;
+        let data =
+            fs::read(&path).map_err(|e| ImageError::io("reading the image index", &path, e))?;
         serde_json::from_slice(&data).map_err(|e| ImageError::Invalid {
             image: self.root.display().to_string(),
             what: "index.json".into(),
@@ -265,7 +274,12 @@ impl Layout {
     }
 
     /// Builds the resolved image from verified manifest bytes.
-    pub fn resolve_manifest(&self, label: &str, manifest_digest: Digest, data: &[u8]) -> Result<ResolvedImage> {
+    pub fn resolve_manifest(
+        &self,
+        label: &str,
+        manifest_digest: Digest,
+        data: &[u8],
+    ) -> Result<ResolvedImage> {
         let manifest: ImageManifest = parse_json(label, "image manifest", data)?;
         let config_desc = manifest.config();
         let config_type = config_desc.media_type().to_string();
@@ -279,7 +293,7 @@ impl Layout {
         }
         let config_digest = parse_digest(label, config_desc.digest().as_ref())?;
         let config_data = self.read_blob(label, &config_digest, config_desc.size())?;
-        let config: ImageConfiguration = parse_json(label, "image config", &config_data)?;
+        let config = parse_config(label, &config_data)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::Invalid {
@@ -295,11 +309,13 @@ impl Layout {
         let mut layers = Vec::new();
         for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
             let media_type = l.media_type().to_string();
-            let compression = media::layer_compression(&media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
-                image: label.to_string(),
-                blob: l.digest().to_string(),
-                media_type: media_type.clone(),
-                supported: media::SUPPORTED_LAYERS,
+            let compression = media::layer_compression(&media_type).ok_or_else(|| {
+                ImageError::UnsupportedMediaType {
+                    image: label.to_string(),
+                    blob: l.digest().to_string(),
+                    media_type: media_type.clone(),
+                    supported: media::SUPPORTED_LAYERS,
+                }
             })?;
             layers.push(LayerRef {
                 digest: parse_digest(label, l.digest().as_ref())?,
@@ -321,7 +337,10 @@ impl Layout {
 }
 
 /// The manifest for this machine (linux and the build's architecture) from an index.
-pub(crate) fn select_platform<'a>(label: &str, entries: &'a [Descriptor]) -> Result<&'a Descriptor> {
+pub(crate) fn select_platform<'a>(
+    label: &str,
+    entries: &'a [Descriptor],
+) -> Result<&'a Descriptor> {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -330,9 +349,9 @@ pub(crate) fn select_platform<'a>(label: &str, entries: &'a [Descriptor]) -> Res
     entries
         .iter()
         .find(|d| {
-            d.platform()
-                .as_ref()
-                .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            d.platform().as_ref().is_none_or(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == arch
+            })
         })
         .ok_or_else(|| ImageError::NotFound {
             image: label.to_string(),
@@ -345,19 +364,39 @@ pub(crate) fn select_platform<'a>(label: &str, entries: &'a [Descriptor]) -> Res
         })
 }
 
+/// Parses an image config. oci-spec 0.7 insists on `history`, which the image spec makes
+/// optional (and many builders omit), so a missing one is read as empty.
+pub(crate) fn parse_config(label: &str, data: &[u8]) -> Result<ImageConfiguration> {
+    let mut value: serde_json::Value = parse_json(label, "image config", data)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("history")
+            .or_insert_with(|| serde_json::json!([]));
+    }
+    serde_json::from_value(value).map_err(|e| ImageError::Invalid {
+        image: label.to_string(),
+        what: "image config".into(),
+        reason: e.to_string(),
+    })
+}
+
 pub(crate) fn ref_name(d: &Descriptor) -> Option<String> {
     d.annotations().as_ref()?.get(REF_NAME).cloned()
 }
 
 pub(crate) fn parse_digest(label: &str, s: &str) -> Result<Digest> {
-    s.parse().map_err(|e: crate::digest::BadDigest| ImageError::Invalid {
-        image: label.to_string(),
-        what: "a descriptor digest".into(),
-        reason: e.to_string(),
-    })
+    s.parse()
+        .map_err(|e: crate::digest::BadDigest| ImageError::Invalid {
+            image: label.to_string(),
+            what: "a descriptor digest".into(),
+            reason: e.to_string(),
+        })
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(label: &str, what: &str, data: &[u8]) -> Result<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    label: &str,
+    what: &str,
+    data: &[u8],
+) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| ImageError::Invalid {
         image: label.to_string(),
         what: what.to_string(),
@@ -413,7 +452,10 @@ mod tests {
             LayoutRef::parse(&format!("busybox@{d}")).unwrap(),
             LayoutRef::Digest(d.clone())
         );
-        assert_eq!(LayoutRef::parse(&d.to_string()).unwrap(), LayoutRef::Digest(d));
+        assert_eq!(
+            LayoutRef::parse(&d.to_string()).unwrap(),
+            LayoutRef::Digest(d)
+        );
         assert!(LayoutRef::parse("busybox@sha256:zz").is_err());
         assert!(LayoutRef::parse("bad name").is_err());
     }

@@ -70,10 +70,16 @@ mod tests {
     #[test]
     fn classifies_layers() {
         assert_eq!(layer_compression(OCI_LAYER_GZIP), Some(Compression::Gzip));
-        assert_eq!(layer_compression(DOCKER_LAYER_GZIP), Some(Compression::Gzip));
+        assert_eq!(
+            layer_compression(DOCKER_LAYER_GZIP),
+            Some(Compression::Gzip)
+        );
         assert_eq!(layer_compression(OCI_LAYER_ZSTD), Some(Compression::Zstd));
         assert_eq!(layer_compression(OCI_LAYER_TAR), Some(Compression::None));
-        assert_eq!(layer_compression("application/vnd.oci.image.layer.v1.tar+bzip2"), None);
+        assert_eq!(
+            layer_compression("application/vnd.oci.image.layer.v1.tar+bzip2"),
+            None
+        );
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
             assert_eq!(layer_compression(c.oci_media_type()), Some(c));
         }

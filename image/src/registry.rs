@@ -75,17 +75,37 @@ const ACCEPTED: &[&str] = &[
 /// Pulls `image` into `store`: manifest (choosing this platform from an index), config and
 /// layers, each verified against its digest and size before it is stored; then tags it in the
 /// store's index under `image`.
-pub async fn pull(store: &ImageStore, image: &str, opts: &RegistryOptions) -> Result<ResolvedImage> {
+pub async fn pull(
+    store: &ImageStore,
+    image: &str,
+    opts: &RegistryOptions,
+) -> Result<ResolvedImage> {
     let reference = parse_reference(image)?;
     let client = opts.client();
     let auth = opts.auth();
     let registry = reference.resolve_registry().to_string();
     let reg_err = |e: oci_client::errors::OciDistributionError| registry_error(image, &registry, e);
 
-    let (mut data, _) = client
-        .pull_manifest_raw(&reference, &auth, ACCEPTED)
-        .await
-        .map_err(reg_err)?;
+    let (mut data, _) = match client.pull_manifest_raw(&reference, &auth, ACCEPTED).await {
+        Ok(found) => found,
+        Err(e) if is_unknown(&e) => {
+            // Say which tags do exist, when the registry lets us list them.
+            let available = match client.list_tags(&reference, &auth, Some(50), None).await {
+                Ok(t) => t
+                    .tags
+                    .into_iter()
+                    .map(|tag| format!("{}:{tag}", reference.repository()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            return Err(ImageError::NotFound {
+                image: image.to_string(),
+                location: format!("registry {registry}"),
+                available,
+            });
+        }
+        Err(e) => return Err(reg_err(e)),
+    };
     let mut digest = Digest::of(&data);
     if let Some(want) = reference.digest() {
         check_digest(image, want, &digest)?;
@@ -124,14 +144,20 @@ pub async fn pull(store: &ImageStore, image: &str, opts: &RegistryOptions) -> Re
     }
     store.put_blob(image, &digest, data.len() as u64, &data)?;
     // Resolving re-reads the manifest and config from the store and checks the layers' types.
-    let resolved = store.layout().resolve_manifest(image, digest.clone(), &data)?;
+    let resolved = store
+        .layout()
+        .resolve_manifest(image, digest.clone(), &data)?;
     let desc = DescriptorBuilder::default()
         .media_type(MediaType::from(media_type.as_str()))
-        .digest(oci_spec::image::Digest::from_str(&digest.to_string()).map_err(|e| ImageError::Invalid {
-            image: image.to_string(),
-            what: "manifest digest".into(),
-            reason: e.to_string(),
-        })?)
+        .digest(
+            oci_spec::image::Digest::from_str(&digest.to_string()).map_err(|e| {
+                ImageError::Invalid {
+                    image: image.to_string(),
+                    what: "manifest digest".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
         .size(data.len() as u64)
         .build()
         .map_err(|e| ImageError::Invalid {
@@ -171,10 +197,14 @@ async fn fetch_blob(
         .pull_blob(reference, digest.to_string().as_str(), &mut writer)
         .await
         .map_err(|e| registry_error(image, &registry, e))?;
-    writer.flush().await.map_err(|e| ImageError::io("writing", &tmp_path, e))?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| ImageError::io("writing", &tmp_path, e))?;
     drop(writer);
     // Verify from disk: what we store is exactly what we checked.
-    let file = std::fs::File::open(&tmp_path).map_err(|e| ImageError::io("reading", &tmp_path, e))?;
+    let file =
+        std::fs::File::open(&tmp_path).map_err(|e| ImageError::io("reading", &tmp_path, e))?;
     let (actual, size) = crate::digest::HashingReader::new(std::io::BufReader::new(file))
         .finish()
         .map_err(|e| ImageError::io("reading", &tmp_path, e))?;
@@ -187,7 +217,8 @@ async fn fetch_blob(
         });
     }
     check_digest(image, &digest.to_string(), &actual)?;
-    tmp.persist(&path).map_err(|e| ImageError::io("storing blob", &path, e.error))?;
+    tmp.persist(&path)
+        .map_err(|e| ImageError::io("storing blob", &path, e.error))?;
     Ok(())
 }
 
@@ -219,32 +250,46 @@ fn manifest_media_type(image: &str, data: &[u8]) -> Result<String> {
     })
 }
 
-fn registry_error(image: &str, registry: &str, e: oci_client::errors::OciDistributionError) -> ImageError {
+fn is_unknown(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|o| matches!(o.code, C::ManifestUnknown | C::NameUnknown)),
+        _ => false,
+    }
+}
+
+fn registry_error(
+    image: &str,
+    registry: &str,
+    e: oci_client::errors::OciDistributionError,
+) -> ImageError {
     use oci_client::errors::OciDistributionError as E;
-    let reason = match &e {
-        E::ImageManifestNotFoundError(_) => {
-            format!("{e}; check the repository and tag (the registry does not have this image)")
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let hint = match &e {
+        _ if chain.to_lowercase().contains("certificate") => {
+            "; the registry's TLS certificate is not trusted: add its CA to the registry options"
         }
         E::RequestError(re) if re.is_connect() => {
-            format!("cannot connect ({e}); is the registry running, and does it speak HTTP or HTTPS as configured?")
+            "; is the registry running, and does it speak HTTP or HTTPS as configured?"
         }
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
-            format!("{e}; check the registry credentials")
+            "; check the registry credentials"
         }
-        _ => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        }
+        _ => "",
     };
     ImageError::Registry {
         image: image.to_string(),
         registry: registry.to_string(),
-        reason,
+        reason: format!("{chain}{hint}"),
     }
 }

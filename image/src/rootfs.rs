@@ -31,7 +31,8 @@ impl OverlayRootfs {
                 reason: "it has no layers, so there is no root filesystem".into(),
             });
         }
-        fs::create_dir(dir).map_err(|e| ImageError::io("creating the container rootfs directory", dir, e))?;
+        fs::create_dir(dir)
+            .map_err(|e| ImageError::io("creating the container rootfs directory", dir, e))?;
         // From here on, dropping `owner` removes what was made, so a failed mount leaks nothing.
         let mut owner = OverlayRootfs {
             dir: dir.to_path_buf(),
@@ -51,7 +52,9 @@ impl OverlayRootfs {
                 return Err(ImageError::io(
                     "using layer",
                     layer,
-                    io::Error::other("the path has ':' or ',' or is not UTF-8; overlayfs cannot take it"),
+                    io::Error::other(
+                        "the path has ':' or ',' or is not UTF-8; overlayfs cannot take it",
+                    ),
                 ));
             };
             if !lower.is_empty() {
@@ -59,7 +62,11 @@ impl OverlayRootfs {
             }
             lower.push_str(s);
         }
-        let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+        let data = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        );
         nix::mount::mount(
             Some("overlay"),
             &owner.rootfs,
@@ -86,6 +93,19 @@ impl OverlayRootfs {
         &self.dir
     }
 
+    /// Takes ownership of a rootfs mounted earlier, for example by an agent that has since
+    /// restarted: `dir` is what [`OverlayRootfs::mount`] was given.
+    pub fn adopt(dir: &Path) -> OverlayRootfs {
+        let rootfs = dir.join("rootfs");
+        let mounted = is_mount_point(&rootfs);
+        OverlayRootfs {
+            dir: dir.to_path_buf(),
+            rootfs,
+            mounted,
+            torn_down: false,
+        }
+    }
+
     /// Unmounts the overlay and removes the container's directory.
     pub fn teardown(mut self) -> Result<()> {
         self.teardown_inner()
@@ -101,9 +121,9 @@ impl OverlayRootfs {
                 // Still in use (a process holds it): detach now, the kernel frees it when unused.
                 Err(nix::Error::EBUSY) => nix::mount::umount2(&self.rootfs, MntFlags::MNT_DETACH)
                     .map_err(|source| ImageError::Mount {
-                        target: self.rootfs.clone(),
-                        source,
-                    })?,
+                    target: self.rootfs.clone(),
+                    source,
+                })?,
                 Err(source) => {
                     return Err(ImageError::Mount {
                         target: self.rootfs.clone(),
@@ -116,7 +136,13 @@ impl OverlayRootfs {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ImageError::io("removing the container rootfs directory", &self.dir, e)),
+            Err(e) => {
+                return Err(ImageError::io(
+                    "removing the container rootfs directory",
+                    &self.dir,
+                    e,
+                ));
+            }
         }
         self.torn_down = true;
         Ok(())
@@ -129,4 +155,16 @@ impl Drop for OverlayRootfs {
             tracing::warn!(dir = %self.dir.display(), error = %e, "tearing down the overlay rootfs");
         }
     }
+}
+
+/// Whether `path` is a mount point, by /proc/self/mountinfo (paths with spaces are escaped
+/// there, and overlay mount points never have them).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Some(p) = path.to_str() else {
+        return false;
+    };
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
 }

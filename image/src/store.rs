@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::fcntl::{Flock, FlockArg};
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, ImageConfiguration, MediaType};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{ImageError, Result};
@@ -102,12 +102,15 @@ impl ImageStore {
             return Err(ImageError::io(
                 "opening the image store",
                 &root,
-                io::Error::other("the path contains ':' or ',', which overlayfs cannot take; choose another directory"),
+                io::Error::other(
+                    "the path contains ':' or ',', which overlayfs cannot take; choose another directory",
+                ),
             ));
         }
         for sub in ["blobs/sha256", "layers", "locks", "tmp"] {
             let d = root.join(sub);
-            fs::create_dir_all(&d).map_err(|e| ImageError::io("creating the image store directory", &d, e))?;
+            fs::create_dir_all(&d)
+                .map_err(|e| ImageError::io("creating the image store directory", &d, e))?;
         }
         let store = ImageStore { root };
         let marker = store.root.join("oci-layout");
@@ -116,9 +119,11 @@ impl ImageStore {
         }
         if !store.layout().index_path().exists() {
             let empty = empty_index();
-            let data = serde_json::to_vec(&empty).map_err(io::Error::other).map_err(|e| {
-                ImageError::io("encoding the store index", store.layout().index_path(), e)
-            })?;
+            let data = serde_json::to_vec(&empty)
+                .map_err(io::Error::other)
+                .map_err(|e| {
+                    ImageError::io("encoding the store index", store.layout().index_path(), e)
+                })?;
             write_atomic(&store, &store.layout().index_path(), &data)?;
         }
         Ok(store)
@@ -176,13 +181,18 @@ impl ImageStore {
         let image = staged.resolve(&label, &r)?;
         // Every staged blob was verified on extraction; move the image's blobs into the store.
         let mut digests = vec![image.manifest_digest.clone()];
-        digests.push(layout::parse_digest(&label, image.manifest.config().digest().as_ref())?);
+        digests.push(layout::parse_digest(
+            &label,
+            image.manifest.config().digest().as_ref(),
+        )?);
         digests.extend(image.layers.iter().map(|l| l.digest.clone()));
         for d in &digests {
             let to = self.layout().blob_path(d);
             if !to.exists() {
                 let from = staged.blob_path(d);
-                fs::rename(&from, &to).map_err(|e| ImageError::io("moving a verified blob into the store", &from, e))?;
+                fs::rename(&from, &to).map_err(|e| {
+                    ImageError::io("moving a verified blob into the store", &from, e)
+                })?;
             }
         }
         Ok(ResolvedImage {
@@ -202,7 +212,11 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NotFound {
                 image: reference.to_string(),
                 location: format!("the local image store {}", self.root.display()),
-                available: index.manifests().iter().filter_map(layout::ref_name).collect(),
+                available: index
+                    .manifests()
+                    .iter()
+                    .filter_map(layout::ref_name)
+                    .collect(),
             })?;
         layout.resolve_descriptor(reference, found)
     }
@@ -231,7 +245,13 @@ impl ImageStore {
     }
 
     /// Writes a blob into the store after checking it against `digest` and `size`.
-    pub(crate) fn put_blob(&self, image: &str, digest: &Digest, size: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn put_blob(
+        &self,
+        image: &str,
+        digest: &Digest,
+        size: u64,
+        data: &[u8],
+    ) -> Result<()> {
         layout::verify(image, digest, size, data)?;
         let path = self.layout().blob_path(digest);
         if path.exists() {
@@ -269,9 +289,12 @@ impl ImageStore {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("layer-{}-", &layer.diff_id.hex()[..12]))
             .tempdir_in(self.tmp_dir())
-            .map_err(|e| ImageError::io("creating a temporary layer directory in", self.tmp_dir(), e))?;
+            .map_err(|e| {
+                ImageError::io("creating a temporary layer directory in", self.tmp_dir(), e)
+            })?;
         let stats = unpack_layer_blob(image, layer, tmp.path())?;
-        fs::rename(tmp.path(), &dir).map_err(|e| ImageError::io("moving the unpacked layer to", &dir, e))?;
+        fs::rename(tmp.path(), &dir)
+            .map_err(|e| ImageError::io("moving the unpacked layer to", &dir, e))?;
         // Already renamed away; TempDir's drop then finds nothing to remove.
         drop(tmp);
         tracing::debug!(image = %image.name, layer = %layer.digest, entries = stats.entries,
@@ -280,7 +303,12 @@ impl ImageStore {
     }
 
     /// Gets an image from any source into the store and unpacks it: the pod layer's entry point.
-    pub async fn prepare(&self, image: &str, policy: PullPolicy, opts: &RegistryOptions) -> Result<UnpackedImage> {
+    pub async fn prepare(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        opts: &RegistryOptions,
+    ) -> Result<UnpackedImage> {
         let resolved = match image.parse::<ImageSource>()? {
             ImageSource::Layout { path, reference } => {
                 let store = self.clone();
@@ -293,9 +321,18 @@ impl ImageStore {
             ImageSource::Registry(reference) => {
                 let local = self.resolve_local(&reference);
                 match (policy, local) {
-                    (PullPolicy::Never, Err(ImageError::NotFound { image, location, available })) => {
+                    (
+                        PullPolicy::Never,
+                        Err(ImageError::NotFound {
+                            image,
+                            location,
+                            available,
+                        }),
+                    ) => {
                         return Err(ImageError::NotFound {
-                            image: format!("{image} (imagePullPolicy Never: pull it first or change the policy)"),
+                            image: format!(
+                                "{image} (imagePullPolicy Never: pull it first or change the policy)"
+                            ),
                             location,
                             available,
                         });
@@ -312,9 +349,13 @@ impl ImageStore {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(ImageError::io("image work", PathBuf::new(), io::Error::other(e))))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ImageError::io(
+            "image work",
+            PathBuf::new(),
+            io::Error::other(e),
+        ))
+    })
 }
 
 fn label(transport: &str, path: &Path, reference: &str) -> String {
@@ -342,13 +383,18 @@ fn write_atomic(store: &ImageStore, path: &Path, data: &[u8]) -> Result<()> {
     tmp.write_all(data)
         .and_then(|_| tmp.as_file().sync_data())
         .map_err(|e| ImageError::io("writing", tmp.path().to_path_buf(), e))?;
-    tmp.persist(path).map_err(|e| ImageError::io("writing", path, e.error))?;
+    tmp.persist(path)
+        .map_err(|e| ImageError::io("writing", path, e.error))?;
     Ok(())
 }
 
 /// Decompresses and unpacks one layer blob into `dest`, verifying the blob's digest and size
 /// and the uncompressed digest (diff_id) over the whole stream.
-fn unpack_layer_blob(image: &ResolvedImage, layer: &LayerRef, dest: &Path) -> Result<unpack::UnpackStats> {
+fn unpack_layer_blob(
+    image: &ResolvedImage,
+    layer: &LayerRef,
+    dest: &Path,
+) -> Result<unpack::UnpackStats> {
     let path = image.blobs.blob_path(&layer.digest);
     let file = File::open(&path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -417,7 +463,9 @@ fn unpack_layer_blob(image: &ResolvedImage, layer: &LayerRef, dest: &Path) -> Re
 /// A zstd stream of one or more frames (zstd:chunked layers have many).
 struct ZstdFrames<R: Read> {
     input: Option<io::BufReader<R>>,
-    frame: Option<ruzstd::decoding::StreamingDecoder<io::BufReader<R>, ruzstd::decoding::FrameDecoder>>,
+    frame: Option<
+        ruzstd::decoding::StreamingDecoder<io::BufReader<R>, ruzstd::decoding::FrameDecoder>,
+    >,
 }
 
 impl<R: Read> ZstdFrames<R> {
@@ -456,14 +504,16 @@ impl<R: Read> Read for ZstdFrames<R> {
 /// Copies an oci-archive's entries into `dest`, hashing every blob as it is written; only the
 /// layout's own files are accepted.
 fn extract_archive(label: &str, archive: &Path, dest: &Path) -> Result<()> {
-    let file = File::open(archive).map_err(|e| ImageError::io("opening the oci-archive", archive, e))?;
+    let file =
+        File::open(archive).map_err(|e| ImageError::io("opening the oci-archive", archive, e))?;
     let mut tar = tar::Archive::new(BufReader::new(file));
     let bad = |reason: String| ImageError::Invalid {
         image: label.to_string(),
         what: "oci-archive".into(),
         reason,
     };
-    fs::create_dir_all(dest.join("blobs/sha256")).map_err(|e| ImageError::io("creating", dest, e))?;
+    fs::create_dir_all(dest.join("blobs/sha256"))
+        .map_err(|e| ImageError::io("creating", dest, e))?;
     let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
@@ -474,7 +524,9 @@ fn extract_archive(label: &str, archive: &Path, dest: &Path) -> Result<()> {
             continue;
         }
         if !entry.header().entry_type().is_file() {
-            return Err(bad(format!("unexpected entry {rel_str} (only regular files belong in a layout)")));
+            return Err(bad(format!(
+                "unexpected entry {rel_str} (only regular files belong in a layout)"
+            )));
         }
         match rel_str.as_str() {
             "oci-layout" | "index.json" => {
@@ -494,7 +546,9 @@ fn extract_archive(label: &str, archive: &Path, dest: &Path) -> Result<()> {
                 let mut f = File::create(&out).map_err(|e| ImageError::io("writing", &out, e))?;
                 let mut reader = HashingReader::new(&mut entry);
                 io::copy(&mut reader, &mut f).map_err(|e| ImageError::io("writing", &out, e))?;
-                let (actual, _) = reader.finish().map_err(|e| ImageError::io("reading", archive, e))?;
+                let (actual, _) = reader
+                    .finish()
+                    .map_err(|e| ImageError::io("reading", archive, e))?;
                 if actual != expected {
                     return Err(ImageError::DigestMismatch {
                         image: label.to_string(),

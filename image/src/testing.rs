@@ -57,7 +57,9 @@ impl LayerTar {
 
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.builder.append_data(&mut h, path, io::empty()).expect("tar dir");
+        self.builder
+            .append_data(&mut h, path, io::empty())
+            .expect("tar dir");
         self
     }
 
@@ -65,23 +67,36 @@ impl LayerTar {
         self.file_owned(path, mode, 0, 0, data)
     }
 
-    pub fn file_owned(&mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> &mut Self {
+    pub fn file_owned(
+        &mut self,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        data: &[u8],
+    ) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
-        self.builder.append_data(&mut h, path, data).expect("tar file");
+        self.builder
+            .append_data(&mut h, path, data)
+            .expect("tar file");
         self
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.builder.append_link(&mut h, path, target).expect("tar symlink");
+        self.builder
+            .append_link(&mut h, path, target)
+            .expect("tar symlink");
         self
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
-        self.builder.append_link(&mut h, path, target).expect("tar hardlink");
+        self.builder
+            .append_link(&mut h, path, target)
+            .expect("tar hardlink");
         self
     }
 
@@ -114,8 +129,25 @@ impl LayerTar {
     }
 }
 
-/// Compresses a layer tar.
+/// Compresses a layer tar. Results for big tars are cached per process, as tests compress the
+/// same busybox layer many times (and compression is slow in unoptimised builds).
 pub fn compress(tar: &[u8], compression: Compression) -> Vec<u8> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(Digest, u8), Vec<u8>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    if tar.len() < 256 * 1024 || compression == Compression::None {
+        return compress_uncached(tar, compression);
+    }
+    let key = (Digest::of(tar), compression as u8);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().expect("cache").get(&key) {
+        return hit.clone();
+    }
+    let out = compress_uncached(tar, compression);
+    cache.lock().expect("cache").insert(key, out.clone());
+    out
+}
+
+fn compress_uncached(tar: &[u8], compression: Compression) -> Vec<u8> {
     match compression {
         Compression::None => tar.to_vec(),
         Compression::Gzip => {
@@ -123,7 +155,9 @@ pub fn compress(tar: &[u8], compression: Compression) -> Vec<u8> {
             enc.write_all(tar).expect("gzip");
             enc.finish().expect("gzip")
         }
-        Compression::Zstd => ruzstd::encoding::compress_to_vec(tar, ruzstd::encoding::CompressionLevel::Fastest),
+        Compression::Zstd => {
+            ruzstd::encoding::compress_to_vec(tar, ruzstd::encoding::CompressionLevel::Fastest)
+        }
     }
 }
 
@@ -145,11 +179,16 @@ pub fn busybox_applets() -> io::Result<Vec<String>> {
 /// and the usual empty directories.
 pub fn busybox_layer() -> io::Result<Vec<u8>> {
     let busybox = fs::read(BUSYBOX).map_err(|e| {
-        io::Error::new(e.kind(), format!("{BUSYBOX}: {e} (install the busybox-static package)"))
+        io::Error::new(
+            e.kind(),
+            format!("{BUSYBOX}: {e} (install the busybox-static package)"),
+        )
     })?;
     let mut t = LayerTar::new();
     t.dir("./", 0o755);
-    for d in ["bin", "dev", "etc", "proc", "root", "sys", "usr", "usr/bin", "var"] {
+    for d in [
+        "bin", "dev", "etc", "proc", "root", "sys", "usr", "usr/bin", "var",
+    ] {
         t.dir(d, 0o755);
     }
     t.dir("tmp", 0o1777);
@@ -162,7 +201,11 @@ pub fn busybox_layer() -> io::Result<Vec<u8>> {
         0o644,
         b"root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     );
-    t.file("etc/group", 0o644, b"root:x:0:\nwww:x:33:\nnogroup:x:65534:\n");
+    t.file(
+        "etc/group",
+        0o644,
+        b"root:x:0:\nwww:x:33:\nnogroup:x:65534:\n",
+    );
     Ok(t.finish())
 }
 
@@ -205,7 +248,10 @@ impl LayoutWriter {
     /// Creates the layout at `root` (made if missing).
     pub fn create(root: &Path) -> io::Result<LayoutWriter> {
         fs::create_dir_all(root.join("blobs/sha256"))?;
-        fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        fs::write(
+            root.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
         let w = LayoutWriter {
             root: root.to_path_buf(),
             entries: Vec::new(),
@@ -238,13 +284,11 @@ impl LayoutWriter {
         for (tar, c) in layers {
             diff_ids.push(Digest::of(tar).to_string());
             let (d, size) = self.add_blob(&compress(tar, *c))?;
-            layer_descs.push(json!({"mediaType": c.oci_media_type(), "digest": d.to_string(), "size": size}));
+            layer_descs.push(
+                json!({"mediaType": c.oci_media_type(), "digest": d.to_string(), "size": size}),
+            );
         }
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
+        let arch = host_arch();
         let mut cfg = serde_json::Map::new();
         if !process.entrypoint.is_empty() {
             cfg.insert("Entrypoint".into(), json!(process.entrypoint));
@@ -287,8 +331,12 @@ impl LayoutWriter {
     }
 
     fn write_index(&self) -> io::Result<()> {
-        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": self.entries});
-        fs::write(self.root.join("index.json"), serde_json::to_vec_pretty(&index)?)
+        let index =
+            json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": self.entries});
+        fs::write(
+            self.root.join("index.json"),
+            serde_json::to_vec_pretty(&index)?,
+        )
     }
 }
 
@@ -297,7 +345,11 @@ impl LayoutWriter {
 pub fn write_busybox_layout(dir: &Path, compression: Compression) -> io::Result<LayoutWriter> {
     let base = busybox_layer()?;
     let mut w = LayoutWriter::create(dir)?;
-    w.add_image("busybox:latest", &[(&base, compression)], &ProcessConfig::cmd(&["sh"]))?;
+    w.add_image(
+        "busybox:latest",
+        &[(&base, compression)],
+        &ProcessConfig::cmd(&["sh"]),
+    )?;
     let www = httpd_layer();
     w.add_image(
         "busybox-httpd:latest",
@@ -327,7 +379,11 @@ pub fn add_whiteout_image(w: &mut LayoutWriter, compression: Compression) -> io:
     let del = del.finish();
     w.add_image(
         "whiteout:latest",
-        &[(&base, compression), (&add, compression), (&del, compression)],
+        &[
+            (&base, compression),
+            (&add, compression),
+            (&del, compression),
+        ],
         &ProcessConfig::cmd(&["sh"]),
     )
 }
@@ -363,14 +419,19 @@ impl TestRegistry {
     }
 
     fn start(tls: bool) -> io::Result<TestRegistry> {
-        let dir = tempfile::Builder::new().prefix("podd-test-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("podd-test-registry-")
+            .tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let mut tls_yaml = String::new();
         let mut ca_pem = None;
         if tls {
-            let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .map_err(io::Error::other)?;
+            let ck = rcgen::generate_simple_self_signed(vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+            ])
+            .map_err(io::Error::other)?;
             let cert = ck.cert.pem();
             fs::write(dir.path().join("cert.pem"), &cert)?;
             fs::write(dir.path().join("key.pem"), ck.key_pair.serialize_pem())?;
@@ -395,7 +456,12 @@ impl TestRegistry {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{DOCKER_REGISTRY}: {e} (install the docker-registry package)")))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{DOCKER_REGISTRY}: {e} (install the docker-registry package)"),
+                )
+            })?;
         let mut reg = TestRegistry {
             child,
             dir,
@@ -408,11 +474,16 @@ impl TestRegistry {
                 return Ok(reg);
             }
             if let Some(status) = reg.child.try_wait()? {
-                let log = fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
-                return Err(io::Error::other(format!("docker-registry exited with {status}: {log}")));
+                let log =
+                    fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "docker-registry exited with {status}: {log}"
+                )));
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other("docker-registry did not start listening within 15 s"));
+                return Err(io::Error::other(
+                    "docker-registry did not start listening within 15 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -454,9 +525,39 @@ impl Drop for TestRegistry {
     }
 }
 
+/// How [`push_layout_as`] presents an image to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushFormat {
+    /// The layout's OCI manifest as it is.
+    Oci,
+    /// The manifest rewritten with Docker v2 schema 2 media types (as Docker Hub serves).
+    DockerV2,
+    /// An OCI index under the tag: first a linux/riscv64 entry (the Docker v2 form), then this
+    /// machine's platform (the OCI manifest), so a puller must choose by platform.
+    Index,
+}
+
 /// Pushes the image `reference` of the layout at `layout` to `target`
 /// (`HOST:PORT/REPO:TAG`), blobs first, then the manifest.
-pub async fn push_layout(layout: &Path, reference: &str, target: &str, opts: &RegistryOptions) -> crate::Result<()> {
+pub async fn push_layout(
+    layout: &Path,
+    reference: &str,
+    target: &str,
+    opts: &RegistryOptions,
+) -> crate::Result<()> {
+    push_layout_as(layout, reference, target, opts, PushFormat::Oci)
+        .await
+        .map(|_| ())
+}
+
+/// [`push_layout`] in a chosen format; returns the digest of what the tag points at.
+pub async fn push_layout_as(
+    layout: &Path,
+    reference: &str,
+    target: &str,
+    opts: &RegistryOptions,
+    format: PushFormat,
+) -> crate::Result<Digest> {
     let l = crate::layout::Layout::open(layout)?;
     let image = l.resolve(reference, &LayoutRef::parse(reference)?)?;
     let target_ref = registry::parse_reference(target)?;
@@ -468,7 +569,8 @@ pub async fn push_layout(layout: &Path, reference: &str, target: &str, opts: &Re
         reason: e.to_string(),
     };
     client.store_auth_if_needed(&reg, &opts.auth()).await;
-    let config_digest = Digest::from_str(image.manifest.config().digest().as_ref()).expect("verified digest");
+    let config_digest =
+        Digest::from_str(image.manifest.config().digest().as_ref()).expect("verified digest");
     let mut blobs = vec![config_digest];
     blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
     for d in blobs {
@@ -479,17 +581,82 @@ pub async fn push_layout(layout: &Path, reference: &str, target: &str, opts: &Re
             .await
             .map_err(err)?;
     }
-    let manifest = fs::read(l.blob_path(&image.manifest_digest))
+    let oci = fs::read(l.blob_path(&image.manifest_digest))
         .map_err(|e| crate::ImageError::io("reading", l.blob_path(&image.manifest_digest), e))?;
-    client
-        .push_manifest_raw(
-            &target_ref,
-            manifest,
-            http_header(media::OCI_MANIFEST),
+    let docker = docker_v2_manifest(&oci);
+    let by_digest = |d: &Digest| {
+        oci_client::Reference::with_digest(
+            target_ref.registry().to_string(),
+            target_ref.repository().to_string(),
+            d.to_string(),
         )
-        .await
-        .map_err(err)?;
-    Ok(())
+    };
+    match format {
+        PushFormat::Oci => {
+            client
+                .push_manifest_raw(&target_ref, oci.clone(), http_header(media::OCI_MANIFEST))
+                .await
+                .map_err(err)?;
+            Ok(Digest::of(&oci))
+        }
+        PushFormat::DockerV2 => {
+            client
+                .push_manifest_raw(&target_ref, docker.clone(), http_header(media::DOCKER_MANIFEST))
+                .await
+                .map_err(err)?;
+            Ok(Digest::of(&docker))
+        }
+        PushFormat::Index => {
+            let (od, dd) = (Digest::of(&oci), Digest::of(&docker));
+            client
+                .push_manifest_raw(&by_digest(&od), oci.clone(), http_header(media::OCI_MANIFEST))
+                .await
+                .map_err(err)?;
+            client
+                .push_manifest_raw(&by_digest(&dd), docker.clone(), http_header(media::DOCKER_MANIFEST))
+                .await
+                .map_err(err)?;
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_INDEX,
+                "manifests": [
+                    {"mediaType": media::DOCKER_MANIFEST, "digest": dd.to_string(), "size": docker.len(),
+                     "platform": {"os": "linux", "architecture": "riscv64"}},
+                    {"mediaType": media::OCI_MANIFEST, "digest": od.to_string(), "size": oci.len(),
+                     "platform": {"os": "linux", "architecture": host_arch()}},
+                ],
+            });
+            let index = serde_json::to_vec(&index).expect("json");
+            client
+                .push_manifest_raw(&target_ref, index.clone(), http_header(media::OCI_INDEX))
+                .await
+                .map_err(err)?;
+            Ok(Digest::of(&index))
+        }
+    }
+}
+
+/// The OCI manifest with Docker v2 schema 2 media types.
+fn docker_v2_manifest(oci: &[u8]) -> Vec<u8> {
+    let mut m: serde_json::Value = serde_json::from_slice(oci).expect("manifest json");
+    m["mediaType"] = json!(media::DOCKER_MANIFEST);
+    m["config"]["mediaType"] = json!(media::DOCKER_CONFIG);
+    if let Some(layers) = m["layers"].as_array_mut() {
+        for l in layers {
+            if l["mediaType"] == json!(media::OCI_LAYER_GZIP) {
+                l["mediaType"] = json!(media::DOCKER_LAYER_GZIP);
+            }
+        }
+    }
+    serde_json::to_vec(&m).expect("json")
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
 }
 
 fn http_header(v: &'static str) -> http::HeaderValue {

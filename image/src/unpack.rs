@@ -66,7 +66,11 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
             }
             continue;
         }
-        let name = rel.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = rel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         if name == OPAQUE_MARKER {
             ensure_dirs(dest, parent_rel, true)?;
@@ -78,13 +82,21 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(LayerError(format!("bad whiteout entry {}", raw_path.display())));
+                return Err(LayerError(format!(
+                    "bad whiteout entry {}",
+                    raw_path.display()
+                )));
             }
             ensure_dirs(dest, parent_rel, true)?;
             let target = dest.join(parent_rel).join(hidden);
             remove_existing(&target, false)?;
-            nix::sys::stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), nix::sys::stat::makedev(0, 0))
-                .map_err(|e| LayerError::at(&target, "creating the whiteout", e))?;
+            nix::sys::stat::mknod(
+                &target,
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                nix::sys::stat::makedev(0, 0),
+            )
+            .map_err(|e| LayerError::at(&target, "creating the whiteout", e))?;
             stats.whiteouts += 1;
             continue;
         }
@@ -111,16 +123,20 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(|e| LayerError::at(&target, "creating", e))?;
-                io::copy(&mut entry, &mut file).map_err(|e| LayerError::at(&target, "writing", e))?;
+                io::copy(&mut entry, &mut file)
+                    .map_err(|e| LayerError::at(&target, "writing", e))?;
                 apply_owner_mode(&target, &entry, false)?;
                 apply_xattrs(&target, &mut entry)?;
-                set_file_mtime(&file, mtime).map_err(|e| LayerError::at(&target, "setting times of", e))?;
+                set_file_mtime(&file, mtime)
+                    .map_err(|e| LayerError::at(&target, "setting times of", e))?;
             }
             T::Symlink => {
                 let link = entry
                     .link_name()
                     .map_err(|e| LayerError(format!("symlink {}: {e}", raw_path.display())))?
-                    .ok_or_else(|| LayerError(format!("symlink {} has no target", raw_path.display())))?;
+                    .ok_or_else(|| {
+                        LayerError(format!("symlink {} has no target", raw_path.display()))
+                    })?;
                 remove_existing(&target, false)?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(|e| LayerError::at(&target, "creating the symlink", e))?;
@@ -131,7 +147,9 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
                 let link = entry
                     .link_name()
                     .map_err(|e| LayerError(format!("hard link {}: {e}", raw_path.display())))?
-                    .ok_or_else(|| LayerError(format!("hard link {} has no target", raw_path.display())))?;
+                    .ok_or_else(|| {
+                        LayerError(format!("hard link {} has no target", raw_path.display()))
+                    })?;
                 let source_rel = clean_path(&link)?;
                 ensure_dirs(dest, source_rel.parent().unwrap_or(Path::new("")), false)?;
                 let source = dest.join(&source_rel);
@@ -151,7 +169,11 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
                     T::Char | T::Block => {
                         let major = header.device_major().ok().flatten().unwrap_or(0);
                         let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let flag = if kind == T::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                        let flag = if kind == T::Char {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
                         (flag, nix::sys::stat::makedev(major.into(), minor.into()))
                     }
                     _ => (SFlag::S_IFIFO, 0),
@@ -198,7 +220,10 @@ pub fn clean_path(path: &Path) -> Result<PathBuf, LayerError> {
                 )));
             }
             Component::Prefix(_) => {
-                return Err(LayerError(format!("entry {} has a bad path", path.display())));
+                return Err(LayerError(format!(
+                    "entry {} has a bad path",
+                    path.display()
+                )));
             }
         }
     }
@@ -251,18 +276,30 @@ fn remove_existing(path: &Path, keep_dir: bool) -> Result<(), LayerError> {
     Ok(())
 }
 
-fn apply_owner_mode<R: Read>(path: &Path, entry: &tar::Entry<'_, R>, is_link: bool) -> Result<(), LayerError> {
+fn apply_owner_mode<R: Read>(
+    path: &Path,
+    entry: &tar::Entry<'_, R>,
+    is_link: bool,
+) -> Result<(), LayerError> {
     let header = entry.header();
-    let uid = header.uid().map_err(|e| LayerError::at(path, "reading the uid of", e))?;
-    let gid = header.gid().map_err(|e| LayerError::at(path, "reading the gid of", e))?;
+    let uid = header
+        .uid()
+        .map_err(|e| LayerError::at(path, "reading the uid of", e))?;
+    let gid = header
+        .gid()
+        .map_err(|e| LayerError::at(path, "reading the gid of", e))?;
     let (uid, gid) = (
         u32::try_from(uid).map_err(|e| LayerError::at(path, "uid of", e))?,
         u32::try_from(gid).map_err(|e| LayerError::at(path, "gid of", e))?,
     );
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| LayerError::at(path, "chown", e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| LayerError::at(path, "chown", e))?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
-        let mode = header.mode().map_err(|e| LayerError::at(path, "reading the mode of", e))? & 0o7777;
+        let mode = header
+            .mode()
+            .map_err(|e| LayerError::at(path, "reading the mode of", e))?
+            & 0o7777;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|e| LayerError::at(path, "chmod", e))?;
     }
@@ -294,8 +331,20 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     let n = CString::new(name).map_err(io::Error::other)?;
     // SAFETY: both strings are NUL-terminated and live across the call; value is a valid slice
     // whose length is passed alongside it.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Reads one xattr of `path` (not following symlinks); None if it is absent.
@@ -307,7 +356,11 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENODATA) { Ok(None) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ENODATA) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
     buf.truncate(rc as usize);
     Ok(Some(buf))

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use podd_image::testing::{self, LayerTar, LayoutWriter, ProcessConfig};
-use podd_image::{Compression, ImageDefaults, ImageError, ImageStore, OverlayRootfs, PullPolicy, RegistryOptions};
+use podd_image::{
+    Compression, ImageDefaults, ImageError, ImageStore, OverlayRootfs, PullPolicy, RegistryOptions,
+};
 
 /// A test's scratch space: a layout dir, a store, a containers dir; removed on drop.
 struct Scratch {
@@ -52,7 +54,10 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|r| r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -60,14 +65,18 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// Runs `sh -c script` inside the rootfs with chroot, returning stdout.
 fn run_in(rootfs: &Path, script: &str) -> String {
-    let out = Command::new("chroot")
+    let out = Command::new("/usr/sbin/chroot")
         .arg(rootfs)
         .args(["/bin/sh", "-c", script])
         .env_clear()
         .env("PATH", "/bin")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,7 +84,9 @@ fn run_busybox_from_layout(compression: Compression) {
     let s = Scratch::new(&format!("{compression:?}").to_lowercase());
     testing::write_busybox_layout(&s.path("layout"), compression).unwrap();
     let store = s.store();
-    let image = store.resolve_layout(&s.path("layout"), "busybox:latest").unwrap();
+    let image = store
+        .resolve_layout(&s.path("layout"), "busybox:latest")
+        .unwrap();
     assert_eq!(image.layers.len(), 1);
     assert_eq!(image.layers[0].compression, compression);
     let unpacked = store.unpack(&image).unwrap();
@@ -85,11 +96,21 @@ fn run_busybox_from_layout(compression: Compression) {
     fs::create_dir(s.path("containers")).unwrap();
     let rootfs = OverlayRootfs::mount(&unpacked, &s.path("containers/c1")).unwrap();
     let root = rootfs.path().to_path_buf();
-    assert_eq!(mounts_under(s.dir.path()), vec![root.to_str().unwrap().to_string()]);
+    assert_eq!(
+        mounts_under(s.dir.path()),
+        vec![root.to_str().unwrap().to_string()]
+    );
     let bb = fs::metadata(root.join("bin/busybox")).unwrap();
     assert!(bb.permissions().mode() & 0o111 != 0);
-    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap().to_str(), Some("busybox"));
-    assert!(fs::read_to_string(root.join("etc/passwd")).unwrap().starts_with("root:x:0:0"));
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap().to_str(),
+        Some("busybox")
+    );
+    assert!(
+        fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:x:0:0")
+    );
     assert_eq!(run_in(&root, "echo hi from $(id -u)"), "hi from 0\n");
     // Writes go to the container's upper dir, never into the shared layer.
     run_in(&root, "echo data > /tmp/written && rm /etc/group");
@@ -98,9 +119,18 @@ fn run_busybox_from_layout(compression: Compression) {
     assert!(unpacked.layer_dirs[0].join("etc/group").exists());
 
     rootfs.teardown().unwrap();
-    assert!(mounts_under(s.dir.path()).is_empty(), "the overlay is unmounted");
-    assert!(!s.path("containers/c1").exists(), "the container dir is removed");
-    assert!(entries(&s.path("store/tmp")).is_empty(), "no temp files left");
+    assert!(
+        mounts_under(s.dir.path()).is_empty(),
+        "the overlay is unmounted"
+    );
+    assert!(
+        !s.path("containers/c1").exists(),
+        "the container dir is removed"
+    );
+    assert!(
+        entries(&s.path("store/tmp")).is_empty(),
+        "no temp files left"
+    );
 }
 
 #[test]
@@ -124,7 +154,9 @@ fn runs_from_an_oci_archive() {
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     testing::write_oci_archive(&s.path("layout"), &s.path("busybox.tar")).unwrap();
     let store = s.store();
-    let image = store.import_archive(&s.path("busybox.tar"), "busybox-httpd:latest").unwrap();
+    let image = store
+        .import_archive(&s.path("busybox.tar"), "busybox-httpd:latest")
+        .unwrap();
     assert_eq!(image.blobs.root(), store.root());
     assert_eq!(image.layers.len(), 2);
     let unpacked = store.unpack(&image).unwrap();
@@ -139,7 +171,10 @@ fn runs_from_an_oci_archive() {
     assert!(rootfs.path().join("bin/httpd").symlink_metadata().is_ok());
     rootfs.teardown().unwrap();
     assert!(mounts_under(s.dir.path()).is_empty());
-    assert!(entries(&s.path("store/tmp")).is_empty(), "the staging dir is removed");
+    assert!(
+        entries(&s.path("store/tmp")).is_empty(),
+        "the staging dir is removed"
+    );
 }
 
 #[tokio::test]
@@ -150,11 +185,19 @@ async fn prepare_takes_oci_and_oci_archive_sources() {
     let store = s.store();
     let opts = RegistryOptions::default();
     let a = store
-        .prepare(&format!("oci:{}:busybox", s.path("layout").display()), PullPolicy::IfNotPresent, &opts)
+        .prepare(
+            &format!("oci:{}:busybox", s.path("layout").display()),
+            PullPolicy::IfNotPresent,
+            &opts,
+        )
         .await
         .unwrap();
     let b = store
-        .prepare(&format!("oci-archive:{}:busybox:latest", s.path("bb.tar").display()), PullPolicy::IfNotPresent, &opts)
+        .prepare(
+            &format!("oci-archive:{}:busybox:latest", s.path("bb.tar").display()),
+            PullPolicy::IfNotPresent,
+            &opts,
+        )
         .await
         .unwrap();
     assert_eq!(a.manifest_digest, b.manifest_digest);
@@ -174,9 +217,16 @@ fn whiteouts_delete_files_and_opaque_dirs_hide_lower_content() {
     let r = rootfs.path();
     assert!(!r.join("data/a").exists(), "whited-out file is gone");
     assert_eq!(fs::read(r.join("data/b")).unwrap(), b"b");
-    assert!(!r.join("etc/group").exists(), "file of the base layer is gone");
+    assert!(
+        !r.join("etc/group").exists(),
+        "file of the base layer is gone"
+    );
     assert!(r.join("etc/passwd").exists());
-    assert_eq!(entries(&r.join("opq")), vec!["new".to_string()], "opaque dir hides old content");
+    assert_eq!(
+        entries(&r.join("opq")),
+        vec!["new".to_string()],
+        "opaque dir hides old content"
+    );
     assert_eq!(run_in(r, "ls /data"), "b\n");
     rootfs.teardown().unwrap();
     assert!(mounts_under(s.dir.path()).is_empty());
@@ -187,10 +237,18 @@ fn a_layer_shared_by_two_images_is_unpacked_once() {
     let s = Scratch::new("shared");
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     let store = s.store();
-    let bb = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap()).unwrap();
+    let bb = store
+        .unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap())
+        .unwrap();
     let marker = bb.layer_dirs[0].join("bin/busybox");
     let before = fs::metadata(&marker).unwrap();
-    let httpd = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox-httpd").unwrap()).unwrap();
+    let httpd = store
+        .unpack(
+            &store
+                .resolve_layout(&s.path("layout"), "busybox-httpd")
+                .unwrap(),
+        )
+        .unwrap();
     assert_eq!(httpd.layer_dirs[0], bb.layer_dirs[0]);
     let after = fs::metadata(&marker).unwrap();
     assert_eq!(
@@ -198,7 +256,11 @@ fn a_layer_shared_by_two_images_is_unpacked_once() {
         std::os::unix::fs::MetadataExt::ino(&after),
         "the base layer was not unpacked again"
     );
-    assert_eq!(entries(&s.path("store/layers")).len(), 2, "base + www layers");
+    assert_eq!(
+        entries(&s.path("store/layers")).len(),
+        2,
+        "base + www layers"
+    );
 }
 
 #[test]
@@ -241,10 +303,25 @@ fn a_corrupted_layer_is_refused_and_leaves_nothing() {
     corrupt(&image.blobs.blob_path(&layer.digest));
     let err = store.unpack(&image).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, ImageError::DigestMismatch { .. } | ImageError::Layer { .. }), "{msg}");
-    assert!(msg.contains("busybox") && msg.contains(&layer.digest.to_string()), "{msg}");
-    assert!(entries(&s.path("store/layers")).is_empty(), "no half-unpacked layer");
-    assert!(entries(&s.path("store/tmp")).is_empty(), "the temp dir is removed");
+    assert!(
+        matches!(
+            err,
+            ImageError::DigestMismatch { .. } | ImageError::Layer { .. }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("busybox") && msg.contains(&layer.digest.to_string()),
+        "{msg}"
+    );
+    assert!(
+        entries(&s.path("store/layers")).is_empty(),
+        "no half-unpacked layer"
+    );
+    assert!(
+        entries(&s.path("store/tmp")).is_empty(),
+        "the temp dir is removed"
+    );
 }
 
 #[test]
@@ -261,7 +338,13 @@ fn a_corrupted_uncompressed_layer_names_expected_and_actual_digests() {
     data[i] ^= 0xff;
     fs::write(&path, &data).unwrap();
     let err = store.unpack(&image).unwrap_err();
-    let ImageError::DigestMismatch { image: name, blob, expected, actual } = &err else {
+    let ImageError::DigestMismatch {
+        image: name,
+        blob,
+        expected,
+        actual,
+    } = &err
+    else {
         panic!("expected a digest mismatch, got {err}");
     };
     assert!(name.contains("busybox"));
@@ -281,10 +364,17 @@ fn a_corrupted_config_or_manifest_is_refused() {
     let image = store.resolve_layout(&s.path("layout"), "busybox").unwrap();
     let config = image.manifest.config().digest().to_string();
     corrupt(&image.blobs.blob_path(&config.parse().unwrap()));
-    let err = store.resolve_layout(&s.path("layout"), "busybox").unwrap_err();
-    assert!(matches!(&err, ImageError::DigestMismatch { blob, .. } if *blob == config), "{err}");
+    let err = store
+        .resolve_layout(&s.path("layout"), "busybox")
+        .unwrap_err();
+    assert!(
+        matches!(&err, ImageError::DigestMismatch { blob, .. } if *blob == config),
+        "{err}"
+    );
     corrupt(&image.blobs.blob_path(&image.manifest_digest));
-    let err = store.resolve_layout(&s.path("layout"), "busybox").unwrap_err();
+    let err = store
+        .resolve_layout(&s.path("layout"), "busybox")
+        .unwrap_err();
     assert!(
         matches!(&err, ImageError::DigestMismatch { blob, .. } if *blob == image.manifest_digest.to_string()),
         "{err}"
@@ -314,7 +404,9 @@ fn a_corrupted_oci_archive_is_refused_and_leaves_nothing() {
     let image = store.resolve_layout(&s.path("layout"), "busybox").unwrap();
     corrupt(&image.blobs.blob_path(&image.layers[0].digest));
     testing::write_oci_archive(&s.path("layout"), &s.path("bad.tar")).unwrap();
-    let err = store.import_archive(&s.path("bad.tar"), "busybox").unwrap_err();
+    let err = store
+        .import_archive(&s.path("bad.tar"), "busybox")
+        .unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains("oci-archive:"), "{err}");
     assert!(entries(&s.path("store/tmp")).is_empty());
@@ -326,12 +418,25 @@ fn unknown_images_and_tags_are_named_with_what_exists() {
     let s = Scratch::new("unknown");
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     let store = s.store();
-    let err = store.resolve_layout(&s.path("layout"), "busybox:v9").unwrap_err();
+    let err = store
+        .resolve_layout(&s.path("layout"), "busybox:v9")
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ImageError::NotFound { .. }));
-    assert!(msg.contains("busybox:v9") && msg.contains("busybox-httpd:latest") && msg.contains("check the image name"), "{msg}");
-    let err = store.resolve_layout(&s.path("nowhere"), "busybox").unwrap_err();
-    assert!(err.to_string().contains("is this an OCI image layout directory"), "{err}");
+    assert!(
+        msg.contains("busybox:v9")
+            && msg.contains("busybox-httpd:latest")
+            && msg.contains("check the image name"),
+        "{msg}"
+    );
+    let err = store
+        .resolve_layout(&s.path("nowhere"), "busybox")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is this an OCI image layout directory"),
+        "{err}"
+    );
     let err = store.resolve_local("127.0.0.1:1/none:latest").unwrap_err();
     assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
     let err = "oci:".parse::<podd_image::ImageSource>().unwrap_err();
@@ -343,26 +448,41 @@ fn an_unsupported_layer_media_type_is_a_clear_error() {
     let s = Scratch::new("mediatype");
     let mut w = LayoutWriter::create(&s.path("layout")).unwrap();
     let base = testing::busybox_layer().unwrap();
-    w.add_image("bz:latest", &[(&base, Compression::Gzip)], &ProcessConfig::cmd(&["sh"]))
-        .unwrap();
+    w.add_image(
+        "bz:latest",
+        &[(&base, Compression::Gzip)],
+        &ProcessConfig::cmd(&["sh"]),
+    )
+    .unwrap();
     // Rewrite the manifest with a bzip2 layer type and point the index at it.
     let layout = podd_image::Layout::open(s.path("layout")).unwrap();
-    let image = layout.resolve("bz", &podd_image::LayoutRef::parse("bz").unwrap()).unwrap();
+    let image = layout
+        .resolve("bz", &podd_image::LayoutRef::parse("bz").unwrap())
+        .unwrap();
     let old = fs::read_to_string(layout.blob_path(&image.manifest_digest)).unwrap();
     let new = old.replace("tar+gzip", "tar+bzip2");
     let (d, size) = w.add_blob(new.as_bytes()).unwrap();
     let index = fs::read_to_string(layout.index_path()).unwrap();
     let index = index
         .replace(&image.manifest_digest.to_string(), &d.to_string())
-        .replace(&format!("\"size\": {}", old.len()), &format!("\"size\": {size}"));
+        .replace(
+            &format!("\"size\": {}", old.len()),
+            &format!("\"size\": {size}"),
+        );
     fs::write(layout.index_path(), index).unwrap();
     let err = ImageStore::open(s.path("store"))
         .unwrap()
         .resolve_layout(&s.path("layout"), "bz")
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, ImageError::UnsupportedMediaType { .. }), "{msg}");
-    assert!(msg.contains("tar+bzip2") && msg.contains("bz") && msg.contains("convert the image"), "{msg}");
+    assert!(
+        matches!(err, ImageError::UnsupportedMediaType { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("tar+bzip2") && msg.contains("bz") && msg.contains("convert the image"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -370,10 +490,15 @@ fn a_hostile_layer_fails_cleanly() {
     let s = Scratch::new("hostile");
     let mut w = LayoutWriter::create(&s.path("layout")).unwrap();
     let mut t = LayerTar::new();
-    t.file("ok", 0o644, b"fine").raw_file(b"../../escaped", b"pwned");
+    t.file("ok", 0o644, b"fine")
+        .raw_file(b"../../escaped", b"pwned");
     let evil = t.finish();
-    w.add_image("evil", &[(&evil, Compression::Gzip)], &ProcessConfig::cmd(&["sh"]))
-        .unwrap();
+    w.add_image(
+        "evil",
+        &[(&evil, Compression::Gzip)],
+        &ProcessConfig::cmd(&["sh"]),
+    )
+    .unwrap();
     let store = s.store();
     let image = store.resolve_layout(&s.path("layout"), "evil").unwrap();
     let err = store.unpack(&image).unwrap_err();
@@ -388,7 +513,9 @@ fn dropping_the_rootfs_unmounts_and_removes_it() {
     let s = Scratch::new("drop");
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     let store = s.store();
-    let unpacked = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap()).unwrap();
+    let unpacked = store
+        .unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap())
+        .unwrap();
     fs::create_dir(s.path("containers")).unwrap();
     {
         let _a = OverlayRootfs::mount(&unpacked, &s.path("containers/a")).unwrap();
@@ -404,7 +531,9 @@ fn a_failed_mount_leaves_nothing() {
     let s = Scratch::new("failmount");
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     let store = s.store();
-    let mut unpacked = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap()).unwrap();
+    let mut unpacked = store
+        .unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap())
+        .unwrap();
     unpacked.layer_dirs.push(s.path("no-such-layer"));
     fs::create_dir(s.path("containers")).unwrap();
     let err = OverlayRootfs::mount(&unpacked, &s.path("containers/x")).unwrap_err();

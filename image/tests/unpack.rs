@@ -23,13 +23,26 @@ fn preserves_modes_owners_and_links() {
     let d = dest.path();
     let f = fs::metadata(d.join("d/f")).unwrap();
     assert_eq!((f.uid(), f.gid()), (1000, 2000));
-    assert_eq!(f.permissions().mode() & 0o7777, 0o4755, "setuid kept after chown");
-    assert_eq!(fs::metadata(d.join("d")).unwrap().permissions().mode() & 0o7777, 0o750);
+    assert_eq!(
+        f.permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept after chown"
+    );
+    assert_eq!(
+        fs::metadata(d.join("d")).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
     assert_eq!(fs::metadata(d.join("d/hard")).unwrap().ino(), f.ino());
     assert_eq!(fs::read_link(d.join("d/rel")).unwrap().to_str(), Some("f"));
     // An absolute symlink is kept as a symlink (resolved later inside the container), never followed.
-    assert_eq!(fs::read_link(d.join("d/abs")).unwrap().to_str(), Some("/etc/shadow"));
-    assert_eq!(fs::metadata(d.join("top")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::read_link(d.join("d/abs")).unwrap().to_str(),
+        Some("/etc/shadow")
+    );
+    assert_eq!(
+        fs::metadata(d.join("top")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(fs::metadata(d).unwrap().permissions().mode() & 0o777, 0o755);
 }
 
@@ -37,7 +50,9 @@ fn preserves_modes_owners_and_links() {
 fn converts_whiteouts_to_overlay_form() {
     let dest = tempfile::tempdir().unwrap();
     let mut t = LayerTar::new();
-    t.whiteout("etc/gone").opaque("var/cache").file("var/cache/new", 0o644, b"n");
+    t.whiteout("etc/gone")
+        .opaque("var/cache")
+        .file("var/cache/new", 0o644, b"n");
     let tar = t.finish();
     let stats = unpack_tar(&tar[..], dest.path()).unwrap();
     assert_eq!((stats.whiteouts, stats.opaque_dirs), (1, 1));
@@ -85,7 +100,8 @@ fn never_writes_through_a_symlink() {
     let target = outer.path().join("target-file");
     fs::write(&target, b"original").unwrap();
     let mut t = LayerTar::new();
-    t.symlink("f", target.to_str().unwrap()).file("f", 0o644, b"new");
+    t.symlink("f", target.to_str().unwrap())
+        .file("f", 0o644, b"new");
     let tar = t.finish();
     unpack_tar(&tar[..], &dest2).unwrap();
     assert_eq!(fs::read(&target).unwrap(), b"original");

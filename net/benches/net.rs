@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podd_net::netns::{release_namespace_file, release_namespace_root};
+use podd_net::netns::release_namespace_root;
 use podd_net::node::default_node_pod_cidr;
 use podd_net::{Ipam, NamedNamespace, NodeNetConfig, NodeNetwork, NsKind, SandboxNamespaces};
 
@@ -20,7 +20,6 @@ const PODS: usize = 100;
 struct Guard {
     prefix: String,
     state: PathBuf,
-    created_run_netns: bool,
     baseline_names: Vec<String>,
 }
 
@@ -31,12 +30,11 @@ impl Drop for Guard {
         }
         let _ = release_namespace_root(&self.state);
         let _ = std::fs::remove_dir_all(&self.state);
-        let _ = release_namespace_file(&Path::new("/run/netns").join(format!("{}node", self.prefix)));
-        if self.created_run_netns {
-            // `ip netns add` made /run/netns a shared self-bind mount; undo it.
-            while nix::mount::umount2("/run/netns", nix::mount::MntFlags::MNT_DETACH).is_ok() {}
-            let _ = std::fs::remove_dir("/run/netns");
-        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}node", self.prefix)])
+            .output();
+        // /run/netns itself is left as `ip netns` leaves it (a shared
+        // self-bind mount): other tests may be using it at the same time.
     }
 }
 
@@ -94,16 +92,16 @@ fn main() {
     let mut guard = Guard {
         prefix: prefix.clone(),
         state: PathBuf::from(format!("/run/{prefix}state")),
-        created_run_netns: !Path::new("/run/netns").exists(),
         baseline_names: Vec::new(),
     };
 
     // The node namespace is an `ip netns` name, so `ip -n` reaches it too.
-    let node = NamedNamespace::create(Path::new("/run"), &format!("{prefix}node"), NsKind::Net)
-        .expect("create the node namespace");
     let node_name = format!("{prefix}node");
+    ip(&["netns", "add", &node_name]);
+    ip(&["-n", &node_name, "link", "set", "lo", "up"]);
+    let node_path = Path::new("/run/netns").join(&node_name);
     let mut config = NodeNetConfig::new(default_node_pod_cidr(1));
-    config.node_netns = Some(node.path().to_path_buf());
+    config.node_netns = Some(node_path.clone());
     config.ipam_dir = guard.state.join("ipam");
     let network = NodeNetwork::setup(config).expect("node network");
 
@@ -111,11 +109,16 @@ fn main() {
     let mut up = Vec::new();
     let mut down = Vec::new();
     let mut held = Vec::new();
+    let mut create_netns = Vec::new();
+    let mut attach = Vec::new();
     for i in 0..PODS {
         let start = Instant::now();
         let ns = NamedNamespace::create(&guard.state, &format!("pod{i}"), NsKind::Net).unwrap();
+        let created = Instant::now();
         network.attach_pod(&format!("uid-{i}"), ns.path()).unwrap();
         up.push(start.elapsed());
+        create_netns.push(created - start);
+        attach.push(created.elapsed());
         held.push(ns);
     }
     for (i, ns) in held.drain(..).enumerate() {
@@ -156,8 +159,8 @@ fn main() {
         let start = Instant::now();
         ip(&["netns", "add", &name]);
         ip(&[
-            "-n", &node_name, "link", "add", veth, "master", "podd0", "up", "type", "veth",
-            "peer", "name", "eth0", "netns", &name,
+            "-n", &node_name, "link", "add", veth, "master", "podd0", "up", "type", "veth", "peer",
+            "name", "eth0", "netns", &name,
         ]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ip(&["-n", &name, "addr", "add", &address, "dev", "eth0"]);
@@ -188,11 +191,16 @@ fn main() {
         "{:<34} {:>10} {:>10}   {:>10} {:>10}   {:>6}",
         "", "podd p50", "podd p99", "ip p50", "ip p99", "ip/podd"
     );
-    row("pod network up (netns+veth+addr)", &stats(up), Some(&stats(base_up)));
+    row(
+        "pod network up (netns+veth+addr)",
+        &stats(up),
+        Some(&stats(base_up)),
+    );
     row("pod network down", &stats(down), Some(&stats(base_down)));
+    row("  of which: netns create", &stats(create_netns), None);
+    row("  of which: attach_pod", &stats(attach), None);
     row("full sandbox up (net+ipc+uts)", &stats(sandbox_up), None);
     row("IPAM allocate+release", &stats(ipam_ops), None);
 
     drop(network);
-    drop(node);
 }

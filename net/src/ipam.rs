@@ -232,8 +232,10 @@ impl Ipam {
                 .create(true)
                 .truncate(true)
                 .open(&temp_path)?;
-            file.write_all(format!("{owner}\n").as_bytes())?;
-            file.sync_all()
+            // No fsync: a lease must outlive the agent process, which the page
+            // cache guarantees; after a machine crash every pod is gone anyway
+            // and reconcile frees the leases.
+            file.write_all(format!("{owner}\n").as_bytes())
         };
         write_temp().map_err(|e| NetError::io("write lease", &temp_path, e))?;
         let linked = fs::hard_link(&temp_path, &final_path);

@@ -14,8 +14,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -52,6 +52,18 @@ pub struct Route {
     /// The `rtm_protocol` number: who created the route (2 = kernel, 3 = boot/`ip route`, ...).
     pub protocol: u8,
 }
+
+/// The kernel flagged a dump as torn by a concurrent change (NLM_F_DUMP_INTR).
+#[derive(Debug)]
+struct DumpInterrupted;
+
+impl std::fmt::Display for DumpInterrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the netlink dump was interrupted by a concurrent change; retry")
+    }
+}
+
+impl std::error::Error for DumpInterrupted {}
 
 /// A blocking rtnetlink socket bound to one network namespace.
 pub struct Netlink {
@@ -99,11 +111,25 @@ impl Netlink {
         packet.finalize();
         let mut buffer = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buffer);
-        self.socket.send(&buffer, 0)?;
+        loop {
+            match self.socket.send(&buffer, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
 
         let mut replies = Vec::new();
+        let mut interrupted = false;
         loop {
-            let (datagram, _) = self.socket.recv_from_full()?;
+            let datagram = match self.socket.recv_from_full() {
+                Ok((datagram, _)) => datagram,
+                // A signal handler ran; the reply is still coming.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let mut offset = 0;
             while offset < datagram.len() {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
@@ -119,6 +145,8 @@ impl Netlink {
                 if reply.header.sequence_number != sequence {
                     continue; // a late reply to an earlier request that failed midway
                 }
+                // The table changed during the dump: the result may be torn.
+                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
                 match reply.payload {
                     NetlinkPayload::InnerMessage(inner) => replies.push(inner),
                     NetlinkPayload::Error(error) => {
@@ -127,9 +155,30 @@ impl Netlink {
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                         };
                     }
+                    NetlinkPayload::Done(_) if interrupted => {
+                        return Err(io::Error::other(DumpInterrupted));
+                    }
                     NetlinkPayload::Done(_) => return Ok(replies),
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// A dump, retried while the kernel reports it was interrupted by a
+    /// concurrent change (NLM_F_DUMP_INTR), so callers never plan on a torn view.
+    fn dump(&mut self, message: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let mut attempts = 0;
+        loop {
+            match self.request(message.clone(), NLM_F_DUMP) {
+                Err(e)
+                    if attempts < 10
+                        && e.get_ref()
+                            .is_some_and(|inner| inner.is::<DumpInterrupted>()) =>
+                {
+                    attempts += 1
+                }
+                result => return result,
             }
         }
     }
@@ -150,20 +199,24 @@ impl Netlink {
     /// Every link in the namespace.
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let replies = self
-            .request(
-                RouteNetlinkMessage::GetLink(LinkMessage::default()),
-                NLM_F_DUMP,
-            )
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
             .map_err(|e| NetError::netlink("dump links", "all links", e))?;
         Ok(replies.into_iter().filter_map(link_from_reply).collect())
     }
 
-    /// Creates a bridge (down, no address).
-    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+    /// Creates a bridge (down, no address). With `mac`, the bridge keeps that
+    /// address for good; without, the kernel gives it the lowest MAC of its
+    /// ports, which changes as ports come and go.
+    pub fn add_bridge(&mut self, name: &str, mac: Option<[u8; 6]>) -> Result<()> {
         let mut message = LinkMessage::default();
         message
             .attributes
             .push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mac) = mac {
+            message
+                .attributes
+                .push(LinkAttribute::Address(mac.to_vec()));
+        }
         message
             .attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
@@ -188,9 +241,13 @@ impl Netlink {
         controller: u32,
         peer_name: &str,
         peer_netns: BorrowedFd<'_>,
+        peer_mac: Option<[u8; 6]>,
         mtu: Option<u32>,
     ) -> Result<()> {
         let mut peer = LinkMessage::default();
+        if let Some(mac) = peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         peer.attributes
             .push(LinkAttribute::IfName(peer_name.to_string()));
         peer.attributes
@@ -289,7 +346,7 @@ impl Netlink {
         let mut request = AddressMessage::default();
         request.header.family = AddressFamily::Inet;
         let replies = self
-            .request(RouteNetlinkMessage::GetAddress(request), NLM_F_DUMP)
+            .dump(RouteNetlinkMessage::GetAddress(request))
             .map_err(|e| NetError::netlink("dump addresses", format!("ifindex {index}"), e))?;
         let mut out = Vec::new();
         for reply in replies {
@@ -329,12 +386,56 @@ impl Netlink {
         }
     }
 
+    /// Adds an `unreachable` route for a prefix: packets to it are refused
+    /// here (ICMP host unreachable) instead of following a default route out.
+    /// Returns false, changing nothing, if some route for the prefix exists.
+    pub fn add_unreachable_route(
+        &mut self,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        protocol: u8,
+    ) -> Result<bool> {
+        let message = unreachable_route_message(destination, prefix_len, protocol);
+        match self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(NetError::netlink(
+                "add unreachable route",
+                format!("{destination}/{prefix_len} proto {protocol}"),
+                e,
+            )),
+        }
+    }
+
+    /// Deletes an `unreachable` route with this protocol number; false if none.
+    pub fn delete_unreachable_route(
+        &mut self,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        protocol: u8,
+    ) -> Result<bool> {
+        let mut message = unreachable_route_message(destination, prefix_len, protocol);
+        message.header.scope = RouteScope::NoWhere;
+        match self.request(RouteNetlinkMessage::DelRoute(message), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(NetError::netlink(
+                "delete unreachable route",
+                format!("{destination}/{prefix_len} proto {protocol}"),
+                e,
+            )),
+        }
+    }
+
     /// The IPv4 routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>> {
         let mut request = RouteMessage::default();
         request.header.address_family = AddressFamily::Inet;
         let replies = self
-            .request(RouteNetlinkMessage::GetRoute(request), NLM_F_DUMP)
+            .dump(RouteNetlinkMessage::GetRoute(request))
             .map_err(|e| NetError::netlink("dump routes", "the main table", e))?;
         let mut out = Vec::new();
         for reply in replies {
@@ -424,6 +525,22 @@ fn route_message(route: &Route) -> RouteMessage {
     }
     if let Some(index) = route.output_interface {
         message.attributes.push(RouteAttribute::Oif(index));
+    }
+    message
+}
+
+fn unreachable_route_message(destination: Ipv4Addr, prefix_len: u8, protocol: u8) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.destination_prefix_length = prefix_len;
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::from(protocol);
+    message.header.kind = RouteType::Unreachable;
+    message.header.scope = RouteScope::Universe;
+    if prefix_len > 0 {
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(destination)));
     }
     message
 }

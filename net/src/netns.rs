@@ -184,9 +184,11 @@ pub struct SandboxNamespaces {
 
 impl SandboxNamespaces {
     /// Creates the three namespaces, with `hostname` set in the new UTS
-    /// namespace. On failure nothing is left behind.
+    /// namespace (cut to 63 characters as Kubernetes does for long pod
+    /// names, see [`pod_hostname`]). On failure nothing is left behind.
     pub fn create(root: &Path, name: &str, hostname: Option<&str>) -> Result<Self> {
         validate_name("sandbox name", name)?;
+        let hostname = hostname.map(pod_hostname);
         if let Some(hostname) = hostname {
             validate_hostname(hostname)?;
         }
@@ -212,6 +214,26 @@ impl SandboxNamespaces {
     pub fn remove_by_name(root: &Path, name: &str) -> Result<()> {
         validate_name("sandbox name", name)?;
         Self::paths_for(root, name).remove()
+    }
+
+    /// The names of the sandboxes held under `root` (those with a network
+    /// namespace file), for an agent that reconciles after a restart.
+    pub fn list(root: &Path) -> Result<Vec<String>> {
+        let dir = root.join(NsKind::Net.dir_name());
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NetError::io("read namespace directory", &dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| NetError::io("read namespace directory", &dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     fn paths_for(root: &Path, name: &str) -> Self {
@@ -280,6 +302,19 @@ impl SandboxNamespaces {
             Some(e) => Err(e),
         }
     }
+}
+
+/// The hostname Kubernetes gives a pod named `name`: at most 63 characters,
+/// without a trailing '-' or '.' after the cut.
+pub fn pod_hostname(name: &str) -> &str {
+    if name.len() <= 63 {
+        return name;
+    }
+    let mut end = 63;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end_matches(['-', '.'])
 }
 
 fn validate_hostname(hostname: &str) -> Result<()> {
@@ -474,6 +509,10 @@ mod tests {
             assert!(validate_name("n", bad).is_err(), "{bad:?}");
         }
         assert!(validate_hostname("web-0").is_ok());
+        assert_eq!(pod_hostname("web-0"), "web-0");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(pod_hostname(&long), "a".repeat(62));
+        assert!(validate_hostname(pod_hostname(&"x".repeat(300))).is_ok());
         assert!(validate_hostname("").is_err());
         assert!(validate_hostname("a_b").is_err());
     }

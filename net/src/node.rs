@@ -21,7 +21,9 @@ use crate::error::{NetError, Result};
 use crate::ipam::{DEFAULT_IPAM_DIR, Ipam};
 use crate::netlink::{Netlink, Route};
 use crate::netns::{NsKind, run_in_namespace};
-use crate::routes::{DEFAULT_ROUTE_PROTOCOL, PeerRoute, RouteSyncReport, plan_routes};
+use crate::routes::{
+    DEFAULT_ROUTE_PROTOCOL, PeerRoute, RouteConflict, RouteSyncReport, plan_routes,
+};
 
 /// The default node bridge name.
 pub const DEFAULT_BRIDGE: &str = "podd0";
@@ -47,7 +49,18 @@ pub struct NodeNetConfig {
     pub route_protocol: u8,
     /// MTU for the pod veth pairs; `None` keeps the kernel default (1500).
     pub mtu: Option<u32>,
+    /// Prefixes that must never leave the node by its default route: the
+    /// cluster's pod and service CIDRs. Each gets an `unreachable` route, so a
+    /// packet to a pod CIDR with no node route yet, or to a VIP the load
+    /// balancer did not translate, is refused here rather than sent out to
+    /// the node's uplink. The more specific pod routes still win.
+    pub unreachable_cidrs: Vec<Ipv4Cidr>,
 }
+
+/// The cluster pod CIDR of DESIGN.md.
+pub const DEFAULT_CLUSTER_POD_CIDR: &str = "10.244.0.0/16";
+/// The service CIDR of DESIGN.md.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 
 impl NodeNetConfig {
     /// The defaults of DESIGN.md for a node with this pod CIDR.
@@ -59,6 +72,10 @@ impl NodeNetConfig {
             ipam_dir: PathBuf::from(DEFAULT_IPAM_DIR),
             route_protocol: DEFAULT_ROUTE_PROTOCOL,
             mtu: None,
+            unreachable_cidrs: [DEFAULT_CLUSTER_POD_CIDR, DEFAULT_SERVICE_CIDR]
+                .iter()
+                .map(|c| c.parse().expect("the default CIDRs are valid"))
+                .collect(),
         }
     }
 }
@@ -80,6 +97,15 @@ pub fn host_veth_name(pod_uid: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{HOST_VETH_PREFIX}{:012x}", hash >> 16)
+}
+
+/// The MAC address podd gives an interface holding `ip`: `0a:58:` and the
+/// four bytes of the IP (locally administered, unicast). Fixed MACs keep
+/// neighbours' ARP caches right: the bridge's MAC never changes as ports come
+/// and go, and a pod IP handed out again comes with the same MAC.
+pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x0a, 0x58, a, b, c, d]
 }
 
 fn validate_interface_name(name: &str) -> Result<()> {
@@ -161,7 +187,7 @@ impl NodeNetwork {
                 });
             }
             None => {
-                netlink.add_bridge(&config.bridge)?;
+                netlink.add_bridge(&config.bridge, Some(mac_for_ip(gateway)))?;
                 info!(bridge = %config.bridge, "created the node bridge");
                 netlink
                     .link_by_name(&config.bridge)?
@@ -174,6 +200,16 @@ impl NodeNetwork {
         netlink.add_address(bridge.index, gateway, config.pod_cidr.prefix_len())?;
         if !bridge.up {
             netlink.set_link_up(bridge.index, true)?;
+        }
+        for cidr in &config.unreachable_cidrs {
+            let added = netlink.add_unreachable_route(
+                cidr.network(),
+                cidr.prefix_len(),
+                config.route_protocol,
+            )?;
+            if !added {
+                debug!(%cidr, "a route for this prefix exists already; no unreachable route added");
+            }
         }
         enable_forwarding(config.node_netns.as_deref())?;
         let ipam = Ipam::open(&config.ipam_dir, config.pod_cidr)?;
@@ -250,6 +286,7 @@ impl NodeNetwork {
                 self.bridge_index,
                 &pod.interface,
                 netns_file.as_fd(),
+                Some(mac_for_ip(pod.ip)),
                 self.config.mtu,
             )?;
         }
@@ -365,29 +402,42 @@ impl NodeNetwork {
             }
         }
         for peer in &plan.add {
-            netlink.add_route(
-                &Route {
-                    destination: peer.cidr.network(),
-                    prefix_len: peer.cidr.prefix_len(),
-                    gateway: Some(peer.via),
-                    output_interface: None,
-                    protocol: self.config.route_protocol,
-                },
-                false,
-            )?;
-            report.added.push(*peer);
+            let route = Route {
+                destination: peer.cidr.network(),
+                prefix_len: peer.cidr.prefix_len(),
+                gateway: Some(peer.via),
+                output_interface: None,
+                protocol: self.config.route_protocol,
+            };
+            // One unreachable node must not keep the others' routes out: the
+            // failure is reported and the next sync tries again.
+            match netlink.add_route(&route, false) {
+                Ok(()) => report.added.push(*peer),
+                Err(e) => report.failed.push(RouteConflict {
+                    route: *peer,
+                    reason: e.to_string(),
+                }),
+            }
         }
-        for conflict in &report.conflicts {
+        for conflict in report.conflicts.iter().chain(&report.failed) {
             warn!(cidr = %conflict.route.cidr, via = %conflict.route.via, reason = %conflict.reason, "pod route not installed");
         }
         Ok(report)
     }
 
-    /// Removes the node's pod network: podd's routes and the bridge. Pod
+    /// Removes the node's pod network: podd's routes (node routes and
+    /// unreachable guards) and the bridge. Pod
     /// veths and leases belong to pods and go with [`NodeNetwork::detach_pod`].
     pub fn destroy(self) -> Result<()> {
         self.sync_routes(&[])?;
         let mut netlink = self.netlink();
+        for cidr in &self.config.unreachable_cidrs {
+            netlink.delete_unreachable_route(
+                cidr.network(),
+                cidr.prefix_len(),
+                self.config.route_protocol,
+            )?;
+        }
         netlink.delete_link(self.bridge_index)?;
         info!(bridge = %self.config.bridge, "removed the node bridge");
         Ok(())
@@ -426,6 +476,22 @@ mod tests {
         assert_eq!(a, host_veth_name("0b8f3c5e-1d2a-4c3b-9e8f-7a6b5c4d3e2f"));
         assert_ne!(a, host_veth_name("0b8f3c5e-1d2a-4c3b-9e8f-7a6b5c4d3e2e"));
         validate_interface_name(&a).unwrap();
+    }
+
+    #[test]
+    fn node_network_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<NodeNetwork>();
+    }
+
+    #[test]
+    fn macs_derive_from_ips() {
+        assert_eq!(
+            mac_for_ip(Ipv4Addr::new(10, 244, 1, 7)),
+            [0x0a, 0x58, 10, 244, 1, 7]
+        );
+        // Locally administered, unicast.
+        assert_eq!(mac_for_ip(Ipv4Addr::new(1, 2, 3, 4))[0] & 0b11, 0b10);
     }
 
     #[test]

@@ -34,7 +34,12 @@ pub struct RouteSyncReport {
     pub added: Vec<PeerRoute>,
     pub removed: Vec<PeerRoute>,
     pub unchanged: usize,
+    /// Routes left out on purpose: a foreign route for the prefix, the node's
+    /// own CIDR, a prefix listed twice.
     pub conflicts: Vec<RouteConflict>,
+    /// Routes the kernel refused (e.g. the node IP is unreachable); the next
+    /// sync tries them again.
+    pub failed: Vec<RouteConflict>,
 }
 
 /// The changes that bring `current` (the main table) to `desired`.

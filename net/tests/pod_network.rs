@@ -10,20 +10,15 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestEnv, ip_in, link_names, ping, tcp_echo_server, tcp_request};
+use common::{
+    TestEnv, ip_in, link_names, node_network, ping, tcp_echo_server, tcp_request, try_ip_in,
+};
 use podd_net::netlink::{Netlink, Route};
 use podd_net::node::default_node_pod_cidr;
 use podd_net::{
-    Ipv4Cidr, NamedNamespace, NetError, NodeNetConfig, NodeNetwork, NsKind, PeerRoute,
-    SandboxNamespaces, host_veth_name, run_in_namespace,
+    Ipv4Cidr, NetError, NodeNetConfig, NodeNetwork, NsKind, PeerRoute, SandboxNamespaces,
+    host_veth_name, run_in_namespace,
 };
-
-fn node_network(env: &TestEnv, node: &NamedNamespace, n: u8) -> NodeNetwork {
-    let mut config = NodeNetConfig::new(default_node_pod_cidr(n));
-    config.node_netns = Some(node.path().to_path_buf());
-    config.ipam_dir = env.ipam_dir(&format!("node{n}"));
-    NodeNetwork::setup(config).unwrap()
-}
 
 fn ns_inode(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -59,6 +54,10 @@ fn sandbox_namespaces_are_held_adopted_and_removed() {
     assert!(SandboxNamespaces::create(&env.ns_root(), "pod-b", Some("bad_host")).is_err());
     assert!(!env.ns_root().join("netns/pod-b").exists());
 
+    assert_eq!(
+        SandboxNamespaces::list(&env.ns_root()).unwrap(),
+        vec!["pod-a".to_string()]
+    );
     // A restarted agent adopts it by name.
     let adopted = SandboxNamespaces::open(&env.ns_root(), "pod-a").unwrap();
     assert_eq!(adopted, sandbox);
@@ -70,6 +69,7 @@ fn sandbox_namespaces_are_held_adopted_and_removed() {
         assert!(!env.ns_root().join(kind.dir_name()).join("pod-a").exists());
     }
     assert!(SandboxNamespaces::open(&env.ns_root(), "pod-a").is_err());
+    assert!(SandboxNamespaces::list(&env.ns_root()).unwrap().is_empty());
     // Removing again, or by name, is a no-op.
     adopted.remove().unwrap();
     SandboxNamespaces::remove_by_name(&env.ns_root(), "pod-a").unwrap();
@@ -110,12 +110,18 @@ fn pod_gets_eth0_address_default_route_and_loopback() {
     );
     let bridge_side = ip_in(node.path(), &["-o", "link", "show", "master", "podd0"]);
     assert!(bridge_side.contains(&pod.host_veth), "{bridge_side}");
-    assert!(bridge_side.contains("state UP"), "{bridge_side}");
+    // Administratively up (the operational state follows asynchronously).
+    assert!(bridge_side.contains(",UP"), "{bridge_side}");
     let bridge_address = ip_in(node.path(), &["-4", "-o", "addr", "show", "dev", "podd0"]);
     assert!(
         bridge_address.contains("inet 10.244.1.1/24"),
         "{bridge_address}"
     );
+    // Fixed MACs derived from the IPs, so ARP caches never go stale.
+    let eth0 = ip_in(sandbox.net_path(), &["link", "show", "eth0"]);
+    assert!(eth0.contains("link/ether 0a:58:0a:f4:01:02"), "{eth0}");
+    let bridge = ip_in(node.path(), &["link", "show", "podd0"]);
+    assert!(bridge.contains("link/ether 0a:58:0a:f4:01:01"), "{bridge}");
 
     // Loopback works inside the pod, and the gateway answers.
     let server = tcp_echo_server(sandbox.net_path(), Ipv4Addr::LOCALHOST, 8080, 1);
@@ -133,6 +139,9 @@ fn pod_gets_eth0_address_default_route_and_loopback() {
 
     network.detach_pod("uid-a").unwrap();
     sandbox.remove().unwrap();
+    // The bridge keeps its MAC when its ports go.
+    let bridge = ip_in(node.path(), &["link", "show", "podd0"]);
+    assert!(bridge.contains("link/ether 0a:58:0a:f4:01:01"), "{bridge}");
 }
 
 #[test]
@@ -175,29 +184,7 @@ fn two_pods_on_one_bridge_reach_each_other() {
 #[test]
 fn pods_on_two_nodes_reach_each_other_through_synced_routes() {
     let env = TestEnv::new("crossnode");
-    let node1 = env.node_netns("node1");
-    let node2 = env.node_netns("node2");
-    let node_ip1 = Ipv4Addr::new(172, 31, 250, 1);
-    let node_ip2 = Ipv4Addr::new(172, 31, 250, 2);
-    {
-        // The "cluster wire": a veth from node1 to node2.
-        let mut n1 = Netlink::open_in(node1.path()).unwrap();
-        let node2_file = std::fs::File::open(node2.path()).unwrap();
-        let dummy_bridge = "wirebr";
-        n1.add_bridge(dummy_bridge).unwrap();
-        let br = n1.link_by_name(dummy_bridge).unwrap().unwrap();
-        // add_veth_pair attaches its first end to a bridge; use a bridge as
-        // node1's uplink, holding node1's IP.
-        use std::os::fd::AsFd;
-        n1.add_veth_pair("wire1", br.index, "wire2", node2_file.as_fd(), None)
-            .unwrap();
-        n1.add_address(br.index, node_ip1, 24).unwrap();
-        n1.set_link_up(br.index, true).unwrap();
-        let mut n2 = Netlink::open_in(node2.path()).unwrap();
-        let wire2 = n2.link_by_name("wire2").unwrap().unwrap();
-        n2.add_address(wire2.index, node_ip2, 24).unwrap();
-        n2.set_link_up(wire2.index, true).unwrap();
-    }
+    let (node1, node2, node_ip1, node_ip2) = env.two_nodes();
     let net1 = node_network(&env, &node1, 1);
     let net2 = node_network(&env, &node2, 2);
     let a = SandboxNamespaces::create(&env.ns_root(), "a", None).unwrap();
@@ -257,13 +244,23 @@ fn pods_on_two_nodes_reach_each_other_through_synced_routes() {
             via: node_ip2
         }]
     );
+    // A node whose IP is unreachable fails alone; the others' routes go in.
+    let unreachable = PeerRoute {
+        cidr: "10.244.9.0/24".parse().unwrap(),
+        via: Ipv4Addr::new(172, 31, 99, 9),
+    };
     let report2 = net2
-        .sync_routes(&[PeerRoute {
-            cidr: cidr1,
-            via: node_ip1,
-        }])
+        .sync_routes(&[
+            unreachable,
+            PeerRoute {
+                cidr: cidr1,
+                via: node_ip1,
+            },
+        ])
         .unwrap();
     assert_eq!(report2.added.len(), 1);
+    assert_eq!(report2.failed.len(), 1, "{report2:?}");
+    assert_eq!(report2.failed[0].route, unreachable);
 
     let routes1 = ip_in(node1.path(), &["-4", "route", "show"]);
     assert!(
@@ -276,6 +273,30 @@ fn pods_on_two_nodes_reach_each_other_through_synced_routes() {
         !routes1.contains("default"),
         "node namespaces have no way out: {routes1}"
     );
+
+    // Cluster and service CIDRs never follow a default route out of a node:
+    // even with one (here towards node2, itself without a way out), a pod
+    // CIDR no node route covers is refused in node1.
+    let guards = ip_in(
+        node1.path(),
+        &["-4", "route", "show", "type", "unreachable"],
+    );
+    assert!(guards.contains("10.244.0.0/16 proto 173"), "{guards}");
+    assert!(guards.contains("10.96.0.0/12 proto 173"), "{guards}");
+    ip_in(
+        node1.path(),
+        &["route", "add", "default", "via", "172.31.250.2"],
+    );
+    let (routed, text) = try_ip_in(node1.path(), &["route", "get", "10.244.50.9"]);
+    assert!(
+        !routed,
+        "a pod IP without a node route must not be routed: {text}"
+    );
+    let (routed, text) = try_ip_in(node1.path(), &["route", "get", "10.96.0.10"]);
+    assert!(!routed, "a service VIP must not be routed: {text}");
+    let to_pod_b = ip_in(node1.path(), &["route", "get", &pod_b.ip.to_string()]);
+    assert!(to_pod_b.contains("via 172.31.250.2"), "{to_pod_b}");
+    ip_in(node1.path(), &["route", "del", "default"]);
 
     assert!(ping(a.net_path(), pod_b.ip, Duration::from_secs(5)));
     assert!(ping(b.net_path(), pod_a.ip, Duration::from_secs(5)));
@@ -407,6 +428,8 @@ fn teardown_leaves_no_namespace_veth_lease_or_mount() {
     // Destroying the node network removes the bridge and podd's routes.
     network.destroy().unwrap();
     assert!(!link_names(node.path()).contains(&"podd0".to_string()));
+    let routes = ip_in(node.path(), &["-4", "route", "show", "table", "all"]);
+    assert!(!routes.contains("proto 173"), "{routes}");
 }
 
 #[test]
@@ -425,7 +448,7 @@ fn a_failed_attach_leaves_nothing_half_made() {
     let sandbox = SandboxNamespaces::create(&env.ns_root(), "taken", None).unwrap();
     {
         let mut inside = Netlink::open_in(sandbox.net_path()).unwrap();
-        inside.add_bridge("eth0").unwrap();
+        inside.add_bridge("eth0", None).unwrap();
     }
     let err = network.attach_pod("uid-y", sandbox.net_path()).unwrap_err();
     assert!(err.to_string().contains("veth"), "{err}");
@@ -451,10 +474,10 @@ fn setup_refuses_a_non_bridge_with_the_bridge_name() {
     {
         use std::os::fd::AsFd;
         let mut n = Netlink::open_in(node.path()).unwrap();
-        n.add_bridge("holder").unwrap();
+        n.add_bridge("holder", None).unwrap();
         let holder = n.link_by_name("holder").unwrap().unwrap();
         let me = std::fs::File::open(node.path()).unwrap();
-        n.add_veth_pair("podd0", holder.index, "peer0", me.as_fd(), None)
+        n.add_veth_pair("podd0", holder.index, "peer0", me.as_fd(), None, None)
             .unwrap();
     }
     let mut config = NodeNetConfig::new(default_node_pod_cidr(1));
@@ -505,7 +528,7 @@ fn removing_the_sandbox_frees_the_namespace_even_from_copied_mount_tables() {
 
     // Remove the namespaces without detaching first, as after a crash.
     sandbox.remove().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while link_names(node.path()).contains(&pod.host_veth) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -519,4 +542,46 @@ fn removing_the_sandbox_frees_the_namespace_even_from_copied_mount_tables() {
         "the unmount reached the copied mount table"
     );
     network.detach_pod("uid-m").unwrap();
+}
+
+/// The agent may set up several pods at once: concurrent attaches from
+/// several threads get distinct IPs and working networks.
+#[test]
+fn concurrent_attaches_get_distinct_working_networks() {
+    let env = TestEnv::new("concurrent");
+    let node = env.node_netns("node1");
+    let network = node_network(&env, &node, 1);
+    let sandboxes: Vec<SandboxNamespaces> = (0..8)
+        .map(|i| SandboxNamespaces::create(&env.ns_root(), &format!("c{i}"), None).unwrap())
+        .collect();
+    let pods: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sandboxes
+            .iter()
+            .enumerate()
+            .map(|(i, sandbox)| {
+                let network = &network;
+                scope.spawn(move || {
+                    network
+                        .attach_pod(&format!("uid-{i}"), sandbox.net_path())
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ips: HashSet<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+    assert_eq!(ips.len(), pods.len());
+    // Every pod reaches the next one.
+    for (i, sandbox) in sandboxes.iter().enumerate() {
+        let next = &pods[(i + 1) % pods.len()];
+        assert!(
+            ping(sandbox.net_path(), next.ip, Duration::from_secs(5)),
+            "pod {i} cannot reach {}",
+            next.ip
+        );
+    }
+    for (i, sandbox) in sandboxes.into_iter().enumerate() {
+        network.detach_pod(&format!("uid-{i}")).unwrap();
+        sandbox.remove().unwrap();
+    }
 }

@@ -6,6 +6,8 @@
 pub mod backoff;
 pub mod etc_files;
 pub mod logs;
+pub mod manager;
+pub mod pod_status;
 pub mod probe;
 pub mod shim;
 pub mod spec;

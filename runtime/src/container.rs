@@ -218,15 +218,60 @@ struct InitPlan {
     state: OciState,
 }
 
-/// raw clone(2) without a new stack: returns twice like fork. Used only in single-threaded
-/// setup processes, so glibc's fork handlers are not needed.
-fn clone_process(flags: CloneFlags) -> Result<i32> {
-    let flags = flags.bits() as libc::c_ulong | libc::CLONE_PARENT as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+/// `struct clone_args` of clone3(2), up to the `cgroup` field.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Create the next process, like fork but with namespace flags and `CLONE_PARENT`, directly in
+/// `cgroup` (clone3 `CLONE_INTO_CGROUP`: no cgroup.procs write, which costs a synchronize_rcu).
+/// Returns twice like fork. Used only in single-threaded setup processes, so glibc's fork
+/// handlers are not needed.
+fn clone_process(flags: CloneFlags, cgroup: Option<&Cgroup>) -> Result<i32> {
+    let base = flags.bits() as u64 | libc::CLONE_PARENT as u64;
+    if let Some(cg) = cgroup {
+        let dir = cg.path();
+        let fd = open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(sys_err(format!("open cgroup {}", dir.display())))?;
+        // With CLONE_PARENT, clone3 wants exit_signal 0; the child inherits ours (SIGCHLD).
+        let args = CloneArgs { flags: base | CLONE_INTO_CGROUP, cgroup: fd as u64, ..Default::default() };
+        // SAFETY: clone3 reads `args` (a valid clone_args of the size passed); with no stack the
+        // child gets a copy of our memory and continues here, like fork.
+        let rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if rc == 0 {
+            return Ok(0);
+        }
+        let _ = nix::unistd::close(fd);
+        if rc > 0 {
+            return Ok(rc as i32);
+        }
+        let err = nix::Error::last();
+        if err != nix::Error::ENOSYS && err != nix::Error::E2BIG {
+            return Err(sys_err(format!("clone3 into {} with namespaces {flags:?}", dir.display()))(err));
+        }
+        // Kernels before 5.7: join the cgroup the slow way, then clone.
+        cg.add_process(0)?;
+    }
+    let raw = base | libc::SIGCHLD as u64;
     // SAFETY: clone with a null stack behaves like fork: the child gets a copy of our memory
     // and continues here. The caller is single-threaded.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let rc = unsafe { libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize) };
     if rc < 0 {
-        return Err(sys_err(format!("clone with namespaces {:?}", CloneFlags::from_bits_retain(flags as i32 & !0xff)))(nix::Error::last()));
+        return Err(sys_err(format!("clone with namespaces {flags:?}"))(nix::Error::last()));
     }
     Ok(rc as i32)
 }
@@ -245,9 +290,6 @@ fn fail_child(sock: &OwnedFd, e: Error) -> ! {
 /// Stage 1: join the cgroup and the given namespaces, clone init into the new ones.
 fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
     let run = || -> Result<i32> {
-        if let Some(cg) = &plan.cgroup {
-            cg.add_process(0)?;
-        }
         namespaces::join_all(&plan.ns.join)?;
         let mut new = plan.ns.new;
         let time = namespaces::flag(LinuxNamespaceType::Time);
@@ -256,7 +298,10 @@ fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
             nix::sched::unshare(time).map_err(sys_err("unshare the time namespace"))?;
             new.remove(time);
         }
-        clone_process(new)
+        // A cgroup namespace made by clone3 would be rooted at our cgroup, not the container's:
+        // init unshares it once it is in its cgroup.
+        new.remove(CloneFlags::CLONE_NEWCGROUP);
+        clone_process(new, plan.cgroup.as_ref())
     };
     match run() {
         Ok(0) => init(plan, sock),
@@ -291,6 +336,9 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         let rootg = nix::unistd::Gid::from_raw(0);
         nix::unistd::setresgid(rootg, rootg, rootg).map_err(sys_err("become root in the user namespace (gid)"))?;
         nix::unistd::setresuid(root, root, root).map_err(sys_err("become root in the user namespace (uid)"))?;
+    }
+    if plan.ns.new.contains(CloneFlags::CLONE_NEWCGROUP) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys_err("unshare the cgroup namespace"))?;
     }
     let in_userns = plan.ns.has(LinuxNamespaceType::User);
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
@@ -781,11 +829,8 @@ impl Container {
             ForkResult::Child => {
                 drop(parent_sock);
                 let run = || -> Result<i32> {
-                    if let Some(cg) = &cgroup {
-                        cg.add_process(0)?;
-                    }
                     namespaces::join_all(&join)?;
-                    clone_process(CloneFlags::empty())
+                    clone_process(CloneFlags::empty(), cgroup.as_ref())
                 };
                 match run() {
                     Ok(0) => {

@@ -2,8 +2,8 @@
 //! labels, taints and conditions (so their answer is cached per pod-constraint class); the
 //! resource, pod-count and host-port filters depend on what is bound and are checked per pod.
 
-use crate::score::NodeUsage;
 use crate::model::{NOT_READY_TAINT, NodeInfo, PodInfo, UNSCHEDULABLE_TAINT};
+use crate::score::NodeUsage;
 use podd_api::pod::{NodeSelector, NodeSelectorRequirement};
 use podd_api::{Taint, Toleration};
 use std::collections::BTreeMap;
@@ -59,7 +59,10 @@ fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
 
 /// One node-selector requirement against a node's labels (In, NotIn, Exists, DoesNotExist,
 /// Gt, Lt as Kubernetes defines them).
-pub fn requirement_matches(req: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+pub fn requirement_matches(
+    req: &NodeSelectorRequirement,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let value = labels.get(&req.key);
     match req.operator.as_str() {
         "In" => value.is_some_and(|v| req.values.iter().any(|x| x == v)),
@@ -125,10 +128,8 @@ pub fn static_check(node: &NodeInfo, pod: &PodInfo) -> Result<u32, StaticReject>
     let mut prefer = 0;
     for taint in &node.taints {
         match taint.effect.as_str() {
-            "NoSchedule" | "NoExecute" => {
-                if !tolerated(tol, taint) {
-                    return Err(StaticReject::Taint(taint.clone()));
-                }
+            "NoSchedule" | "NoExecute" if !tolerated(tol, taint) => {
+                return Err(StaticReject::Taint(taint.clone()));
             }
             "PreferNoSchedule" if !tolerated(tol, taint) => prefer += 1,
             _ => {}
@@ -190,7 +191,10 @@ mod tests {
     use podd_api::pod::NodeSelectorTerm;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
     fn taint(k: &str, v: &str, e: &str) -> Taint {
         Taint {
@@ -234,7 +238,10 @@ mod tests {
         assert!(tolerates(&tol("gpu", "", "yes", ""), &t));
         assert!(!tolerates(&tol("gpu", "Equal", "no", "NoSchedule"), &t));
         assert!(tolerates(&tol("gpu", "Exists", "", ""), &t));
-        assert!(tolerates(&tol("", "Exists", "", ""), &t), "empty key + Exists tolerates all");
+        assert!(
+            tolerates(&tol("", "Exists", "", ""), &t),
+            "empty key + Exists tolerates all"
+        );
         assert!(!tolerates(&tol("gpu", "Exists", "", "NoExecute"), &t));
         assert!(!tolerates(&tol("other", "Exists", "", ""), &t));
         assert!(!tolerates(&tol("gpu", "Bogus", "yes", ""), &t));
@@ -264,21 +271,26 @@ mod tests {
         let mut n = node();
         let mut p = PodInfo::default();
         n.ready = false;
-        assert!(matches!(static_check(&n, &p), Err(StaticReject::Taint(t)) if t.key == NOT_READY_TAINT));
+        assert!(
+            matches!(static_check(&n, &p), Err(StaticReject::Taint(t)) if t.key == NOT_READY_TAINT)
+        );
         p.tolerations = vec![tol(NOT_READY_TAINT, "Exists", "", "NoSchedule")];
         assert!(static_check(&n, &p).is_ok());
         n.ready = true;
         n.unschedulable = true;
         assert_eq!(static_check(&n, &p), Err(StaticReject::Unschedulable));
-        p.tolerations.push(tol(UNSCHEDULABLE_TAINT, "Exists", "", ""));
+        p.tolerations
+            .push(tol(UNSCHEDULABLE_TAINT, "Exists", "", ""));
         assert!(static_check(&n, &p).is_ok());
     }
 
     #[test]
     fn node_selector_filter() {
         let n = node();
-        let mut p = PodInfo::default();
-        p.node_selector = labels(&[("zone", "a")]);
+        let mut p = PodInfo {
+            node_selector: labels(&[("zone", "a")]),
+            ..Default::default()
+        };
         assert!(static_check(&n, &p).is_ok());
         p.node_selector = labels(&[("zone", "a"), ("size", "9")]);
         assert_eq!(static_check(&n, &p), Err(StaticReject::Affinity));
@@ -292,12 +304,17 @@ mod tests {
         assert!(requirement_matches(&req("zone", "NotIn", &["b"]), &l));
         assert!(requirement_matches(&req("missing", "NotIn", &["b"]), &l));
         assert!(requirement_matches(&req("zone", "Exists", &[]), &l));
-        assert!(requirement_matches(&req("missing", "DoesNotExist", &[]), &l));
+        assert!(requirement_matches(
+            &req("missing", "DoesNotExist", &[]),
+            &l
+        ));
         assert!(requirement_matches(&req("size", "Gt", &["4"]), &l));
         assert!(!requirement_matches(&req("size", "Lt", &["4"]), &l));
         assert!(!requirement_matches(&req("zone", "Gt", &["4"]), &l));
         assert!(!requirement_matches(&req("zone", "Weird", &[]), &l));
-        let term = |rs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: rs };
+        let term = |rs: Vec<NodeSelectorRequirement>| NodeSelectorTerm {
+            match_expressions: rs,
+        };
         let sel = NodeSelector {
             node_selector_terms: vec![
                 term(vec![req("zone", "In", &["b"])]),
@@ -306,17 +323,37 @@ mod tests {
         };
         assert!(affinity_matches(&sel, &l), "terms are ORed");
         let sel2 = NodeSelector {
-            node_selector_terms: vec![term(vec![req("zone", "In", &["a"]), req("x", "Exists", &[])])],
+            node_selector_terms: vec![term(vec![
+                req("zone", "In", &["a"]),
+                req("x", "Exists", &[]),
+            ])],
         };
         assert!(!affinity_matches(&sel2, &l), "expressions are ANDed");
-        assert!(!affinity_matches(&NodeSelector::default(), &l), "no terms match nothing");
-        assert!(!affinity_matches(&NodeSelector { node_selector_terms: vec![term(vec![])] }, &l));
-        let mut p = PodInfo::default();
-        p.required_affinity = Some(sel2);
+        assert!(
+            !affinity_matches(&NodeSelector::default(), &l),
+            "no terms match nothing"
+        );
+        assert!(!affinity_matches(
+            &NodeSelector {
+                node_selector_terms: vec![term(vec![])]
+            },
+            &l
+        ));
+        let p = PodInfo {
+            required_affinity: Some(sel2),
+            ..Default::default()
+        };
         assert_eq!(static_check(&node(), &p), Err(StaticReject::Affinity));
     }
 
-    fn u(alloc_cpu: u64, alloc_mem: u64, max_pods: u32, req_cpu: u64, req_mem: u64, pods: u32) -> NodeUsage {
+    fn u(
+        alloc_cpu: u64,
+        alloc_mem: u64,
+        max_pods: u32,
+        req_cpu: u64,
+        req_mem: u64,
+        pods: u32,
+    ) -> NodeUsage {
         NodeUsage {
             alloc_cpu,
             alloc_mem,
@@ -330,8 +367,14 @@ mod tests {
     #[test]
     fn resources_and_pod_count() {
         assert!(resource_reasons(&u(1000, 100, 2, 500, 50, 1), 500, 50).is_empty());
-        assert_eq!(resource_reasons(&u(1000, 100, 2, 500, 50, 1), 501, 50), vec![REASON_CPU]);
-        assert_eq!(resource_reasons(&u(1000, 100, 2, 500, 50, 1), 500, 51), vec![REASON_MEMORY]);
+        assert_eq!(
+            resource_reasons(&u(1000, 100, 2, 500, 50, 1), 501, 50),
+            vec![REASON_CPU]
+        );
+        assert_eq!(
+            resource_reasons(&u(1000, 100, 2, 500, 50, 1), 500, 51),
+            vec![REASON_MEMORY]
+        );
         assert_eq!(
             resource_reasons(&u(1000, 100, 2, 500, 50, 2), 600, 60),
             vec![REASON_TOO_MANY_PODS, REASON_CPU, REASON_MEMORY]

@@ -18,9 +18,10 @@
 //! tie-break (smallest `pod_hash XOR node_hash`) is a walk down the group's hash-sorted nodes.
 
 use crate::filters::fits;
+use crate::fxhash::FxHashMap as HashMap;
 use crate::model::{ResourceStrategy, SchedulerConfig};
 use crate::score::{NodeUsage, SCALE, shift, util};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -110,6 +111,8 @@ pub(crate) struct ClassIndex {
     pub zone_members: HashMap<u32, u32>,
     visited: Vec<u64>,
     stamp: u64,
+    /// Scratch: partitions in bound order.
+    order: Vec<(i64, u32, i64, i64)>,
 }
 
 impl ClassIndex {
@@ -123,12 +126,13 @@ impl ClassIndex {
             node_group: Vec::new(),
             parts: Vec::new(),
             part_free: Vec::new(),
-            part_by_key: HashMap::new(),
+            part_by_key: HashMap::default(),
             groups: Vec::new(),
             group_free: Vec::new(),
-            zone_members: HashMap::new(),
+            zone_members: HashMap::default(),
             visited: Vec::new(),
             stamp: 0,
+            order: Vec::new(),
         }
     }
 
@@ -149,14 +153,21 @@ impl ClassIndex {
 
     /// Puts the node (or, with `prefer == None`, takes it out of the class) in the group its
     /// current state belongs to. Cheap when nothing relevant changed.
-    pub fn set_node(&mut self, slot: u32, hash: u64, u: &NodeUsage, zone: u32, prefer: Option<u32>) {
+    pub fn set_node(
+        &mut self,
+        slot: u32,
+        hash: u64,
+        u: &NodeUsage,
+        zone: u32,
+        prefer: Option<u32>,
+    ) {
         let i = slot as usize;
         if self.prefer.len() <= i {
             self.prefer.resize(i + 1, NONE);
             self.node_group.resize(i + 1, NONE);
         }
         let Some(prefer) = prefer else {
-            self.take_out(slot);
+            self.take_out(slot, hash);
             return;
         };
         let pk = PartKey {
@@ -174,12 +185,14 @@ impl ClassIndex {
         let cur = self.node_group[i];
         if cur != NONE {
             let g = self.groups[cur as usize].as_ref().expect("live group");
-            let p = self.parts[g.part as usize].as_ref().expect("live partition");
+            let p = self.parts[g.part as usize]
+                .as_ref()
+                .expect("live partition");
             if g.key == gk && p.key == pk {
                 return;
             }
         }
-        self.take_out(slot);
+        self.take_out(slot, hash);
         self.prefer[i] = prefer;
         *self.zone_members.entry(zone).or_insert(0) += 1;
         let part = match self.part_by_key.get(&pk) {
@@ -189,7 +202,7 @@ impl ClassIndex {
                     key: pk,
                     by_a: BTreeSet::new(),
                     by_b: BTreeSet::new(),
-                    groups: HashMap::new(),
+                    groups: HashMap::default(),
                 };
                 let id = alloc(&mut self.parts, &mut self.part_free, p);
                 self.part_by_key.insert(pk, id);
@@ -224,7 +237,7 @@ impl ClassIndex {
         self.node_group[i] = gid;
     }
 
-    fn take_out(&mut self, slot: u32) {
+    fn take_out(&mut self, slot: u32, hash: u64) {
         let i = slot as usize;
         let gid = self.node_group[i];
         if gid == NONE {
@@ -234,7 +247,7 @@ impl ClassIndex {
         self.node_group[i] = NONE;
         self.prefer[i] = NONE;
         let g = self.groups[gid as usize].as_mut().expect("live group");
-        if let Some(pos) = g.nodes.iter().position(|e| e.1 == slot) {
+        if let Ok(pos) = g.nodes.binary_search(&(hash, slot)) {
             g.nodes.remove(pos);
         }
         let (part, empty, key, a, b) = (g.part, g.nodes.is_empty(), g.key, g.a, g.b);
@@ -283,7 +296,8 @@ impl ClassIndex {
             self.visited.resize(self.groups.len(), 0);
         }
         // Partitions, best upper bound first, so that later ones are pruned early.
-        let mut order: Vec<(i64, u32, i64, i64)> = Vec::with_capacity(self.parts.len());
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
         for (id, p) in self.parts.iter().enumerate() {
             let Some(p) = p else { continue };
             if !(q.zone_ok)(p.key.zone) {
@@ -303,17 +317,15 @@ impl ClassIndex {
             visited,
             ..
         } = self;
-        for (bound, pid, k, c) in order {
+        for &(bound, pid, k, c) in &order {
             if best.is_some_and(|b| bound < b.score) {
                 break;
             }
             let p = parts[pid as usize].as_ref().expect("live partition");
             let mut ia = p.by_a.iter();
             let mut ib = p.by_b.iter();
-            loop {
-                let (Some(&(va, ga)), Some(&(vb, gb))) = (ia.next(), ib.next()) else {
-                    break;
-                };
+            // Both lists hold every group: when one ends, all were seen.
+            while let (Some(&(va, ga)), Some(&(vb, gb))) = (ia.next(), ib.next()) {
                 for gid in [ga, gb] {
                     if visited[gid as usize] == stamp {
                         continue;
@@ -348,6 +360,7 @@ impl ClassIndex {
                 }
             }
         }
+        self.order = order;
     }
 
     /// Number of groups (distinct node states) in the class; for benchmarks.

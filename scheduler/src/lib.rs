@@ -8,6 +8,7 @@
 //! node a full scan would pick without scanning every node. See docs/SCHEDULER.md.
 
 mod filters;
+mod fxhash;
 mod index;
 mod model;
 mod scheduler;
@@ -18,8 +19,8 @@ pub use filters::{
     REASON_UNSCHEDULABLE, affinity_matches, requirement_matches, selector_matches, tolerates,
 };
 pub use model::{
-    DEFAULT_MAX_PODS, HOSTNAME_LABEL, NOT_READY_TAINT, NodeInfo, PodInfo, ResourceStrategy,
-    SchedulerConfig, UNSCHEDULABLE_TAINT, Unschedulable, ZONE_LABEL,
+    DEFAULT_MAX_PODS, HOSTNAME_LABEL, NOT_READY_TAINT, NodeInfo, PodInfo, Preemption,
+    ResourceStrategy, SchedulerConfig, UNSCHEDULABLE_TAINT, Unschedulable, ZONE_LABEL,
 };
 pub use scheduler::Scheduler;
 pub use score::{NodeUsage, SCALE, score_node, stable_hash, tie_key, util};

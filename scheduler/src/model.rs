@@ -73,7 +73,7 @@ impl Default for SchedulerConfig {
             topology_key: ZONE_LABEL.to_string(),
             zone_max_skew: 1,
             zone_spread_hard: false,
-            seed: 0x5eed_0f_70dd,
+            seed: 0x5eed_0f70_dd00,
             use_index: true,
             percentage_of_nodes_to_score: 100,
             max_indexed_classes: 64,
@@ -195,6 +195,15 @@ impl PodInfo {
     }
 }
 
+/// What to evict so that a pod that fits nowhere can run: see `Scheduler::plan_preemption`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preemption {
+    /// The node the pod will fit on once the victims are gone.
+    pub node: String,
+    /// Keys ("ns/name") of the lower-priority pods to delete.
+    pub victims: Vec<String>,
+}
+
 /// A pod no node can take, with Kubernetes' message and the per-reason node counts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -210,7 +219,11 @@ pub struct Unschedulable {
 }
 
 impl Unschedulable {
-    pub(crate) fn new(nodes_total: usize, reasons: BTreeMap<String, usize>, generation: u64) -> Self {
+    pub(crate) fn new(
+        nodes_total: usize,
+        reasons: BTreeMap<String, usize>,
+        generation: u64,
+    ) -> Self {
         let message = if nodes_total == 0 {
             "no nodes available to schedule pods".to_string()
         } else {

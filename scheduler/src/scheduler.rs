@@ -6,12 +6,13 @@ use crate::filters::{
     REASON_PORTS, REASON_SPREAD, REASON_SPREAD_LABEL, fits, ports_free, resource_reasons,
     static_check,
 };
+use crate::fxhash::FxHashMap as HashMap;
 use crate::index::{Candidate, ClassIndex, Query};
-use crate::model::{NodeInfo, PodInfo, SchedulerConfig, Unschedulable};
+use crate::model::{NodeInfo, PodInfo, Preemption, SchedulerConfig, Unschedulable};
 use crate::score::{NodeUsage, penalties, score_node, stable_hash, util};
 use podd_api::Toleration;
 use podd_api::pod::NodeSelector;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Nodes with no value for the topology label.
 const NO_ZONE: u32 = u32::MAX;
@@ -33,6 +34,8 @@ struct NodeTable {
 
 #[derive(Debug, Clone)]
 struct PodRec {
+    key: String,
+    priority: i32,
     node: String,
     slot: Option<u32>,
     cpu: u64,
@@ -100,17 +103,17 @@ impl Scheduler {
             cfg: config,
             generation: 0,
             nodes: NodeTable::default(),
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             live_nodes: 0,
             pods: Vec::new(),
             pod_free: Vec::new(),
-            pod_ids: HashMap::new(),
-            orphans: HashMap::new(),
+            pod_ids: HashMap::default(),
+            orphans: HashMap::default(),
             groups: Vec::new(),
             group_free: Vec::new(),
-            group_ids: HashMap::new(),
-            zone_ids: HashMap::new(),
-            labels: HashMap::new(),
+            group_ids: HashMap::default(),
+            zone_ids: HashMap::default(),
+            labels: HashMap::default(),
             classes: Vec::new(),
             clock: 0,
             excluded: Vec::new(),
@@ -344,12 +347,14 @@ impl Scheduler {
     }
 
     /// Records a pod and accounts it on its node (or as waiting for the node).
-    fn record(&mut self, pod: &PodInfo, node: &str) {
+    fn record(&mut self, pod: &PodInfo, node: &str, known_slot: Option<u32>) {
         let group = pod.spread_group.as_deref().map(|g| self.group_id(g));
         if let Some(g) = group {
             self.groups[g as usize].members += 1;
         }
         let rec = PodRec {
+            key: pod.key.clone(),
+            priority: pod.priority,
             node: node.to_string(),
             slot: None,
             cpu: pod.cpu_millis,
@@ -368,8 +373,8 @@ impl Scheduler {
             }
         };
         self.pod_ids.insert(pod.key.clone(), id);
-        match self.by_name.get(node) {
-            Some(&slot) => {
+        match known_slot.or_else(|| self.by_name.get(node).copied()) {
+            Some(slot) => {
                 self.account(id, slot);
                 self.refresh_classes(slot, false);
             }
@@ -427,6 +432,7 @@ impl Scheduler {
                 && p.cpu == pod.cpu_millis
                 && p.mem == pod.memory
                 && p.ports == pod.host_ports
+                && p.priority == pod.priority
                 && same_group
             {
                 return;
@@ -434,7 +440,7 @@ impl Scheduler {
             self.forget_pod(&pod.key);
         }
         self.generation += 1;
-        self.record(pod, node);
+        self.record(pod, node, None);
     }
 
     /// Forgets a pod (deleted or finished), freeing what it held on its node.
@@ -503,7 +509,7 @@ impl Scheduler {
             Some(slot) => {
                 let name = self.nodes.info[slot as usize].name.clone();
                 self.generation += 1;
-                self.record(pod, &name);
+                self.record(pod, &name, Some(slot));
                 Ok(name)
             }
             None => Err(self.diagnose(pod)),
@@ -520,7 +526,9 @@ impl Scheduler {
         for i in order {
             out[i] = Some(self.schedule(&pods[i]));
         }
-        out.into_iter().map(|r| r.expect("every pod placed")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every pod placed"))
+            .collect()
     }
 
     /// The best node for the pod, without accounting it.
@@ -530,7 +538,9 @@ impl Scheduler {
             .spread_group
             .as_deref()
             .and_then(|g| self.group_ids.get(g).copied());
+        // The index needs a non-negative balance weight (it rewrites w*|x| as max(w*x, -w*x)).
         if !self.cfg.use_index
+            || self.cfg.balanced_weight < 0
             || !pod.host_ports.is_empty()
             || self.cfg.percentage_of_nodes_to_score < 100
         {
@@ -622,8 +632,7 @@ impl Scheduler {
         if !self.cfg.zone_spread_hard || group.is_none() {
             return true;
         }
-        zone != NO_ZONE
-            && self.zone_replicas(group, zone) + 1 <= min + self.cfg.zone_max_skew
+        zone != NO_ZONE && self.zone_replicas(group, zone) < min + self.cfg.zone_max_skew
     }
 
     /// Scores every candidate that passes every filter (the reference path). `sample`
@@ -640,7 +649,11 @@ impl Scheduler {
         let statics: Vec<(u32, u32)> = slots
             .iter()
             .filter(|s| t.alive[**s as usize])
-            .filter_map(|s| static_check(&t.info[*s as usize], pod).ok().map(|p| (*s, p)))
+            .filter_map(|s| {
+                static_check(&t.info[*s as usize], pod)
+                    .ok()
+                    .map(|p| (*s, p))
+            })
             .collect();
         let min_zone = self.min_zone_count(group, statics.iter().map(|(s, _)| t.zone[*s as usize]));
         let pct = usize::from(self.cfg.percentage_of_nodes_to_score.clamp(1, 100));
@@ -706,7 +719,11 @@ impl Scheduler {
             return i;
         }
         if self.classes.len() >= self.cfg.max_indexed_classes.max(1)
-            && let Some((lru, _)) = self.classes.iter().enumerate().min_by_key(|(_, c)| c.last_used)
+            && let Some((lru, _)) = self
+                .classes
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.last_used)
         {
             self.classes.swap_remove(lru);
         }
@@ -843,6 +860,107 @@ impl Scheduler {
         Unschedulable::new(self.live_nodes, reasons, self.generation)
     }
 
+    // ---- preemption ----
+
+    /// Kubernetes-style preemption for a pod that does not fit anywhere: the node where
+    /// evicting pods of lower priority makes room, and the fewest such pods. Nothing is
+    /// changed: the caller deletes the victims, and the pod is scheduled normally once
+    /// `cluster_generation()` moves. Per node, every lower-priority pod is removed, the pod must
+    /// then pass every filter, and removed pods are given back (highest priority first) while
+    /// it still fits. Among nodes, the lowest highest-victim priority wins, then the smallest
+    /// sum of victim priorities, then the fewest victims, then the tie key.
+    pub fn plan_preemption(&self, pod: &PodInfo) -> Option<Preemption> {
+        let t = &self.nodes;
+        let group = pod
+            .spread_group
+            .as_deref()
+            .and_then(|g| self.group_ids.get(g).copied());
+        let statics: Vec<usize> = (0..t.alive.len())
+            .filter(|i| t.alive[*i] && static_check(&t.info[*i], pod).is_ok())
+            .collect();
+        let min_zone = self.min_zone_count(group, statics.iter().map(|i| t.zone[*i]));
+        let pod_hash = stable_hash(self.cfg.seed, &pod.key);
+        // (max victim priority, sum of priorities, victims, tie, slot): smaller is better.
+        type Rank = (i64, i64, usize, u64, usize);
+        let mut best: Option<(Rank, Vec<u32>)> = None;
+        for i in statics {
+            if !self.zone_allowed(group, t.zone[i], min_zone) {
+                continue;
+            }
+            let mut lower: Vec<(i32, &str, u32)> = t.pods[i]
+                .iter()
+                .filter_map(|id| self.pods[*id as usize].as_ref().map(|p| (p, *id)))
+                .filter(|(p, _)| p.priority < pod.priority)
+                .map(|(p, id)| (p.priority, p.key.as_str(), id))
+                .collect();
+            if lower.is_empty() {
+                continue;
+            }
+            let mut usage = t.usage[i];
+            let mut ports = t.ports[i].clone();
+            let take = |usage: &mut NodeUsage, ports: &mut Vec<(u16, u32)>, id: u32, sign: i8| {
+                let p = self.pods[id as usize].as_ref().expect("bound pod");
+                if sign < 0 {
+                    usage.req_cpu = usage.req_cpu.saturating_sub(p.cpu);
+                    usage.req_mem = usage.req_mem.saturating_sub(p.mem);
+                    usage.pods = usage.pods.saturating_sub(1);
+                } else {
+                    usage.req_cpu += p.cpu;
+                    usage.req_mem += p.mem;
+                    usage.pods += 1;
+                }
+                for port in &p.ports {
+                    match ports.binary_search_by_key(port, |(q, _)| *q) {
+                        Ok(pos) if sign < 0 => {
+                            ports[pos].1 -= 1;
+                            if ports[pos].1 == 0 {
+                                ports.remove(pos);
+                            }
+                        }
+                        Ok(pos) => ports[pos].1 += 1,
+                        Err(pos) if sign > 0 => ports.insert(pos, (*port, 1)),
+                        Err(_) => {}
+                    }
+                }
+            };
+            for (_, _, id) in &lower {
+                take(&mut usage, &mut ports, *id, -1);
+            }
+            if !fits(&usage, pod.cpu_millis, pod.memory) || !ports_free(&ports, &pod.host_ports) {
+                continue;
+            }
+            // Give back the most important pods first; whatever no longer fits is a victim.
+            lower.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            let mut victims = Vec::new();
+            let mut max_p = i64::MIN;
+            let mut sum_p = 0i64;
+            for (prio, _, id) in &lower {
+                let (mut u2, mut p2) = (usage, ports.clone());
+                take(&mut u2, &mut p2, *id, 1);
+                if fits(&u2, pod.cpu_millis, pod.memory) && ports_free(&p2, &pod.host_ports) {
+                    usage = u2;
+                    ports = p2;
+                } else {
+                    victims.push(*id);
+                    max_p = max_p.max(i64::from(*prio));
+                    sum_p += i64::from(*prio);
+                }
+            }
+            let key = (max_p, sum_p, victims.len(), pod_hash ^ t.hash[i], i);
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, victims));
+            }
+        }
+        let ((_, _, _, _, slot), victims) = best?;
+        Some(Preemption {
+            node: t.info[slot].name.clone(),
+            victims: victims
+                .iter()
+                .filter_map(|id| self.pods[*id as usize].as_ref().map(|p| p.key.clone()))
+                .collect(),
+        })
+    }
+
     // ---- scale down ----
 
     /// Which `count` of these bound pods (one spread group) to delete so that the replicas
@@ -872,8 +990,8 @@ impl Scheduler {
             }
             out.push(k.clone());
         }
-        let mut zone_n: HashMap<u32, u32> = HashMap::new();
-        let mut node_n: HashMap<u32, u32> = HashMap::new();
+        let mut zone_n: HashMap<u32, u32> = HashMap::default();
+        let mut node_n: HashMap<u32, u32> = HashMap::default();
         for (_, slot, zone) in &bound {
             *zone_n.entry(*zone).or_insert(0) += 1;
             *node_n.entry(*slot).or_insert(0) += 1;

@@ -64,7 +64,12 @@ pub fn resource_score(cfg: &SchedulerConfig, qc: i64, qm: i64, pc: i64, pm: i64)
 
 /// Penalties that do not depend on resources.
 #[inline]
-pub fn penalties(cfg: &SchedulerConfig, node_replicas: u32, zone_replicas: u32, prefer: u32) -> i64 {
+pub fn penalties(
+    cfg: &SchedulerConfig,
+    node_replicas: u32,
+    zone_replicas: u32,
+    prefer: u32,
+) -> i64 {
     SCALE
         * (cfg.node_spread_weight * i64::from(node_replicas)
             + cfg.zone_spread_weight * i64::from(zone_replicas)
@@ -164,8 +169,14 @@ mod tests {
     fn spread_and_taint_penalties() {
         let cfg = SchedulerConfig::default();
         let base = score_node(&cfg, &usage(0, 0), 1, 1, 0, 0, 0);
-        assert_eq!(score_node(&cfg, &usage(0, 0), 1, 1, 1, 0, 0), base - 2 * SCALE);
-        assert_eq!(score_node(&cfg, &usage(0, 0), 1, 1, 0, 3, 0), base - 6 * SCALE);
+        assert_eq!(
+            score_node(&cfg, &usage(0, 0), 1, 1, 1, 0, 0),
+            base - 2 * SCALE
+        );
+        assert_eq!(
+            score_node(&cfg, &usage(0, 0), 1, 1, 0, 3, 0),
+            base - 6 * SCALE
+        );
         assert_eq!(score_node(&cfg, &usage(0, 0), 1, 1, 0, 0, 1), base - SCALE);
     }
 

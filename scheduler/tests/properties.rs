@@ -97,15 +97,17 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.3),
         prop::option::weighted(0.6, 0u8..3),
     )
-        .prop_map(|(cpu, mem, port, selector, affinity, tolerate, group)| PodSpec {
-            cpu,
-            mem,
-            port,
-            selector,
-            affinity,
-            tolerate,
-            group,
-        });
+        .prop_map(
+            |(cpu, mem, port, selector, affinity, tolerate, group)| PodSpec {
+                cpu,
+                mem,
+                port,
+                selector,
+                affinity,
+                tolerate,
+                group,
+            },
+        );
     prop_oneof![
         2 => (0u8..10, 0u8..16).prop_map(|(node, variant)| Op::Upsert { node, variant }),
         1 => (0u8..10).prop_map(|node| Op::Remove { node }),
@@ -115,7 +117,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
-    (any::<bool>(), any::<bool>(), 0i64..3, 0i64..3, 0i64..4, 0i64..4, any::<u64>())
+    (
+        any::<bool>(),
+        any::<bool>(),
+        0i64..3,
+        0i64..3,
+        0i64..4,
+        0i64..4,
+        any::<u64>(),
+    )
         .prop_map(|(most, hard, wr, wb, wn, wz, seed)| SchedulerConfig {
             strategy: if most {
                 ResourceStrategy::MostAllocated
@@ -179,7 +189,9 @@ impl Model {
         let Some(g) = group else { return 0 };
         self.pods
             .values()
-            .filter(|(p, n)| p.spread_group.as_ref() == Some(g) && self.nodes.contains_key(n) && on(n))
+            .filter(|(p, n)| {
+                p.spread_group.as_ref() == Some(g) && self.nodes.contains_key(n) && on(n)
+            })
             .count() as u32
     }
 
@@ -191,13 +203,16 @@ impl Model {
             .filter_map(|(name, n)| static_check(n, pod).ok().map(|p| (name, p)))
             .collect();
         let hard = cfg.zone_spread_hard && pod.spread_group.is_some();
-        let eligible: BTreeSet<&String> = statics.iter().filter_map(|(n, _)| self.zone(n)).collect();
+        let eligible: BTreeSet<&String> =
+            statics.iter().filter_map(|(n, _)| self.zone(n)).collect();
         let zone_count = |z: &String| self.replicas(&pod.spread_group, |n| self.zone(n) == Some(z));
         let min_zone = eligible.iter().map(|z| zone_count(z)).min().unwrap_or(0);
         let mut best: Option<(i64, u64, &String)> = None;
         for (name, prefer) in statics {
             let u = self.usage(name);
-            if !fits(&u, pod.cpu_millis, pod.memory) || !ports_free(&self.ports(name), &pod.host_ports) {
+            if !fits(&u, pod.cpu_millis, pod.memory)
+                || !ports_free(&self.ports(name), &pod.host_ports)
+            {
                 continue;
             }
             let zc = match self.zone(name) {
@@ -292,6 +307,62 @@ proptest! {
                 prop_assert!(model.ports(name).iter().all(|(_, n)| *n == 1), "host port clash on {}", name);
             }
             prop_assert_eq!(indexed.cluster_generation(), scanned.cluster_generation());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Preemption plans evict only lower-priority pods, and after they are gone the pod is
+    /// schedulable.
+    #[test]
+    fn preemption_plans_make_room_with_lower_priority_victims(
+        fill in prop::collection::vec((prop::sample::select(vec![250u64, 500, 1000, 2000]), -5i32..5, 0u8..6, prop::option::of(80u16..82)), 1..60),
+        want_cpu in prop::sample::select(vec![250u64, 1000, 2000, 4000]),
+        want_port in prop::option::of(80u16..82),
+        prio in -5i32..10,
+    ) {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        for i in 0..6u8 {
+            s.upsert_node(node_info(i, 0));
+        }
+        let mut prios = BTreeMap::new();
+        for (k, (cpu, p, at, port)) in fill.iter().enumerate() {
+            let mut pod = pod(&format!("default/f{k}"), *cpu, 0);
+            pod.priority = *p;
+            pod.host_ports = port.iter().copied().collect();
+            // Bind as the store says, even where it would not fit: preemption must cope.
+            s.assume_bound(&pod, &format!("n{at}"));
+            prios.insert(pod.key.clone(), *p);
+        }
+        let mut want = pod("default/want", want_cpu, 0);
+        want.priority = prio;
+        want.host_ports = want_port.iter().copied().collect();
+        if s.clone().schedule(&want).is_ok() {
+            return Ok(());
+        }
+        // Some node has room once every lower-priority pod is gone <=> there is a plan.
+        let possible = (0..6u8).any(|i| {
+            let info = node_info(i, 0);
+            let kept: Vec<_> = fill.iter().filter(|f| f.2 == i && f.1 >= prio).collect();
+            let cpu: u64 = kept.iter().map(|f| f.0).sum();
+            let ports_clash = want_port.is_some() && kept.iter().any(|f| f.3 == want_port);
+            cpu + want_cpu <= info.allocatable_cpu_millis
+                && (kept.len() as u32) < info.max_pods
+                && !ports_clash
+        });
+        let plan = s.plan_preemption(&want);
+        prop_assert_eq!(plan.is_some(), possible);
+        if let Some(plan) = plan {
+            prop_assert!(!plan.victims.is_empty());
+            for v in &plan.victims {
+                prop_assert!(prios[v] < prio, "victim {} has priority {} >= {}", v, prios[v], prio);
+                prop_assert_eq!(s.pod_node(v), Some(plan.node.as_str()));
+                s.forget_pod(v);
+            }
+            // Only the planned node gained room, so that is where the pod now lands.
+            prop_assert_eq!(s.schedule(&want).ok(), Some(plan.node.clone()));
         }
     }
 }

@@ -9,7 +9,11 @@ use podd_scheduler::{
 };
 use std::collections::BTreeMap;
 
-fn count_by<'a>(s: &Scheduler, keys: impl Iterator<Item = &'a String>, f: impl Fn(&str) -> String) -> BTreeMap<String, usize> {
+fn count_by<'a>(
+    s: &Scheduler,
+    keys: impl Iterator<Item = &'a String>,
+    f: impl Fn(&str) -> String,
+) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for k in keys {
         *m.entry(f(s.pod_node(k).unwrap())).or_insert(0) += 1;
@@ -48,9 +52,16 @@ fn thirty_replicas_over_three_zones_land_ten_ten_ten_and_even_within_zones() {
             drop(keys);
             let keys: Vec<String> = (0..30).map(|i| format!("default/web-{i}")).collect();
             let zones = count_by(&s, keys.iter(), zone_of);
-            assert_eq!(zones.values().copied().collect::<Vec<_>>(), vec![10, 10, 10], "hard={hard}");
+            assert_eq!(
+                zones.values().copied().collect::<Vec<_>>(),
+                vec![10, 10, 10],
+                "hard={hard}"
+            );
             let nodes = count_by(&s, keys.iter(), |n| n.to_string());
-            assert!(nodes.values().all(|c| *c == 2), "nodes within a zone are balanced: {nodes:?}");
+            assert!(
+                nodes.values().all(|c| *c == 2),
+                "nodes within a zone are balanced: {nodes:?}"
+            );
         }
     }
 }
@@ -71,7 +82,11 @@ fn scale_down_keeps_spread_even() {
     for v in &victims {
         s.forget_pod(v);
     }
-    let left: Vec<String> = keys.iter().filter(|k| !victims.contains(k)).cloned().collect();
+    let left: Vec<String> = keys
+        .iter()
+        .filter(|k| !victims.contains(k))
+        .cloned()
+        .collect();
     let zones = count_by(&s, left.iter(), zone_of);
     assert_eq!(zones.values().copied().collect::<Vec<_>>(), vec![7, 7, 7]);
     let nodes = count_by(&s, left.iter(), |n| n.to_string());
@@ -82,9 +97,11 @@ fn scale_down_keeps_spread_even() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     three_zones(&mut s, 2);
     let mut keys = Vec::new();
-    for (i, node) in ["a-0", "a-0", "a-0", "a-0", "a-1", "a-1", "b-0", "b-1", "b-1", "c-0", "c-0", "c-1"]
-        .iter()
-        .enumerate()
+    for (i, node) in [
+        "a-0", "a-0", "a-0", "a-0", "a-1", "a-1", "b-0", "b-1", "b-1", "c-0", "c-0", "c-1",
+    ]
+    .iter()
+    .enumerate()
     {
         let p = replica("api", i, 10, 1 << 20);
         s.assume_bound(&p, node);
@@ -92,12 +109,22 @@ fn scale_down_keeps_spread_even() {
     }
     let victims = s.choose_scale_down(&keys, 3);
     let nodes: Vec<&str> = victims.iter().map(|v| s.pod_node(v).unwrap()).collect();
-    assert_eq!(nodes.iter().filter(|n| n.starts_with("a-")).count(), 3, "zone a 6 -> 3: {nodes:?}");
-    assert!(nodes.iter().filter(|n| **n == "a-0").count() >= 2, "a-0 held 4 of 6: {nodes:?}");
+    assert_eq!(
+        nodes.iter().filter(|n| n.starts_with("a-")).count(),
+        3,
+        "zone a 6 -> 3: {nodes:?}"
+    );
+    assert!(
+        nodes.iter().filter(|n| **n == "a-0").count() >= 2,
+        "a-0 held 4 of 6: {nodes:?}"
+    );
     // Unknown or unbound pods go first.
     let mut with_unknown = keys.clone();
     with_unknown.push("default/not-bound".into());
-    assert_eq!(s.choose_scale_down(&with_unknown, 1), vec!["default/not-bound".to_string()]);
+    assert_eq!(
+        s.choose_scale_down(&with_unknown, 1),
+        vec!["default/not-bound".to_string()]
+    );
     assert!(s.choose_scale_down(&keys, 100).len() == keys.len());
 }
 
@@ -120,7 +147,11 @@ fn unschedulable_message_in_kubernetes_form() {
     );
     assert_eq!(err.nodes_total, 5);
     assert_eq!(err.generation, gen_before);
-    assert_eq!(s.cluster_generation(), gen_before, "a failed attempt changes nothing");
+    assert_eq!(
+        s.cluster_generation(),
+        gen_before,
+        "a failed attempt changes nothing"
+    );
 
     // Memory, pod count, ports, unschedulable, affinity and not-ready reasons.
     let mut s = Scheduler::new(SchedulerConfig::default());
@@ -159,9 +190,17 @@ fn unschedulable_message_in_kubernetes_form() {
     let mut p2 = pod("default/q", 1, 1);
     p2.node_selector.insert("disk".into(), "hdd".into());
     let err = s.schedule(&p2).unwrap_err();
-    assert!(err.message.contains("3 node(s) didn't match Pod's node affinity/selector"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("3 node(s) didn't match Pod's node affinity/selector"),
+        "{}",
+        err.message
+    );
     assert_eq!(
-        Scheduler::new(SchedulerConfig::default()).schedule(&p2).unwrap_err().message,
+        Scheduler::new(SchedulerConfig::default())
+            .schedule(&p2)
+            .unwrap_err()
+            .message,
         "no nodes available to schedule pods"
     );
 }
@@ -174,25 +213,40 @@ fn cluster_generation_changes_only_when_the_cluster_changes() {
     let g1 = s.cluster_generation();
     assert_ne!(g0, g1);
     s.upsert_node(node("n1", 1000, GI));
-    assert_eq!(s.cluster_generation(), g1, "an identical update is no change");
+    assert_eq!(
+        s.cluster_generation(),
+        g1,
+        "an identical update is no change"
+    );
     s.remove_node("nope");
     s.forget_pod("default/nope");
     assert_eq!(s.cluster_generation(), g1);
     let err = s.schedule(&pod("default/huge", 5000, GI)).unwrap_err();
     assert_eq!(err.generation, g1);
-    assert_eq!(s.cluster_generation(), g1, "retrying now would be a busy loop");
+    assert_eq!(
+        s.cluster_generation(),
+        g1,
+        "retrying now would be a busy loop"
+    );
     s.schedule(&pod("default/ok", 100, 1)).unwrap();
     let g2 = s.cluster_generation();
     assert_ne!(g2, g1, "a binding is a change");
     s.assume_bound(&pod("default/ok", 100, 1), "n1");
-    assert_eq!(s.cluster_generation(), g2, "re-assuming the same binding is no change");
+    assert_eq!(
+        s.cluster_generation(),
+        g2,
+        "re-assuming the same binding is no change"
+    );
     s.forget_pod("default/ok");
     let g3 = s.cluster_generation();
     assert_ne!(g3, g2);
     s.upsert_node(node("n1", 8000, GI));
     let g4 = s.cluster_generation();
     assert_ne!(g4, g3);
-    assert!(s.schedule(&pod("default/huge", 5000, GI)).is_ok(), "the retry now fits");
+    assert!(
+        s.schedule(&pod("default/huge", 5000, GI)).is_ok(),
+        "the retry now fits"
+    );
     s.remove_node("n1");
     assert_ne!(s.cluster_generation(), g4);
 }
@@ -204,7 +258,12 @@ fn batch_places_like_one_at_a_time() {
     let mut b = a.clone();
     let pods: Vec<PodInfo> = (0..1000)
         .map(|i| {
-            let mut p = replica(&format!("app{}", i % 7), i, 50 + (i as u64 % 5) * 40, (64 + (i as u64 % 3) * 64) << 20);
+            let mut p = replica(
+                &format!("app{}", i % 7),
+                i,
+                50 + (i as u64 % 5) * 40,
+                (64 + (i as u64 % 3) * 64) << 20,
+            );
             p.priority = (i % 3) as i32;
             p
         })
@@ -237,7 +296,10 @@ fn equal_nodes_share_ties_without_hot_spotting() {
     assert!(counts.values().all(|c| *c < 200), "{counts:?}");
     // Different seeds give different, still reproducible, orders.
     let place = |seed| {
-        let mut s = Scheduler::new(SchedulerConfig { seed, ..Default::default() });
+        let mut s = Scheduler::new(SchedulerConfig {
+            seed,
+            ..Default::default()
+        });
         for i in 0..10 {
             s.upsert_node(node(&format!("n{i}"), 4000, 16 * GI));
         }
@@ -268,8 +330,14 @@ fn least_allocated_spreads_and_most_allocated_packs() {
     }
     let mut first = None;
     for i in 0..8 {
-        let n = s.schedule(&pod(&format!("default/p{i}"), 500, 2 * GI)).unwrap();
-        assert_eq!(*first.get_or_insert(n.clone()), n, "packs one node until it is full");
+        let n = s
+            .schedule(&pod(&format!("default/p{i}"), 500, 2 * GI))
+            .unwrap();
+        assert_eq!(
+            *first.get_or_insert(n.clone()),
+            n,
+            "packs one node until it is full"
+        );
     }
     let ninth = s.schedule(&pod("default/p8", 500, 2 * GI)).unwrap();
     assert_ne!(Some(ninth), first);
@@ -282,15 +350,26 @@ fn balanced_allocation_pairs_cpu_heavy_with_memory_heavy() {
     s.upsert_node(node("mem-used", 4000, 16 * GI));
     s.assume_bound(&pod("default/c", 2000, 0), "cpu-used");
     s.assume_bound(&pod("default/m", 0, 8 * GI), "mem-used");
-    assert_eq!(s.schedule(&pod("default/cpu-heavy", 2000, 0)).unwrap(), "mem-used");
-    assert_eq!(s.schedule(&pod("default/mem-heavy", 0, 8 * GI)).unwrap(), "cpu-used");
+    assert_eq!(
+        s.schedule(&pod("default/cpu-heavy", 2000, 0)).unwrap(),
+        "mem-used"
+    );
+    assert_eq!(
+        s.schedule(&pod("default/mem-heavy", 0, 8 * GI)).unwrap(),
+        "cpu-used"
+    );
 }
 
 #[test]
 fn selectors_affinity_and_tolerations_place_correctly() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     for i in 0..20 {
-        let mut n = zoned(&format!("n{i}"), if i < 10 { "a" } else { "b" }, 4000, 8 * GI);
+        let mut n = zoned(
+            &format!("n{i}"),
+            if i < 10 { "a" } else { "b" },
+            4000,
+            8 * GI,
+        );
         if i % 5 == 0 {
             n.taints = vec![taint("dedicated", "db", "NoSchedule")];
             n.labels.insert("role".into(), "db".into());
@@ -298,9 +377,11 @@ fn selectors_affinity_and_tolerations_place_correctly() {
         s.upsert_node(n);
     }
     for i in 0..50 {
-        let n = s.schedule(&pod(&format!("default/free{i}"), 10, 1)).unwrap();
+        let n = s
+            .schedule(&pod(&format!("default/free{i}"), 10, 1))
+            .unwrap();
         let idx: usize = n[1..].parse().unwrap();
-        assert!(idx % 5 != 0, "untolerated taint respected");
+        assert!(!idx.is_multiple_of(5), "untolerated taint respected");
     }
     let mut db = pod("default/db", 10, 1);
     db.tolerations = vec![toleration("dedicated", "db")];
@@ -324,7 +405,7 @@ fn selectors_affinity_and_tolerations_place_correctly() {
         aff.key = format!("default/aff{i}");
         let n = s.schedule(&aff).unwrap();
         let idx: usize = n[1..].parse().unwrap();
-        assert!(idx >= 10 && idx % 5 != 0, "{n}");
+        assert!(idx >= 10 && !idx.is_multiple_of(5), "{n}");
     }
 }
 
@@ -338,7 +419,8 @@ fn daemonset_like_pods_land_on_their_node_even_when_not_ready() {
     }
     for i in 0..300 {
         let mut p = pod(&format!("kube-system/ds-{i}"), 50, 64 << 20);
-        p.node_selector.insert("kubernetes.io/hostname".into(), format!("node-{i}"));
+        p.node_selector
+            .insert("kubernetes.io/hostname".into(), format!("node-{i}"));
         p.tolerations = vec![podd_api::Toleration {
             key: NOT_READY_TAINT.into(),
             operator: "Exists".into(),
@@ -357,7 +439,11 @@ fn pods_bound_before_their_node_is_known_count_when_it_arrives() {
     assert!(s.schedule(&pod("default/p", 1000, 1)).is_err());
     s.remove_node("late");
     s.upsert_node(node("late", 2000, 4 * GI));
-    assert_eq!(s.node_usage("late").unwrap().req_cpu, 1500, "still counted after a re-add");
+    assert_eq!(
+        s.node_usage("late").unwrap().req_cpu,
+        1500,
+        "still counted after a re-add"
+    );
     s.forget_pod("default/early");
     assert_eq!(s.node_usage("late").unwrap().req_cpu, 0);
     assert!(s.schedule(&pod("default/p", 1000, 1)).is_ok());
@@ -403,7 +489,10 @@ fn node_and_pod_conversions() {
     .unwrap();
     let p = PodInfo::from_pod(&pod);
     assert_eq!(p.key, "shop/web-1");
-    assert_eq!(p.cpu_millis, 2000, "the init container is larger than the sum");
+    assert_eq!(
+        p.cpu_millis, 2000,
+        "the init container is larger than the sum"
+    );
     assert_eq!(p.memory, (64 << 20) + GI);
     assert_eq!(p.host_ports, vec![8080]);
     assert_eq!(p.spread_group.as_deref(), Some("rs-uid"));
@@ -430,4 +519,49 @@ fn node_changes_move_nodes_between_classes_and_zones() {
     assert_eq!(s.schedule(&replica("g", 2, 100, 1)).unwrap(), "n2");
     s.remove_node("n2");
     assert!(s.schedule(&replica("g", 3, 100, 1)).is_err());
+}
+
+#[test]
+fn preemption_evicts_the_fewest_lowest_priority_pods() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_node(node("n1", 4000, 16 * GI));
+    s.upsert_node(node("n2", 4000, 16 * GI));
+    let bind = |s: &mut Scheduler, key: &str, cpu, prio, node: &str| {
+        let mut p = pod(key, cpu, GI);
+        p.priority = prio;
+        s.assume_bound(&p, node);
+    };
+    // n1: two priority-10 pods; n2: one priority-5 pod and one priority-1 pod.
+    bind(&mut s, "default/a", 2000, 10, "n1");
+    bind(&mut s, "default/b", 2000, 10, "n1");
+    bind(&mut s, "default/c", 3000, 5, "n2");
+    bind(&mut s, "default/d", 1000, 1, "n2");
+    let mut urgent = pod("default/urgent", 1000, GI);
+    urgent.priority = 100;
+    assert!(s.clone().schedule(&urgent).is_err());
+    let before = s.cluster_generation();
+    let plan = s.plan_preemption(&urgent).unwrap();
+    assert_eq!(s.cluster_generation(), before, "planning changes nothing");
+    // Evicting d (priority 1) alone makes room on n2: the lowest victim priority wins, and c
+    // is given back.
+    assert_eq!(plan.node, "n2");
+    assert_eq!(plan.victims, vec!["default/d".to_string()]);
+    for v in &plan.victims {
+        s.forget_pod(v);
+    }
+    assert_eq!(s.schedule(&urgent).unwrap(), "n2");
+
+    // A pod of equal or lower priority preempts nothing.
+    let mut peer = pod("default/peer", 1000, GI);
+    peer.priority = 1;
+    assert!(s.plan_preemption(&peer).is_none());
+    // Needing more than one victim: all of n2's lower pods go only if needed.
+    let mut huge = pod("default/huge", 4000, GI);
+    huge.priority = 50;
+    let plan = s.plan_preemption(&huge).unwrap();
+    assert_eq!(
+        plan.node, "n1",
+        "priority-10 victims beat evicting the priority-100 pod"
+    );
+    assert_eq!(plan.victims.len(), 2);
 }

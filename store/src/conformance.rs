@@ -49,7 +49,11 @@ pub async fn crud(store: Arc<dyn Store>, prefix: &str) {
     let r1 = store.create(&k, b"one".to_vec()).await.unwrap();
     assert_eq!(r1, base + 1, "the first write gets the next revision");
     assert_eq!(store.revision().await.unwrap(), r1);
-    let kv = store.get(&k).await.unwrap().expect("created key is readable");
+    let kv = store
+        .get(&k)
+        .await
+        .unwrap()
+        .expect("created key is readable");
     assert_eq!(
         kv,
         KeyValue {
@@ -83,7 +87,10 @@ pub async fn crud(store: Arc<dyn Store>, prefix: &str) {
     // Empty values and binary values round-trip.
     let bin = key(prefix, "bin");
     store.create(&bin, vec![]).await.unwrap();
-    assert_eq!(store.get(&bin).await.unwrap().unwrap().value, Vec::<u8>::new());
+    assert_eq!(
+        store.get(&bin).await.unwrap().unwrap().value,
+        Vec::<u8>::new()
+    );
     let bytes: Vec<u8> = (0..=255u8).collect();
     store.update(&bin, bytes.clone(), None).await.unwrap();
     assert_eq!(store.get(&bin).await.unwrap().unwrap().value, bytes);
@@ -101,12 +108,18 @@ pub async fn exists_and_not_found(store: Arc<dyn Store>, prefix: &str) {
     assert_eq!(store.get(&k).await.unwrap().unwrap().value, b"1");
 
     let missing = key(prefix, "missing");
-    let err = store.update(&missing, b"v".to_vec(), None).await.unwrap_err();
+    let err = store
+        .update(&missing, b"v".to_vec(), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::NotFound { key } if *key == missing),
         "got {err:?}"
     );
-    let err = store.update(&missing, b"v".to_vec(), Some(r)).await.unwrap_err();
+    let err = store
+        .update(&missing, b"v".to_vec(), Some(r))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "got {err:?}");
     let err = store.delete(&missing, None).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "got {err:?}");
@@ -126,7 +139,10 @@ pub async fn conflicts(store: Arc<dyn Store>, prefix: &str) {
     let k = key(prefix, "c");
     let r1 = store.create(&k, b"0".to_vec()).await.unwrap();
     let r2 = store.update(&k, b"1".to_vec(), Some(r1)).await.unwrap();
-    let err = store.update(&k, b"stale".to_vec(), Some(r1)).await.unwrap_err();
+    let err = store
+        .update(&k, b"stale".to_vec(), Some(r1))
+        .await
+        .unwrap_err();
     match err {
         StoreError::Conflict {
             key,
@@ -158,7 +174,11 @@ pub async fn conflicts(store: Arc<dyn Store>, prefix: &str) {
                     let kv = store.get(&counter).await.unwrap().unwrap();
                     let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
                     match store
-                        .update(&counter, (n + 1).to_string().into_bytes(), Some(kv.mod_revision))
+                        .update(
+                            &counter,
+                            (n + 1).to_string().into_bytes(),
+                            Some(kv.mod_revision),
+                        )
                         .await
                     {
                         Ok(_) => break,
@@ -191,8 +211,17 @@ pub async fn list(store: Arc<dyn Store>, prefix: &str) {
     assert!(empty.items.is_empty());
     assert_eq!(empty.revision, store.revision().await.unwrap());
 
-    for name in ["pods/ns1/b", "pods/ns1/a", "pods/ns2/a", "pods/ns10/z", "podsx/ns1/a"] {
-        store.create(&key(prefix, name), name.as_bytes().to_vec()).await.unwrap();
+    for name in [
+        "pods/ns1/b",
+        "pods/ns1/a",
+        "pods/ns2/a",
+        "pods/ns10/z",
+        "podsx/ns1/a",
+    ] {
+        store
+            .create(&key(prefix, name), name.as_bytes().to_vec())
+            .await
+            .unwrap();
     }
     let last = store
         .update(&key(prefix, "pods/ns1/a"), b"new".to_vec(), None)
@@ -205,8 +234,14 @@ pub async fn list(store: Arc<dyn Store>, prefix: &str) {
         .iter()
         .map(|kv| kv.key.strip_prefix(prefix).unwrap().to_string())
         .collect();
-    assert_eq!(names, ["pods/ns1/a", "pods/ns1/b", "pods/ns10/z", "pods/ns2/a"]);
-    assert_eq!(all.revision, last, "list revision is the store's latest revision");
+    assert_eq!(
+        names,
+        ["pods/ns1/a", "pods/ns1/b", "pods/ns10/z", "pods/ns2/a"]
+    );
+    assert_eq!(
+        all.revision, last,
+        "list revision is the store's latest revision"
+    );
     assert_eq!(all.items[0].value, b"new");
     assert_eq!(all.items[0].mod_revision, last);
 
@@ -221,12 +256,19 @@ pub async fn list(store: Arc<dyn Store>, prefix: &str) {
     // Non-ASCII keys sort and match by their UTF-8 bytes.
     store.create(&key(prefix, "u/é"), vec![]).await.unwrap();
     store.create(&key(prefix, "u/z"), vec![]).await.unwrap();
-    store.create(&key(prefix, "u/\u{10FFFF}"), vec![]).await.unwrap();
+    store
+        .create(&key(prefix, "u/\u{10FFFF}"), vec![])
+        .await
+        .unwrap();
     let u = store.list(&key(prefix, "u/")).await.unwrap();
     let names: Vec<_> = u.items.iter().map(|kv| kv.key.clone()).collect();
     assert_eq!(
         names,
-        [key(prefix, "u/z"), key(prefix, "u/é"), key(prefix, "u/\u{10FFFF}")]
+        [
+            key(prefix, "u/z"),
+            key(prefix, "u/é"),
+            key(prefix, "u/\u{10FFFF}")
+        ]
     );
     let u2 = store.list(&key(prefix, "u/\u{10FFFF}")).await.unwrap();
     assert_eq!(u2.items.len(), 1);
@@ -240,7 +282,10 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
     let r1 = store.create(&a, b"a1".to_vec()).await.unwrap();
     let r2 = store.create(&b, b"b1".to_vec()).await.unwrap();
     let r3 = store.update(&a, b"a2".to_vec(), None).await.unwrap();
-    store.create(&key(prefix, "elsewhere"), vec![]).await.unwrap();
+    store
+        .create(&key(prefix, "elsewhere"), vec![])
+        .await
+        .unwrap();
     let r5 = store.delete(&a, None).await.unwrap();
 
     // From before everything: all four events under w/.
@@ -248,7 +293,14 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
     let evs = take_events(&mut w, 4).await;
     let got: Vec<_> = evs
         .iter()
-        .map(|e| (e.kind.clone(), e.kv.key.clone(), e.kv.value.clone(), e.revision()))
+        .map(|e| {
+            (
+                e.kind.clone(),
+                e.kv.key.clone(),
+                e.kv.value.clone(),
+                e.revision(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -260,8 +312,14 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
         ]
     );
     assert_eq!(evs[2].kv.create_revision, r1);
-    assert_eq!(evs[3].kv.create_revision, r1, "a delete carries the deleted key");
-    assert_eq!(evs[3].kv.mod_revision, r5, "a delete's mod_revision is the delete's");
+    assert_eq!(
+        evs[3].kv.create_revision, r1,
+        "a delete carries the deleted key"
+    );
+    assert_eq!(
+        evs[3].kv.mod_revision, r5,
+        "a delete's mod_revision is the delete's"
+    );
 
     // From the middle: only what came after.
     let mut mid = store.watch(&key(prefix, "w/"), r2).await.unwrap();
@@ -272,12 +330,20 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
     );
 
     // Then live writes, on both watchers; other prefixes stay quiet.
-    store.create(&key(prefix, "elsewhere2"), vec![]).await.unwrap();
+    store
+        .create(&key(prefix, "elsewhere2"), vec![])
+        .await
+        .unwrap();
     let r7 = store.update(&b, b"b2".to_vec(), Some(r2)).await.unwrap();
     for s in [&mut w, &mut mid] {
         let ev = take_events(s, 1).await.remove(0);
         assert_eq!(
-            (ev.kind.clone(), ev.kv.key.clone(), ev.kv.value.clone(), ev.revision()),
+            (
+                ev.kind.clone(),
+                ev.kv.key.clone(),
+                ev.kv.value.clone(),
+                ev.revision()
+            ),
             (EventKind::Modified, b.clone(), b"b2".to_vec(), r7)
         );
     }
@@ -315,7 +381,11 @@ pub async fn watch_concurrent_writers(store: Arc<dyn Store>, prefix: &str) {
                 let k = format!("{prefix}cw/{w}/{}", i % 7);
                 let r = match i % 3 {
                     0 => store.create(&k, format!("{w}-{i}").into_bytes()).await,
-                    1 => store.update(&k, format!("{w}-{i}").into_bytes(), None).await,
+                    1 => {
+                        store
+                            .update(&k, format!("{w}-{i}").into_bytes(), None)
+                            .await
+                    }
                     _ => store.delete(&k, None).await,
                 };
                 match r {
@@ -419,11 +489,16 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
 
     for after in [r1 - 1, r1, r2] {
         match store.watch(&key(prefix, "cmp/"), after).await {
-            Err(StoreError::Compacted { requested, compacted }) => {
+            Err(StoreError::Compacted {
+                requested,
+                compacted,
+            }) => {
                 assert_eq!(requested, after);
                 assert!(compacted >= r3, "compacted {compacted} < {r3}");
             }
-            Err(e) => panic!("watch from {after} after compaction at {r3}: expected Compacted, got {e}"),
+            Err(e) => {
+                panic!("watch from {after} after compaction at {r3}: expected Compacted, got {e}")
+            }
             Ok(mut s) => {
                 // Some backends report compaction on the stream instead of at the call.
                 match tokio::time::timeout(EVENT_TIMEOUT, s.next()).await {
@@ -446,7 +521,10 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
 
     // The current state is intact.
     let kv = store.get(&a).await.unwrap().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"3"[..], r1, r5));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"3"[..], r1, r5)
+    );
     assert_eq!(store.get(&b).await.unwrap(), None);
     let l = store.list(&key(prefix, "cmp/")).await.unwrap();
     assert_eq!(l.items.len(), 1);
@@ -465,7 +543,11 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
         }
     }
     let all = [r1, r2, r3, r4, r5];
-    assert_eq!(seen, all[..seen.len()], "events delivered before compaction stay in order");
+    assert_eq!(
+        seen,
+        all[..seen.len()],
+        "events delivered before compaction stay in order"
+    );
 
     // Writes continue after compaction with the next revision.
     let r6 = store.create(&key(prefix, "cmp/c"), vec![]).await.unwrap();
@@ -477,7 +559,10 @@ pub async fn write_keys(store: &dyn Store, prefix: &str, n: usize) -> Vec<(Strin
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let k = key(prefix, &format!("dur/{i:04}"));
-        let r = store.create(&k, format!("v{i}").into_bytes()).await.unwrap();
+        let r = store
+            .create(&k, format!("v{i}").into_bytes())
+            .await
+            .unwrap();
         out.push((k, r));
     }
     out
@@ -511,7 +596,10 @@ pub async fn check_after_restart(
 
     // The history from before the restart can still be watched.
     let first = written.first().map_or(0, |w| w.1);
-    let mut w = reopened.watch(&key(prefix, "dur/"), first - 1).await.unwrap();
+    let mut w = reopened
+        .watch(&key(prefix, "dur/"), first - 1)
+        .await
+        .unwrap();
     let evs = take_events(&mut w, written.len()).await;
     for (ev, (k, r)) in evs.iter().zip(written) {
         assert_eq!((&ev.kv.key, ev.revision()), (k, *r));

@@ -173,7 +173,9 @@ impl EtcdElector {
                 return Err(etcd_err("campaign", &e));
             }
         };
-        let rev = resp.header().map_or(0, etcd_client::ResponseHeader::revision);
+        let rev = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
         if resp.succeeded() {
             return Ok(Ok((lease, grant.ttl(), rev)));
         }
@@ -375,16 +377,31 @@ impl Holder {
 
     /// The current revision if the election key still carries our lease.
     async fn still_ours(&self) -> Option<i64> {
-        let resp = self.client.clone().get(self.key.as_str(), None).await.ok()?;
-        let ours = resp.kvs().first().is_some_and(|kv| kv.lease() == self.lease);
-        ours.then(|| resp.header().map_or(0, etcd_client::ResponseHeader::revision))
+        let resp = self
+            .client
+            .clone()
+            .get(self.key.as_str(), None)
+            .await
+            .ok()?;
+        let ours = resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.lease() == self.lease);
+        ours.then(|| {
+            resp.header()
+                .map_or(0, etcd_client::ResponseHeader::revision)
+        })
     }
 
     async fn step_down(&self) {
         let mut client = self.client.clone();
         // Delete the key only if it is still ours, then drop the lease.
         let txn = Txn::new()
-            .when([Compare::lease(self.key.as_str(), CompareOp::Equal, self.lease)])
+            .when([Compare::lease(
+                self.key.as_str(),
+                CompareOp::Equal,
+                self.lease,
+            )])
             .and_then([TxnOp::delete(self.key.as_str(), None)]);
         let _ = client.txn(txn).await;
         let _ = client.lease_revoke(self.lease).await;

@@ -40,11 +40,13 @@ pub(crate) fn etcd_err(op: &'static str, e: &etcd_client::Error) -> StoreError {
 }
 
 fn is_compacted(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("required revision has been compacted")
+    e.to_string()
+        .contains("required revision has been compacted")
 }
 
 fn is_future(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("required revision is a future revision")
+    e.to_string()
+        .contains("required revision is a future revision")
 }
 
 /// The etcd range end that covers every key starting with `prefix` (`\0` means "to the end").
@@ -307,11 +309,7 @@ async fn guarded_write(
         .when(compares)
         .and_then([write])
         .or_else([TxnOp::get(key, None)]);
-    let resp = store
-        .kv()
-        .txn(txn)
-        .await
-        .map_err(|e| etcd_err(op, &e))?;
+    let resp = store.kv().txn(txn).await.map_err(|e| etcd_err(op, &e))?;
     if resp.succeeded() {
         return Ok(header_revision(resp.header()));
     }

@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod compactor;
 mod election;
 mod etcd;
 mod hub;
@@ -18,6 +19,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use compactor::{compact_keeping, spawn_compactor};
 pub use election::{AlwaysLeader, EtcdElector, EtcdElectorOptions, LeaderElector, Leadership};
 pub use etcd::EtcdStore;
 pub use mem::MemStore;
@@ -167,10 +169,10 @@ impl std::str::FromStr for StoreUrl {
             if endpoints.is_empty() {
                 return Err(bad("no etcd endpoint"));
             }
-            if let Some(e) = endpoints
-                .iter()
-                .find(|e| e.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
-            {
+            if let Some(e) = endpoints.iter().find(|e| {
+                e.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            }) {
                 return Err(bad(&format!("{} has no port", &e["http://".len()..])));
             }
             return Ok(StoreUrl::Etcd(endpoints));
@@ -189,13 +191,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 pub async fn open_with_elector(
     url: &str,
     identity: &str,
-) -> Result<
-    (
-        std::sync::Arc<dyn Store>,
-        std::sync::Arc<dyn LeaderElector>,
-    ),
-    StoreError,
-> {
+) -> Result<(std::sync::Arc<dyn Store>, std::sync::Arc<dyn LeaderElector>), StoreError> {
     use std::sync::Arc;
     match url.parse::<StoreUrl>()? {
         StoreUrl::Memory => Ok((Arc::new(MemStore::new()), Arc::new(AlwaysLeader))),
@@ -210,10 +206,8 @@ pub async fn open_with_elector(
         }
         StoreUrl::Etcd(endpoints) => {
             let store = EtcdStore::connect(&endpoints).await?;
-            let elector = EtcdElector::new(
-                store.client().clone(),
-                EtcdElectorOptions::new(identity),
-            );
+            let elector =
+                EtcdElector::new(store.client().clone(), EtcdElectorOptions::new(identity));
             Ok((Arc::new(store), Arc::new(elector)))
         }
     }
@@ -227,7 +221,9 @@ mod url_tests {
     fn parses_the_three_forms() {
         assert_eq!("memory:".parse::<StoreUrl>().unwrap(), StoreUrl::Memory);
         assert_eq!(
-            "sqlite:///var/lib/podd/podd.db".parse::<StoreUrl>().unwrap(),
+            "sqlite:///var/lib/podd/podd.db"
+                .parse::<StoreUrl>()
+                .unwrap(),
             StoreUrl::Sqlite("/var/lib/podd/podd.db".into())
         );
         assert_eq!(
@@ -235,10 +231,12 @@ mod url_tests {
             StoreUrl::Sqlite("rel/podd.db".into())
         );
         assert_eq!(
-            "etcd://127.0.0.1:2379,10.0.0.2:2379".parse::<StoreUrl>().unwrap(),
+            "etcd://127.0.0.1:2379,127.0.0.2:2379"
+                .parse::<StoreUrl>()
+                .unwrap(),
             StoreUrl::Etcd(vec![
                 "http://127.0.0.1:2379".into(),
-                "http://10.0.0.2:2379".into()
+                "http://127.0.0.2:2379".into()
             ])
         );
     }

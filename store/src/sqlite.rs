@@ -98,7 +98,9 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
 }
 
 fn meta(conn: &Connection, name: &str) -> Result<Revision, rusqlite::Error> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
 }
 
 /// The smallest string greater than every string that starts with `prefix`, if any.
@@ -481,8 +483,10 @@ impl Writer {
                         Err(e) => Err(e),
                         Ok(()) => {
                             rev += 1;
-                            tx.prepare_cached("UPDATE kv SET value = ?2, mod_rev = ?3 WHERE key = ?1")?
-                                .execute(params![key, value, rev])?;
+                            tx.prepare_cached(
+                                "UPDATE kv SET value = ?2, mod_rev = ?3 WHERE key = ?1",
+                            )?
+                            .execute(params![key, value, rev])?;
                             let ev = WatchEvent {
                                 kind: EventKind::Modified,
                                 kv: KeyValue {

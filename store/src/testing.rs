@@ -110,7 +110,10 @@ impl EtcdServer {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(etcd_binary())
             .arg("--name=podd-test")
-            .arg(format!("--data-dir={}", self.data.path().join("etcd").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.data.path().join("etcd").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))

@@ -35,16 +35,26 @@ async fn restart_keeps_everything_and_watches_resume() {
     server.restart().await.unwrap();
 
     // The same client reconnects by itself.
-    podd_store::conformance::check_after_restart(Arc::clone(&store), "/t/", &written, "/t/dur/gone")
-        .await;
+    podd_store::conformance::check_after_restart(
+        Arc::clone(&store),
+        "/t/",
+        &written,
+        "/t/dur/gone",
+    )
+    .await;
     // The watch opened before the restart resumes and sees writes made after it.
     let r = store.create("/t/live/x", b"1".to_vec()).await.unwrap();
-    let ev = podd_store::conformance::take_events(&mut live, 1).await.remove(0);
+    let ev = podd_store::conformance::take_events(&mut live, 1)
+        .await
+        .remove(0);
     assert_eq!((ev.kv.key.as_str(), ev.revision()), ("/t/live/x", r));
 
     // A fresh client sees the same.
     let fresh: Arc<dyn Store> = Arc::new(server.store().await.unwrap());
-    assert_eq!(fresh.get("/t/live/x").await.unwrap().unwrap().mod_revision, r);
+    assert_eq!(
+        fresh.get("/t/live/x").await.unwrap().unwrap().mod_revision,
+        r
+    );
 }
 
 /// Writers run while etcd is SIGKILLed at random moments; after it restarts, every

@@ -49,7 +49,9 @@ async fn a_second_process_cannot_open_the_same_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("podd.db");
     let first = SqliteStore::open(&path).unwrap();
-    let err = SqliteStore::open(&path).err().expect("second open must fail");
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("second open must fail");
     assert!(err.to_string().contains("in use"), "{err}");
     drop(first);
     SqliteStore::open(&path).unwrap();
@@ -61,11 +63,15 @@ async fn compaction_deletes_old_log_rows() {
     let path = dir.path().join("podd.db");
     let store = SqliteStore::open(&path).unwrap();
     for i in 0..100 {
-        store.create(&format!("/t/k{i}"), vec![0; 10]).await.unwrap();
+        store
+            .create(&format!("/t/k{i}"), vec![0; 10])
+            .await
+            .unwrap();
     }
     let count = |p: &std::path::Path| -> i64 {
         let conn = rusqlite::Connection::open(p).unwrap();
-        conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap()
+        conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+            .unwrap()
     };
     assert_eq!(count(&path), 100);
     store.compact(60).await.unwrap();

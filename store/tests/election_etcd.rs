@@ -38,7 +38,9 @@ async fn exactly_one_leads_and_a_revoked_leader_is_replaced() {
     let finished: Vec<usize> = (0..3).filter(|&i| pending[i].is_finished()).collect();
     assert_eq!(finished.len(), 1, "exactly one leader, got {finished:?}");
     let first = finished[0];
-    let mut leader = won_within(&mut pending[first], Duration::from_secs(1)).await.unwrap();
+    let mut leader = won_within(&mut pending[first], Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(leader.is_leader());
     let name = electors[first].leader().await.unwrap().unwrap();
     assert_eq!(name, ["a", "b", "c"][first]);
@@ -74,9 +76,14 @@ async fn exactly_one_leads_and_a_revoked_leader_is_replaced() {
         .all(|i| !pending[i].is_finished());
     assert!(still_waiting, "only one takes over");
     let took_over = started.elapsed();
-    let leadership = won_within(&mut pending[second], Duration::from_secs(1)).await.unwrap();
+    let leadership = won_within(&mut pending[second], Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(leadership.is_leader());
-    assert!(took_over < Duration::from_secs(3), "takeover took {took_over:?}");
+    assert!(
+        took_over < Duration::from_secs(3),
+        "takeover took {took_over:?}"
+    );
 
     // A resignation hands over at once to the last one.
     let third = (0..3).find(|&i| i != first && i != second).unwrap();
@@ -111,7 +118,10 @@ async fn an_expired_lease_hands_leadership_over() {
         .await
         .expect("b takes over after the lease expires");
     let after = frozen_at.elapsed();
-    assert!(after >= Duration::from_millis(1500), "took over after only {after:?}");
+    assert!(
+        after >= Duration::from_millis(1500),
+        "took over after only {after:?}"
+    );
     assert!(lb.is_leader());
     assert_eq!(b.leader().await.unwrap().as_deref(), Some("b"));
 }
@@ -128,7 +138,11 @@ async fn a_leader_cut_off_from_etcd_steps_down_before_its_lease_expires() {
         .await
         .expect("steps down without etcd");
     // It gave up within the TTL (2 s), so nobody else could have led at the same time.
-    assert!(cut.elapsed() < Duration::from_secs(2), "{:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        cut.elapsed()
+    );
 }
 
 #[tokio::test]

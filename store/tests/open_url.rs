@@ -13,8 +13,19 @@ async fn every_url_form_opens_a_working_store() {
     ];
     for url in &urls {
         let (store, elector) = podd_store::open_with_elector(url, "me").await.unwrap();
-        let rev = store.create("/registry/nodes/n1", b"{}".to_vec()).await.unwrap();
-        assert_eq!(store.get("/registry/nodes/n1").await.unwrap().unwrap().mod_revision, rev);
+        let rev = store
+            .create("/registry/nodes/n1", b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get("/registry/nodes/n1")
+                .await
+                .unwrap()
+                .unwrap()
+                .mod_revision,
+            rev
+        );
         let leadership = elector.campaign().await.unwrap();
         assert!(leadership.is_leader(), "{url}");
         let leader = elector.leader().await.unwrap();

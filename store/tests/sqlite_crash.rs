@@ -40,9 +40,15 @@ fn crash_child() {
                     // Mix creates with updates of an existing key, so both paths are covered.
                     let rev = if i % 4 == 3 {
                         let k = format!("/crash/{round}/{task}/{}", i - 1);
-                        store.update(&k, value.clone().into_bytes(), None).await.map(|r| (k, r))
+                        store
+                            .update(&k, value.clone().into_bytes(), None)
+                            .await
+                            .map(|r| (k, r))
                     } else {
-                        store.create(&key, value.clone().into_bytes()).await.map(|r| (key, r))
+                        store
+                            .create(&key, value.clone().into_bytes())
+                            .await
+                            .map(|r| (key, r))
                     };
                     let (k, r) = rev.unwrap();
                     if tx.send(format!("ACK {r} {k} {value}")).is_err() {
@@ -133,7 +139,10 @@ fn killing_the_writer_loses_no_acknowledged_write() {
             }
             let now = store.revision().await.unwrap();
             let max_acked = acks.iter().map(|a| a.0).max().unwrap_or(0);
-            assert!(now >= max_acked && now >= last_rev, "round {round}: revision went back");
+            assert!(
+                now >= max_acked && now >= last_rev,
+                "round {round}: revision went back"
+            );
             // Every acknowledged revision is in the log, with its key.
             let mut w = store.watch("/crash/", last_rev).await.unwrap();
             let n = usize::try_from(now - last_rev).unwrap();
@@ -141,11 +150,18 @@ fn killing_the_writer_loses_no_acknowledged_write() {
             let by_rev: std::collections::HashMap<i64, String> =
                 evs.into_iter().map(|e| (e.revision(), e.kv.key)).collect();
             for (rev, key, _) in &acks {
-                assert_eq!(by_rev.get(rev), Some(key), "round {round}: log lost revision {rev}");
+                assert_eq!(
+                    by_rev.get(rev),
+                    Some(key),
+                    "round {round}: log lost revision {rev}"
+                );
             }
             last_rev = now;
         });
         total_acked += acks.len();
     }
-    assert!(total_acked > 100, "only {total_acked} writes acknowledged over all rounds");
+    assert!(
+        total_acked > 100,
+        "only {total_acked} writes acknowledged over all rounds"
+    );
 }

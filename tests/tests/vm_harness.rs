@@ -5,7 +5,7 @@
 //! cgroup; between fork and exit they only make raw syscalls (no allocation), which is what is
 //! safe after fork in a threaded program.
 // The tests print what they measured; `--show-output` shows it in the VM log.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

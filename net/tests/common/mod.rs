@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::JoinHandle;
@@ -18,7 +18,8 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 use podd_net::netlink::Netlink;
 use podd_net::netns::release_namespace_root;
-use podd_net::{NamedNamespace, NsKind, run_in_namespace};
+use podd_net::node::default_node_pod_cidr;
+use podd_net::{NamedNamespace, NodeNetConfig, NodeNetwork, NsKind, run_in_namespace};
 
 /// A test's private state directory under /run. Everything the test creates
 /// (namespace files, IPAM leases) lives here; dropping the guard unmounts
@@ -73,6 +74,38 @@ impl TestEnv {
         ns
     }
 
+    /// Two "nodes": network namespaces joined by a veth, node1 holding
+    /// 172.31.250.1/24 (on a small uplink bridge) and node2 172.31.250.2/24.
+    /// Nothing else is in them: no route leads out.
+    pub fn two_nodes(&self) -> (NamedNamespace, NamedNamespace, Ipv4Addr, Ipv4Addr) {
+        let node1 = self.node_netns("node1");
+        let node2 = self.node_netns("node2");
+        let node_ip1 = Ipv4Addr::new(172, 31, 250, 1);
+        let node_ip2 = Ipv4Addr::new(172, 31, 250, 2);
+        let mut n1 = Netlink::open_in(node1.path()).unwrap();
+        let node2_file = fs::File::open(node2.path()).unwrap();
+        // add_veth_pair attaches its first end to a bridge: node1's uplink is
+        // a bridge holding its IP, and the veth's peer sits in node2.
+        n1.add_bridge("uplink", None).unwrap();
+        let uplink = n1.link_by_name("uplink").unwrap().unwrap();
+        n1.add_veth_pair(
+            "wire1",
+            uplink.index,
+            "wire2",
+            node2_file.as_fd(),
+            None,
+            None,
+        )
+        .unwrap();
+        n1.add_address(uplink.index, node_ip1, 24).unwrap();
+        n1.set_link_up(uplink.index, true).unwrap();
+        let mut n2 = Netlink::open_in(node2.path()).unwrap();
+        let wire2 = n2.link_by_name("wire2").unwrap().unwrap();
+        n2.add_address(wire2.index, node_ip2, 24).unwrap();
+        n2.set_link_up(wire2.index, true).unwrap();
+        (node1, node2, node_ip1, node_ip2)
+    }
+
     #[allow(clippy::print_stderr)] // a failed cleanup must be visible, and Drop cannot panic
     fn cleanup(&self) {
         for base in [self.ns_root(), self.nodes_root()] {
@@ -107,6 +140,15 @@ impl Drop for TestEnv {
     }
 }
 
+/// Node `n`'s pod network (pod CIDR 10.244.n.0/24) inside its namespace,
+/// with its leases under the test's directory.
+pub fn node_network(env: &TestEnv, node: &NamedNamespace, n: u8) -> NodeNetwork {
+    let mut config = NodeNetConfig::new(default_node_pod_cidr(n));
+    config.node_netns = Some(node.path().to_path_buf());
+    config.ipam_dir = env.ipam_dir(&format!("node{n}"));
+    NodeNetwork::setup(config).unwrap()
+}
+
 pub fn mounts_under(root: &Path) -> Vec<String> {
     let prefix = format!("{}/", root.display());
     // thread-self: a thread may have its own mount namespace.
@@ -132,6 +174,19 @@ pub fn ip_in(ns: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Like [`ip_in`], for commands expected to fail: (success, stdout + stderr).
+pub fn try_ip_in(ns: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg("ip")
+        .args(args)
+        .output()
+        .expect("nsenter and ip (util-linux, iproute2) are needed by the tests");
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
 }
 
 /// A TCP server inside namespace `ns`, listening on `ip:port`, that answers

@@ -1,15 +1,23 @@
 //! `podd-shim POD_STATE_DIR`: the per-pod supervisor the agent starts (see `podd_pod::shim`).
 //! It runs detached from the agent, logs to `POD_STATE_DIR/shim.log`, and exits when the pod's
 //! containers have ended for good or on SIGTERM.
+//!
+//! `podd-shim exec POD_STATE_DIR CONTAINER -- CMD [ARGS...]` runs a command inside a running
+//! container with this process's stdio and exits with its exit code; the agent uses it for
+//! `podctl exec` and keeps its own file descriptors untouched.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
-    let dir: PathBuf = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .context("usage: podd-shim POD_STATE_DIR")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "exec") {
+        let code = exec(&args[1..])?;
+        std::process::exit(code);
+    }
+    let dir: PathBuf = args.first().map(PathBuf::from).context(
+        "usage: podd-shim POD_STATE_DIR | podd-shim exec POD_STATE_DIR CONTAINER -- CMD...",
+    )?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -24,4 +32,27 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     podd_pod::shim::run(&dir).with_context(|| format!("pod shim for {}", dir.display()))
+}
+
+fn exec(args: &[std::ffi::OsString]) -> anyhow::Result<i32> {
+    let (Some(dir), Some(container)) = (args.first(), args.get(1)) else {
+        bail!("usage: podd-shim exec POD_STATE_DIR CONTAINER -- CMD [ARGS...]");
+    };
+    let dir = PathBuf::from(dir);
+    let container = container.to_string_lossy().to_string();
+    let argv: Vec<String> = args[2..]
+        .iter()
+        .skip_while(|a| *a != "--")
+        .skip(1)
+        .map(|a| a.to_string_lossy().to_string())
+        .collect();
+    if argv.is_empty() {
+        bail!("exec into {container}: no command given after --");
+    }
+    podd_pod::shim::exec(&dir, &container, &argv).with_context(|| {
+        format!(
+            "exec into container {container:?} of the pod in {}",
+            dir.display()
+        )
+    })
 }

@@ -15,3 +15,43 @@ mod supervisor;
 pub use plan::{ShimContainer, ShimPlan};
 pub use status::{PodRuntimeStatus, read_status};
 pub use supervisor::run;
+
+/// Runs `argv` inside the pod's running container `container` with the caller's stdio and
+/// returns its exit code (128+signal when killed).
+pub fn exec(pod_dir: &std::path::Path, container: &str, argv: &[String]) -> Result<i32, ExecError> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let plan =
+        ShimPlan::load(pod_dir).map_err(|e| ExecError(format!("reading the pod plan: {e}")))?;
+    let c = plan
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .ok_or_else(|| {
+            let names: Vec<&str> = plan.containers.iter().map(|c| c.name.as_str()).collect();
+            ExecError(format!(
+                "the pod {} has no container {container:?}; its containers are {}",
+                plan.pod,
+                names.join(", ")
+            ))
+        })?;
+    let running = podd_runtime::Container::load(&plan.runtime_root, &c.id)
+        .map_err(|e| ExecError(format!("the container is not running: {e}")))?;
+    let mut process = c.spec.process().clone().unwrap_or_default();
+    process.set_args(Some(argv.to_vec()));
+    process.set_terminal(Some(false));
+    let pid = running
+        .exec(&process, &Default::default())
+        .map_err(|e| ExecError(e.to_string()))?;
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(ExecError(format!("waiting for the command: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);

@@ -102,9 +102,9 @@ pub fn stage2_script(plan: &GuestPlan<'_>) -> String {
     for (key, value) in &plan.env {
         script.push_str(&format!("export {key}={}\n", quote(value)));
     }
-    script.push_str(&format!(
-        "echo \"@READY@ $($BB uname -r) $($BB nproc) cpus, cgroup controllers: $($BB cat /sys/fs/cgroup/cgroup.subtree_control)\"\n"
-    ));
+    script.push_str(
+        "echo \"@READY@ $($BB uname -r) $($BB nproc) cpus, cgroup controllers: $($BB cat /sys/fs/cgroup/cgroup.subtree_control)\"\n",
+    );
     script.push_str("failed=0\n");
     let filter: String = plan
         .filter

@@ -263,7 +263,7 @@ mod tests {
         elf.extend_from_slice(names);
         let modinfo_at = elf.len();
         elf.extend_from_slice(modinfo);
-        while elf.len() % 8 != 0 {
+        while !elf.len().is_multiple_of(8) {
             elf.push(0);
         }
         let headers_at = elf.len();

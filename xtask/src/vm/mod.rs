@@ -111,10 +111,11 @@ pub fn vm_test(opts: &VmOptions) -> Result<VmReport> {
         std::fs::metadata(&initramfs_path)?.len() / 1024
     );
 
+    let boot_kernel = assets::pvh_kernel(&kernel).unwrap_or_else(|| kernel.vmlinuz.clone());
     let mut report = VmReport::new(labels);
     qemu::boot(
         &qemu::Boot {
-            kernel: &kernel.vmlinuz,
+            kernel: &boot_kernel,
             initramfs: &initramfs_path,
             memory: &opts.memory,
             cpus: opts.cpus,
@@ -174,8 +175,44 @@ fn writable_dirs(binaries: &[TestBinary]) -> Vec<PathBuf> {
     dirs
 }
 
+/// The `vm_*` integration test targets of these packages (all when empty), from cargo
+/// metadata: (package, target) pairs.
+fn vm_targets(packages: &[String]) -> Result<Vec<(String, String)>> {
+    let text =
+        crate::process::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&text).context("parsing cargo metadata")?;
+    let all = metadata["packages"].as_array().cloned().unwrap_or_default();
+    for wanted in packages {
+        if !all.iter().any(|p| p["name"] == wanted.as_str()) {
+            bail!("there is no package `{wanted}` in the workspace");
+        }
+    }
+    let mut targets = Vec::new();
+    for package in &all {
+        let name = package["name"].as_str().unwrap_or_default();
+        if !packages.is_empty() && !packages.iter().any(|p| p == name) {
+            continue;
+        }
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_test = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"));
+            let target_name = target["name"].as_str().unwrap_or_default();
+            if is_test && target_name.starts_with("vm_") {
+                targets.push((name.to_string(), target_name.to_string()));
+            }
+        }
+    }
+    Ok(targets)
+}
+
 /// `cargo test --no-run` for the `vm_*` targets; the executables it reports.
 fn build_test_binaries(packages: &[String]) -> Result<Vec<TestBinary>> {
+    let targets = vm_targets(packages)?;
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut cmd = cargo();
     cmd.args([
         "test",
@@ -189,9 +226,13 @@ fn build_test_binaries(packages: &[String]) -> Result<Vec<TestBinary>> {
             cmd.args(["-p", package]);
         }
     }
-    cmd.args(["--test", "vm_*"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut names: Vec<&str> = targets.iter().map(|(_, target)| target.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        cmd.args(["--test", name]);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     println!("$ {}", describe(&cmd));
     let mut child = cmd.spawn().context("starting cargo")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
@@ -207,10 +248,11 @@ fn build_test_binaries(packages: &[String]) -> Result<Vec<TestBinary>> {
     }
     let status = child.wait()?;
     if !status.success() {
+        let labels: Vec<String> = targets.iter().map(|(p, t)| format!("{p}/{t}")).collect();
         bail!(
-            "building the vm_* test binaries of {} failed (the compiler's errors are above); \
-             a crate's VM tests may not compile yet",
-            scope(packages)
+            "building the VM test binaries ({}) failed; cargo's errors are above. \
+             A crate's VM tests may not compile yet: `cargo xtask vm-test -p PACKAGE` runs others",
+            labels.join(", ")
         );
     }
     binaries.sort_by(|a, b| a.label.cmp(&b.label));

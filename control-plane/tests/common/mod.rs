@@ -1,0 +1,99 @@
+//! Shared test helpers: a control plane on an in-memory store, with its socket in a temp dir.
+#![allow(dead_code)]
+
+use podd_control_plane::controllers::ControllerConfig;
+use podd_control_plane::{ControlPlane, ControlPlaneConfig};
+use podd_store::{MemStore, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct TestPlane {
+    pub plane: ControlPlane,
+    pub store: Arc<dyn Store>,
+    pub client: podd_client::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub fn fast_controllers() -> ControllerConfig {
+    ControllerConfig {
+        resync: Duration::from_secs(2),
+        node_grace: Duration::from_secs(2),
+        node_monitor_period: Duration::from_millis(100),
+        hpa_period: Duration::from_millis(200),
+        ..ControllerConfig::default()
+    }
+}
+
+pub async fn start(controllers: Option<ControllerConfig>) -> TestPlane {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    start_on(store, controllers).await
+}
+
+pub async fn start_on(store: Arc<dyn Store>, controllers: Option<ControllerConfig>) -> TestPlane {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("podd.sock");
+    let cfg = ControlPlaneConfig {
+        data_dir: None,
+        socket: Some(socket.clone()),
+        tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        admin_token: Some("admin-token-for-tests".into()),
+        controllers,
+        ..ControlPlaneConfig::default()
+    };
+    let plane = ControlPlane::start(store.clone(), cfg).await.unwrap();
+    let client = podd_client::Client::unix(&socket);
+    TestPlane {
+        plane,
+        store,
+        client,
+        _dir: dir,
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn deployment(name: &str, replicas: u32) -> podd_api::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                    "ports": [{"containerPort": 8080}]}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+pub fn pod(name: &str, labels: &[(&str, &str)]) -> podd_api::Pod {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}
+    }))
+    .unwrap()
+}

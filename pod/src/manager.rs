@@ -1,0 +1,720 @@
+//! The pod manager: turns a Pod object into a sandbox and a running shim, finds pods again
+//! after an agent restart, and removes everything a pod had when it is deleted.
+//!
+//! Every step of setup has an idempotent counterpart in [`PodManager::teardown`], which works
+//! from what is on disk alone. A setup that fails half-way calls it, so nothing is left
+//! half-created; a deleted pod calls it after its shim has stopped the containers.
+//!
+//! Layout (DESIGN.md): `<run>/pods/<uid>/` holds the shim's plan, status, log and the runtime
+//! state; `<run>/{netns,ipcns,utsns}/<uid>` the sandbox; `<data>/pods/<uid>/` the volumes, the
+//! /etc files, the container logs and rootfs overlays; the cgroups are
+//! `<cgroup root>/<parent>/<uid>/<container>`.
+
+use crate::etc_files::{self, EtcConfig};
+use crate::shim::{PodRuntimeStatus, ShimContainer, ShimPlan, read_status};
+use crate::spec::{ContainerPlan, ProcessPlan, SharedNamespaces, container_spec, pod_limits};
+use crate::volumes::{PodVolumes, VolumeError};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use podd_api::Pod;
+use podd_image::{OverlayRootfs, UnpackedImage};
+use podd_net::{NodeNetwork, SandboxNamespaces};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("pod {pod}: {reason}")]
+    Invalid { pod: String, reason: String },
+    #[error(
+        "pod {pod}: image {image:?} for container {container:?} was not prepared; pull it first"
+    )]
+    ImageMissing {
+        pod: String,
+        container: String,
+        image: String,
+    },
+    #[error("pod {pod}: {step} failed: {source}")]
+    Net {
+        pod: String,
+        step: &'static str,
+        #[source]
+        source: podd_net::NetError,
+    },
+    #[error("pod {pod}: {step} failed: {source}")]
+    Image {
+        pod: String,
+        step: &'static str,
+        #[source]
+        source: podd_image::ImageError,
+    },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("pod {pod}: {source}")]
+    Spec {
+        pod: String,
+        #[source]
+        source: crate::spec::SpecError,
+    },
+    #[error("pod {pod}: {op} {path} failed: {source}")]
+    Io {
+        pod: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "pod {pod}: pod limits need the {controller} controller, which {cgroup} does not offer; run on a node with cgroup v2 controllers or drop the limits"
+    )]
+    Controller {
+        pod: String,
+        controller: &'static str,
+        cgroup: PathBuf,
+    },
+    #[error("pod {pod}: no such pod on this node")]
+    NotFound { pod: String },
+}
+
+/// Where a node keeps its pods, and how they run.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    /// `/run/podd`: shim state and sandbox namespaces.
+    pub run_dir: PathBuf,
+    /// `/var/lib/podd`: volumes, logs, rootfs overlays.
+    pub data_dir: PathBuf,
+    /// The cgroup v2 directory the node's pod cgroups live under.
+    pub cgroup_root: PathBuf,
+    /// Relative to `cgroup_root`: `podd/pods`.
+    pub cgroup_parent: PathBuf,
+    pub shim_binary: PathBuf,
+    pub cluster_domain: String,
+    pub dns_server: Option<Ipv4Addr>,
+    /// What pods get as resolv.conf when there is no cluster DNS.
+    pub node_resolv_conf: String,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Size of each pod's shared /dev/shm.
+    pub shm_bytes: u64,
+}
+
+impl PodConfig {
+    pub fn new(run_dir: &Path, data_dir: &Path, cgroup_root: &Path, shim_binary: &Path) -> Self {
+        PodConfig {
+            run_dir: run_dir.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            cgroup_root: cgroup_root.to_path_buf(),
+            cgroup_parent: PathBuf::from("podd/pods"),
+            shim_binary: shim_binary.to_path_buf(),
+            cluster_domain: "cluster.local".into(),
+            dns_server: None,
+            node_resolv_conf: String::new(),
+            backoff_initial: crate::backoff::INITIAL_BACKOFF,
+            backoff_max: crate::backoff::MAX_BACKOFF,
+            shm_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What the agent learns about a pod it started or found.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub uid: String,
+    pub ip: Option<Ipv4Addr>,
+    pub shim_pid: i32,
+}
+
+pub struct PodManager {
+    cfg: PodConfig,
+    net: Arc<NodeNetwork>,
+}
+
+const POD_FILE: &str = "pod.json";
+
+fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
+}
+
+impl PodManager {
+    pub fn new(cfg: PodConfig, net: Arc<NodeNetwork>) -> PodManager {
+        PodManager { cfg, net }
+    }
+
+    pub fn config(&self) -> &PodConfig {
+        &self.cfg
+    }
+
+    pub fn state_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.run_dir.join("pods").join(uid)
+    }
+
+    pub fn data_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.data_dir.join("pods").join(uid)
+    }
+
+    fn pod_cgroup(&self, uid: &str) -> PathBuf {
+        self.cfg.cgroup_root.join(&self.cfg.cgroup_parent).join(uid)
+    }
+
+    /// A container's log file, for `podctl logs`.
+    pub fn log_path(&self, uid: &str, container: &str) -> PathBuf {
+        self.data_dir(uid)
+            .join("logs")
+            .join(container)
+            .join("0.log")
+    }
+
+    /// Creates the pod's sandbox and starts its shim. `images` maps each container's image
+    /// reference to the unpacked image. On failure nothing of the pod is left.
+    pub fn run_pod(
+        &self,
+        pod: &Pod,
+        images: &BTreeMap<String, UnpackedImage>,
+    ) -> Result<PodInfo, PodError> {
+        let name = pod_name(pod);
+        let uid = pod.metadata.uid.clone();
+        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: format!(
+                    "metadata.uid {uid:?} is not a usable identifier; the API server sets it"
+                ),
+            });
+        }
+        if pod.spec.containers.is_empty() {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: "spec.containers is empty; add a container".into(),
+            });
+        }
+        for c in &pod.spec.containers {
+            if !images.contains_key(&c.image) {
+                return Err(PodError::ImageMissing {
+                    pod: name,
+                    container: c.name.clone(),
+                    image: c.image.clone(),
+                });
+            }
+        }
+        if let Some(existing) = self.find(&uid) {
+            return Ok(existing);
+        }
+        match self.setup(pod, images) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                if let Err(cleanup) = self.teardown(&uid) {
+                    tracing::warn!(pod = %name, error = %cleanup, "cleaning up a pod that failed to start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn setup(
+        &self,
+        pod: &Pod,
+        images: &BTreeMap<String, UnpackedImage>,
+    ) -> Result<PodInfo, PodError> {
+        let name = pod_name(pod);
+        let uid = &pod.metadata.uid;
+        let io = |op: &'static str, path: &Path| {
+            let (pod, path) = (name.clone(), path.to_path_buf());
+            move |source| PodError::Io {
+                pod,
+                op,
+                path,
+                source,
+            }
+        };
+        let state = self.state_dir(uid);
+        let data = self.data_dir(uid);
+        for d in [&state, &data] {
+            fs::create_dir_all(d).map_err(io("create", d))?;
+        }
+        fs::write(
+            state.join(POD_FILE),
+            serde_json::to_vec(pod).map_err(|e| io("serialise", &state)(io::Error::other(e)))?,
+        )
+        .map_err(io("write", &state.join(POD_FILE)))?;
+
+        let hostname = if pod.spec.hostname.is_empty() {
+            &pod.metadata.name
+        } else {
+            &pod.spec.hostname
+        };
+        let sandbox = SandboxNamespaces::create(&self.cfg.run_dir, uid, Some(hostname)).map_err(
+            |source| PodError::Net {
+                pod: name.clone(),
+                step: "creating the sandbox namespaces",
+                source,
+            },
+        )?;
+        let network = self
+            .net
+            .attach_pod(uid, sandbox.net_path())
+            .map_err(|source| PodError::Net {
+                pod: name.clone(),
+                step: "connecting the pod network",
+                source,
+            })?;
+        let volumes = PodVolumes::create(pod, &data)?;
+
+        let shm = state.join("shm");
+        fs::create_dir_all(&shm).map_err(io("create", &shm))?;
+        nix::mount::mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,size={}", self.cfg.shm_bytes).as_str()),
+        )
+        .map_err(|e| io("mount tmpfs on", &shm)(e.into()))?;
+
+        let etc = data.join("etc");
+        fs::create_dir_all(&etc).map_err(io("create", &etc))?;
+        let etc_cfg = EtcConfig {
+            hostname: hostname.clone(),
+            pod_ip: Some(network.ip),
+            namespace: pod.metadata.namespace.clone(),
+            cluster_domain: self.cfg.cluster_domain.clone(),
+            dns_server: self.cfg.dns_server,
+        };
+        for (file, text) in [
+            ("hosts", etc_files::hosts(&etc_cfg)),
+            ("hostname", etc_files::hostname(&etc_cfg)),
+            (
+                "resolv.conf",
+                etc_files::resolv_conf(&etc_cfg, &self.cfg.node_resolv_conf),
+            ),
+        ] {
+            fs::write(etc.join(file), text).map_err(io("write", &etc.join(file)))?;
+        }
+
+        self.make_pod_cgroup(pod)?;
+
+        let shared = SharedNamespaces {
+            net: sandbox.net_path().to_path_buf(),
+            ipc: sandbox.ipc_path().to_path_buf(),
+            uts: sandbox.uts_path().to_path_buf(),
+        };
+        let containers_dir = data.join("containers");
+        fs::create_dir_all(&containers_dir).map_err(io("create", &containers_dir))?;
+        let mut containers = Vec::new();
+        for c in &pod.spec.containers {
+            let image = &images[&c.image];
+            let dir = containers_dir.join(&c.name);
+            let rootfs = OverlayRootfs::mount(image, &dir).map_err(|source| PodError::Image {
+                pod: name.clone(),
+                step: "mounting the container rootfs",
+                source,
+            })?;
+            let defaults = podd_image::ImageDefaults::from_config(&image.config);
+            let merged = podd_image::merge_container(&c.image, &defaults, c).map_err(|source| {
+                PodError::Image {
+                    pod: name.clone(),
+                    step: "merging the image's process with the container's",
+                    source,
+                }
+            })?;
+            let sc = c.security_context.clone().unwrap_or_default();
+            let (uid_n, gid_n) = match (sc.run_as_user, &merged.user) {
+                (Some(u), _) => (u, sc.run_as_group.unwrap_or(u)),
+                (None, Some(user)) => {
+                    let r = podd_image::resolve_user(&c.image, user, rootfs.path()).map_err(
+                        |source| PodError::Image {
+                            pod: name.clone(),
+                            step: "resolving the image's user",
+                            source,
+                        },
+                    )?;
+                    (r.uid, sc.run_as_group.unwrap_or(r.gid))
+                }
+                (None, None) => (0, sc.run_as_group.unwrap_or(0)),
+            };
+            let mut env: Vec<String> = merged.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.insert(
+                    0,
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                );
+            }
+            env.push(format!("HOSTNAME={hostname}"));
+            let spec = container_spec(&ContainerPlan {
+                pod,
+                container: c,
+                process: ProcessPlan {
+                    args: merged.argv.clone(),
+                    env,
+                    cwd: merged.cwd.clone(),
+                    uid: uid_n,
+                    gid: gid_n,
+                },
+                rootfs: rootfs.path().to_path_buf(),
+                namespaces: &shared,
+                cgroups_path: self.cfg.cgroup_parent.join(uid).join(&c.name),
+                volumes: &volumes.volumes,
+                etc_dir: &etc,
+                shm_dir: Some(&shm),
+            })
+            .map_err(|source| PodError::Spec {
+                pod: name.clone(),
+                source,
+            })?;
+            containers.push(ShimContainer {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                id: format!("{uid}-{}", c.name),
+                bundle: dir.clone(),
+                spec,
+                log_path: self.log_path(uid, &c.name),
+                readiness_probe: c.readiness_probe.clone(),
+                liveness_probe: c.liveness_probe.clone(),
+            });
+            // The mount stays for the pod's life; teardown finds it again by its directory.
+            std::mem::forget(rootfs);
+        }
+
+        let plan = ShimPlan {
+            pod: name.clone(),
+            pod_uid: uid.clone(),
+            runtime_root: state.join("runtime"),
+            cgroup_root: Some(self.cfg.cgroup_root.clone()),
+            netns: shared.net.clone(),
+            pod_ip: Some(network.ip),
+            restart_policy: pod.spec.restart_policy,
+            grace_period_seconds: pod
+                .spec
+                .termination_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64,
+            backoff_initial_ms: self.cfg.backoff_initial.as_millis() as u64,
+            backoff_max_ms: self.cfg.backoff_max.as_millis() as u64,
+            containers,
+        };
+        plan.save(&state)
+            .map_err(io("write the shim plan in", &state))?;
+        let shim_pid = self
+            .spawn_shim(&state)
+            .map_err(io("start the shim", &self.cfg.shim_binary))?;
+        tracing::info!(pod = %name, ip = %network.ip, shim_pid, "pod started");
+        Ok(PodInfo {
+            uid: uid.clone(),
+            ip: Some(network.ip),
+            shim_pid,
+        })
+    }
+
+    /// The pod cgroup carries the sum of its containers' limits, as the kubelet sets it.
+    fn make_pod_cgroup(&self, pod: &Pod) -> Result<(), PodError> {
+        let name = pod_name(pod);
+        let dir = self.pod_cgroup(&pod.metadata.uid);
+        fs::create_dir_all(&dir).map_err(|source| PodError::Io {
+            pod: name.clone(),
+            op: "create the pod cgroup",
+            path: dir.clone(),
+            source,
+        })?;
+        let (cpu, memory) = pod_limits(pod);
+        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+        for (controller, file, value) in [
+            (
+                "cpu",
+                "cpu.max",
+                cpu.map(|m| format!("{} 100000", (m * 100).max(1000))),
+            ),
+            ("memory", "memory.max", memory.map(|b| b.to_string())),
+        ] {
+            let Some(value) = value else { continue };
+            enable_controller(&self.cfg.cgroup_root, &parent, controller).map_err(|_| {
+                PodError::Controller {
+                    pod: name.clone(),
+                    controller,
+                    cgroup: parent.clone(),
+                }
+            })?;
+            fs::write(dir.join(file), &value).map_err(|source| PodError::Io {
+                pod: name.clone(),
+                op: "set the pod limit in",
+                path: dir.join(file),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts `podd-shim STATE_DIR` in its own session with no stdio, so that it outlives
+    /// the agent; the agent is its parent until then and reaps it with [`PodManager::reap`].
+    fn spawn_shim(&self, state: &Path) -> io::Result<i32> {
+        let mut cmd = Command::new(&self.cfg.shim_binary);
+        cmd.arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        Ok(child.id() as i32)
+    }
+
+    /// Reaps shims that were this process's children and have exited (no-op for adopted ones).
+    pub fn reap(&self) {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let pods = self.list();
+        for uid in pods {
+            if let Ok(Some(s)) = read_status(&self.state_dir(&uid))
+                && s.shim_pid > 0
+            {
+                loop {
+                    match waitpid(Pid::from_raw(s.shim_pid), Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The uids of the pods this node has state for.
+    pub fn list(&self) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(self.cfg.run_dir.join("pods"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join(POD_FILE).exists())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The Pod object a pod was started from.
+    pub fn pod(&self, uid: &str) -> Option<Pod> {
+        let data = fs::read(self.state_dir(uid).join(POD_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// A pod started earlier (perhaps by a previous agent process) whose shim still runs.
+    pub fn find(&self, uid: &str) -> Option<PodInfo> {
+        let status = read_status(&self.state_dir(uid)).ok()??;
+        if !alive(status.shim_pid) && !status.stopped {
+            return None;
+        }
+        let ip = self.net.pod_network(uid).ok().flatten().map(|n| n.ip);
+        Some(PodInfo {
+            uid: uid.to_string(),
+            ip,
+            shim_pid: status.shim_pid,
+        })
+    }
+
+    /// What the pod's shim last reported, and whether the shim is still there.
+    pub fn status(&self, uid: &str) -> Option<(PodRuntimeStatus, bool)> {
+        let s = read_status(&self.state_dir(uid)).ok()??;
+        let alive = alive(s.shim_pid);
+        Some((s, alive))
+    }
+
+    /// Stops the pod's containers (SIGTERM, then SIGKILL after the grace period, done by the
+    /// shim) and removes everything the pod had.
+    pub fn stop_pod(&self, uid: &str) -> Result<(), PodError> {
+        let state = self.state_dir(uid);
+        if !state.exists() && !self.data_dir(uid).exists() {
+            return Ok(());
+        }
+        if let Ok(Some(s)) = read_status(&state)
+            && alive(s.shim_pid)
+        {
+            let grace = self
+                .pod(uid)
+                .and_then(|p| p.spec.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(grace + 5);
+            while alive(s.shim_pid) && Instant::now() < deadline {
+                self.reap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if alive(s.shim_pid) {
+                let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGKILL);
+            }
+            self.reap();
+        }
+        self.teardown(uid)
+    }
+
+    /// Removes whatever exists of pod `uid`, in reverse order of setup. Idempotent.
+    pub fn teardown(&self, uid: &str) -> Result<(), PodError> {
+        let name = self
+            .pod(uid)
+            .map(|p| pod_name(&p))
+            .unwrap_or_else(|| uid.to_string());
+        let state = self.state_dir(uid);
+        let data = self.data_dir(uid);
+        let io = |op: &'static str, path: &Path| {
+            let (pod, path) = (name.clone(), path.to_path_buf());
+            move |source| PodError::Io {
+                pod,
+                op,
+                path,
+                source,
+            }
+        };
+        // Containers the shim did not get to delete (a killed shim).
+        let runtime = state.join("runtime");
+        if let Ok(ids) = podd_runtime::Container::list(&runtime) {
+            for id in ids {
+                if let Ok(c) = podd_runtime::Container::load(&runtime, &id) {
+                    let _ = c.delete(true);
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(data.join("containers")) {
+            for e in entries.flatten() {
+                OverlayRootfs::adopt(&e.path())
+                    .teardown()
+                    .map_err(|source| PodError::Image {
+                        pod: name.clone(),
+                        step: "removing the container rootfs",
+                        source,
+                    })?;
+            }
+        }
+        if let Some(pod) = self.pod(uid) {
+            PodVolumes::adopt(&pod, &data).remove()?;
+        }
+        let shm = state.join("shm");
+        match nix::mount::umount2(&shm, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(io("unmount", &shm)(e.into())),
+        }
+        self.net.detach_pod(uid).map_err(|source| PodError::Net {
+            pod: name.clone(),
+            step: "removing the pod network",
+            source,
+        })?;
+        SandboxNamespaces::remove_by_name(&self.cfg.run_dir, uid).map_err(|source| {
+            PodError::Net {
+                pod: name.clone(),
+                step: "removing the sandbox namespaces",
+                source,
+            }
+        })?;
+        remove_cgroup_tree(&self.pod_cgroup(uid))
+            .map_err(io("remove the pod cgroup", &self.pod_cgroup(uid)))?;
+        for d in [&data, &state] {
+            match fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove", d)(e)),
+            }
+        }
+        tracing::info!(pod = %name, "pod removed");
+        Ok(())
+    }
+
+    /// Runs a command in a running container through `podd-shim exec`, with the given stdio,
+    /// so the agent never changes its own file descriptors.
+    pub fn exec_command(&self, uid: &str, container: &str, argv: &[String]) -> Command {
+        let mut cmd = Command::new(&self.cfg.shim_binary);
+        cmd.arg("exec")
+            .arg(self.state_dir(uid))
+            .arg(container)
+            .arg("--")
+            .args(argv);
+        cmd
+    }
+
+    /// CPU time used by the pod's containers so far (cpu.stat usage_usec, summed), and the
+    /// memory working set; None where the cgroup files are not there.
+    pub fn usage(&self, uid: &str) -> (Option<u64>, Option<u64>) {
+        let dir = self.pod_cgroup(uid);
+        let mut cpu = None;
+        let mut mem = None;
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                let p = e.path();
+                if let Some(u) = fs::read_to_string(p.join("cpu.stat"))
+                    .ok()
+                    .and_then(|t| crate::stats::cpu_usage_usec(&t))
+                {
+                    *cpu.get_or_insert(0) += u;
+                }
+                if let Some(cur) = fs::read_to_string(p.join("memory.current"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    let stat = fs::read_to_string(p.join("memory.stat")).unwrap_or_default();
+                    *mem.get_or_insert(0) += crate::stats::working_set(cur, &stat);
+                }
+            }
+        }
+        (cpu, mem)
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // A zombie still answers kill(0); it is gone for our purposes.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Enables `controller` in every ancestor's subtree_control from `root` down to `dir`.
+fn enable_controller(root: &Path, dir: &Path, controller: &str) -> io::Result<()> {
+    let available = fs::read_to_string(root.join("cgroup.controllers"))?;
+    if !available.split_whitespace().any(|c| c == controller) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "controller missing",
+        ));
+    }
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut cur = root.to_path_buf();
+    fs::write(cur.join("cgroup.subtree_control"), format!("+{controller}"))?;
+    for part in rel.components() {
+        cur.push(part);
+        fs::create_dir_all(&cur)?;
+        fs::write(cur.join("cgroup.subtree_control"), format!("+{controller}"))?;
+    }
+    Ok(())
+}
+
+/// Removes a cgroup directory and its children, deepest first (cgroupfs needs rmdir).
+fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        if e.file_type()?.is_dir() {
+            remove_cgroup_tree(&e.path())?;
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
