@@ -219,7 +219,7 @@ fn check_meta(
         );
     }
     check_labels(errs, &format!("{path}.labels"), &meta.labels);
-    for (k, _) in &meta.annotations {
+    for k in meta.annotations.keys() {
         if let Some(e) = check_label_key(k) {
             errs.push(format!("{path}.annotations[{k}]"), e);
         }

@@ -434,3 +434,30 @@ mod tests {
         );
     }
 }
+
+/// A response body read chunk by chunk as it arrives (`podctl logs -f`).
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+impl Client {
+    /// Sends a GET-like request and streams a 2xx body as it arrives; other answers are
+    /// decoded into an Error.
+    pub async fn stream(&self, method: Method, path: &str) -> Result<ByteStream, Error> {
+        let resp = self.conn.send(method, path, None, JSON, true).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.conn.http_err(e))?
+                .to_bytes();
+            return Err(decode_error(status, &body));
+        }
+        let conn = self.conn.clone();
+        Ok(resp
+            .into_body()
+            .into_data_stream()
+            .map(move |r| r.map_err(|e| conn.http_err(e)))
+            .boxed())
+    }
+}

@@ -281,7 +281,9 @@ impl ApiServer {
                     let timeout = query_param(&query, "timeoutSeconds")
                         .and_then(|t| t.parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    return self.watch(kind, route.namespace.as_deref(), filter, &rv, timeout);
+                    return self
+                        .watch(kind, route.namespace.as_deref(), filter, &rv, timeout)
+                        .await;
                 }
                 let (items, rev) = self
                     .registry
@@ -366,7 +368,7 @@ impl ApiServer {
         )
     }
 
-    fn watch(
+    async fn watch(
         &self,
         kind: Kind,
         ns: Option<&str>,
@@ -389,9 +391,15 @@ impl ApiServer {
                     s.rx,
                 ),
                 Err(oldest) => {
-                    return Err(ApiError::Expired(format!(
-                        "resourceVersion {n} is older than the oldest one kept ({oldest})"
-                    )));
+                    // Older than the cache's window: the store may still have that history
+                    // (e.g. just after a restart); it answers Compacted when it has not.
+                    return match self.registry.store().watch(&prefix, n).await {
+                        Ok(stream) => Ok(store_watch(kind, stream, filter, timeout)),
+                        Err(podd_store::StoreError::Compacted { .. }) => Err(ApiError::Expired(format!(
+                            "resourceVersion {n} is older than the oldest one kept ({oldest})"
+                        ))),
+                        Err(e) => Err(e.into()),
+                    };
                 }
             },
             Ok(_) | Err(_) if rv.is_empty() || rv == "0" => {
@@ -459,13 +467,69 @@ impl ApiServer {
                 }
             }
         });
-        Ok(Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .header("transfer-encoding", "chunked")
-            .body(StreamBody::new(body_rx).boxed())
-            .expect("static response parts are valid"))
+        Ok(streaming(body_rx))
     }
+}
+
+fn streaming(body_rx: futures::channel::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(StreamBody::new(body_rx).boxed())
+        .expect("static response parts are valid")
+}
+
+/// A watch served straight from the store, for revisions older than the cache's window.
+/// Selector transitions are not computed here: an event is sent when the object (after the
+/// change, or before a delete) matches.
+fn store_watch(
+    kind: Kind,
+    mut stream: podd_store::WatchStream,
+    filter: Filter,
+    timeout: Option<Duration>,
+) -> Response<Body> {
+    use futures::StreamExt;
+    let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    tokio::spawn(async move {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), stream.next()).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                None => stream.next().await,
+            };
+            let line = match next {
+                Some(Ok(ev)) => {
+                    let Some(o) = CachedObject::from_stored(kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision)
+                    else {
+                        continue;
+                    };
+                    if !filter.matches(&o) {
+                        continue;
+                    }
+                    let ty = match ev.kind {
+                        podd_store::EventKind::Created => EventType::Added,
+                        podd_store::EventKind::Modified => EventType::Modified,
+                        podd_store::EventKind::Deleted => EventType::Deleted,
+                    };
+                    event_line(ty, &o.json)
+                }
+                Some(Err(e)) => {
+                    let st = ApiError::from(e).to_status();
+                    let json = serde_json::to_vec(&st).unwrap_or_default();
+                    let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                    return;
+                }
+                None => return,
+            };
+            if tx.send(Ok(Frame::data(line))).await.is_err() {
+                return;
+            }
+        }
+    });
+    streaming(body_rx)
 }
 
 /// The autoscaling/v1 Scale view of a Deployment.

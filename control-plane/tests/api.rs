@@ -302,3 +302,33 @@ async fn cluster_scoped_and_bad_requests() {
     assert_eq!(r.status.as_u16(), 400);
     let _ = Kind::Pod;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backed_server_keeps_everything_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("podd.db").display());
+    let store = podd_store::open(&url).await.unwrap();
+    let t = common::start_on(store, None).await;
+    let pods = t.client.api::<Pod>(Some("default"));
+    let p = pods.create(&pod("durable", &[("app", "d")])).await.unwrap();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "d"}, "spec": {"selector": {"app": "d"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let ip = t.client.api::<Service>(Some("default")).create(&svc).await.unwrap().spec.cluster_ip;
+    drop(t);
+    let store = podd_store::open(&url).await.unwrap();
+    let t = common::start_on(store, None).await;
+    let pods = t.client.api::<Pod>(Some("default"));
+    let got = pods.get("durable").await.unwrap();
+    assert_eq!(got.metadata.uid, p.metadata.uid);
+    assert_eq!(got.metadata.resource_version, p.metadata.resource_version);
+    let s = t.client.api::<Service>(Some("default")).get("d").await.unwrap();
+    assert_eq!(s.spec.cluster_ip, ip);
+    assert_eq!(t.plane.registry.service_ips().allocated_count().await.unwrap(), 1);
+    // Watch resumes from the old revision on the reopened store.
+    let mut w = pods.watch(&ListParams::default(), &p.metadata.resource_version).await.unwrap();
+    pods.delete("durable").await.unwrap();
+    let ev = w.next().await.unwrap().unwrap();
+    assert_eq!((ev.kind, ev.object.metadata.name.as_str()), (EventType::Deleted, "durable"));
+}

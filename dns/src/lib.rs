@@ -186,7 +186,12 @@ struct Shared {
 impl Shared {
     fn outcome(&self, query: &[u8]) -> Outcome {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match answer(&table, &self.config.domain, self.config.upstream.is_some(), query) {
+        match answer(
+            &table,
+            &self.config.domain,
+            self.config.upstream.is_some(),
+            query,
+        ) {
             Outcome::Reply(b) => Outcome::Reply(set_ttl(b, self.config.ttl)),
             f => f,
         }
@@ -391,9 +396,12 @@ mod tests {
     }
 
     fn table() -> Table {
-        [("web.default.svc.cluster.local".to_string(), Ipv4Addr::new(10, 96, 0, 20))]
-            .into_iter()
-            .collect()
+        [(
+            "web.default.svc.cluster.local".to_string(),
+            Ipv4Addr::new(10, 96, 0, 20),
+        )]
+        .into_iter()
+        .collect()
     }
 
     fn parse(o: Outcome) -> Message {
@@ -405,7 +413,12 @@ mod tests {
 
     #[test]
     fn service_name_gets_its_vip_case_insensitively() {
-        let m = parse(answer(&table(), "cluster.local", false, &query("Web.Default.svc.cluster.local.", RecordType::A)));
+        let m = parse(answer(
+            &table(),
+            "cluster.local",
+            false,
+            &query("Web.Default.svc.cluster.local.", RecordType::A),
+        ));
         assert_eq!(m.metadata.id, 77);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.metadata.authoritative);
@@ -415,17 +428,40 @@ mod tests {
 
     #[test]
     fn unknown_cluster_name_is_nxdomain_and_aaaa_is_nodata() {
-        let m = parse(answer(&table(), "cluster.local", true, &query("db.default.svc.cluster.local.", RecordType::A)));
+        let m = parse(answer(
+            &table(),
+            "cluster.local",
+            true,
+            &query("db.default.svc.cluster.local.", RecordType::A),
+        ));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        let m = parse(answer(&table(), "cluster.local", true, &query("web.default.svc.cluster.local.", RecordType::AAAA)));
+        let m = parse(answer(
+            &table(),
+            "cluster.local",
+            true,
+            &query("web.default.svc.cluster.local.", RecordType::AAAA),
+        ));
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.answers.is_empty());
     }
 
     #[test]
     fn outside_names_forward_or_nxdomain() {
-        assert_eq!(answer(&table(), "cluster.local", true, &query("example.org.", RecordType::A)), Outcome::Forward);
-        let m = parse(answer(&table(), "cluster.local", false, &query("example.org.", RecordType::A)));
+        assert_eq!(
+            answer(
+                &table(),
+                "cluster.local",
+                true,
+                &query("example.org.", RecordType::A)
+            ),
+            Outcome::Forward
+        );
+        let m = parse(answer(
+            &table(),
+            "cluster.local",
+            false,
+            &query("example.org.", RecordType::A),
+        ));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     }
 
@@ -440,7 +476,10 @@ mod tests {
     fn resolv_conf_helpers() {
         let rc = pod_resolv_conf("shop", Ipv4Addr::new(10, 244, 1, 1), "cluster.local");
         assert!(rc.contains("search shop.svc.cluster.local svc.cluster.local cluster.local"));
-        let up = upstream_from_resolv_conf("# x\nnameserver 10.244.1.1\nnameserver 192.0.2.53\n", Some(Ipv4Addr::new(10, 244, 1, 1)));
+        let up = upstream_from_resolv_conf(
+            "# x\nnameserver 10.244.1.1\nnameserver 192.0.2.53\n",
+            Some(Ipv4Addr::new(10, 244, 1, 1)),
+        );
         assert_eq!(up, Some("192.0.2.53:53".parse().unwrap()));
     }
 }

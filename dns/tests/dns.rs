@@ -24,15 +24,27 @@ fn short_names_resolve_through_search_domains() {
     }
     std::fs::create_dir_all(&etc).unwrap();
     let _guard = Dir(etc.clone());
-    std::fs::write(etc.join("resolv.conf"), podd_dns::pod_resolv_conf("default", NODE_IP, "cluster.local")).unwrap();
+    std::fs::write(
+        etc.join("resolv.conf"),
+        podd_dns::pod_resolv_conf("default", NODE_IP, "cluster.local"),
+    )
+    .unwrap();
     let getent = |name: &str| {
         let out = Command::new("ip")
             .args(["netns", "exec", &topo.pod, "getent", "ahostsv4", name])
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
-    for name in ["web", "web.default", "web.default.svc", "web.default.svc.cluster.local"] {
+    for name in [
+        "web",
+        "web.default",
+        "web.default.svc",
+        "web.default.svc.cluster.local",
+    ] {
         let (ok, out) = getent(name);
         assert!(ok && out.contains(&WEB_VIP.to_string()), "{name}: {out}");
     }

@@ -42,12 +42,15 @@ fn main() {
         ),
     };
     let sources = [ebpf_dir.join("src"), manifest.join("../podd-lb-common/src")];
-    if sources.iter().filter_map(|d| newest_source(d)).any(|t| t > built) {
+    if sources
+        .iter()
+        .filter_map(|d| newest_source(d))
+        .any(|t| t > built)
+    {
         println!(
             "cargo:warning=the eBPF object is older than its sources; run `cargo xtask build-ebpf`"
         );
     }
-    std::fs::copy(&object, &out).unwrap_or_else(|e| {
-        panic!("copying {} to {}: {e}", object.display(), out.display())
-    });
+    std::fs::copy(&object, &out)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", object.display(), out.display()));
 }

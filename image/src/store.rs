@@ -84,6 +84,13 @@ pub struct UnpackedImage {
     pub layer_dirs: Vec<PathBuf>,
 }
 
+/// What [`ImageStore::gc`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcStats {
+    pub layers_removed: usize,
+    pub tmp_removed: usize,
+}
+
 /// The image store rooted at one directory (default [`ImageStore::DEFAULT_ROOT`]).
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -293,13 +300,61 @@ impl ImageStore {
                 ImageError::io("creating a temporary layer directory in", self.tmp_dir(), e)
             })?;
         let stats = unpack_layer_blob(image, layer, tmp.path())?;
-        fs::rename(tmp.path(), &dir)
-            .map_err(|e| ImageError::io("moving the unpacked layer to", &dir, e))?;
-        // Already renamed away; TempDir's drop then finds nothing to remove.
+        if let Err(e) = fs::rename(tmp.path(), &dir) {
+            // Another unpacker finished first (only possible without the lock); theirs is as good.
+            if !dir.is_dir() {
+                return Err(ImageError::io("moving the unpacked layer to", &dir, e));
+            }
+        }
+        // Renamed away (or a duplicate); TempDir's drop removes whatever is still there.
         drop(tmp);
         tracing::debug!(image = %image.name, layer = %layer.digest, entries = stats.entries,
             elapsed_ms = started.elapsed().as_millis() as u64, "unpacked layer");
         Ok(dir)
+    }
+
+    /// Removes unpacked layers that none of `keep` uses (pass the images of every container
+    /// that exists), and temp entries older than `tmp_min_age` (left by a crash). Each layer is
+    /// removed under its unpack lock. Call it when no container start is in flight, as a layer
+    /// that `unpack` just returned is not yet in `keep`.
+    pub fn gc(&self, keep: &[&UnpackedImage], tmp_min_age: std::time::Duration) -> Result<GcStats> {
+        let keep: std::collections::HashSet<&PathBuf> = keep.iter().flat_map(|i| &i.layer_dirs).collect();
+        let mut stats = GcStats::default();
+        let layers = self.root.join("layers");
+        let read = fs::read_dir(&layers).map_err(|e| ImageError::io("listing", &layers, e))?;
+        for entry in read {
+            let entry = entry.map_err(|e| ImageError::io("listing", &layers, e))?;
+            let dir = entry.path();
+            if keep.contains(&dir) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let _lock = self.lock(&format!("layer-{name}.lock"))?;
+            // Rename first so no reader ever sees a half-removed layer.
+            let doomed = self.tmp_dir().join(format!("gc-{name}"));
+            fs::rename(&dir, &doomed).map_err(|e| ImageError::io("retiring layer", &dir, e))?;
+            fs::remove_dir_all(&doomed).map_err(|e| ImageError::io("removing layer", &doomed, e))?;
+            // The lock file stays: removing it could let two unpackers lock different inodes.
+            stats.layers_removed += 1;
+        }
+        let tmp = self.tmp_dir();
+        let read = fs::read_dir(&tmp).map_err(|e| ImageError::io("listing", &tmp, e))?;
+        for entry in read.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= tmp_min_age);
+            if old {
+                let p = entry.path();
+                let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                if r.is_ok() {
+                    stats.tmp_removed += 1;
+                }
+            }
+        }
+        Ok(stats)
     }
 
     /// Gets an image from any source into the store and unpacks it: the pod layer's entry point.

@@ -541,3 +541,25 @@ fn a_failed_mount_leaves_nothing() {
     assert!(entries(&s.path("containers")).is_empty());
     assert!(mounts_under(s.dir.path()).is_empty());
 }
+
+#[test]
+fn gc_removes_unused_layers_and_stale_temp_entries() {
+    let s = Scratch::new("gc");
+    testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
+    let store = s.store();
+    let bb = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap()).unwrap();
+    let httpd = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox-httpd").unwrap()).unwrap();
+    fs::create_dir(s.path("store/tmp/crashed-unpack")).unwrap();
+    let stats = store.gc(&[&bb], std::time::Duration::ZERO).unwrap();
+    assert_eq!(stats.layers_removed, 1, "the www layer only httpd used");
+    assert_eq!(stats.tmp_removed, 1);
+    assert!(bb.layer_dirs[0].join("bin/busybox").exists());
+    assert!(!httpd.layer_dirs[1].exists());
+    assert!(entries(&s.path("store/tmp")).is_empty());
+    // It comes back on the next unpack.
+    let again = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox-httpd").unwrap()).unwrap();
+    assert!(again.layer_dirs[1].join("www/index.html").exists());
+    let stats = store.gc(&[], std::time::Duration::ZERO).unwrap();
+    assert_eq!(stats.layers_removed, 2);
+    assert!(entries(&s.path("store/layers")).is_empty());
+}

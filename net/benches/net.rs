@@ -128,6 +128,11 @@ fn main() {
         down.push(start.elapsed());
     }
 
+    // Destroyed network namespaces are cleaned up by the kernel afterwards,
+    // holding the rtnl lock; let that finish so phases don't slow each other.
+    let settle = || std::thread::sleep(Duration::from_secs(3));
+    settle();
+
     // podd with the full sandbox (net + ipc + uts, hostname set).
     let mut sandbox_up = Vec::new();
     let mut sandboxes = Vec::new();
@@ -145,6 +150,8 @@ fn main() {
         network.detach_pod(&format!("sb-uid-{i}")).unwrap();
         sandbox.remove().unwrap();
     }
+
+    settle();
 
     // Baseline: the same steps with iproute2, one command per step.
     let gateway = network.gateway().to_string();

@@ -260,18 +260,22 @@ impl Ipam {
     }
 
     /// The cursor is only a hint for spreading, so failing to write it is
-    /// logged, not fatal. Written to a temp file and renamed into place.
+    /// logged, not fatal. It is overwritten in place as a fixed 16 bytes:
+    /// no rename and no truncation, both of which make ext4 flush data
+    /// synchronously (auto_da_alloc) and cost milliseconds per allocation.
+    /// A torn write only makes the next agent start its search elsewhere.
     fn write_cursor(&self, ip: Ipv4Addr) {
-        let temp = self.dir.join(format!(
-            "{TEMP_PREFIX}{}.{}.cursor",
-            std::process::id(),
-            nix::unistd::gettid()
-        ));
-        let result = fs::write(&temp, format!("{ip}\n"))
-            .and_then(|()| fs::rename(&temp, self.dir.join(CURSOR_FILE)));
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(CURSOR_FILE);
+        let text = format!("{:<15}\n", ip.to_string());
+        let result = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|file| file.write_all_at(text.as_bytes(), 0));
         if let Err(e) = result {
-            let _ = fs::remove_file(&temp);
-            warn!(dir = %self.dir.display(), error = %e, "could not save the IPAM cursor");
+            warn!(path = %path.display(), error = %e, "could not save the IPAM cursor");
         }
     }
 
@@ -360,6 +364,20 @@ mod tests {
         let c = ipam.allocate("pod-c").unwrap();
         assert!(c > b, "{c} should come after {b}");
         assert!(ipam.lease_of("pod-a").is_none());
+    }
+
+    #[test]
+    fn the_cursor_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cidr("10.244.1.0/24");
+        let mut ipam = Ipam::open(dir.path(), c).unwrap();
+        ipam.allocate("a").unwrap();
+        let b = ipam.allocate("b").unwrap();
+        ipam.release("b").unwrap();
+        ipam.release("a").unwrap();
+        let mut restarted = Ipam::open(dir.path(), c).unwrap();
+        let next = restarted.allocate("c").unwrap();
+        assert_eq!(u32::from(next), u32::from(b) + 1, "continues after {b}");
     }
 
     #[test]

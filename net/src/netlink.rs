@@ -29,6 +29,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::error::{NetError, Result};
 use crate::netns::{NsKind, run_in_namespace};
+use tracing::warn;
 
 /// What podd needs to know about a network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +133,29 @@ impl Netlink {
             };
             let mut offset = 0;
             while offset < datagram.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let reply =
+                    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..]) {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            // One object this crate version cannot parse (say, a
+                            // link kind from a newer kernel) must not fail a whole
+                            // dump: skip it by the length in its header. ACKs,
+                            // errors and DONE are always parseable.
+                            let length = datagram
+                                .get(offset..offset + 4)
+                                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                                .unwrap_or(0);
+                            if length < 16 {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    e.to_string(),
+                                ));
+                            }
+                            warn!(error = %e, "skipping a netlink message that cannot be parsed");
+                            offset += (length + 3) & !3;
+                            continue;
+                        }
+                    };
                 let length = reply.header.length as usize;
                 if length == 0 {
                     return Err(io::Error::new(

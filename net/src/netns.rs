@@ -380,7 +380,8 @@ fn bind_new_namespaces(targets: &[(NsKind, PathBuf)], hostname: Option<&str>) ->
         path: targets[0].1.clone(),
         source: io::Error::from(e),
     })?;
-    if let Some(hostname) = hostname {
+    // Only ever in a UTS namespace of our own, never the host's.
+    if let Some(hostname) = hostname.filter(|_| flags.contains(CloneFlags::CLONE_NEWUTS)) {
         // This thread is now in the new UTS namespace, so only the pod sees it.
         nix::unistd::sethostname(hostname).map_err(|e| NetError::Namespace {
             op: "sethostname",

@@ -236,7 +236,8 @@ impl NodeNetwork {
     }
 
     fn netlink(&self) -> MutexGuard<'_, Netlink> {
-        // A panic while holding the socket leaves no half-state in it.
+        // Poisoning is harmless here: replies left over by a panicking
+        // holder carry an old sequence number and are skipped.
         self.netlink.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -352,6 +353,13 @@ impl NodeNetwork {
             host_veth,
             interface: POD_INTERFACE.to_string(),
         }))
+    }
+
+    /// Every lease of this node's CIDR, IP to pod uid, as on disk now.
+    pub fn leases(&self) -> Result<std::collections::BTreeMap<Ipv4Addr, String>> {
+        let mut ipam = self.ipam();
+        ipam.refresh()?;
+        Ok(ipam.leases().clone())
     }
 
     /// Frees the leases and deletes the host veths of pods that are not in

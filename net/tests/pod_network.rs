@@ -350,6 +350,11 @@ fn leases_survive_an_agent_restart_without_duplicates() {
         // The agent "dies": nothing is torn down.
     }
     let network = node_network(&env, &node, 1);
+    let leases = network.leases().unwrap();
+    assert_eq!(
+        leases.values().cloned().collect::<Vec<_>>(),
+        vec!["uid-0".to_string(), "uid-2".to_string()]
+    );
     assert_eq!(
         network.pod_network("uid-0").unwrap(),
         Some(before[0].clone())

@@ -1,9 +1,20 @@
-//! podctl: the podd command-line client.
+//! podctl: the podd command-line client. Output and errors follow kubectl's: aligned tables,
+//! `-o json|yaml|wide`, and messages that name the object and what to do.
 
 mod age;
 mod cli;
+mod commands;
 mod manifest;
 mod table;
 mod views;
 
-fn main() {}
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = cli::Cli::parse();
+    if let Err(e) = commands::run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

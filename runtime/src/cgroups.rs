@@ -21,10 +21,10 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// hybrid one.
 pub fn detect_root() -> Result<PathBuf> {
     for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if let Ok(st) = nix::sys::statfs::statfs(candidate) {
-            if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
-                return Ok(PathBuf::from(candidate));
-            }
+        if let Ok(st) = nix::sys::statfs::statfs(candidate)
+            && st.filesystem_type().0 == CGROUP2_SUPER_MAGIC
+        {
+            return Ok(PathBuf::from(candidate));
         }
     }
     Err(Error::NoCgroup2)
@@ -42,7 +42,11 @@ pub struct LimitWrite {
 }
 
 fn w(controller: &str, file: impl Into<String>, value: impl ToString) -> LimitWrite {
-    LimitWrite { controller: controller.into(), file: file.into(), value: value.to_string() }
+    LimitWrite {
+        controller: controller.into(),
+        file: file.into(),
+        value: value.to_string(),
+    }
 }
 
 /// cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), as runc converts.
@@ -67,17 +71,21 @@ fn limit_value(v: i64) -> String {
 pub fn limit_writes(res: &LinuxResources) -> Result<Vec<LimitWrite>> {
     let mut out = Vec::new();
     if let Some(cpu) = res.cpu() {
-        if let Some(shares) = cpu.shares() {
-            if shares > 0 {
-                out.push(w("cpu", "cpu.weight", shares_to_weight(shares)));
-            }
+        if let Some(shares) = cpu.shares()
+            && shares > 0
+        {
+            out.push(w("cpu", "cpu.weight", shares_to_weight(shares)));
         }
         if cpu.quota().is_some() || cpu.period().is_some() {
             let quota = match cpu.quota() {
                 Some(q) if q > 0 => q.to_string(),
                 _ => "max".into(),
             };
-            out.push(w("cpu", "cpu.max", format!("{quota} {}", cpu.period().unwrap_or(100_000))));
+            out.push(w(
+                "cpu",
+                "cpu.max",
+                format!("{quota} {}", cpu.period().unwrap_or(100_000)),
+            ));
         }
         if let Some(burst) = cpu.burst() {
             out.push(w("cpu", "cpu.max.burst", burst));
@@ -123,7 +131,15 @@ pub fn limit_writes(res: &LinuxResources) -> Result<Vec<LimitWrite>> {
     }
     if let Some(pids) = res.pids() {
         let limit = pids.limit();
-        out.push(w("pids", "pids.max", if limit <= 0 { "max".into() } else { limit.to_string() }));
+        out.push(w(
+            "pids",
+            "pids.max",
+            if limit <= 0 {
+                "max".into()
+            } else {
+                limit.to_string()
+            },
+        ));
     }
     if let Some(bio) = res.block_io() {
         if let Some(weight) = bio.weight() {
@@ -137,12 +153,20 @@ pub fn limit_writes(res: &LinuxResources) -> Result<Vec<LimitWrite>> {
         ];
         for (key, devs) in throttles {
             for d in devs.iter().flatten() {
-                out.push(w("io", "io.max", format!("{}:{} {key}={}", d.major(), d.minor(), d.rate())));
+                out.push(w(
+                    "io",
+                    "io.max",
+                    format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
+                ));
             }
         }
     }
     for h in res.hugepage_limits().iter().flatten() {
-        out.push(w("hugetlb", format!("hugetlb.{}.max", h.page_size()), limit_value(h.limit())));
+        out.push(w(
+            "hugetlb",
+            format!("hugetlb.{}.max", h.page_size()),
+            limit_value(h.limit()),
+        ));
     }
     if let Some(unified) = res.unified() {
         let mut keys: Vec<_> = unified.keys().collect();
@@ -150,7 +174,9 @@ pub fn limit_writes(res: &LinuxResources) -> Result<Vec<LimitWrite>> {
         for key in keys {
             let controller = key.split('.').next().unwrap_or_default();
             if key.contains('/') || controller.is_empty() || !key.contains('.') {
-                return Err(Error::InvalidSpec(format!("linux.resources.unified key {key:?} is not a cgroup file")));
+                return Err(Error::InvalidSpec(format!(
+                    "linux.resources.unified key {key:?} is not a cgroup file"
+                )));
             }
             out.push(w(controller, key.clone(), &unified[key]));
         }
@@ -196,8 +222,15 @@ impl Cgroup {
     /// A cgroup at `root/relative` (a leading '/' on `relative` is ignored).
     pub fn new(root: impl Into<PathBuf>, relative: impl AsRef<Path>) -> Result<Cgroup> {
         let rel = relative.as_ref();
-        let relative: PathBuf = rel.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
-        if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) || relative.as_os_str().is_empty() {
+        let relative: PathBuf = rel
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+            || relative.as_os_str().is_empty()
+        {
             return Err(Error::InvalidSpec(format!(
                 "cgroups path {:?} must be a non-empty path without '..'",
                 rel
@@ -208,7 +241,11 @@ impl Cgroup {
                 "cgroups path {rel:?} looks like a systemd slice:prefix:name path; podd-oci manages cgroupfs paths only"
             )));
         }
-        Ok(Cgroup { root: root.into(), relative, created: Vec::new() })
+        Ok(Cgroup {
+            root: root.into(),
+            relative,
+            created: Vec::new(),
+        })
     }
 
     /// The cgroup's directory.
@@ -282,7 +319,8 @@ impl Cgroup {
             let enabled = fs::read_to_string(&control).unwrap_or_default();
             for (c, _) in needed {
                 if !enabled.split_whitespace().any(|e| e == *c) {
-                    fs::write(&control, format!("+{c}")).map_err(io_err("enable controller in", control.clone()))?;
+                    fs::write(&control, format!("+{c}"))
+                        .map_err(io_err("enable controller in", control.clone()))?;
                 }
             }
             dir.push(comp);
@@ -313,7 +351,9 @@ impl Cgroup {
     }
 
     fn events(&self) -> BTreeMap<String, u64> {
-        fs::read_to_string(self.path().join("cgroup.events")).map(|t| parse_flat_keyed(&t)).unwrap_or_default()
+        fs::read_to_string(self.path().join("cgroup.events"))
+            .map(|t| parse_flat_keyed(&t))
+            .unwrap_or_default()
     }
 
     /// Whether any live process is in the cgroup (or its children).
@@ -325,12 +365,19 @@ impl Cgroup {
     pub fn stats(&self) -> Result<Stats> {
         let dir = self.path();
         let cpu_stat = dir.join("cpu.stat");
-        let cpu = parse_flat_keyed(&fs::read_to_string(&cpu_stat).map_err(io_err("read", cpu_stat))?);
-        let read_u64 = |f: &str| fs::read_to_string(dir.join(f)).ok().and_then(|t| t.trim().parse().ok());
+        let cpu =
+            parse_flat_keyed(&fs::read_to_string(&cpu_stat).map_err(io_err("read", cpu_stat))?);
+        let read_u64 = |f: &str| {
+            fs::read_to_string(dir.join(f))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        };
         Ok(Stats {
             cpu,
             memory_current: read_u64("memory.current"),
-            memory_events: fs::read_to_string(dir.join("memory.events")).map(|t| parse_flat_keyed(&t)).unwrap_or_default(),
+            memory_events: fs::read_to_string(dir.join("memory.events"))
+                .map(|t| parse_flat_keyed(&t))
+                .unwrap_or_default(),
             pids_current: read_u64("pids.current"),
         })
     }
@@ -343,7 +390,10 @@ impl Cgroup {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.events().get("frozen").copied().unwrap_or(0) != want {
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("waiting for {} to report frozen {want}", self.path().display())));
+                return Err(Error::Timeout(format!(
+                    "waiting for {} to report frozen {want}",
+                    self.path().display()
+                )));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -364,7 +414,10 @@ impl Cgroup {
                 // Frozen tasks cannot die; thaw first.
                 let _ = fs::write(self.path().join("cgroup.freeze"), "0");
                 for pid in self.pids()? {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 Ok(())
             }
@@ -387,11 +440,18 @@ impl Cgroup {
                 killed = true;
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("waiting for the processes of {} to exit", leaf.display())));
+                return Err(Error::Timeout(format!(
+                    "waiting for the processes of {} to exit",
+                    leaf.display()
+                )));
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        let dirs: Vec<PathBuf> = if self.created.is_empty() { vec![leaf.clone()] } else { self.created.clone() };
+        let dirs: Vec<PathBuf> = if self.created.is_empty() {
+            vec![leaf.clone()]
+        } else {
+            self.created.clone()
+        };
         for (i, dir) in dirs.iter().enumerate().rev() {
             let is_leaf = i + 1 == dirs.len();
             let mut tries = 0;
@@ -400,7 +460,15 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
                     // A shared ancestor still holds another container: leave it to that one.
-                    Err(e) if !is_leaf && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => break,
+                    Err(e)
+                        if !is_leaf
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
+                            ) =>
+                    {
+                        break;
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 1000 => {
                         tries += 1;
                         std::thread::sleep(Duration::from_micros(500));
@@ -423,13 +491,29 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     #[test]
     fn translates_limits() {
         let res = LinuxResourcesBuilder::default()
-            .cpu(LinuxCpuBuilder::default().quota(50_000i64).period(100_000u64).shares(1024u64).build().unwrap())
-            .memory(LinuxMemoryBuilder::default().limit(64i64 << 20).swap(128i64 << 20).reservation(1i64 << 20).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .shares(1024u64)
+                    .build()
+                    .unwrap(),
+            )
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(128i64 << 20)
+                    .reservation(1i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
             .build()
             .unwrap();
@@ -455,6 +539,9 @@ mod tests {
     fn rejects_bad_paths() {
         assert!(Cgroup::new("/sys/fs/cgroup", "../x").is_err());
         assert!(Cgroup::new("/sys/fs/cgroup", "system.slice:podd:x").is_err());
-        assert_eq!(Cgroup::new("/r", "/a/b").unwrap().path(), PathBuf::from("/r/a/b"));
+        assert_eq!(
+            Cgroup::new("/r", "/a/b").unwrap().path(),
+            PathBuf::from("/r/a/b")
+        );
     }
 }

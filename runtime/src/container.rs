@@ -26,7 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{OFlag, open, openat};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+};
 use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
@@ -62,7 +64,13 @@ pub struct CreateOptions {
 impl CreateOptions {
     /// Defaults with a chosen state root.
     pub fn new(root: impl Into<PathBuf>) -> CreateOptions {
-        CreateOptions { root: root.into(), cgroup_root: None, console_socket: None, pid_file: None, preserve_fds: 0 }
+        CreateOptions {
+            root: root.into(),
+            cgroup_root: None,
+            console_socket: None,
+            pid_file: None,
+            preserve_fds: 0,
+        }
     }
 }
 
@@ -96,16 +104,33 @@ struct ProcessPlan {
 }
 
 impl ProcessPlan {
-    fn new(process: &Process, seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>, console: Option<OwnedFd>, preserve_fds: u32) -> Result<ProcessPlan> {
+    fn new(
+        process: &Process,
+        seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>,
+        console: Option<OwnedFd>,
+        preserve_fds: u32,
+    ) -> Result<ProcessPlan> {
         let args = process.args().clone().unwrap_or_default();
         if args.is_empty() {
             return Err(Error::InvalidSpec("process.args is empty".into()));
         }
-        if process.apparmor_profile().as_ref().is_some_and(|p| !p.is_empty()) {
-            tracing::warn!("process.apparmorProfile is set but podd-oci does not apply AppArmor profiles; ignored");
+        if process
+            .apparmor_profile()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            tracing::warn!(
+                "process.apparmorProfile is set but podd-oci does not apply AppArmor profiles; ignored"
+            );
         }
-        if process.selinux_label().as_ref().is_some_and(|p| !p.is_empty()) {
-            tracing::warn!("process.selinuxLabel is set but podd-oci does not apply SELinux labels; ignored");
+        if process
+            .selinux_label()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            tracing::warn!(
+                "process.selinuxLabel is set but podd-oci does not apply SELinux labels; ignored"
+            );
         }
         Ok(ProcessPlan {
             args: process::cstrings(&args)?,
@@ -133,16 +158,24 @@ impl ProcessPlan {
             setup_console(console, &self.process)?;
         }
         if let Some(adj) = self.process.oom_score_adj() {
-            fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(io_err("write", "/proc/self/oom_score_adj"))?;
+            fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(io_err("write", "/proc/self/oom_score_adj"))?;
         }
         process::set_rlimits(&self.process)?;
         let cwd = self.process.cwd();
         if !cwd.exists() {
             fs::create_dir_all(cwd).map_err(io_err("create process.cwd", cwd))?;
         }
-        nix::unistd::chdir(cwd).map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
+        nix::unistd::chdir(cwd)
+            .map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
         let env: Vec<String> = self.process.env().clone().unwrap_or_default();
-        let arg0 = self.process.args().as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
+        let arg0 = self
+            .process
+            .args()
+            .as_ref()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
         let program = process::find_program(&arg0, &env)?;
         if !self.nnp {
             // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
@@ -150,11 +183,14 @@ impl ProcessPlan {
         }
         process::drop_bounding(&self.caps)?;
         process::switch_user(&self.process, &self.caps)?;
-        umask(Mode::from_bits_truncate(self.process.user().umask().unwrap_or(0o022)));
+        umask(Mode::from_bits_truncate(
+            self.process.user().umask().unwrap_or(0o022),
+        ));
         if self.nnp {
             process::set_no_new_privs()?;
         }
-        CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| Error::InvalidSpec("program path has a NUL byte".into()))
+        CString::new(program.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::InvalidSpec("program path has a NUL byte".into()))
     }
 
     /// Last steps: the seccomp filter (when no_new_privs), close extra fds, execve.
@@ -179,26 +215,45 @@ fn close_fds_from(first: u32) {
 /// slave our controlling terminal and stdio.
 fn setup_console(socket: &OwnedFd, process: &Process) -> Result<()> {
     use nix::pty::{posix_openpt, ptsname_r, unlockpt};
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys_err("open /dev/ptmx"))?;
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys_err("open /dev/ptmx"))?;
     unlockpt(&master).map_err(sys_err("unlockpt"))?;
     let name = ptsname_r(&master).map_err(sys_err("ptsname"))?;
-    let slave = open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).map_err(sys_err(format!("open {name}")))?;
+    let slave = open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(sys_err(format!("open {name}")))?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     if let Some(size) = process.console_size() {
-        let ws = libc::winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a valid winsize struct.
         unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
     let fds = [master.as_raw_fd()];
     let iov = [std::io::IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(sys_err("send the pty master to the console socket"))?;
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys_err("send the pty master to the console socket"))?;
     drop(master);
     let _ = nix::unistd::fchown(slave.as_raw_fd(), Some(process.user().uid().into()), None);
     // SAFETY: TIOCSCTTY with argument 0 on a terminal fd we own.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(sys_err("make the pty the controlling terminal")(nix::Error::last()));
+        return Err(sys_err("make the pty the controlling terminal")(
+            nix::Error::last(),
+        ));
     }
     for target in 0..3 {
         nix::unistd::dup2(slave.as_raw_fd(), target).map_err(sys_err("dup2 the pty slave"))?;
@@ -241,39 +296,68 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cgroup` (clone3 `CLONE_INTO_CGROUP`: no cgroup.procs write, which costs a synchronize_rcu).
 /// Returns twice like fork. Used only in single-threaded setup processes, so glibc's fork
 /// handlers are not needed.
-fn clone_process(flags: CloneFlags, cgroup: Option<&Cgroup>) -> Result<i32> {
+fn clone_process(flags: CloneFlags, cgroup: Option<RawFd>) -> Result<i32> {
     let base = flags.bits() as u64 | libc::CLONE_PARENT as u64;
-    if let Some(cg) = cgroup {
-        let dir = cg.path();
-        let fd = open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(sys_err(format!("open cgroup {}", dir.display())))?;
+    if let Some(fd) = cgroup {
         // With CLONE_PARENT, clone3 wants exit_signal 0; the child inherits ours (SIGCHLD).
-        let args = CloneArgs { flags: base | CLONE_INTO_CGROUP, cgroup: fd as u64, ..Default::default() };
+        let args = CloneArgs {
+            flags: base | CLONE_INTO_CGROUP,
+            cgroup: fd as u64,
+            ..Default::default()
+        };
         // SAFETY: clone3 reads `args` (a valid clone_args of the size passed); with no stack the
         // child gets a copy of our memory and continues here, like fork.
-        let rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-        if rc == 0 {
-            return Ok(0);
-        }
-        let _ = nix::unistd::close(fd);
-        if rc > 0 {
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if rc >= 0 {
             return Ok(rc as i32);
         }
         let err = nix::Error::last();
         if err != nix::Error::ENOSYS && err != nix::Error::E2BIG {
-            return Err(sys_err(format!("clone3 into {} with namespaces {flags:?}", dir.display()))(err));
+            return Err(sys_err(format!(
+                "clone3 into the container's cgroup with namespaces {flags:?}"
+            ))(err));
         }
         // Kernels before 5.7: join the cgroup the slow way, then clone.
-        cg.add_process(0)?;
+        let procs = openat(
+            Some(fd),
+            "cgroup.procs",
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys_err("open cgroup.procs"))?;
+        // SAFETY: openat returned a fresh fd that nothing else owns.
+        let mut procs = unsafe { fs::File::from_raw_fd(procs) };
+        procs
+            .write_all(b"0")
+            .map_err(io_err("join cgroup", "cgroup.procs"))?;
     }
     let raw = base | libc::SIGCHLD as u64;
     // SAFETY: clone with a null stack behaves like fork: the child gets a copy of our memory
     // and continues here. The caller is single-threaded.
     let rc = unsafe { libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize) };
     if rc < 0 {
-        return Err(sys_err(format!("clone with namespaces {flags:?}"))(nix::Error::last()));
+        return Err(sys_err(format!("clone with namespaces {flags:?}"))(
+            nix::Error::last(),
+        ));
     }
     Ok(rc as i32)
+}
+
+/// Open a cgroup directory for clone3's CLONE_INTO_CGROUP.
+fn open_cgroup(cg: &Cgroup) -> Result<RawFd> {
+    let dir = cg.path();
+    open(
+        &dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err(format!("open cgroup {}", dir.display())))
 }
 
 /// Leave a forked setup process without running the parent's destructors or atexit handlers.
@@ -290,6 +374,8 @@ fn fail_child(sock: &OwnedFd, e: Error) -> ! {
 /// Stage 1: join the cgroup and the given namespaces, clone init into the new ones.
 fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
     let run = || -> Result<i32> {
+        // Opened before joining namespaces: a joined mount namespace would hide the path.
+        let cgroup_fd = plan.cgroup.as_ref().map(open_cgroup).transpose()?;
         namespaces::join_all(&plan.ns.join)?;
         let mut new = plan.ns.new;
         let time = namespaces::flag(LinuxNamespaceType::Time);
@@ -301,7 +387,7 @@ fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
         // A cgroup namespace made by clone3 would be rooted at our cgroup, not the container's:
         // init unshares it once it is in its cgroup.
         new.remove(CloneFlags::CLONE_NEWCGROUP);
-        clone_process(new, plan.cgroup.as_ref())
+        clone_process(new, cgroup_fd)
     };
     match run() {
         Ok(0) => init(plan, sock),
@@ -328,30 +414,43 @@ fn wait_for(sock: &OwnedFd, want: fn(&Msg) -> bool) -> Result<Msg> {
 }
 
 fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallible> {
+    // The caller may block signals (`podd-oci run` does, to forward them): start clean.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let spec = &plan.spec;
     let linux = spec.linux().as_ref();
     if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
         wait_for(sock, |m| *m == Msg::Go)?;
         let root = nix::unistd::Uid::from_raw(0);
         let rootg = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(rootg, rootg, rootg).map_err(sys_err("become root in the user namespace (gid)"))?;
-        nix::unistd::setresuid(root, root, root).map_err(sys_err("become root in the user namespace (uid)"))?;
+        nix::unistd::setresgid(rootg, rootg, rootg)
+            .map_err(sys_err("become root in the user namespace (gid)"))?;
+        nix::unistd::setresuid(root, root, root)
+            .map_err(sys_err("become root in the user namespace (uid)"))?;
     }
     if plan.ns.new.contains(CloneFlags::CLONE_NEWCGROUP) {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys_err("unshare the cgroup namespace"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys_err("unshare the cgroup namespace"))?;
     }
     let in_userns = plan.ns.has(LinuxNamespaceType::User);
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
     umask(Mode::empty());
     let has_mountns = plan.ns.has(LinuxNamespaceType::Mount);
     if has_mountns {
-        rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+        rootfs::prepare(
+            &plan.rootfs,
+            linux.and_then(|l| l.rootfs_propagation().as_deref()),
+        )?;
         for m in spec.mounts().iter().flatten() {
             rootfs::mount_one(&plan.rootfs, m)?;
         }
     }
     let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-    rootfs::create_devices(&plan.rootfs, &devices, has_mountns && rootfs::has_fresh_dev(spec), in_userns)?;
+    rootfs::create_devices(
+        &plan.rootfs,
+        &devices,
+        has_mountns && rootfs::has_fresh_dev(spec),
+        in_userns,
+    )?;
 
     let mut state = plan.state.clone();
     let hooks = spec.hooks().as_ref();
@@ -361,21 +460,33 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
             state.pid = pid;
         }
     }
-    hooks::run_all("createContainer", hooks.and_then(|h| h.create_container().as_ref()), &state)?;
+    hooks::run_all(
+        "createContainer",
+        hooks.and_then(|h| h.create_container().as_ref()),
+        &state,
+    )?;
 
     // Keep a way to the fifo across pivot_root: an O_PATH fd, reopened through the host's
     // /proc/self/fd (which works even if the container has no /proc).
-    let fd_dir = open("/proc/self/fd", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys_err("open /proc/self/fd"))?;
+    let fd_dir = open(
+        "/proc/self/fd",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err("open /proc/self/fd"))?;
     let fifo = open(&plan.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys_err(format!("open {}", plan.fifo.display())))?;
 
     if has_mountns {
         rootfs::pivot(&plan.rootfs)?;
         if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
-            let flags = rootfs::propagation_flag(p)
-                .ok_or_else(|| Error::InvalidSpec(format!("linux.rootfsPropagation {p:?} is not a propagation")))?;
-            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(sys_err("set rootfs propagation"))?;
+            let flags = rootfs::propagation_flag(p).ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "linux.rootfsPropagation {p:?} is not a propagation"
+                ))
+            })?;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+                .map_err(sys_err("set rootfs propagation"))?;
         }
     } else {
         rootfs::chroot(&plan.rootfs)?;
@@ -396,9 +507,22 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         }
     }
     if has_mountns {
-        rootfs::readonly_paths(linux.and_then(|l| l.readonly_paths().as_deref()).unwrap_or_default())?;
-        rootfs::mask_paths(linux.and_then(|l| l.masked_paths().as_deref()).unwrap_or_default())?;
-        if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        rootfs::readonly_paths(
+            linux
+                .and_then(|l| l.readonly_paths().as_deref())
+                .unwrap_or_default(),
+        )?;
+        rootfs::mask_paths(
+            linux
+                .and_then(|l| l.masked_paths().as_deref())
+                .unwrap_or_default(),
+        )?;
+        if spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
             rootfs::readonly_root()?;
         }
     }
@@ -408,7 +532,12 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
     // Block until `start` opens the fifo for reading.
     let fifo_name = fifo.to_string();
     let w = loop {
-        match openat(Some(fd_dir), fifo_name.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        match openat(
+            Some(fd_dir),
+            fifo_name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Err(nix::Error::EINTR) => continue,
             r => break r.map_err(sys_err("open exec.fifo"))?,
         }
@@ -419,12 +548,19 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
     drop(w);
     let _ = nix::unistd::close(fifo);
     let _ = nix::unistd::close(fd_dir);
-    hooks::run_all("startContainer", hooks.and_then(|h| h.start_container().as_ref()), &state)?;
+    hooks::run_all(
+        "startContainer",
+        hooks.and_then(|h| h.start_container().as_ref()),
+        &state,
+    )?;
     plan.proc.exec(&program)
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Removes what a failed create made.
@@ -444,10 +580,10 @@ impl Drop for CreateGuard {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
         }
-        if let Some(cg) = &self.cgroup {
-            if let Err(e) = cg.destroy() {
-                tracing::warn!(error = %e, "removing the cgroup of a failed create");
-            }
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.destroy()
+        {
+            tracing::warn!(error = %e, "removing the cgroup of a failed create");
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -491,18 +627,35 @@ impl Container {
         let bundle = absolute(bundle)?;
         let rootfs = spec::validate(spec, &bundle)?;
         let linux = spec.linux().as_ref();
-        let ns = Plan::from_spec(linux.and_then(|l| l.namespaces().as_deref()).unwrap_or_default());
+        let ns = Plan::from_spec(
+            linux
+                .and_then(|l| l.namespaces().as_deref())
+                .unwrap_or_default(),
+        );
         if !ns.has(LinuxNamespaceType::Mount) {
-            return Err(Error::InvalidSpec("linux.namespaces needs a mount namespace".into()));
+            return Err(Error::InvalidSpec(
+                "linux.namespaces needs a mount namespace".into(),
+            ));
         }
-        fs::DirBuilder::new().recursive(true).mode(0o711).create(&opts.root).map_err(io_err("create state root", &opts.root))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&opts.root)
+            .map_err(io_err("create state root", &opts.root))?;
         let dir = State::dir(&opts.root, id);
         match fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(id.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(id.to_string()));
+            }
             Err(e) => return Err(io_err("create state directory", dir)(e)),
         }
-        let mut guard = CreateGuard { dir: dir.clone(), cgroup: None, pid: None, armed: true };
+        let mut guard = CreateGuard {
+            dir: dir.clone(),
+            cgroup: None,
+            pid: None,
+            armed: true,
+        };
 
         let cg_rel = linux
             .and_then(|l| l.cgroups_path().clone())
@@ -516,15 +669,25 @@ impl Container {
         guard.cgroup = Some(cgroup.clone());
 
         let fifo = dir.join("exec.fifo");
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys_err(format!("mkfifo {}", fifo.display())))?;
-        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622)).map_err(io_err("chmod", fifo.clone()))?;
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+            .map_err(sys_err(format!("mkfifo {}", fifo.display())))?;
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622))
+            .map_err(io_err("chmod", fifo.clone()))?;
 
-        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
         let console = if process.terminal().unwrap_or(false) {
             let path = opts.console_socket.as_ref().ok_or_else(|| {
-                Error::InvalidSpec("process.terminal is true but no console socket was given (--console-socket)".into())
+                Error::InvalidSpec(
+                    "process.terminal is true but no console socket was given (--console-socket)"
+                        .into(),
+                )
             })?;
-            Some(OwnedFd::from(UnixStream::connect(path).map_err(io_err("connect to console socket", path))?))
+            Some(OwnedFd::from(
+                UnixStream::connect(path).map_err(io_err("connect to console socket", path))?,
+            ))
         } else {
             None
         };
@@ -557,8 +720,13 @@ impl Container {
             state: oci_state.clone(),
         };
 
-        let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(sys_err("socketpair"))?;
+        let (parent_sock, child_sock) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(sys_err("socketpair"))?;
         // SAFETY: the child only makes system calls, allocates (glibc's fork handlers keep malloc
         // usable) and exits with _exit; it takes no other locks and never returns here.
         let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
@@ -571,32 +739,61 @@ impl Container {
         drop(child_sock);
         drop(plan.proc.console);
 
+        // Stage 1 (the pid) and init (hooks, ready) share the channel: their messages may
+        // arrive in either order.
         let mut init_pid = None;
+        let mut ready = false;
+        let mut hooks_pending = false;
+        let run_hooks = |pid: i32| {
+            let st = OciState {
+                pid,
+                ..oci_state.clone()
+            };
+            hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &st)
+                .and_then(|_| {
+                    hooks::run_all(
+                        "createRuntime",
+                        hooks.and_then(|h| h.create_runtime().as_ref()),
+                        &st,
+                    )
+                })
+                .and_then(|_| send_msg(&parent_sock, &Msg::HooksDone(pid)))
+        };
         let result = loop {
+            if ready && init_pid.is_some() {
+                break Ok(());
+            }
             match recv_msg(&parent_sock) {
                 Ok(Some(Msg::Pid(pid))) => {
                     init_pid = Some(pid);
                     guard.pid = Some(pid);
                     let _ = waitpid(stage1_pid, None);
-                    if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
-                        if let Err(e) = write_id_maps(pid, spec).and_then(|_| send_msg(&parent_sock, &Msg::Go)) {
-                            break Err(e);
-                        }
+                    if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER)
+                        && let Err(e) =
+                            write_id_maps(pid, spec).and_then(|_| send_msg(&parent_sock, &Msg::Go))
+                    {
+                        break Err(e);
                     }
-                }
-                Ok(Some(Msg::HooksRequest)) => {
-                    let st = OciState { pid: init_pid.unwrap_or(0), ..oci_state.clone() };
-                    let r = hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &st)
-                        .and_then(|_| hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &st))
-                        .and_then(|_| send_msg(&parent_sock, &Msg::HooksDone(st.pid)));
-                    if let Err(e) = r {
+                    if hooks_pending && let Err(e) = run_hooks(pid) {
                         break Err(e);
                     }
                 }
-                Ok(Some(Msg::Ready)) => break Ok(()),
+                Ok(Some(Msg::HooksRequest)) => match init_pid {
+                    Some(pid) => {
+                        if let Err(e) = run_hooks(pid) {
+                            break Err(e);
+                        }
+                    }
+                    None => hooks_pending = true,
+                },
+                Ok(Some(Msg::Ready)) => ready = true,
                 Ok(Some(Msg::Error(e))) => break Err(Error::Init(e)),
                 Ok(Some(m)) => break Err(Error::Init(format!("unexpected setup message {m:?}"))),
-                Ok(None) => break Err(Error::Init("the setup process exited without reporting why".into())),
+                Ok(None) => {
+                    break Err(Error::Init(
+                        "the setup process exited without reporting why".into(),
+                    ));
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -609,7 +806,8 @@ impl Container {
             id: id.into(),
             bundle,
             pid,
-            pid_start_time: state::pid_start_time(pid).ok_or_else(|| Error::Init("init exited during create".into()))?,
+            pid_start_time: state::pid_start_time(pid)
+                .ok_or_else(|| Error::Init("init exited during create".into()))?,
             created: now_secs(),
             annotations,
             cgroup: Some(cgroup),
@@ -624,12 +822,18 @@ impl Container {
             fs::write(&pf, pid.to_string()).map_err(io_err("write pid file", pf))?;
         }
         guard.armed = false;
-        Ok(Container { root: opts.root.clone(), state })
+        Ok(Container {
+            root: opts.root.clone(),
+            state,
+        })
     }
 
     /// Load a container from the state root.
     pub fn load(root: &Path, id: &str) -> Result<Container> {
-        Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
+        Ok(Container {
+            root: root.to_path_buf(),
+            state: State::load(root, id)?,
+        })
     }
 
     /// Ids of the containers under a state root.
@@ -675,7 +879,12 @@ impl Container {
     }
 
     fn refuse(&self, status: Status, op: &'static str, hint: &'static str) -> Error {
-        Error::BadStatus { id: self.state.id.clone(), status, op, hint }
+        Error::BadStatus {
+            id: self.state.id.clone(),
+            status,
+            op,
+            hint,
+        }
     }
 
     /// Release init to exec the user process, then run the poststart hooks.
@@ -690,30 +899,53 @@ impl Container {
             return Err(self.refuse(status, "start", hint));
         }
         let fifo = State::dir(&self.root, &self.state.id).join("exec.fifo");
-        let fd = open(&fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(sys_err(format!("open {}", fifo.display())))?;
+        let fd = open(
+            &fifo,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys_err(format!("open {}", fifo.display())))?;
         // SAFETY: open returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         loop {
-            let mut pfd = [nix::poll::PollFd::new(fd.as_fd_ref(), nix::poll::PollFlags::POLLIN)];
+            let mut pfd = [nix::poll::PollFd::new(
+                fd.as_fd_ref(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
-            if let Ok(n) = n {
-                if n > 0 && pfd[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) {
-                    let mut b = [0u8; 1];
-                    if nix::unistd::read(fd.as_raw_fd(), &mut b).unwrap_or(0) == 1 {
-                        break;
-                    }
+            if let Ok(n) = n
+                && n > 0
+                && pfd[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN))
+            {
+                let mut b = [0u8; 1];
+                if nix::unistd::read(fd.as_raw_fd(), &mut b).unwrap_or(0) == 1 {
+                    break;
                 }
             }
             if !self.state.alive() {
-                return Err(Error::Init(format!("container {:?} exited before it could start", self.state.id)));
+                return Err(Error::Init(format!(
+                    "container {:?} exited before it could start",
+                    self.state.id
+                )));
             }
         }
         let _ = fs::remove_file(&fifo);
         self.state.started = true;
         self.state.save(&self.root)?;
         let hooks = self.state.hooks.clone();
-        if let Err(e) = hooks::run_all("poststart", hooks.as_ref().and_then(|h| h.poststart().as_ref()), &self.oci_state()) {
+        // The process may already have exited; the hooks still get the pid it ran as.
+        let st = OciState {
+            status: Status::Running,
+            pid: self.state.pid,
+            ..self.oci_state()
+        };
+        if let Err(e) = hooks::run_all(
+            "poststart",
+            hooks.as_ref().and_then(|h| h.poststart().as_ref()),
+            &st,
+        ) {
             tracing::warn!(error = %e, id = %self.state.id, "poststart hook failed");
         }
         Ok(())
@@ -725,18 +957,17 @@ impl Container {
         if status == Status::Stopped {
             return Err(self.refuse(status, "kill", " (it is not running)"));
         }
-        if all {
-            if let Some(cg) = &self.state.cgroup {
-                if signal == Signal::SIGKILL {
-                    return cg.kill_all();
-                }
-                for pid in cg.pids()? {
-                    let _ = kill(Pid::from_raw(pid), signal);
-                }
-                return Ok(());
+        if all && let Some(cg) = &self.state.cgroup {
+            if signal == Signal::SIGKILL {
+                return cg.kill_all();
             }
+            for pid in cg.pids()? {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+            return Ok(());
         }
-        kill(Pid::from_raw(self.state.pid), signal).map_err(sys_err(format!("kill {} with {signal}", self.state.pid)))
+        kill(Pid::from_raw(self.state.pid), signal)
+            .map_err(sys_err(format!("kill {} with {signal}", self.state.pid)))
     }
 
     /// Wait for init to exit and return its exit code (128+signal when killed). Works when the
@@ -748,7 +979,12 @@ impl Container {
                 Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
                 Ok(_) => continue,
                 Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(sys_err(format!("wait for container init {}", self.state.pid))(e)),
+                Err(e) => {
+                    return Err(sys_err(format!(
+                        "wait for container init {}",
+                        self.state.pid
+                    ))(e));
+                }
             }
         }
     }
@@ -759,7 +995,11 @@ impl Container {
         if status != Status::Running {
             return Err(self.refuse(status, "pause", ""));
         }
-        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.set_frozen(true)
+        self.state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?
+            .set_frozen(true)
     }
 
     /// Thaw a paused container.
@@ -768,12 +1008,20 @@ impl Container {
         if status != Status::Paused {
             return Err(self.refuse(status, "resume", ""));
         }
-        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.set_frozen(false)
+        self.state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?
+            .set_frozen(false)
     }
 
     /// cgroup stats.
     pub fn stats(&self) -> Result<Stats> {
-        self.state.cgroup.as_ref().ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?.stats()
+        self.state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("container has no cgroup".into()))?
+            .stats()
     }
 
     /// Remove the container: its processes (with `force`, or when it never started), cgroup
@@ -797,7 +1045,14 @@ impl Container {
         let mut oci = self.state.oci(&self.root);
         oci.status = Status::Stopped;
         fs::remove_dir_all(&dir).map_err(io_err("remove state directory", dir))?;
-        if let Err(e) = hooks::run_all("poststop", self.state.hooks.as_ref().and_then(|h| h.poststop().as_ref()), &oci) {
+        if let Err(e) = hooks::run_all(
+            "poststop",
+            self.state
+                .hooks
+                .as_ref()
+                .and_then(|h| h.poststop().as_ref()),
+            &oci,
+        ) {
             tracing::warn!(error = %e, id = %self.state.id, "poststop hook failed");
         }
         Ok(())
@@ -814,27 +1069,45 @@ impl Container {
         let join = namespaces::of_process(self.state.pid)?;
         let console = if process.terminal().unwrap_or(false) {
             let path = opts.console_socket.as_ref().ok_or_else(|| {
-                Error::InvalidSpec("process.terminal is true but no console socket was given".into())
+                Error::InvalidSpec(
+                    "process.terminal is true but no console socket was given".into(),
+                )
             })?;
-            Some(OwnedFd::from(UnixStream::connect(path).map_err(io_err("connect to console socket", path))?))
+            Some(OwnedFd::from(
+                UnixStream::connect(path).map_err(io_err("connect to console socket", path))?,
+            ))
         } else {
             None
         };
-        let plan = ProcessPlan::new(process, self.state.seccomp.as_ref(), console, opts.preserve_fds)?;
+        let plan = ProcessPlan::new(
+            process,
+            self.state.seccomp.as_ref(),
+            console,
+            opts.preserve_fds,
+        )?;
         let cgroup = self.state.cgroup.clone();
-        let (parent_sock, child_sock) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(sys_err("socketpair"))?;
+        let (parent_sock, child_sock) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(sys_err("socketpair"))?;
         // SAFETY: as in create: the child makes system calls and allocates, then _exits or execs.
         let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
                 drop(parent_sock);
                 let run = || -> Result<i32> {
+                    let cgroup_fd = cgroup.as_ref().map(open_cgroup).transpose()?;
                     namespaces::join_all(&join)?;
-                    clone_process(CloneFlags::empty(), cgroup.as_ref())
+                    clone_process(CloneFlags::empty(), cgroup_fd)
                 };
                 match run() {
                     Ok(0) => {
-                        nix::unistd::setsid().map_err(sys_err("setsid")).unwrap_or_else(|e| fail_child(&child_sock, e));
+                        let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+                        nix::unistd::setsid()
+                            .map_err(sys_err("setsid"))
+                            .unwrap_or_else(|e| fail_child(&child_sock, e));
                         match plan.prepare().and_then(|p| plan.exec(&p)) {
                             Ok(never) => match never {},
                             Err(e) => fail_child(&child_sock, e),
@@ -865,7 +1138,9 @@ impl Container {
         let _ = waitpid(stage1_pid, None);
         match (r, pid) {
             (Ok(()), Some(p)) => Ok(p),
-            (Ok(()), None) => Err(Error::Init("exec setup exited without reporting a pid".into())),
+            (Ok(()), None) => Err(Error::Init(
+                "exec setup exited without reporting a pid".into(),
+            )),
             (Err(e), Some(p)) => {
                 let _ = waitpid(Pid::from_raw(p), None);
                 Err(e)

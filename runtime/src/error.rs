@@ -78,7 +78,9 @@ pub enum Error {
         setting: String,
     },
     /// No cgroup v2 hierarchy was found.
-    #[error("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified; pass --cgroup-root")]
+    #[error(
+        "no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified; pass --cgroup-root"
+    )]
     NoCgroup2,
     /// A hook failed.
     #[error("{kind} hook {path} failed: {message}", path = path.display())]
@@ -105,7 +107,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wrap an `io::Error` with what and where.
-pub(crate) fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { what, path, source }
 }

@@ -24,12 +24,16 @@ pub fn run_all(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &OciState) 
 }
 
 fn run_one(kind: &'static str, hook: &Hook, state: &[u8]) -> Result<()> {
-    let fail = |message: String| Error::Hook { kind, path: hook.path().clone(), message };
+    let fail = |message: String| Error::Hook {
+        kind,
+        path: hook.path().clone(),
+        message,
+    };
     let mut cmd = Command::new(hook.path());
-    if let Some(args) = hook.args() {
-        if let Some((arg0, rest)) = args.split_first() {
-            cmd.arg0(arg0).args(rest);
-        }
+    if let Some(args) = hook.args()
+        && let Some((arg0, rest)) = args.split_first()
+    {
+        cmd.arg0(arg0).args(rest);
     }
     cmd.env_clear();
     for kv in hook.env().iter().flatten() {
@@ -38,12 +42,17 @@ fn run_one(kind: &'static str, hook: &Hook, state: &[u8]) -> Result<()> {
         }
     }
     cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run it: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin must not fail the write.
         let _ = stdin.write_all(state);
     }
-    let deadline = hook.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = hook
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
     loop {
         match child.try_wait().map_err(|e| fail(format!("wait: {e}")))? {
             Some(status) if status.success() => return Ok(()),
@@ -53,7 +62,10 @@ fn run_one(kind: &'static str, hook: &Hook, state: &[u8]) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() > d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+            return Err(fail(format!(
+                "timed out after {}s",
+                hook.timeout().unwrap_or(0)
+            )));
         }
         std::thread::sleep(Duration::from_micros(500));
     }

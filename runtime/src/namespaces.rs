@@ -59,7 +59,10 @@ pub struct Plan {
 impl Plan {
     /// From the spec's `linux.namespaces`.
     pub fn from_spec(namespaces: &[LinuxNamespace]) -> Plan {
-        let mut plan = Plan { new: CloneFlags::empty(), join: Vec::new() };
+        let mut plan = Plan {
+            new: CloneFlags::empty(),
+            join: Vec::new(),
+        };
         for ns in namespaces {
             match ns.path() {
                 Some(p) => plan.join.push((ns.typ(), p.clone())),
@@ -84,7 +87,11 @@ pub fn join_all(join: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
         fds.push((*t, f.into(), path));
     }
     for (t, fd, path) in fds {
-        setns(&fd, flag(t)).map_err(sys_err(format!("join {} namespace {}", proc_name(t), path.display())))?;
+        setns(&fd, flag(t)).map_err(sys_err(format!(
+            "join {} namespace {}",
+            proc_name(t),
+            path.display()
+        )))?;
     }
     Ok(())
 }
@@ -108,9 +115,13 @@ pub fn of_process(pid: i32) -> Result<Vec<(LinuxNamespaceType, PathBuf)>> {
             if t == LinuxNamespaceType::Time {
                 continue;
             }
-            return Err(Error::Init(format!("cannot read {}: is the container running?", theirs.display())));
+            return Err(Error::Init(format!(
+                "cannot read {}: is the container running?",
+                theirs.display()
+            )));
         };
-        let same = std::fs::metadata(&ours).is_ok_and(|m| m.ino() == their_meta.ino() && m.dev() == their_meta.dev());
+        let same = std::fs::metadata(&ours)
+            .is_ok_and(|m| m.ino() == their_meta.ino() && m.dev() == their_meta.dev());
         if !same {
             out.push((t, theirs));
         }

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use caps::{CapSet, CapsHashSet, Capability as Cap};
+use caps::{CapSet, Capability as Cap, CapsHashSet};
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimitType, Process};
 
@@ -35,11 +35,17 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
 /// Apply the process's rlimits.
 pub fn set_rlimits(process: &Process) -> Result<()> {
     for r in process.rlimits().iter().flatten() {
-        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
         // SAFETY: setrlimit reads a valid, initialised rlimit struct.
         let rc = unsafe { libc::setrlimit(rlimit_resource(r.typ()), &lim) };
         if rc != 0 {
-            return Err(Error::Sys { what: format!("setrlimit {:?}", r.typ()), source: nix::Error::last() });
+            return Err(Error::Sys {
+                what: format!("setrlimit {:?}", r.typ()),
+                source: nix::Error::last(),
+            });
         }
     }
     Ok(())
@@ -49,8 +55,13 @@ pub fn set_rlimits(process: &Process) -> Result<()> {
 pub fn to_caps(set: Option<&Capabilities>) -> Result<CapsHashSet> {
     let mut out = CapsHashSet::new();
     for c in set.into_iter().flatten() {
-        let name = serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let cap: Cap = name.parse().map_err(|_| Error::InvalidSpec(format!("unknown capability {name}")))?;
+        let name = serde_json::to_value(c)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let cap: Cap = name
+            .parse()
+            .map_err(|_| Error::InvalidSpec(format!("unknown capability {name}")))?;
         out.insert(cap);
     }
     Ok(out)
@@ -69,7 +80,9 @@ pub struct CapSets {
 impl CapSets {
     /// From the spec (a missing `capabilities` keeps none).
     pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets> {
-        let Some(c) = c else { return Ok(CapSets::default()) };
+        let Some(c) = c else {
+            return Ok(CapSets::default());
+        };
         Ok(CapSets {
             bounding: to_caps(c.bounding().as_ref())?,
             effective: to_caps(c.effective().as_ref())?,
@@ -99,12 +112,17 @@ pub fn drop_bounding(sets: &CapSets) -> Result<()> {
 pub fn switch_user(process: &Process, sets: &CapSets) -> Result<()> {
     let user = process.user();
     caps::securebits::set_keepcaps(true).map_err(cap_err("keep caps"))?;
-    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     // setgroups is denied in a user namespace whose setgroups file says "deny".
-    if let Err(e) = setgroups(&groups) {
-        if !(groups.is_empty() && e == nix::Error::EPERM) {
-            return Err(sys_err(format!("setgroups {groups:?}"))(e));
-        }
+    if let Err(e) = setgroups(&groups)
+        && !(groups.is_empty() && e == nix::Error::EPERM)
+    {
+        return Err(sys_err(format!("setgroups {groups:?}"))(e));
     }
     let gid = Gid::from_raw(user.gid());
     setresgid(gid, gid, gid).map_err(sys_err(format!("setgid {}", user.gid())))?;
@@ -133,7 +151,10 @@ pub fn set_no_new_privs() -> Result<()> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if rc != 0 {
-        return Err(Error::Sys { what: "prctl(PR_SET_NO_NEW_PRIVS)".into(), source: nix::Error::last() });
+        return Err(Error::Sys {
+            what: "prctl(PR_SET_NO_NEW_PRIVS)".into(),
+            source: nix::Error::last(),
+        });
     }
     Ok(())
 }
@@ -156,7 +177,9 @@ pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(Error::InvalidSpec(format!("process.args[0] {arg0:?} is not an executable file in the container")))
+            Err(Error::InvalidSpec(format!(
+                "process.args[0] {arg0:?} is not an executable file in the container"
+            )))
         };
     }
     for dir in path_var(env).split(':').filter(|d| !d.is_empty()) {
@@ -175,6 +198,9 @@ pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
 pub fn cstrings(items: &[String]) -> Result<Vec<CString>> {
     items
         .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| Error::InvalidSpec(format!("{s:?} contains a NUL byte"))))
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::InvalidSpec(format!("{s:?} contains a NUL byte")))
+        })
         .collect()
 }

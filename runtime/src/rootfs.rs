@@ -29,7 +29,12 @@ pub struct MountOptions {
 
 /// Parse OCI mount options (pure; unit-tested).
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), cleared: MsFlags::empty(), propagation: Vec::new(), data: Vec::new() };
+    let mut o = MountOptions {
+        flags: MsFlags::empty(),
+        cleared: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: Vec::new(),
+    };
     for opt in options {
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -56,8 +61,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                o.propagation.push(propagation_flag(opt).expect("listed above"));
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                o.propagation
+                    .push(propagation_flag(opt).expect("listed above"));
                 continue;
             }
             // Options of newer mount APIs that the classic mount(2) cannot express are ignored.
@@ -93,11 +100,18 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
 /// rootfs can point a mount outside of it.
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<PathBuf> = path.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
+    let mut pending: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
     let mut links = 0;
     while let Some(part) = pending.pop() {
         match part.components().next() {
-            None | Some(Component::RootDir) | Some(Component::CurDir) | Some(Component::Prefix(_)) => continue,
+            None
+            | Some(Component::RootDir)
+            | Some(Component::CurDir)
+            | Some(Component::Prefix(_)) => continue,
             Some(Component::ParentDir) => {
                 resolved.pop();
                 continue;
@@ -110,7 +124,10 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > 255 {
-                    return Err(Error::InvalidSpec(format!("too many symlinks resolving {}", path.display())));
+                    return Err(Error::InvalidSpec(format!(
+                        "too many symlinks resolving {}",
+                        path.display()
+                    )));
                 }
                 let target = fs::read_link(&full).map_err(io_err("readlink", full.clone()))?;
                 if target.is_absolute() {
@@ -126,7 +143,13 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     Ok(root.join(resolved))
 }
 
-fn do_mount(src: Option<&Path>, dst: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn do_mount(
+    src: Option<&Path>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     mount(src, dst, fstype, flags, data).map_err(sys_err(format!(
         "mount {} on {} (type {}, flags {flags:?}, data {:?})",
         src.map(|s| s.display().to_string()).unwrap_or_default(),
@@ -139,7 +162,9 @@ fn do_mount(src: Option<&Path>, dst: &Path, fstype: Option<&str>, flags: MsFlags
 /// The flags of the mount holding `path` (needed when remounting a bind mount read-only).
 fn current_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::{FsFlags, statvfs};
-    let Ok(st) = statvfs(path) else { return MsFlags::empty() };
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (a, b) in [
@@ -166,12 +191,22 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     do_mount(None, Path::new("/"), None, flags, None)?;
-    do_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+    do_mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
 }
 
 fn mkdir_all(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io_err("create mount point", dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(io_err("create mount point", dir))
 }
 
 fn ensure_target(dst: &Path, is_file: bool) -> Result<()> {
@@ -182,7 +217,12 @@ fn ensure_target(dst: &Path, is_file: bool) -> Result<()> {
         if let Some(parent) = dst.parent() {
             mkdir_all(parent)?;
         }
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(dst).map_err(io_err("create mount point", dst))?;
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dst)
+            .map_err(io_err("create mount point", dst))?;
     } else {
         mkdir_all(dst)?;
     }
@@ -198,7 +238,10 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.flags.contains(MsFlags::MS_BIND) || typ == "bind" {
         let src = m.source().as_ref().ok_or_else(|| {
-            Error::InvalidSpec(format!("bind mount on {} has no source", m.destination().display()))
+            Error::InvalidSpec(format!(
+                "bind mount on {} has no source",
+                m.destination().display()
+            ))
         })?;
         let meta = fs::metadata(src).map_err(io_err("bind mount source", src))?;
         ensure_target(&dst, !meta.is_dir())?;
@@ -206,13 +249,21 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
         do_mount(Some(src), &dst, None, bind, None)?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | (current_flags(&dst) - opts.cleared);
+            let flags = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | extra
+                | (current_flags(&dst) - opts.cleared);
             do_mount(None, &dst, None, flags, None)?;
         }
     } else {
         ensure_target(&dst, false)?;
         let fstype = match typ {
-            "" => return Err(Error::InvalidSpec(format!("mount on {} has no type", m.destination().display()))),
+            "" => {
+                return Err(Error::InvalidSpec(format!(
+                    "mount on {} has no type",
+                    m.destination().display()
+                )));
+            }
             "cgroup" => "cgroup2",
             t => t,
         };
@@ -221,10 +272,24 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
         match r {
             // mqueue and sysfs need namespaces they may not own (a joined netns in a userns):
             // fall back to a bind of the host's, as runc does for sysfs.
-            Err(Error::Sys { source: nix::Error::EPERM, .. }) if fstype == "sysfs" || fstype == "mqueue" => {
-                let host = if fstype == "sysfs" { "/sys" } else { "/dev/mqueue" };
-                do_mount(Some(Path::new(host)), &dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags | current_flags(&dst);
+            Err(Error::Sys {
+                source: nix::Error::EPERM,
+                ..
+            }) if fstype == "sysfs" || fstype == "mqueue" => {
+                let host = if fstype == "sysfs" {
+                    "/sys"
+                } else {
+                    "/dev/mqueue"
+                };
+                do_mount(
+                    Some(Path::new(host)),
+                    &dst,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                let flags =
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags | current_flags(&dst);
                 do_mount(None, &dst, None, flags, None)?;
             }
             r => r?,
@@ -238,10 +303,25 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
 
 /// The devices every container gets in a fresh /dev.
 pub fn default_devices() -> Vec<(&'static str, u64, u64)> {
-    vec![("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    vec![
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
 }
 
-fn make_device(rootfs: &Path, path: &Path, typ: SFlag, major: u64, minor: u64, mode: u32, bind: bool) -> Result<()> {
+fn make_device(
+    rootfs: &Path,
+    path: &Path,
+    typ: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    bind: bool,
+) -> Result<()> {
     let dst = resolve_in_root(rootfs, path)?;
     if dst.exists() {
         return Ok(());
@@ -254,12 +334,22 @@ fn make_device(rootfs: &Path, path: &Path, typ: SFlag, major: u64, minor: u64, m
     if let Some(parent) = dst.parent() {
         mkdir_all(parent)?;
     }
-    mknod(&dst, typ, Mode::from_bits_truncate(mode), makedev(major, minor))
-        .map_err(sys_err(format!("mknod {}", dst.display())))
+    mknod(
+        &dst,
+        typ,
+        Mode::from_bits_truncate(mode),
+        makedev(major, minor),
+    )
+    .map_err(sys_err(format!("mknod {}", dst.display())))
 }
 
 /// Create the spec's devices, and when /dev is a fresh mount the default ones and links.
-pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice], fresh_dev: bool, in_userns: bool) -> Result<()> {
+pub fn create_devices(
+    rootfs: &Path,
+    spec_devices: &[LinuxDevice],
+    fresh_dev: bool,
+    in_userns: bool,
+) -> Result<()> {
     for d in spec_devices {
         let typ = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
@@ -267,7 +357,15 @@ pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice], fresh_dev: bo
             LinuxDeviceType::P => SFlag::S_IFIFO,
             LinuxDeviceType::A => continue,
         };
-        make_device(rootfs, d.path(), typ, d.major() as u64, d.minor() as u64, d.file_mode().unwrap_or(0o666), in_userns)?;
+        make_device(
+            rootfs,
+            d.path(),
+            typ,
+            d.major() as u64,
+            d.minor() as u64,
+            d.file_mode().unwrap_or(0o666),
+            in_userns,
+        )?;
         if let (Some(uid), Some(gid)) = (d.uid(), d.gid()) {
             let dst = resolve_in_root(rootfs, d.path())?;
             let _ = nix::unistd::chown(&dst, Some(uid.into()), Some(gid.into()));
@@ -277,7 +375,15 @@ pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice], fresh_dev: bo
         return Ok(());
     }
     for (name, major, minor) in default_devices() {
-        make_device(rootfs, &Path::new("/dev").join(name), SFlag::S_IFCHR, major, minor, 0o666, in_userns)?;
+        make_device(
+            rootfs,
+            &Path::new("/dev").join(name),
+            SFlag::S_IFCHR,
+            major,
+            minor,
+            0o666,
+            in_userns,
+        )?;
     }
     let dev = rootfs.join("dev");
     let mut links = vec![
@@ -301,15 +407,29 @@ pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice], fresh_dev: bo
 
 /// Switch the root to `rootfs` with pivot_root(".", "."), then detach the old root.
 pub fn pivot(rootfs: &Path) -> Result<()> {
-    let new_root = open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys_err(format!("open {}", rootfs.display())))?;
-    let old_root = open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys_err("open /"))?;
+    let new_root = open(
+        rootfs,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err(format!("open {}", rootfs.display())))?;
+    let old_root = open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err("open /"))?;
     fchdir(new_root).map_err(sys_err("fchdir to the rootfs"))?;
     pivot_root(".", ".").map_err(sys_err(format!("pivot_root to {}", rootfs.display())))?;
     fchdir(old_root).map_err(sys_err("fchdir to the old root"))?;
     // The old root must not propagate the unmount back to the host.
-    do_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    do_mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detach the old root"))?;
     chdir("/").map_err(sys_err("chdir /"))?;
     let _ = nix::unistd::close(new_root);
@@ -332,9 +452,21 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
             Err(_) => continue,
         };
         let r = if meta.is_dir() {
-            do_mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)
+            do_mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )
         } else {
-            do_mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)
+            do_mount(
+                Some(Path::new("/dev/null")),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )
         };
         r?;
     }
@@ -348,8 +480,18 @@ pub fn readonly_paths(paths: &[String]) -> Result<()> {
         if fs::symlink_metadata(path).is_err() {
             continue;
         }
-        do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | current_flags(path);
+        do_mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_REC
+            | current_flags(path);
         do_mount(None, path, None, flags, None)?;
     }
     Ok(())
@@ -357,7 +499,8 @@ pub fn readonly_paths(paths: &[String]) -> Result<()> {
 
 /// Remount `/` read-only.
 pub fn readonly_root() -> Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | current_flags(Path::new("/"));
+    let flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | current_flags(Path::new("/"));
     do_mount(None, Path::new("/"), None, flags, None)
 }
 
@@ -370,7 +513,10 @@ pub fn has_fresh_dev(spec: &Spec) -> bool {
 
 /// Whether `name` is a mount destination in the spec.
 pub fn mounts_at(spec: &Spec, dest: &str) -> bool {
-    spec.mounts().iter().flatten().any(|m| m.destination().as_os_str() == OsStr::new(dest))
+    spec.mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.destination().as_os_str() == OsStr::new(dest))
 }
 
 #[cfg(test)]
@@ -379,8 +525,16 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = parse_options(&["nosuid".into(), "ro".into(), "rbind".into(), "mode=755".into(), "rslave".into()]);
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC));
+        let o = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "rbind".into(),
+            "mode=755".into(),
+            "rslave".into(),
+        ]);
+        assert!(o.flags.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC
+        ));
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         let rw = parse_options(&["ro".into(), "rw".into()]);
@@ -394,8 +548,17 @@ mod tests {
         fs::create_dir_all(root.join("real")).unwrap();
         symlink("/real", root.join("abs")).unwrap();
         symlink("../../../../etc", root.join("escape")).unwrap();
-        assert_eq!(resolve_in_root(root, Path::new("/abs/x")).unwrap(), root.join("real/x"));
-        assert_eq!(resolve_in_root(root, Path::new("/escape/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("/abs/x")).unwrap(),
+            root.join("real/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/escape/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 use crate::error::{Error, Result};
@@ -20,7 +20,10 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     #[cfg(target_arch = "x86_64")]
     {
         let table = crate::syscall_table_x86_64::SYSCALLS;
-        table.binary_search_by(|(n, _)| (*n).cmp(name)).ok().map(|i| table[i].1)
+        table
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| table[i].1)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -33,21 +36,29 @@ fn target_arch() -> Result<TargetArch> {
     if cfg!(target_arch = "x86_64") {
         Ok(TargetArch::x86_64)
     } else {
-        Err(Error::Seccomp("seccomp filters are supported on x86_64 only".into()))
+        Err(Error::Seccomp(
+            "seccomp filters are supported on x86_64 only".into(),
+        ))
     }
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> {
     Ok(match a {
         LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
-        LinuxSeccompAction::ScmpActErrno => SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32)),
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => SeccompAction::KillThread,
+        LinuxSeccompAction::ScmpActErrno => {
+            SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32))
+        }
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            SeccompAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
         LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
         LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error::Seccomp("SCMP_ACT_NOTIFY (a seccomp listener) is not supported".into()));
+            return Err(Error::Seccomp(
+                "SCMP_ACT_NOTIFY (a seccomp listener) is not supported".into(),
+            ));
         }
     })
 }
@@ -60,7 +71,9 @@ fn op(o: LinuxSeccompOperator, value_two: Option<u64>) -> SeccompCmpOp {
         LinuxSeccompOperator::ScmpCmpEq => SeccompCmpOp::Eq,
         LinuxSeccompOperator::ScmpCmpGe => SeccompCmpOp::Ge,
         LinuxSeccompOperator::ScmpCmpGt => SeccompCmpOp::Gt,
-        LinuxSeccompOperator::ScmpCmpMaskedEq => SeccompCmpOp::MaskedEq(value_two.unwrap_or(u64::MAX)),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            SeccompCmpOp::MaskedEq(value_two.unwrap_or(u64::MAX))
+        }
     }
 }
 
@@ -76,9 +89,18 @@ fn add(set: &mut RuleSet, nr: i64, rule: Option<SeccompRule>) {
     }
 }
 
-fn build(set: RuleSet, mismatch: SeccompAction, matched: SeccompAction, arch: TargetArch) -> Result<BpfProgram> {
-    let rules = set.into_iter().map(|(nr, r)| (nr, r.unwrap_or_default())).collect();
-    let filter = SeccompFilter::new(rules, mismatch, matched, arch).map_err(|e| Error::Seccomp(e.to_string()))?;
+fn build(
+    set: RuleSet,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+    arch: TargetArch,
+) -> Result<BpfProgram> {
+    let rules = set
+        .into_iter()
+        .map(|(nr, r)| (nr, r.unwrap_or_default()))
+        .collect();
+    let filter = SeccompFilter::new(rules, mismatch, matched, arch)
+        .map_err(|e| Error::Seccomp(e.to_string()))?;
     BpfProgram::try_from(filter).map_err(|e| Error::Seccomp(e.to_string()))
 }
 
@@ -96,9 +118,15 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
                 let conds = args
                     .iter()
                     .map(|a| {
-                        let index = u8::try_from(a.index()).map_err(|_| Error::Seccomp(format!("arg index {}", a.index())))?;
-                        SeccompCondition::new(index, SeccompCmpArgLen::Qword, op(a.op(), a.value_two()), a.value())
-                            .map_err(|e| Error::Seccomp(e.to_string()))
+                        let index = u8::try_from(a.index())
+                            .map_err(|_| Error::Seccomp(format!("arg index {}", a.index())))?;
+                        SeccompCondition::new(
+                            index,
+                            SeccompCmpArgLen::Qword,
+                            op(a.op(), a.value_two()),
+                            a.value(),
+                        )
+                        .map_err(|e| Error::Seccomp(e.to_string()))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Some(SeccompRule::new(conds).map_err(|e| Error::Seccomp(e.to_string()))?)
@@ -138,7 +166,8 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
 /// Install compiled programs on the calling thread (needs no_new_privs or CAP_SYS_ADMIN).
 pub fn install(programs: &[BpfProgram]) -> Result<()> {
     for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| Error::Seccomp(format!("loading the filter: {e}")))?;
+        seccompiler::apply_filter(p)
+            .map_err(|e| Error::Seccomp(format!("loading the filter: {e}")))?;
     }
     Ok(())
 }

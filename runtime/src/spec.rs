@@ -13,43 +13,68 @@ pub fn load_bundle(bundle: &Path) -> Result<Spec> {
         path: path.clone(),
         message: format!("cannot read it: {e}"),
     })?;
-    serde_json::from_slice(&text).map_err(|e| Error::BadConfig { path, message: e.to_string() })
+    serde_json::from_slice(&text).map_err(|e| Error::BadConfig {
+        path,
+        message: e.to_string(),
+    })
 }
 
 /// Check that a spec can run, and return its rootfs as an absolute path.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| Error::InvalidSpec("root is missing: set root.path to the container's root filesystem".into()))?;
-    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let root = spec.root().as_ref().ok_or_else(|| {
+        Error::InvalidSpec(
+            "root is missing: set root.path to the container's root filesystem".into(),
+        )
+    })?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
     if !rootfs.is_dir() {
         return Err(Error::InvalidSpec(format!(
             "root.path {} is not a directory; unpack the image's root filesystem there",
             rootfs.display()
         )));
     }
-    let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(Error::InvalidSpec("process.args is empty: name the program to run".into()));
+        return Err(Error::InvalidSpec(
+            "process.args is empty: name the program to run".into(),
+        ));
     }
     if !process.cwd().is_absolute() {
-        return Err(Error::InvalidSpec(format!("process.cwd {:?} must be absolute", process.cwd())));
+        return Err(Error::InvalidSpec(format!(
+            "process.cwd {:?} must be absolute",
+            process.cwd()
+        )));
     }
     let linux = spec.linux().as_ref();
     let namespaces = linux.and_then(|l| l.namespaces().as_ref());
     let mut seen = Vec::new();
     for ns in namespaces.into_iter().flatten() {
         if seen.contains(&ns.typ()) {
-            return Err(Error::InvalidSpec(format!("namespace {:?} listed twice", ns.typ())));
+            return Err(Error::InvalidSpec(format!(
+                "namespace {:?} listed twice",
+                ns.typ()
+            )));
         }
         seen.push(ns.typ());
     }
     let has_userns = seen.contains(&LinuxNamespaceType::User);
     if has_userns {
         let l = linux.expect("namespaces come from linux");
-        let new_userns = namespaces.into_iter().flatten().any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
-        if new_userns && (l.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) || l.gid_mappings().as_ref().is_none_or(|m| m.is_empty())) {
+        let new_userns = namespaces
+            .into_iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+        if new_userns
+            && (l.uid_mappings().as_ref().is_none_or(|m| m.is_empty())
+                || l.gid_mappings().as_ref().is_none_or(|m| m.is_empty()))
+        {
             return Err(Error::InvalidSpec(
                 "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
             ));
@@ -58,12 +83,18 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         for key in sysctl.keys() {
             if key.contains('/') || key.contains("..") {
-                return Err(Error::InvalidSpec(format!("sysctl {key:?} is not a sysctl name")));
+                return Err(Error::InvalidSpec(format!(
+                    "sysctl {key:?} is not a sysctl name"
+                )));
             }
         }
     }
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
-        return Err(Error::InvalidSpec("hostname is set but there is no uts namespace".into()));
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !seen.contains(&LinuxNamespaceType::Uts)
+    {
+        return Err(Error::InvalidSpec(
+            "hostname is set but there is no uts namespace".into(),
+        ));
     }
     Ok(rootfs)
 }

@@ -98,8 +98,14 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id.len() <= 1024
         && id != "."
         && id != ".."
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
-    if ok { Ok(()) } else { Err(Error::InvalidId(id.to_string())) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
 }
 
 /// Start time of `pid` from /proc, or None if it is gone or a zombie.
@@ -127,18 +133,23 @@ impl State {
         let text = match fs::read(&file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { id: id.to_string(), root: root.to_path_buf() });
+                return Err(Error::NotFound {
+                    id: id.to_string(),
+                    root: root.to_path_buf(),
+                });
             }
             Err(e) => return Err(io_err("read", file)(e)),
         };
-        serde_json::from_slice(&text).map_err(|e| Error::Init(format!("corrupt state {}: {e}", file.display())))
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Init(format!("corrupt state {}: {e}", file.display())))
     }
 
     /// Write state.json atomically.
     pub fn save(&self, root: &Path) -> Result<()> {
         let dir = Self::dir(root, &self.id);
         let tmp = dir.join("state.json.tmp");
-        let body = serde_json::to_vec(self).map_err(|e| Error::Init(format!("encode state: {e}")))?;
+        let body =
+            serde_json::to_vec(self).map_err(|e| Error::Init(format!("encode state: {e}")))?;
         fs::write(&tmp, body).map_err(io_err("write", tmp.clone()))?;
         fs::rename(&tmp, dir.join("state.json")).map_err(io_err("rename", tmp))
     }
@@ -170,7 +181,11 @@ impl State {
             oci_version: crate::OCI_VERSION.to_string(),
             id: self.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             bundle: self.bundle.clone(),
             annotations: self.annotations.clone(),
         }

@@ -57,7 +57,8 @@ impl Msg {
 
 /// Send one message.
 pub fn send_msg(fd: &OwnedFd, msg: &Msg) -> Result<()> {
-    send(fd.as_raw_fd(), &msg.encode(), MsgFlags::MSG_NOSIGNAL).map_err(sys_err("send setup message"))?;
+    send(fd.as_raw_fd(), &msg.encode(), MsgFlags::MSG_NOSIGNAL)
+        .map_err(sys_err("send setup message"))?;
     Ok(())
 }
 
@@ -80,7 +81,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for m in [Msg::Pid(42), Msg::Go, Msg::HooksRequest, Msg::HooksDone(7), Msg::Ready, Msg::Error("x y".into())] {
+        for m in [
+            Msg::Pid(42),
+            Msg::Go,
+            Msg::HooksRequest,
+            Msg::HooksDone(7),
+            Msg::Ready,
+            Msg::Error("x y".into()),
+        ] {
             assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
         }
     }

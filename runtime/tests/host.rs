@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Env;
-use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+};
 use podd_runtime::{Container, Status};
 
 fn wait_status(env: &Env, id: &str, want: &str) {
@@ -23,7 +25,10 @@ fn wait_status(env: &Env, id: &str, want: &str) {
         if text.contains(&format!("\"status\": \"{want}\"")) {
             return;
         }
-        assert!(Instant::now() < deadline, "{id} never became {want}: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "{id} never became {want}: {text}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -31,19 +36,54 @@ fn wait_status(env: &Env, id: &str, want: &str) {
 #[test]
 fn runs_in_new_namespaces_with_hostname_and_exit_code() {
     let env = Env::new("ns");
-    let spec = env.spec(
+    let mut spec = env.spec(
         "ns1",
-        &["/bin/sh", "-c", "echo pid=$$; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; exit 7"],
+        &[
+            "sh",
+            "-c",
+            "echo pid=$$; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; \
+             cat /proc/sys/net/ipv4/ip_forward; ulimit -n; umask; pwd; echo $PODD_TEST; exit 7",
+        ],
     );
+    let mut p = spec.process().clone().unwrap();
+    p.set_cwd(PathBuf::from("/tmp/work"));
+    p.set_env(Some(vec!["PATH=/bin".into(), "PODD_TEST=env-ok".into()]));
+    p.set_rlimits(Some(
+        serde_json::from_value(
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]),
+        )
+        .unwrap(),
+    ));
+    let mut user = p.user().clone();
+    user.set_umask(Some(0o027));
+    p.set_user(user);
+    spec.set_process(Some(p));
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_sysctl(Some(
+        [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+    ));
+    spec.set_linux(Some(linux));
     let (code, out, err) = env.run("ns1", &spec);
     assert_eq!(code, 7, "exit code passes through; stderr: {err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "pid=1", "the process is PID 1 of a new pid namespace");
+    assert_eq!(
+        lines[0], "pid=1",
+        "the process is PID 1 of a new pid namespace"
+    );
     assert_eq!(lines[1], "ns1-host");
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-    assert_ne!(lines[2], host_net.to_str().unwrap(), "own network namespace");
+    assert_ne!(
+        lines[2],
+        host_net.to_str().unwrap(),
+        "own network namespace"
+    );
     assert_ne!(lines[3], host_mnt.to_str().unwrap(), "own mount namespace");
+    assert_eq!(lines[4], "1", "sysctl applied in the container's netns");
+    assert_eq!(lines[5], "256", "RLIMIT_NOFILE soft limit");
+    assert_eq!(lines[6], "0027", "umask");
+    assert_eq!(lines[7], "/tmp/work", "cwd (created when missing)");
+    assert_eq!(lines[8], "env-ok", "environment");
     env.assert_clean();
 }
 
@@ -57,7 +97,7 @@ fn mounts_devices_masked_and_readonly_paths() {
         grep -q ' /dev/shm tmpfs' /proc/mounts && echo shm-ok
         grep -q ' /dev/mqueue mqueue' /proc/mounts && echo mqueue-ok
         grep -q ' /sys sysfs ro' /proc/mounts && echo sys-ro
-        test "$(wc -c < /proc/kcore)" = 0 && echo kcore-masked
+        test "$(wc -c < /proc/timer_list)" = 0 && grep -q " /proc/keys " /proc/mounts && echo files-masked
         test -z "$(ls /proc/acpi)" && echo acpi-masked
         echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || echo procsys-ro
         touch /sys/x 2>/dev/null || echo sys-write-refused
@@ -73,24 +113,37 @@ fn mounts_devices_masked_and_readonly_paths() {
         "shm-ok",
         "mqueue-ok",
         "sys-ro",
-        "kcore-masked",
+        "files-masked",
         "acpi-masked",
         "procsys-ro",
         "sys-write-refused",
         "root-rw",
     ] {
-        assert!(out.lines().any(|l| l == want), "missing {want} in:\n{out}\nstderr: {err}");
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want} in:\n{out}\nstderr: {err}"
+        );
     }
     // Nothing propagated back to the host: no mounts under the rootfs remain.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mountinfo.contains(env.rootfs.to_str().unwrap()), "rootfs mounts leaked to the host");
+    assert!(
+        !mountinfo.contains(env.rootfs.to_str().unwrap()),
+        "rootfs mounts leaked to the host"
+    );
     env.assert_clean();
 }
 
 #[test]
 fn readonly_root() {
     let env = Env::new("roroot");
-    let mut spec = env.spec("r1", &["/bin/sh", "-c", "touch /x 2>/dev/null && echo wrote || echo refused"]);
+    let mut spec = env.spec(
+        "r1",
+        &[
+            "/bin/sh",
+            "-c",
+            "touch /x 2>/dev/null && echo wrote || echo refused",
+        ],
+    );
     let mut root = spec.root().clone().unwrap();
     root.set_readonly(Some(true));
     spec.set_root(Some(root));
@@ -100,14 +153,24 @@ fn readonly_root() {
 }
 
 fn cap_mask(out: &str, field: &str) -> u64 {
-    let line = out.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} missing in {out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} missing in {out}"));
     u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
 }
 
 #[test]
 fn capabilities_all_five_sets_and_user() {
     let env = Env::new("caps");
-    let mut spec = env.spec("c1", &["/bin/sh", "-c", "id -u; id -g; id -G; grep ^Cap /proc/self/status"]);
+    let mut spec = env.spec(
+        "c1",
+        &[
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; id -G; grep ^Cap /proc/self/status",
+        ],
+    );
     let mut p = spec.process().clone().unwrap();
     let mut user = p.user().clone();
     user.set_uid(1000);
@@ -115,7 +178,8 @@ fn capabilities_all_five_sets_and_user() {
     user.set_additional_gids(Some(vec![1000, 2000]));
     p.set_user(user);
     let net_bind: std::collections::HashSet<Capability> = [Capability::NetBindService].into();
-    let bounding: std::collections::HashSet<Capability> = [Capability::NetBindService, Capability::Chown].into();
+    let bounding: std::collections::HashSet<Capability> =
+        [Capability::NetBindService, Capability::Chown].into();
     p.set_capabilities(Some(
         LinuxCapabilitiesBuilder::default()
             .bounding(bounding)
@@ -132,11 +196,19 @@ fn capabilities_all_five_sets_and_user() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1000");
     assert_eq!(lines[1], "1000");
-    assert!(lines[2].split_whitespace().any(|g| g == "2000"), "additional gids: {}", lines[2]);
+    assert!(
+        lines[2].split_whitespace().any(|g| g == "2000"),
+        "additional gids: {}",
+        lines[2]
+    );
     let nbs = 1u64 << 10; // CAP_NET_BIND_SERVICE
     let chown = 1u64; // CAP_CHOWN
     assert_eq!(cap_mask(&out, "CapBnd:"), nbs | chown);
-    assert_eq!(cap_mask(&out, "CapEff:"), nbs, "ambient caps survive the exec as a non-root user");
+    assert_eq!(
+        cap_mask(&out, "CapEff:"),
+        nbs,
+        "ambient caps survive the exec as a non-root user"
+    );
     assert_eq!(cap_mask(&out, "CapPrm:"), nbs);
     assert_eq!(cap_mask(&out, "CapInh:"), nbs);
     assert_eq!(cap_mask(&out, "CapAmb:"), nbs);
@@ -161,7 +233,14 @@ fn no_new_privs_is_set_when_asked() {
 #[test]
 fn seccomp_blocks_a_syscall() {
     let env = Env::new("seccomp");
-    let mut spec = env.spec("s1", &["/bin/sh", "-c", "mkdir /tmp/blocked; echo mkdir=$?; touch /tmp/file && echo touch-ok"]);
+    let mut spec = env.spec(
+        "s1",
+        &[
+            "/bin/sh",
+            "-c",
+            "mkdir /tmp/blocked; echo mkdir=$?; touch /tmp/file && echo touch-ok",
+        ],
+    );
     let seccomp = serde_json::from_str(
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
     )
@@ -184,10 +263,20 @@ struct NetNs(String);
 impl NetNs {
     fn new(name: &str) -> NetNs {
         let name = format!("podd-rt-test-{name}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap().success();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "ip netns add {name}");
         let ns = NetNs(name);
-        assert!(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]).status().unwrap().success());
+        assert!(
+            Command::new("ip")
+                .args(["-n", &ns.0, "link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
         ns
     }
 
@@ -204,8 +293,20 @@ impl Drop for NetNs {
 
 fn join_netns(spec: &mut oci_spec::runtime::Spec, path: PathBuf) {
     let mut linux = spec.linux().clone().unwrap();
-    let mut nss: Vec<_> = linux.namespaces().clone().unwrap().into_iter().filter(|n| n.typ() != LinuxNamespaceType::Network).collect();
-    nss.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path).build().unwrap());
+    let mut nss: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.typ() != LinuxNamespaceType::Network)
+        .collect();
+    nss.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(path)
+            .build()
+            .unwrap(),
+    );
     linux.set_namespaces(Some(nss));
     spec.set_linux(Some(linux));
 }
@@ -222,15 +323,27 @@ fn two_containers_share_a_network_namespace_over_localhost() {
     );
     join_netns(&mut client, netns.path());
     let sb = env.bundle("srv", &server);
-    let out = env.oci(&["run", "--detach", "--bundle", sb.to_str().unwrap(), "srv"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, err) = env.oci_bg(&["run", "--detach", "--bundle", sb.to_str().unwrap(), "srv"]);
+    assert!(ok, "{err}");
     let (code, _, err) = env.run("cli", &client);
-    assert_eq!(code, 0, "client could not reach the server on 127.0.0.1: {err}");
+    assert_eq!(
+        code, 0,
+        "client could not reach the server on 127.0.0.1: {err}"
+    );
     wait_status(&env, "srv", "stopped");
-    assert_eq!(std::fs::read_to_string(env.rootfs.join("tmp/received")).unwrap().trim(), "hello-over-lo");
+    assert_eq!(
+        std::fs::read_to_string(env.rootfs.join("tmp/received"))
+            .unwrap()
+            .trim(),
+        "hello-over-lo"
+    );
     // The server's netns is the test's, not the host's.
     let out = env.oci(&["delete", "srv"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.assert_clean();
 }
 
@@ -240,32 +353,55 @@ fn lifecycle_and_its_errors() {
     let spec = env.spec("l1", &["/bin/sleep", "30"]);
     let b = env.bundle("l1", &spec);
     let pidfile = env.dir.path().join("l1.pid");
-    let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pidfile.to_str().unwrap(), "l1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let state: serde_json::Value = serde_json::from_slice(&env.oci(&["state", "l1"]).stdout).unwrap();
+    let (ok, err) = env.oci_bg(&[
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "l1",
+    ]);
+    assert!(ok, "{err}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&env.oci(&["state", "l1"]).stdout).unwrap();
     assert_eq!(state["status"], "created");
     assert_eq!(state["pid"], pid);
     assert_eq!(state["id"], "l1");
     assert_eq!(state["ociVersion"], podd_runtime::OCI_VERSION);
     assert_eq!(state["bundle"], b.to_str().unwrap());
     let cgroup = env.cgroup_dir().join("l1");
-    assert!(std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap().contains(&pid.to_string()), "init is in its cgroup");
+    assert!(
+        std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .unwrap()
+            .contains(&pid.to_string()),
+        "init is in its cgroup"
+    );
 
     // create of the same id again
-    let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "l1"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let (ok, err) = env.oci_bg(&["create", "--bundle", b.to_str().unwrap(), "l1"]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
 
     assert!(env.oci(&["start", "l1"]).status.success());
     wait_status(&env, "l1", "running");
     let out = env.oci(&["start", "l1"]);
     assert!(!out.status.success(), "starting twice must fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is running") && err.contains("already started"), "{err}");
+    assert!(
+        err.contains("is running") && err.contains("already started"),
+        "{err}"
+    );
 
     let out = env.oci(&["delete", "l1"]);
-    assert!(!out.status.success(), "deleting a running container without --force must fail");
+    assert!(
+        !out.status.success(),
+        "deleting a running container without --force must fail"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--force"), "{err}");
     wait_status(&env, "l1", "running");
@@ -291,12 +427,25 @@ fn delete_force_of_running_and_delete_of_created() {
     let env = Env::new("force");
     let spec = env.spec("f1", &["/bin/sleep", "30"]);
     let b = env.bundle("f1", &spec);
-    assert!(env.oci(&["run", "-d", "--bundle", b.to_str().unwrap(), "f1"]).status.success());
+    assert!(
+        env.oci_bg(&["run", "-d", "--bundle", b.to_str().unwrap(), "f1"])
+            .0
+    );
     wait_status(&env, "f1", "running");
     let out = env.oci(&["delete", "--force", "f1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(env.oci(&["create", "--bundle", b.to_str().unwrap(), "f2"]).status.success());
-    assert!(env.oci(&["delete", "f2"]).status.success(), "a created container can be deleted");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        env.oci_bg(&["create", "--bundle", b.to_str().unwrap(), "f2"])
+            .0
+    );
+    assert!(
+        env.oci(&["delete", "f2"]).status.success(),
+        "a created container can be deleted"
+    );
     env.assert_clean();
 }
 
@@ -305,11 +454,18 @@ fn bad_config_json_fails_clearly_and_leaves_nothing() {
     let env = Env::new("badcfg");
     let b = env.dir.path().join("bad");
     std::fs::create_dir_all(&b).unwrap();
-    std::fs::write(b.join("config.json"), "{ \"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
+    std::fs::write(
+        b.join("config.json"),
+        "{ \"ociVersion\": \"1.0.2\", \"process\": ",
+    )
+    .unwrap();
     let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "b1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid bundle config") && err.contains("config.json"), "{err}");
+    assert!(
+        err.contains("invalid bundle config") && err.contains("config.json"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -324,7 +480,10 @@ fn missing_rootfs_fails_clearly_and_leaves_nothing() {
     let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "m1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("root.path") && err.contains("/nonexistent/podd-rt-rootfs"), "{err}");
+    assert!(
+        err.contains("root.path") && err.contains("/nonexistent/podd-rt-rootfs"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -336,7 +495,10 @@ fn missing_program_fails_at_create_and_leaves_nothing() {
     let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "p1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-program") && err.contains("PATH"), "{err}");
+    assert!(
+        err.contains("no-such-program") && err.contains("PATH"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -356,7 +518,10 @@ fn limits_without_controllers_fail_clearly() {
     let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "l1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("\"memory\" is not available") && err.contains("memory.max"), "{err}");
+    assert!(
+        err.contains("\"memory\" is not available") && err.contains("memory.max"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -366,9 +531,7 @@ fn hooks_run_with_the_state() {
     let out_dir = env.dir.path().join("hooks-out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut spec = env.spec("h1", &["/bin/true"]);
-    let hook = |name: &str| {
-        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out_dir.display())]})
-    };
+    let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out_dir.display())]});
     // createContainer runs in the container's mount namespace before pivot_root, so the host
     // path of out_dir is still visible.
     let hooks = serde_json::json!({
@@ -381,8 +544,15 @@ fn hooks_run_with_the_state() {
     spec.set_hooks(Some(serde_json::from_value(hooks).unwrap()));
     let (code, _, err) = env.run("h1", &spec);
     assert_eq!(code, 0, "{err}");
-    for name in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
-        let text = std::fs::read_to_string(out_dir.join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "poststart",
+        "poststop",
+    ] {
+        let text = std::fs::read_to_string(out_dir.join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["id"], "h1", "{name}");
         if name != "poststop" {
@@ -391,10 +561,16 @@ fn hooks_run_with_the_state() {
     }
     // A failing createRuntime hook fails create and leaves nothing.
     let mut spec = env.spec("h2", &["/bin/true"]);
-    spec.set_hooks(Some(serde_json::from_value(serde_json::json!({"createRuntime": [{"path": "/bin/false"}]})).unwrap()));
+    spec.set_hooks(Some(
+        serde_json::from_value(serde_json::json!({"createRuntime": [{"path": "/bin/false"}]}))
+            .unwrap(),
+    ));
     let (code, _, err) = env.run("h2", &spec);
     assert_ne!(code, 0);
-    assert!(err.contains("createRuntime hook /bin/false failed"), "{err}");
+    assert!(
+        err.contains("createRuntime hook /bin/false failed"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -403,7 +579,13 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
     for c in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(fds) = c {
             // SAFETY: the kernel just installed this fd for us.
@@ -418,13 +600,27 @@ fn terminal_sends_a_pty_to_the_console_socket() {
     let env = Env::new("tty");
     let sock_path = env.dir.path().join("console.sock");
     let listener = UnixListener::bind(&sock_path).unwrap();
-    let mut spec = env.spec("t1", &["/bin/sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty"]);
+    let mut spec = env.spec(
+        "t1",
+        &[
+            "/bin/sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo is-a-tty; tty",
+        ],
+    );
     let mut p = spec.process().clone().unwrap();
     p.set_terminal(Some(true));
     spec.set_process(Some(p));
     let b = env.bundle("t1", &spec);
-    let out = env.oci(&["create", "--bundle", b.to_str().unwrap(), "--console-socket", sock_path.to_str().unwrap(), "t1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, err) = env.oci_bg(&[
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        "t1",
+    ]);
+    assert!(ok, "{err}");
     let (stream, _) = listener.accept().unwrap();
     let master = recv_fd(&stream);
     assert!(env.oci(&["start", "t1"]).status.success());
@@ -441,7 +637,10 @@ fn terminal_sends_a_pty_to_the_console_socket() {
         }
     }
     assert!(text.contains("is-a-tty"), "{text}");
-    assert!(text.contains("/dev/pts/0"), "the container's own devpts: {text}");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the container's own devpts: {text}"
+    );
     wait_status(&env, "t1", "stopped");
     assert!(env.oci(&["delete", "t1"]).status.success());
     env.assert_clean();
@@ -462,14 +661,23 @@ fn exec_joins_the_running_container() {
     ]));
     let pid = c.exec(&p, &podd_runtime::ExecOptions::default()).unwrap();
     let procs = std::fs::read_to_string(env.cgroup_dir().join("e1/cgroup.procs")).unwrap();
-    assert!(procs.lines().any(|l| l == pid.to_string()), "exec'd process is in the container's cgroup: {procs}");
+    assert!(
+        procs.lines().any(|l| l == pid.to_string()),
+        "exec'd process is in the container's cgroup: {procs}"
+    );
     let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
-    assert_eq!(st, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
+    assert_eq!(
+        st,
+        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+    );
     let out = std::fs::read_to_string(env.rootfs.join("tmp/exec-out")).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "e1-host", "in the container's uts namespace");
     let inner_pid: i32 = lines.last().unwrap().parse().unwrap();
-    assert!(inner_pid > 1 && inner_pid < 100, "a pid of the container's pid namespace: {inner_pid}");
+    assert!(
+        inner_pid > 1 && inner_pid < 100,
+        "a pid of the container's pid namespace: {inner_pid}"
+    );
     c.kill(nix::sys::signal::Signal::SIGKILL, false).unwrap();
     assert_eq!(c.wait().unwrap(), 128 + 9);
     c.delete(false).unwrap();
@@ -479,11 +687,22 @@ fn exec_joins_the_running_container() {
 #[test]
 fn user_namespace_with_id_maps() {
     let env = Env::new("userns");
-    let mut spec = env.spec("u1", &["/bin/sh", "-c", "id -u; cat /proc/self/uid_map; cat /proc/self/gid_map"]);
+    let mut spec = env.spec(
+        "u1",
+        &[
+            "/bin/sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; cat /proc/self/gid_map",
+        ],
+    );
     let mut linux = spec.linux().clone().unwrap();
     let mut nss = linux.namespaces().clone().unwrap();
-    nss.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().unwrap());
-    nss.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Cgroup).build().unwrap());
+    nss.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .build()
+            .unwrap(),
+    );
     linux.set_namespaces(Some(nss));
     let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     linux.set_uid_mappings(Some(serde_json::from_value(map.clone()).unwrap()));
@@ -491,9 +710,66 @@ fn user_namespace_with_id_maps() {
     spec.set_linux(Some(linux));
     let (code, out, err) = env.run("u1", &spec);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], vec!["0"], "root inside");
     assert_eq!(lines[1], vec!["0", "100000", "65536"]);
     assert_eq!(lines[2], vec!["0", "100000", "65536"]);
+    env.assert_clean();
+}
+
+#[test]
+fn run_forwards_signals_and_exec_cli_works() {
+    let env = Env::new("signals");
+    let spec = env.spec(
+        "sig1",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
+    let b = env.bundle("sig1", &spec);
+    let mut child = Command::new(common::podd_oci())
+        .arg("--root")
+        .arg(&env.root)
+        .arg("--cgroup-root")
+        .arg(&env.cgroup_root)
+        .args(["run", "--bundle", b.to_str().unwrap(), "sig1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(&env, "sig1", "running");
+    // exec through the CLI while it runs: same hostname (uts namespace) as the container.
+    let out = env.oci(&["exec", "sig1", "/bin/hostname"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sig1-host");
+    let out = env.oci(&["exec", "sig1", "/bin/sh", "-c", "exit 5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exec passes the exit code through"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("got-term"), "{text}");
+    assert_eq!(status.code(), Some(3));
     env.assert_clean();
 }

@@ -12,12 +12,24 @@ fn leak_test_1000_cycles() {
     let env = Env::new("leak");
     let spec = env.spec("leak", &["/bin/true"]);
     let count_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count()
+    };
     let nsfs = || {
-        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(" nsfs ")).count()
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(" nsfs "))
+            .count()
     };
     let (fds0, mounts0, nsfs0) = (count_fds(), mounts(), nsfs());
-    let cycles = std::env::var("PODD_RT_LEAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let cycles = std::env::var("PODD_RT_LEAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     for i in 0..cycles {
         let id = format!("leak-{i}");
         let mut c = Container::create(&id, env.dir.path(), &spec, &env.opts()).unwrap();
@@ -29,8 +41,19 @@ fn leak_test_1000_cycles() {
     assert_eq!(mounts(), mounts0, "mounts leaked");
     assert_eq!(nsfs(), nsfs0, "namespace files leaked");
     env.assert_clean();
-    assert!(!env.cgroup_dir().exists(), "the cgroup parent was removed with the last container");
+    assert!(
+        !env.cgroup_dir().exists(),
+        "the cgroup parent was removed with the last container"
+    );
     let children = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-    assert!(matches!(children, Err(nix::Error::ECHILD)), "no unreaped children: {children:?}");
-    assert!(std::fs::read_dir(&env.root).map(|d| d.count() == 0).unwrap_or(true), "no state directories");
+    assert!(
+        matches!(children, Err(nix::Error::ECHILD)),
+        "no unreaped children: {children:?}"
+    );
+    assert!(
+        std::fs::read_dir(&env.root)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "no state directories"
+    );
 }

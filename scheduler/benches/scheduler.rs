@@ -521,6 +521,46 @@ fn scenario_throughput(scale: usize) {
     }
 }
 
+fn scenario_bin_packing(scale: usize) {
+    let (n_nodes, deployments, replicas) = (5000 / scale, 200 / scale, 100);
+    let nodes = cluster(n_nodes, 8);
+    let pods = workload(deployments, replicas, 9);
+    println!(
+        "\n== 1b. bin packing (MostAllocated): {} nodes x {} pods ==",
+        nodes.len(),
+        pods.len()
+    );
+    let cfg = SchedulerConfig {
+        strategy: podd_scheduler::ResourceStrategy::MostAllocated,
+        ..Default::default()
+    };
+    let (podd, podd_s, _) = run_podd(cfg.clone(), &nodes, &pods);
+    let (scan, scan_s, _) = run_podd(
+        SchedulerConfig {
+            use_index: false,
+            ..cfg
+        },
+        &nodes,
+        &pods,
+    );
+    let used = |placed: &[Option<usize>]| {
+        let mut u = vec![false; nodes.len()];
+        for i in placed.iter().flatten() {
+            u[*i] = true;
+        }
+        u.iter().filter(|x| **x).count()
+    };
+    println!(
+        "  podd index {:>10.0} pods/s, full scan {:>8.0} pods/s ({:.0}x); identical placements {:.2}%; nodes used {} (scan: {})",
+        pods.len() as f64 / podd_s,
+        pods.len() as f64 / scan_s,
+        scan_s / podd_s,
+        same_rate(&podd, &scan) * 100.0,
+        used(&podd),
+        used(&scan)
+    );
+}
+
 fn scenario_daemonset(scale: usize) {
     let n_nodes = 15_000 / scale;
     let nodes = cluster(n_nodes, 3);
@@ -672,6 +712,7 @@ fn main() {
         if quick { " (--quick: sizes / 10)" } else { "" }
     );
     scenario_throughput(scale);
+    scenario_bin_packing(scale);
     scenario_daemonset(scale);
     scenario_growth(scale);
 }

@@ -59,6 +59,10 @@ pub struct SchedulerConfig {
     pub percentage_of_nodes_to_score: u8,
     /// How many pod-constraint classes keep a live index (least recently used are dropped).
     pub max_indexed_classes: usize,
+    /// A pod whose nodeSelector/affinity narrows the candidates (from the label index) to at
+    /// most this many nodes scans just those instead of using an index (e.g. DaemonSet pods
+    /// pinned by hostname). `None`: max(64, nodes / 16).
+    pub candidate_scan_max: Option<usize>,
 }
 
 impl Default for SchedulerConfig {
@@ -77,6 +81,7 @@ impl Default for SchedulerConfig {
             use_index: true,
             percentage_of_nodes_to_score: 100,
             max_indexed_classes: 64,
+            candidate_scan_max: None,
         }
     }
 }

@@ -1,18 +1,18 @@
-//! The scheduler: an incremental node table, the bound pods, spread-group counts, and the
-//! three placement paths (score index, small candidate set, full scan), which all pick the
-//! same node.
+//! The scheduler's state: an incremental node table, the bound pods and spread-group counts,
+//! with node and pod updates. Placement, preemption and scale-down live in the submodules.
 
-use crate::filters::{
-    REASON_PORTS, REASON_SPREAD, REASON_SPREAD_LABEL, fits, ports_free, resource_reasons,
-    static_check,
-};
+use crate::filters::static_check;
 use crate::fxhash::FxHashMap as HashMap;
-use crate::index::{Candidate, ClassIndex, Query};
-use crate::model::{NodeInfo, PodInfo, Preemption, SchedulerConfig, Unschedulable};
-use crate::score::{NodeUsage, penalties, score_node, stable_hash, util};
+use crate::index::ClassIndex;
+use crate::model::{NodeInfo, PodInfo, SchedulerConfig};
+use crate::score::{NodeUsage, stable_hash};
 use podd_api::Toleration;
 use podd_api::pod::NodeSelector;
 use std::collections::BTreeMap;
+
+mod placement;
+mod preemption;
+mod scale_down;
 
 /// Nodes with no value for the topology label.
 const NO_ZONE: u32 = u32::MAX;
@@ -89,6 +89,8 @@ pub struct Scheduler {
     zone_ids: HashMap<String, u32>,
     /// Label key -> value -> slots.
     labels: HashMap<String, HashMap<String, Vec<u32>>>,
+    /// Host port -> the nodes where it is in use.
+    port_users: HashMap<u16, Vec<u32>>,
     classes: Vec<Class>,
     clock: u64,
     /// Per-slot stamp marking the nodes that hold replicas of the pod being placed.
@@ -114,6 +116,7 @@ impl Scheduler {
             group_ids: HashMap::default(),
             zone_ids: HashMap::default(),
             labels: HashMap::default(),
+            port_users: HashMap::default(),
             classes: Vec::new(),
             clock: 0,
             excluded: Vec::new(),
@@ -264,7 +267,9 @@ impl Scheduler {
         self.unindex_labels(slot, &labels);
         self.nodes.alive[i] = false;
         self.nodes.usage[i] = NodeUsage::default();
-        self.nodes.ports[i].clear();
+        for (port, _) in std::mem::take(&mut self.nodes.ports[i]) {
+            unlist(&mut self.port_users, port, slot);
+        }
         self.nodes.free.push(slot);
         self.live_nodes -= 1;
         self.refresh_classes(slot, true);
@@ -398,7 +403,10 @@ impl Scheduler {
         for port in &p.ports {
             match ports.binary_search_by_key(port, |(q, _)| *q) {
                 Ok(pos) => ports[pos].1 += 1,
-                Err(pos) => ports.insert(pos, (*port, 1)),
+                Err(pos) => {
+                    ports.insert(pos, (*port, 1));
+                    self.port_users.entry(*port).or_default().push(slot);
+                }
             }
         }
         self.nodes.pods[i].push(id);
@@ -467,6 +475,7 @@ impl Scheduler {
                         ports[pos].1 -= 1;
                         if ports[pos].1 == 0 {
                             ports.remove(pos);
+                            unlist(&mut self.port_users, *port, slot);
                         }
                     }
                 }
@@ -497,528 +506,14 @@ impl Scheduler {
             }
         }
     }
+}
 
-    // ---- placement ----
-
-    /// Places one pod and accounts it on the chosen node.
-    pub fn schedule(&mut self, pod: &PodInfo) -> Result<String, Unschedulable> {
-        if self.pod_ids.contains_key(&pod.key) {
-            self.forget_pod(&pod.key);
+fn unlist(m: &mut HashMap<u16, Vec<u32>>, port: u16, slot: u32) {
+    if let Some(v) = m.get_mut(&port) {
+        v.retain(|s| *s != slot);
+        if v.is_empty() {
+            m.remove(&port);
         }
-        match self.place(pod) {
-            Some(slot) => {
-                let name = self.nodes.info[slot as usize].name.clone();
-                self.generation += 1;
-                self.record(pod, &name, Some(slot));
-                Ok(name)
-            }
-            None => Err(self.diagnose(pod)),
-        }
-    }
-
-    /// Places pods in priority order (highest first, stable), each seeing the ones before it:
-    /// the same placements as calling `schedule` one at a time in that order. Results are in
-    /// the input order.
-    pub fn schedule_batch(&mut self, pods: &[PodInfo]) -> Vec<Result<String, Unschedulable>> {
-        let mut order: Vec<usize> = (0..pods.len()).collect();
-        order.sort_by_key(|i| std::cmp::Reverse(pods[*i].priority));
-        let mut out: Vec<Option<Result<String, Unschedulable>>> = vec![None; pods.len()];
-        for i in order {
-            out[i] = Some(self.schedule(&pods[i]));
-        }
-        out.into_iter()
-            .map(|r| r.expect("every pod placed"))
-            .collect()
-    }
-
-    /// The best node for the pod, without accounting it.
-    fn place(&mut self, pod: &PodInfo) -> Option<u32> {
-        let pod_hash = stable_hash(self.cfg.seed, &pod.key);
-        let group = pod
-            .spread_group
-            .as_deref()
-            .and_then(|g| self.group_ids.get(g).copied());
-        // The index needs a non-negative balance weight (it rewrites w*|x| as max(w*x, -w*x)).
-        if !self.cfg.use_index
-            || self.cfg.balanced_weight < 0
-            || !pod.host_ports.is_empty()
-            || self.cfg.percentage_of_nodes_to_score < 100
-        {
-            let all: Vec<u32> = (0..self.nodes.alive.len() as u32).collect();
-            return self.scan(pod, pod_hash, group, &all, true);
-        }
-        if let Some(cands) = self.small_candidate_set(pod) {
-            return self.scan(pod, pod_hash, group, &cands, false);
-        }
-        self.place_indexed(pod, pod_hash, group)
-    }
-
-    /// Nodes that may pass the pod's selector/affinity, from the label index, when that set
-    /// is small (e.g. a DaemonSet pod pinned to one host): scanning it beats any index.
-    fn small_candidate_set(&self, pod: &PodInfo) -> Option<Vec<u32>> {
-        let limit = (self.live_nodes / 16).max(64);
-        let posting = |k: &str, v: &str| -> &[u32] {
-            self.labels
-                .get(k)
-                .and_then(|m| m.get(v))
-                .map(|s| s.as_slice())
-                .unwrap_or(&[])
-        };
-        let mut best: Option<Vec<u32>> = None;
-        for (k, v) in &pod.node_selector {
-            let p = posting(k, v);
-            if best.as_ref().is_none_or(|b| p.len() < b.len()) {
-                best = Some(p.to_vec());
-            }
-        }
-        if let Some(aff) = &pod.required_affinity {
-            // Every term needs an `In` expression for the union of terms to be bounded.
-            let mut union: Vec<u32> = Vec::new();
-            let mut bounded = true;
-            for term in &aff.node_selector_terms {
-                let smallest = term
-                    .match_expressions
-                    .iter()
-                    .filter(|r| r.operator == "In")
-                    .map(|r| {
-                        let mut s: Vec<u32> = r
-                            .values
-                            .iter()
-                            .flat_map(|v| posting(&r.key, v).iter().copied())
-                            .collect();
-                        s.sort_unstable();
-                        s.dedup();
-                        s
-                    })
-                    .min_by_key(|s| s.len());
-                match smallest {
-                    Some(s) => union.extend(s),
-                    None => bounded = false,
-                }
-            }
-            if bounded {
-                union.sort_unstable();
-                union.dedup();
-                if best.as_ref().is_none_or(|b| union.len() < b.len()) {
-                    best = Some(union);
-                }
-            }
-        }
-        best.filter(|b| b.len() <= limit)
-    }
-
-    fn zone_replicas(&self, group: Option<u32>, zone: u32) -> u32 {
-        group
-            .and_then(|g| self.groups[g as usize].per_zone.get(&zone).copied())
-            .unwrap_or(0)
-    }
-
-    fn node_replicas(&self, group: Option<u32>, slot: u32) -> u32 {
-        group
-            .and_then(|g| self.groups[g as usize].per_node.get(&slot).copied())
-            .unwrap_or(0)
-    }
-
-    /// Hard zone spreading: the smallest replica count over the eligible zones.
-    fn min_zone_count(&self, group: Option<u32>, zones: impl Iterator<Item = u32>) -> u32 {
-        zones
-            .filter(|z| *z != NO_ZONE)
-            .map(|z| self.zone_replicas(group, z))
-            .min()
-            .unwrap_or(0)
-    }
-
-    fn zone_allowed(&self, group: Option<u32>, zone: u32, min: u32) -> bool {
-        if !self.cfg.zone_spread_hard || group.is_none() {
-            return true;
-        }
-        zone != NO_ZONE && self.zone_replicas(group, zone) < min + self.cfg.zone_max_skew
-    }
-
-    /// Scores every candidate that passes every filter (the reference path). `sample`
-    /// applies `percentage_of_nodes_to_score`.
-    fn scan(
-        &mut self,
-        pod: &PodInfo,
-        pod_hash: u64,
-        group: Option<u32>,
-        slots: &[u32],
-        sample: bool,
-    ) -> Option<u32> {
-        let t = &self.nodes;
-        let statics: Vec<(u32, u32)> = slots
-            .iter()
-            .filter(|s| t.alive[**s as usize])
-            .filter_map(|s| {
-                static_check(&t.info[*s as usize], pod)
-                    .ok()
-                    .map(|p| (*s, p))
-            })
-            .collect();
-        let min_zone = self.min_zone_count(group, statics.iter().map(|(s, _)| t.zone[*s as usize]));
-        let pct = usize::from(self.cfg.percentage_of_nodes_to_score.clamp(1, 100));
-        let (start, want) = if sample && pct < 100 && !statics.is_empty() {
-            let want = (self.live_nodes * pct / 100).max(100);
-            (self.sample_offset % statics.len(), want)
-        } else {
-            (0, usize::MAX)
-        };
-        let mut best: Option<Candidate> = None;
-        let mut found = 0usize;
-        let mut visited = 0usize;
-        for k in 0..statics.len() {
-            if found >= want {
-                break;
-            }
-            visited += 1;
-            let (slot, prefer) = statics[(start + k) % statics.len()];
-            let i = slot as usize;
-            let u = &t.usage[i];
-            if !fits(u, pod.cpu_millis, pod.memory)
-                || !ports_free(&t.ports[i], &pod.host_ports)
-                || !self.zone_allowed(group, t.zone[i], min_zone)
-            {
-                continue;
-            }
-            found += 1;
-            let score = score_node(
-                &self.cfg,
-                u,
-                pod.cpu_millis,
-                pod.memory,
-                self.node_replicas(group, slot),
-                self.zone_replicas(group, t.zone[i]),
-                prefer,
-            );
-            let cand = Candidate {
-                score,
-                tie: pod_hash ^ t.hash[i],
-                slot,
-            };
-            if cand.better_than(&best) {
-                best = Some(cand);
-            }
-        }
-        if want != usize::MAX {
-            self.sample_offset = start + visited;
-        }
-        best.map(|c| c.slot)
-    }
-
-    fn class_for(&mut self, pod: &PodInfo) -> usize {
-        let hash = constraints_hash(pod);
-        self.clock += 1;
-        let found = self.classes.iter().position(|c| {
-            c.hash == hash
-                && c.constraints.node_selector == pod.node_selector
-                && c.constraints.required_affinity == pod.required_affinity
-                && c.constraints.tolerations == pod.tolerations
-        });
-        if let Some(i) = found {
-            self.classes[i].last_used = self.clock;
-            return i;
-        }
-        if self.classes.len() >= self.cfg.max_indexed_classes.max(1)
-            && let Some((lru, _)) = self
-                .classes
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, c)| c.last_used)
-        {
-            self.classes.swap_remove(lru);
-        }
-        let probe = PodInfo {
-            node_selector: pod.node_selector.clone(),
-            required_affinity: pod.required_affinity.clone(),
-            tolerations: pod.tolerations.clone(),
-            ..Default::default()
-        };
-        let mut index = ClassIndex::new(&self.cfg);
-        let t = &self.nodes;
-        for (i, alive) in t.alive.iter().enumerate() {
-            if *alive && let Ok(prefer) = static_check(&t.info[i], &probe) {
-                index.set_node(i as u32, t.hash[i], &t.usage[i], t.zone[i], Some(prefer));
-            }
-        }
-        self.classes.push(Class {
-            hash,
-            constraints: Constraints {
-                node_selector: probe.node_selector.clone(),
-                required_affinity: probe.required_affinity.clone(),
-                tolerations: probe.tolerations.clone(),
-            },
-            probe,
-            index,
-            last_used: self.clock,
-        });
-        self.classes.len() - 1
-    }
-
-    fn place_indexed(&mut self, pod: &PodInfo, pod_hash: u64, group: Option<u32>) -> Option<u32> {
-        let ci = self.class_for(pod);
-        self.excluded_stamp += 1;
-        let stamp = self.excluded_stamp;
-        if self.excluded.len() < self.nodes.alive.len() {
-            self.excluded.resize(self.nodes.alive.len(), 0);
-        }
-        // The class index is moved out for the query so the closures below can borrow `self`.
-        let mut index = std::mem::replace(&mut self.classes[ci].index, ClassIndex::new(&self.cfg));
-        let class = &index;
-        let min_zone = if self.cfg.zone_spread_hard && group.is_some() {
-            self.min_zone_count(group, class.zone_members.keys().copied())
-        } else {
-            0
-        };
-        // Nodes already holding replicas of the group: scored here, excluded from the index.
-        let mut best: Option<Candidate> = None;
-        if let Some(g) = group {
-            let t = &self.nodes;
-            for (&slot, &count) in &self.groups[g as usize].per_node {
-                let i = slot as usize;
-                self.excluded[i] = stamp;
-                if !class.is_member(slot)
-                    || !fits(&t.usage[i], pod.cpu_millis, pod.memory)
-                    || !self.zone_allowed(group, t.zone[i], min_zone)
-                {
-                    continue;
-                }
-                let score = score_node(
-                    &self.cfg,
-                    &t.usage[i],
-                    pod.cpu_millis,
-                    pod.memory,
-                    count,
-                    self.zone_replicas(group, t.zone[i]),
-                    class.prefer[i],
-                );
-                let cand = Candidate {
-                    score,
-                    tie: pod_hash ^ t.hash[i],
-                    slot,
-                };
-                if cand.better_than(&best) {
-                    best = Some(cand);
-                }
-            }
-        }
-        let zone_penalty = |z: u32| penalties(&self.cfg, 0, self.zone_replicas(group, z), 0);
-        let zone_ok = |z: u32| self.zone_allowed(group, z, min_zone);
-        let excluded = |s: u32| self.excluded[s as usize] == stamp;
-        let q = Query {
-            cpu: pod.cpu_millis,
-            mem: pod.memory,
-            pod_hash,
-            zone_penalty: &zone_penalty,
-            zone_ok: &zone_ok,
-            excluded: &excluded,
-        };
-        index.best(&q, &mut best);
-        self.classes[ci].index = index;
-        best.map(|c| c.slot)
-    }
-
-    /// Why no node fits, counted per reason over every node, in Kubernetes' words.
-    fn diagnose(&self, pod: &PodInfo) -> Unschedulable {
-        let t = &self.nodes;
-        let group = pod
-            .spread_group
-            .as_deref()
-            .and_then(|g| self.group_ids.get(g).copied());
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut passed_static = Vec::new();
-        for i in 0..t.alive.len() {
-            if !t.alive[i] {
-                continue;
-            }
-            match static_check(&t.info[i], pod) {
-                Err(r) => *reasons.entry(r.reason()).or_insert(0) += 1,
-                Ok(_) => passed_static.push(i),
-            }
-        }
-        let min_zone = self.min_zone_count(group, passed_static.iter().map(|i| t.zone[*i]));
-        for i in passed_static {
-            if !ports_free(&t.ports[i], &pod.host_ports) {
-                *reasons.entry(REASON_PORTS.to_string()).or_insert(0) += 1;
-                continue;
-            }
-            let res = resource_reasons(&t.usage[i], pod.cpu_millis, pod.memory);
-            if !res.is_empty() {
-                for r in res {
-                    *reasons.entry(r.to_string()).or_insert(0) += 1;
-                }
-                continue;
-            }
-            if !self.zone_allowed(group, t.zone[i], min_zone) {
-                let r = if t.zone[i] == NO_ZONE {
-                    REASON_SPREAD_LABEL
-                } else {
-                    REASON_SPREAD
-                };
-                *reasons.entry(r.to_string()).or_insert(0) += 1;
-            }
-        }
-        Unschedulable::new(self.live_nodes, reasons, self.generation)
-    }
-
-    // ---- preemption ----
-
-    /// Kubernetes-style preemption for a pod that does not fit anywhere: the node where
-    /// evicting pods of lower priority makes room, and the fewest such pods. Nothing is
-    /// changed: the caller deletes the victims, and the pod is scheduled normally once
-    /// `cluster_generation()` moves. Per node, every lower-priority pod is removed, the pod must
-    /// then pass every filter, and removed pods are given back (highest priority first) while
-    /// it still fits. Among nodes, the lowest highest-victim priority wins, then the smallest
-    /// sum of victim priorities, then the fewest victims, then the tie key.
-    pub fn plan_preemption(&self, pod: &PodInfo) -> Option<Preemption> {
-        let t = &self.nodes;
-        let group = pod
-            .spread_group
-            .as_deref()
-            .and_then(|g| self.group_ids.get(g).copied());
-        let statics: Vec<usize> = (0..t.alive.len())
-            .filter(|i| t.alive[*i] && static_check(&t.info[*i], pod).is_ok())
-            .collect();
-        let min_zone = self.min_zone_count(group, statics.iter().map(|i| t.zone[*i]));
-        let pod_hash = stable_hash(self.cfg.seed, &pod.key);
-        // (max victim priority, sum of priorities, victims, tie, slot): smaller is better.
-        type Rank = (i64, i64, usize, u64, usize);
-        let mut best: Option<(Rank, Vec<u32>)> = None;
-        for i in statics {
-            if !self.zone_allowed(group, t.zone[i], min_zone) {
-                continue;
-            }
-            let mut lower: Vec<(i32, &str, u32)> = t.pods[i]
-                .iter()
-                .filter_map(|id| self.pods[*id as usize].as_ref().map(|p| (p, *id)))
-                .filter(|(p, _)| p.priority < pod.priority)
-                .map(|(p, id)| (p.priority, p.key.as_str(), id))
-                .collect();
-            if lower.is_empty() {
-                continue;
-            }
-            let mut usage = t.usage[i];
-            let mut ports = t.ports[i].clone();
-            let take = |usage: &mut NodeUsage, ports: &mut Vec<(u16, u32)>, id: u32, sign: i8| {
-                let p = self.pods[id as usize].as_ref().expect("bound pod");
-                if sign < 0 {
-                    usage.req_cpu = usage.req_cpu.saturating_sub(p.cpu);
-                    usage.req_mem = usage.req_mem.saturating_sub(p.mem);
-                    usage.pods = usage.pods.saturating_sub(1);
-                } else {
-                    usage.req_cpu += p.cpu;
-                    usage.req_mem += p.mem;
-                    usage.pods += 1;
-                }
-                for port in &p.ports {
-                    match ports.binary_search_by_key(port, |(q, _)| *q) {
-                        Ok(pos) if sign < 0 => {
-                            ports[pos].1 -= 1;
-                            if ports[pos].1 == 0 {
-                                ports.remove(pos);
-                            }
-                        }
-                        Ok(pos) => ports[pos].1 += 1,
-                        Err(pos) if sign > 0 => ports.insert(pos, (*port, 1)),
-                        Err(_) => {}
-                    }
-                }
-            };
-            for (_, _, id) in &lower {
-                take(&mut usage, &mut ports, *id, -1);
-            }
-            if !fits(&usage, pod.cpu_millis, pod.memory) || !ports_free(&ports, &pod.host_ports) {
-                continue;
-            }
-            // Give back the most important pods first; whatever no longer fits is a victim.
-            lower.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-            let mut victims = Vec::new();
-            let mut max_p = i64::MIN;
-            let mut sum_p = 0i64;
-            for (prio, _, id) in &lower {
-                let (mut u2, mut p2) = (usage, ports.clone());
-                take(&mut u2, &mut p2, *id, 1);
-                if fits(&u2, pod.cpu_millis, pod.memory) && ports_free(&p2, &pod.host_ports) {
-                    usage = u2;
-                    ports = p2;
-                } else {
-                    victims.push(*id);
-                    max_p = max_p.max(i64::from(*prio));
-                    sum_p += i64::from(*prio);
-                }
-            }
-            let key = (max_p, sum_p, victims.len(), pod_hash ^ t.hash[i], i);
-            if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                best = Some((key, victims));
-            }
-        }
-        let ((_, _, _, _, slot), victims) = best?;
-        Some(Preemption {
-            node: t.info[slot].name.clone(),
-            victims: victims
-                .iter()
-                .filter_map(|id| self.pods[*id as usize].as_ref().map(|p| p.key.clone()))
-                .collect(),
-        })
-    }
-
-    // ---- scale down ----
-
-    /// Which `count` of these bound pods (one spread group) to delete so that the replicas
-    /// stay spread evenly: pods that are not bound (or whose node is gone) first, then
-    /// repeatedly one from the zone with the most of these pods, and in it from the node with
-    /// the most; ties go to the more utilised node, then a seeded hash of the pod key.
-    pub fn choose_scale_down(&self, pod_keys: &[String], count: usize) -> Vec<String> {
-        let mut out = Vec::with_capacity(count.min(pod_keys.len()));
-        // (key, slot, zone)
-        let mut bound: Vec<(&String, u32, u32)> = Vec::new();
-        let mut unbound: Vec<&String> = Vec::new();
-        for key in pod_keys {
-            match self
-                .pod_ids
-                .get(key)
-                .and_then(|id| self.pods[*id as usize].as_ref())
-                .and_then(|p| p.slot)
-            {
-                Some(slot) => bound.push((key, slot, self.nodes.zone[slot as usize])),
-                None => unbound.push(key),
-            }
-        }
-        unbound.sort_by_key(|k| std::cmp::Reverse(stable_hash(self.cfg.seed, k)));
-        for k in unbound {
-            if out.len() == count {
-                return out;
-            }
-            out.push(k.clone());
-        }
-        let mut zone_n: HashMap<u32, u32> = HashMap::default();
-        let mut node_n: HashMap<u32, u32> = HashMap::default();
-        for (_, slot, zone) in &bound {
-            *zone_n.entry(*zone).or_insert(0) += 1;
-            *node_n.entry(*slot).or_insert(0) += 1;
-        }
-        let load = |slot: u32| {
-            let u = &self.nodes.usage[slot as usize];
-            util(u.req_cpu, u.alloc_cpu) + util(u.req_mem, u.alloc_mem)
-        };
-        while out.len() < count && !bound.is_empty() {
-            let (pos, _) = bound
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, (key, slot, zone))| {
-                    (
-                        zone_n[zone],
-                        node_n[slot],
-                        load(*slot),
-                        stable_hash(self.cfg.seed, key),
-                    )
-                })
-                .expect("non-empty");
-            let (key, slot, zone) = bound.swap_remove(pos);
-            *zone_n.get_mut(&zone).expect("counted") -= 1;
-            *node_n.get_mut(&slot).expect("counted") -= 1;
-            out.push(key.clone());
-        }
-        out
     }
 }
 
@@ -1029,38 +524,4 @@ fn dec(m: &mut HashMap<u32, u32>, k: u32) {
             m.remove(&k);
         }
     }
-}
-
-/// A stable hash of the pod's static constraints (selector, affinity, tolerations).
-fn constraints_hash(pod: &PodInfo) -> u64 {
-    if pod.unconstrained() {
-        return 0;
-    }
-    let mut h = 0x1234_5678u64;
-    let mut feed = |s: &str| h = stable_hash(h, s);
-    for (k, v) in &pod.node_selector {
-        feed(k);
-        feed(v);
-    }
-    feed("|");
-    if let Some(a) = &pod.required_affinity {
-        for term in &a.node_selector_terms {
-            feed("T");
-            for r in &term.match_expressions {
-                feed(&r.key);
-                feed(&r.operator);
-                for v in &r.values {
-                    feed(v);
-                }
-            }
-        }
-    }
-    feed("|");
-    for t in &pod.tolerations {
-        feed(&t.key);
-        feed(&t.operator);
-        feed(&t.value);
-        feed(&t.effect);
-    }
-    h
 }

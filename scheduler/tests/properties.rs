@@ -142,6 +142,14 @@ fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
         })
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (for long soak runs), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The cluster as the test sees it.
 #[derive(Default)]
 struct Model {
@@ -238,7 +246,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn placements_respect_filters_never_overcommit_and_equal_a_full_scan(
@@ -312,7 +320,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// Preemption plans evict only lower-priority pods, and after they are gone the pod is
     /// schedulable.
@@ -363,6 +371,54 @@ proptest! {
             }
             // Only the planned node gained room, so that is where the pod now lands.
             prop_assert_eq!(s.schedule(&want).ok(), Some(plan.node.clone()));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
+
+    /// Large partitions (many nodes of one size and zone, in many distinct states): the index's
+    /// threshold walk must still find exactly the full-scan node.
+    #[test]
+    fn index_equals_full_scan_on_large_partitions(
+        cfg in config_strategy(),
+        pods in prop::collection::vec((
+            prop::sample::select(vec![0u64, 50, 100, 300, 700, 1200]),
+            prop::sample::select(vec![0u64, 64 << 20, 512 << 20, GI, 2 * GI]),
+            prop::option::weighted(0.5, 0u8..4),
+            prop::bool::weighted(0.1),
+        ), 50..300),
+    ) {
+        let mut indexed = Scheduler::new(cfg.clone());
+        let mut scanned = Scheduler::new(SchedulerConfig { use_index: false, ..cfg.clone() });
+        let mut model = Model::default();
+        for i in 0..60 {
+            let mut n = node(&format!("n{i}"), if i % 2 == 0 { 4000 } else { 8000 }, 16 * GI);
+            n.max_pods = 20;
+            n.labels.insert(ZONE_LABEL.into(), (if i < 40 { "a" } else { "b" }).into());
+            indexed.upsert_node(n.clone());
+            scanned.upsert_node(n.clone());
+            model.nodes.insert(n.name.clone(), n);
+        }
+        for (k, (cpu, mem, group, forget)) in pods.into_iter().enumerate() {
+            if forget && !model.pods.is_empty() {
+                let key = model.pods.keys().nth(k % model.pods.len()).unwrap().clone();
+                indexed.forget_pod(&key);
+                scanned.forget_pod(&key);
+                model.pods.remove(&key);
+                continue;
+            }
+            let mut p = pod(&format!("default/p{k}"), cpu, mem);
+            p.spread_group = group.map(|g| format!("g{g}"));
+            let expected = model.best(&cfg, &p);
+            let a = indexed.schedule(&p).ok();
+            let b = scanned.schedule(&p).ok();
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&a, &expected);
+            if let Some(n) = a {
+                model.pods.insert(p.key.clone(), (p, n));
+            }
         }
     }
 }

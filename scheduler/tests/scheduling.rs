@@ -565,3 +565,62 @@ fn preemption_evicts_the_fewest_lowest_priority_pods() {
     );
     assert_eq!(plan.victims.len(), 2);
 }
+
+#[test]
+fn class_eviction_and_sampling_keep_placements_valid() {
+    // Only two class indexes for five constraint sets: evicted classes are rebuilt and the
+    // answers stay those of a full scan.
+    let cfg = SchedulerConfig {
+        max_indexed_classes: 2,
+        ..Default::default()
+    };
+    let mut indexed = Scheduler::new(cfg.clone());
+    let mut scanned = Scheduler::new(SchedulerConfig {
+        use_index: false,
+        ..cfg
+    });
+    for i in 0..200 {
+        let mut n = zoned(&format!("n{i}"), ["a", "b"][i % 2], 4000, 16 * GI);
+        n.taints = vec![taint(&format!("t{}", i % 5), "", "NoSchedule")];
+        indexed.upsert_node(n.clone());
+        scanned.upsert_node(n);
+    }
+    for k in 0..500 {
+        let mut p = replica(&format!("g{}", k % 3), k, 100, 256 << 20);
+        p.tolerations = vec![toleration(&format!("t{}", k % 5), "")];
+        assert_eq!(indexed.schedule(&p), scanned.schedule(&p));
+    }
+
+    // Sampling 10% (Kubernetes' percentageOfNodesToScore): valid, deterministic placements.
+    let run = || {
+        let mut s = Scheduler::new(SchedulerConfig {
+            percentage_of_nodes_to_score: 10,
+            ..Default::default()
+        });
+        for i in 0..1000 {
+            s.upsert_node(node(&format!("n{i}"), 2000, 8 * GI));
+        }
+        let placed: Vec<String> = (0..1200)
+            .map(|k| s.schedule(&pod(&format!("default/p{k}"), 500, GI)).unwrap())
+            .collect();
+        for i in 0..1000 {
+            let u = s.node_usage(&format!("n{i}")).unwrap();
+            assert!(u.req_cpu <= u.alloc_cpu);
+        }
+        placed
+    };
+    let a = run();
+    assert_eq!(a, run());
+    let distinct: std::collections::BTreeSet<&String> = a.iter().collect();
+    assert!(
+        distinct.len() > 500,
+        "sampling rotates over the cluster: {}",
+        distinct.len()
+    );
+}
+
+#[test]
+fn scheduler_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Scheduler>();
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use podd_store::testing::EtcdServer;
-use podd_store::{MemStore, SqliteStore, Store};
+use podd_store::{MemStore, SqliteOptions, SqliteStore, SqliteSync, Store};
 
 struct Figures {
     name: &'static str,
@@ -152,13 +152,23 @@ fn main() {
             .prefix("podd-store-bench-")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let etcd = EtcdServer::start().await.expect("start etcd (apt install etcd-server)");
+        let etcd = EtcdServer::start()
+            .await
+            .expect("start etcd (apt install etcd-server)");
         let etcd_store: Arc<dyn Store> = Arc::new(etcd.store().await.unwrap());
-        let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("podd.db")).unwrap());
+        let sqlite: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("podd.db")).unwrap());
+        let normal = SqliteOptions {
+            sync: SqliteSync::Normal,
+            ..SqliteOptions::default()
+        };
+        let sqlite_normal: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_with(dir.path().join("normal.db"), normal).unwrap());
         let mem: Arc<dyn Store> = Arc::new(MemStore::new());
         vec![
             measure("etcd 3.4 (baseline)", etcd_store, scale).await,
             measure("sqlite (WAL, sync=FULL)", sqlite, scale).await,
+            measure("sqlite (WAL, sync=NORMAL)", sqlite_normal, scale).await,
             measure("memory", mem, scale).await,
         ]
     });

@@ -9,7 +9,10 @@ use crate::{Revision, Store, StoreError};
 
 /// Compacts everything older than the latest `keep` revisions. Returns the compaction point,
 /// or None when there was not yet enough history.
-pub async fn compact_keeping(store: &dyn Store, keep: Revision) -> Result<Option<Revision>, StoreError> {
+pub async fn compact_keeping(
+    store: &dyn Store,
+    keep: Revision,
+) -> Result<Option<Revision>, StoreError> {
     let current = store.revision().await?;
     let point = current - keep.max(0);
     if point < 1 {

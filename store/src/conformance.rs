@@ -554,6 +554,163 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
     assert_eq!(r6, r5 + 1);
 }
 
+/// Watchers running while writers write and a compactor compacts concurrently: each watcher
+/// gets a gap-free, ordered run of revisions from its start, ended only by `Compacted`.
+pub async fn watch_during_compaction(store: Arc<dyn Store>, prefix: &str) {
+    let writes = 600;
+    let base = store.revision().await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let writer = {
+        let store = Arc::clone(&store);
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            for i in 0..writes {
+                store
+                    .create(&format!("{prefix}wc/{i:05}"), vec![7; 32])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let compactor = {
+        let store = Arc::clone(&store);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = store.revision().await.unwrap();
+                if now - 40 > base {
+                    store.compact(now - 40).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let end = base + i64::from(writes);
+    let mut watchers = Vec::new();
+    for n in 0..4 {
+        let store = Arc::clone(&store);
+        let prefix = prefix.to_string();
+        watchers.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5 * n)).await;
+            let from = store.revision().await.unwrap();
+            let mut s = match store.watch(&prefix, from).await {
+                Ok(s) => s,
+                Err(StoreError::Compacted { .. }) => return (from, 0, true),
+                Err(e) => panic!("{e}"),
+            };
+            let mut expect = from + 1;
+            // Slow consumer: sleeps now and then, so compaction can overtake it.
+            loop {
+                if expect > end {
+                    return (from, expect - from - 1, false);
+                }
+                match tokio::time::timeout(EVENT_TIMEOUT, s.next()).await {
+                    Ok(Some(Ok(ev))) => {
+                        assert_eq!(
+                            ev.revision(),
+                            expect,
+                            "gap or reorder in a watch from {from}"
+                        );
+                        expect += 1;
+                        if expect % 50 == 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    Ok(Some(Err(StoreError::Compacted { .. }))) => {
+                        return (from, expect - from - 1, true);
+                    }
+                    other => panic!("watch from {from}: unexpected {other:?}"),
+                }
+            }
+        }));
+    }
+    writer.await.unwrap();
+    for w in watchers {
+        let (_from, _delivered, _compacted) = w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    compactor.await.unwrap();
+}
+
+/// Random operations on a few keys give exactly the results, lists and watch events of the
+/// in-memory reference (revisions relative to the start).
+pub async fn matches_reference(store: Arc<dyn Store>, prefix: &str) {
+    use rand::{Rng, SeedableRng};
+    let reference = crate::MemStore::new();
+    let base = store.revision().await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let keys: Vec<String> = (0..6).map(|i| key(prefix, &format!("ref/{i}"))).collect();
+
+    fn outcome(r: Result<Revision, StoreError>, base: Revision) -> String {
+        match r {
+            Ok(rev) => format!("ok {}", rev - base),
+            Err(StoreError::Conflict { actual, .. }) => format!("conflict {}", actual - base),
+            Err(StoreError::AlreadyExists { key }) => format!("exists {key}"),
+            Err(StoreError::NotFound { key }) => format!("notfound {key}"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    for step in 0..400 {
+        let k = &keys[rng.gen_range(0..keys.len())];
+        let value = format!("v{step}").into_bytes();
+        // Expected revisions: sometimes right, sometimes stale, sometimes absent.
+        let current = reference.get(k).await.unwrap().map(|kv| kv.mod_revision);
+        let expected = match rng.gen_range(0..3) {
+            0 => None,
+            1 => current,
+            _ => Some(rng.gen_range(1..=(step + 1))),
+        };
+        let (got, want) = match rng.gen_range(0..3) {
+            0 => (
+                store.create(k, value.clone()).await,
+                reference.create(k, value).await,
+            ),
+            1 => (
+                store
+                    .update(k, value.clone(), expected.map(|e| e + base))
+                    .await,
+                reference.update(k, value, expected).await,
+            ),
+            _ => (
+                store.delete(k, expected.map(|e| e + base)).await,
+                reference.delete(k, expected).await,
+            ),
+        };
+        assert_eq!(outcome(got, base), outcome(want, 0), "step {step} on {k}");
+    }
+    let rel = |kvs: Vec<KeyValue>, b: Revision| -> Vec<(String, Vec<u8>, Revision, Revision)> {
+        kvs.into_iter()
+            .map(|kv| {
+                (
+                    kv.key,
+                    kv.value,
+                    kv.create_revision - b,
+                    kv.mod_revision - b,
+                )
+            })
+            .collect()
+    };
+    let got = store.list(&key(prefix, "ref/")).await.unwrap();
+    let want = reference.list(&key(prefix, "ref/")).await.unwrap();
+    assert_eq!(got.revision - base, want.revision);
+    assert_eq!(rel(got.items, base), rel(want.items, 0));
+
+    let n = usize::try_from(want.revision).unwrap();
+    let mut gs = store.watch(&key(prefix, "ref/"), base).await.unwrap();
+    let mut ws = reference.watch(&key(prefix, "ref/"), 0).await.unwrap();
+    let got = take_events(&mut gs, n).await;
+    let want = take_events(&mut ws, n).await;
+    for (g, w) in got.into_iter().zip(want) {
+        assert_eq!(g.kind, w.kind);
+        assert_eq!(
+            rel(vec![g.kv], base),
+            rel(vec![w.kv], 0),
+            "watch events differ from the reference"
+        );
+    }
+}
+
 /// Writes `n` keys, returning them with the revision of each write.
 pub async fn write_keys(store: &dyn Store, prefix: &str, n: usize) -> Vec<(String, Revision)> {
     let mut out = Vec::with_capacity(n);
@@ -619,6 +776,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@one $make, watch_concurrent_writers);
         $crate::store_conformance_tests!(@one $make, watch_slow_consumer);
         $crate::store_conformance_tests!(@one $make, compaction);
+        $crate::store_conformance_tests!(@one $make, watch_during_compaction);
+        $crate::store_conformance_tests!(@one $make, matches_reference);
     };
     (@one $make:expr, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

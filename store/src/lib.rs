@@ -8,9 +8,9 @@
 
 use futures::stream::BoxStream;
 
+mod compactor;
 #[cfg(feature = "testing")]
 pub mod conformance;
-mod compactor;
 mod election;
 mod etcd;
 mod hub;
@@ -23,7 +23,7 @@ pub use compactor::{compact_keeping, spawn_compactor};
 pub use election::{AlwaysLeader, EtcdElector, EtcdElectorOptions, LeaderElector, Leadership};
 pub use etcd::EtcdStore;
 pub use mem::MemStore;
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 
 /// A global, strictly increasing write counter. The first write is revision 1.
 pub type Revision = i64;
@@ -129,8 +129,9 @@ pub trait Store: Send + Sync + 'static {
 pub enum StoreUrl {
     /// `memory:`: in-process, lost on exit (tests, demos).
     Memory,
-    /// `sqlite:///var/lib/podd/podd.db`: the embedded default.
-    Sqlite(std::path::PathBuf),
+    /// `sqlite:///var/lib/podd/podd.db`: the embedded default. `?sync=normal` acknowledges
+    /// writes before the fsync (see [`SqliteSync`]).
+    Sqlite(std::path::PathBuf, SqliteSync),
     /// `etcd://127.0.0.1:2379[,host:port...]`: shared by several servers, with leader election.
     Etcd(Vec<String>),
 }
@@ -152,11 +153,19 @@ impl std::str::FromStr for StoreUrl {
             return Ok(StoreUrl::Memory);
         }
         if let Some(rest) = url.strip_prefix("sqlite:") {
-            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, sync) = match rest.split_once('?') {
+                None => (rest, SqliteSync::Full),
+                Some((path, "sync=full")) => (path, SqliteSync::Full),
+                Some((path, "sync=normal")) => (path, SqliteSync::Normal),
+                Some((_, q)) => {
+                    return Err(bad(&format!("unknown option {q:?} (sync=full|normal)")));
+                }
+            };
             if path.is_empty() {
                 return Err(bad("no database path"));
             }
-            return Ok(StoreUrl::Sqlite(path.into()));
+            return Ok(StoreUrl::Sqlite(path.into(), sync));
         }
         if let Some(rest) = url.strip_prefix("etcd://") {
             let endpoints: Vec<String> = rest
@@ -195,8 +204,12 @@ pub async fn open_with_elector(
     use std::sync::Arc;
     match url.parse::<StoreUrl>()? {
         StoreUrl::Memory => Ok((Arc::new(MemStore::new()), Arc::new(AlwaysLeader))),
-        StoreUrl::Sqlite(path) => {
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+        StoreUrl::Sqlite(path, sync) => {
+            let options = SqliteOptions {
+                sync,
+                ..SqliteOptions::default()
+            };
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(path, options))
                 .await
                 .map_err(|e| StoreError::Backend {
                     op: "open",
@@ -215,7 +228,7 @@ pub async fn open_with_elector(
 
 #[cfg(test)]
 mod url_tests {
-    use super::StoreUrl;
+    use super::{SqliteSync, StoreUrl};
 
     #[test]
     fn parses_the_three_forms() {
@@ -224,11 +237,17 @@ mod url_tests {
             "sqlite:///var/lib/podd/podd.db"
                 .parse::<StoreUrl>()
                 .unwrap(),
-            StoreUrl::Sqlite("/var/lib/podd/podd.db".into())
+            StoreUrl::Sqlite("/var/lib/podd/podd.db".into(), SqliteSync::Full)
+        );
+        assert_eq!(
+            "sqlite:///d/podd.db?sync=normal"
+                .parse::<StoreUrl>()
+                .unwrap(),
+            StoreUrl::Sqlite("/d/podd.db".into(), SqliteSync::Normal)
         );
         assert_eq!(
             "sqlite:rel/podd.db".parse::<StoreUrl>().unwrap(),
-            StoreUrl::Sqlite("rel/podd.db".into())
+            StoreUrl::Sqlite("rel/podd.db".into(), SqliteSync::Full)
         );
         assert_eq!(
             "etcd://127.0.0.1:2379,127.0.0.2:2379"
@@ -243,7 +262,14 @@ mod url_tests {
 
     #[test]
     fn rejects_bad_urls_with_the_fix() {
-        for bad in ["", "postgres://x", "sqlite://", "etcd://", "etcd://host"] {
+        for bad in [
+            "",
+            "postgres://x",
+            "sqlite://",
+            "sqlite:///x?fast",
+            "etcd://",
+            "etcd://host",
+        ] {
             let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
             assert!(err.contains("use memory:"), "{bad}: {err}");
         }

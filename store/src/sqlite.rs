@@ -35,6 +35,20 @@ pub struct SqliteOptions {
     pub cache_events: usize,
     /// The most writes committed in one transaction.
     pub max_batch: usize,
+    pub sync: SqliteSync,
+}
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    /// After the WAL is fsynced (`synchronous=FULL`): survives a process kill, a kernel crash
+    /// and a power loss. Costs one fsync per commit, shared by every write in the batch.
+    #[default]
+    Full,
+    /// After the WAL is written to the kernel (`synchronous=NORMAL`): survives a process kill
+    /// (the requirement for podd) but a power loss may roll back the last commits. Much lower
+    /// latency for one client at a time on disks with slow fsync.
+    Normal,
 }
 
 impl Default for SqliteOptions {
@@ -42,6 +56,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             cache_events: 8192,
             max_batch: 512,
+            sync: SqliteSync::Full,
         }
     }
 }
@@ -85,13 +100,17 @@ fn backend<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> 
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+fn open_connection(path: &Path, sync: SqliteSync) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
-    // WAL: readers never block the writer. synchronous=FULL: a commit is on disk (WAL fsynced)
-    // before it returns, so an acknowledged write survives a crash or a power loss; group
-    // commit keeps the fsync cost per write low.
+    // WAL: readers never block the writer. synchronous=FULL (the default): a commit is on disk
+    // (WAL fsynced) before it returns, so an acknowledged write survives a crash or a power
+    // loss; group commit keeps the fsync cost per write low. See `SqliteSync`.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let level = match sync {
+        SqliteSync::Full => "FULL",
+        SqliteSync::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
@@ -191,7 +210,7 @@ impl SqliteStore {
             ),
         })?;
 
-        let conn = open_connection(&path).map_err(backend("open", &path))?;
+        let conn = open_connection(&path, options.sync).map_err(backend("open", &path))?;
         conn.execute_batch(SCHEMA).map_err(backend("open", &path))?;
         let revision = meta(&conn, "revision").map_err(backend("open", &path))?;
         let compacted = meta(&conn, "compacted").map_err(backend("open", &path))?;
@@ -278,7 +297,8 @@ impl Readers {
                 let mut conn = match pooled {
                     Some(c) => c,
                     None => {
-                        let c = open_connection(&this.path).map_err(backend(op, &this.path))?;
+                        let c = open_connection(&this.path, SqliteSync::Normal)
+                            .map_err(backend(op, &this.path))?;
                         c.pragma_update(None, "query_only", true)
                             .map_err(backend(op, &this.path))?;
                         c

@@ -22,6 +22,7 @@ mod tiny_cache {
         let options = SqliteOptions {
             cache_events: 3,
             max_batch: 7,
+            sync: podd_store::SqliteSync::Normal,
         };
         let store = SqliteStore::open_with(dir.path().join("podd.db"), options).unwrap();
         (Arc::new(store), dir)

@@ -10,16 +10,28 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podd_store::{SqliteStore, Store};
+use podd_store::{SqliteOptions, SqliteStore, SqliteSync, Store};
 use rand::Rng;
 
 const DB_ENV: &str = "PODD_STORE_CRASH_DB";
 const ROUND_ENV: &str = "PODD_STORE_CRASH_ROUND";
+const SYNC_ENV: &str = "PODD_STORE_CRASH_SYNC";
+
+fn options(sync: &str) -> SqliteOptions {
+    SqliteOptions {
+        sync: if sync == "normal" {
+            SqliteSync::Normal
+        } else {
+            SqliteSync::Full
+        },
+        ..SqliteOptions::default()
+    }
+}
 
 #[test]
 fn crash_child() {
     let (Ok(db), Ok(round)) = (std::env::var(DB_ENV), std::env::var(ROUND_ENV)) else {
-        return; // only meaningful when run by `killing_the_writer_loses_no_acknowledged_write`
+        return; // only meaningful when run by `crash_rounds`
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -27,7 +39,8 @@ fn crash_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let store = Arc::new(SqliteStore::open(&db).unwrap());
+        let sync = std::env::var(SYNC_ENV).unwrap_or_default();
+        let store = Arc::new(SqliteStore::open_with(&db, options(&sync)).unwrap());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for task in 0..4 {
             let store = Arc::clone(&store);
@@ -67,7 +80,16 @@ fn crash_child() {
 }
 
 #[test]
-fn killing_the_writer_loses_no_acknowledged_write() {
+fn killing_the_writer_loses_no_acknowledged_write_sync_full() {
+    crash_rounds("full");
+}
+
+#[test]
+fn killing_the_writer_loses_no_acknowledged_write_sync_normal() {
+    crash_rounds("normal");
+}
+
+fn crash_rounds(sync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("podd.db");
     let exe = std::env::current_exe().unwrap();
@@ -79,6 +101,7 @@ fn killing_the_writer_loses_no_acknowledged_write() {
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(DB_ENV, &db)
             .env(ROUND_ENV, round.to_string())
+            .env(SYNC_ENV, sync)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -113,7 +136,7 @@ fn killing_the_writer_loses_no_acknowledged_write() {
 
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = SqliteStore::open(&db).unwrap();
+            let store = SqliteStore::open_with(&db, options(sync)).unwrap();
             // The last write to each key that was acknowledged must be there.
             let mut latest = std::collections::HashMap::new();
             for (rev, key, value) in &acks {

@@ -499,6 +499,17 @@ fn fails_on_purpose_when_asked() {
 }
 
 #[test]
+#[ignore = "vm: proves a guest kernel panic fails the run; run by cargo xtask vm-test"]
+fn panics_the_guest_kernel_when_asked() {
+    require_vm();
+    if std::env::var("PODD_VM_PANIC_ON_PURPOSE").as_deref() == Ok("1") {
+        // sysrq 'c' crashes the kernel: "Kernel panic - not syncing: sysrq triggered crash".
+        std::fs::write("/proc/sysrq-trigger", "c").expect("writing /proc/sysrq-trigger");
+        unreachable!("the guest kernel should have panicked");
+    }
+}
+
+#[test]
 #[ignore = "vm: checks the other tests left nothing behind; run by cargo xtask vm-test"]
 fn zz_no_test_cgroups_leak() {
     require_vm();

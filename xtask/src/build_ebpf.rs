@@ -13,7 +13,12 @@ use std::process::Command;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-const APT_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
+const APT_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +35,11 @@ fn clean(cmd: &str) -> Command {
         let k = k.to_string_lossy().into_owned();
         let keep = k == "CARGO_HOME" || k == "RUSTUP_HOME";
         if !keep
-            && (k.starts_with("CARGO_") || k.starts_with("RUSTC") || k.starts_with("RUSTUP_TOOLCHAIN") || k == "RUSTFLAGS" || k == "RUSTDOCFLAGS")
+            && (k.starts_with("CARGO_")
+                || k.starts_with("RUSTC")
+                || k.starts_with("RUSTUP_TOOLCHAIN")
+                || k == "RUSTFLAGS"
+                || k == "RUSTDOCFLAGS")
         {
             c.env_remove(&k);
         }
@@ -47,13 +56,6 @@ fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn succeeds(mut c: Command) -> bool {
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn output(mut c: Command) -> String {
     c.output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -68,7 +70,15 @@ fn ensure_rust_src() -> anyhow::Result<()> {
     }
     eprintln!("build-ebpf: nightly with rust-src is missing; installing it");
     let mut c = clean("rustup");
-    c.args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]);
+    c.args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]);
     run(c, "installing nightly + rust-src")
 }
 
@@ -92,7 +102,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         })
         .collect();
     if !missing.is_empty() {
-        eprintln!("build-ebpf: bpf-linker needs LLVM 22 development files; installing {missing:?} with apt-get");
+        eprintln!(
+            "build-ebpf: bpf-linker needs LLVM 22 development files; installing {missing:?} with apt-get"
+        );
         let mut c = Command::new("apt-get");
         c.args(["install", "-y"]).args(&missing);
         run(c, "installing LLVM 22 development packages")?;
@@ -108,7 +120,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     ]);
     run(c, "installing bpf-linker")?;
     if !bpf_linker_ok() {
-        bail!("bpf-linker {BPF_LINKER_VERSION} is still not on PATH after installing; add ~/.cargo/bin to PATH");
+        bail!(
+            "bpf-linker {BPF_LINKER_VERSION} is still not on PATH after installing; add ~/.cargo/bin to PATH"
+        );
     }
     Ok(())
 }
@@ -135,6 +149,9 @@ pub fn build_ebpf() -> anyhow::Result<()> {
     if !object.exists() {
         bail!("the build finished but {} is missing", object.display());
     }
-    eprintln!("build-ebpf: built {} (embedded by podd-lb)", object.display());
+    eprintln!(
+        "build-ebpf: built {} (embedded by podd-lb)",
+        object.display()
+    );
     Ok(())
 }

@@ -14,6 +14,8 @@ use crate::{build_ebpf, vm};
 
 /// The harness test that fails when PODD_VM_FAIL_ON_PURPOSE=1 (tests/tests/vm_harness.rs).
 pub const FAIL_ON_PURPOSE_TEST: &str = "fails_on_purpose_when_asked";
+/// The harness test that panics the guest kernel when PODD_VM_PANIC_ON_PURPOSE=1.
+pub const PANIC_ON_PURPOSE_TEST: &str = "panics_the_guest_kernel_when_asked";
 
 struct Step {
     name: &'static str,
@@ -117,46 +119,55 @@ fn host_tests() -> Result<(usize, usize, String)> {
     Ok((passed, failed, note))
 }
 
-/// `cargo xtask vm-test --fail-on-purpose` must exit non-zero and name the failed test.
+/// `cargo xtask vm-test --fail-on-purpose`, with the guest kernel also made to panic, must
+/// exit non-zero and report exactly those two failures: the failed test by name, and the panic.
 fn deliberate_failure() -> Result<(usize, usize, String)> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "vm-test",
-        "-p",
-        "podd-tests",
-        "--fail-on-purpose",
-        "--",
-        FAIL_ON_PURPOSE_TEST,
-    ])
-    .stdout(Stdio::piped());
+    cmd.args(["vm-test", "-p", "podd-tests", "--fail-on-purpose", "--"])
+        .args([FAIL_ON_PURPOSE_TEST, PANIC_ON_PURPOSE_TEST])
+        .env("PODD_VM_PANIC_ON_PURPOSE", "1")
+        .stdout(Stdio::piped());
     let (success, output) = tee(&mut cmd)?;
-    let named = output.lines().any(|line| {
+    let verdict = judge_deliberate_failure(success, &output);
+    if verdict.is_empty() {
+        println!(
+            "deliberate failure: vm-test exited non-zero, reported {FAIL_ON_PURPOSE_TEST} as FAILED \
+             and the guest's kernel panic, as it should"
+        );
+        Ok((1, 0, String::new()))
+    } else {
+        Ok((0, 1, verdict))
+    }
+}
+
+/// What is wrong with a deliberately failing vm-test run; empty when it failed as it should.
+fn judge_deliberate_failure(success: bool, output: &str) -> String {
+    let summary = output
+        .rsplit_once("VM test results:")
+        .map_or("", |(_, s)| s);
+    let named = summary.lines().any(|line| {
         line.trim_start().starts_with("FAILED")
             && line.contains("podd-tests/vm_harness")
             && line.contains(FAIL_ON_PURPOSE_TEST)
     });
-    let counted = output
+    let panicked = summary
         .lines()
-        .any(|line| line.trim() == "vm-test: 0 passed, 1 failed");
+        .any(|line| line.contains("FAILED") && line.contains("Kernel panic"));
+    let counted = summary
+        .lines()
+        .any(|line| line.trim() == "vm-test: 0 passed, 2 failed");
     if success {
-        return Ok((
-            0,
-            1,
-            "vm-test exited 0 although a test failed on purpose".into(),
-        ));
+        "vm-test exited 0 although a test failed and the guest panicked".into()
+    } else if !named {
+        format!("vm-test did not report {FAIL_ON_PURPOSE_TEST} as FAILED")
+    } else if !panicked {
+        "vm-test did not report the guest's kernel panic".into()
+    } else if !counted {
+        "vm-test failed, but not with exactly the two deliberate failures".into()
+    } else {
+        String::new()
     }
-    if !named || !counted {
-        return Ok((
-            0,
-            1,
-            "vm-test failed, but not by reporting the deliberate failure alone".into(),
-        ));
-    }
-    println!(
-        "deliberate failure: vm-test exited non-zero and reported {FAIL_ON_PURPOSE_TEST} as FAILED, as it should"
-    );
-    Ok((1, 0, String::new()))
 }
 
 /// Runs a command whose stdout is piped, echoing and keeping it.
@@ -202,6 +213,20 @@ fn libtest_totals(output: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn judges_the_deliberate_failure_run() {
+        let good = "vm| noise\nVM test results:\n  FAILED  podd-tests/vm_harness  fails_on_purpose_when_asked\n  \
+                    FAILED  podd-tests/vm_harness  panics_the_guest_kernel_when_asked: did not finish\n  \
+                    FAILED  guest kernel: [ 9.1] Kernel panic - not syncing: sysrq triggered crash\n\
+                    vm-test: 0 passed, 2 failed\n";
+        assert_eq!(judge_deliberate_failure(false, good), "");
+        assert!(judge_deliberate_failure(true, good).contains("exited 0"));
+        let no_panic = good.replace("Kernel panic", "something");
+        assert!(judge_deliberate_failure(false, &no_panic).contains("panic"));
+        let other = good.replace("fails_on_purpose_when_asked", "another_test");
+        assert!(judge_deliberate_failure(false, &other).contains("as FAILED"));
+    }
 
     #[test]
     fn sums_libtest_results() {

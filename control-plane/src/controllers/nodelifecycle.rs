@@ -44,6 +44,23 @@ fn with_ready(n: &Node, status: &str, reason: &str) -> serde_json::Value {
     serde_json::json!({"status": {"conditions": conds}})
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The string value of the first `"field":"..."` in a JSON document (our own serialisation,
+/// so no escapes appear in the timestamps this reads).
+fn json_str_field(json: &[u8], field: &str) -> String {
+    let pat = format!("\"{field}\":\"");
+    let pat = pat.as_bytes();
+    let Some(start) = json.windows(pat.len()).position(|w| w == pat) else {
+        return String::new();
+    };
+    let rest = &json[start + pat.len()..];
+    let end = rest.iter().position(|b| *b == b'"').unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).into_owned()
+}
+
 struct Observed {
     lease: String,
     at: Instant,
@@ -58,12 +75,14 @@ pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
-        let nodes: Vec<Node> = registry.cached(None);
+        // Read leases and readiness straight from the cached JSON: decoding thousands of
+        // nodes every tick would cost more than the rest of this loop.
+        let (objs, _) = registry.cache().snapshot(Kind::Node, &Kind::Node.key_prefix(None));
         let now = Instant::now();
-        seen.retain(|name, _| nodes.iter().any(|n| &n.metadata.name == name));
-        for n in nodes {
-            let name = n.metadata.name.clone();
-            let lease = n.status.lease_renew_time.clone().unwrap_or_default();
+        seen.retain(|name, _| objs.iter().any(|o| &o.name == name));
+        for o in objs {
+            let name = o.name.clone();
+            let lease = json_str_field(&o.json, "leaseRenewTime");
             let obs = seen.entry(name.clone()).or_insert(Observed {
                 lease: lease.clone(),
                 at: now,
@@ -73,6 +92,18 @@ pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown
                 obs.at = now;
             }
             let expired = now.duration_since(obs.at) > config.node_grace;
+            let status = if contains(&o.json, br#""type":"Ready","status":"True""#) {
+                "True"
+            } else if contains(&o.json, br#""type":"Ready","status":"False""#) {
+                "False"
+            } else {
+                ""
+            };
+            let needs_action = (expired && status != "False") || (!expired && status == "False" && !obs.lease.is_empty());
+            if !needs_action && !expired {
+                continue;
+            }
+            let Some(n) = o.decode::<Node>() else { continue };
             let status = ready_status(&n);
             if expired && status != "False" {
                 tracing::info!(node = %name, "node lease expired; marking it NotReady and its pods lost");
@@ -145,5 +176,18 @@ async fn delete_stale_pods(registry: &Arc<Registry>, config: &ControllerConfig, 
         if let Err(e) = r {
             tracing::debug!(error = %e, "could not delete a stale pod");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_from_json() {
+        let j = br#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"leaseRenewTime":"2026-01-01T00:00:00.5Z"}}"#;
+        assert_eq!(json_str_field(j, "leaseRenewTime"), "2026-01-01T00:00:00.5Z");
+        assert_eq!(json_str_field(j, "nope"), "");
+        assert!(contains(j, br#""type":"Ready","status":"True""#));
     }
 }

@@ -18,7 +18,11 @@ pub const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
 
 pub fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn enter_netns(name: &str) {
@@ -48,9 +52,20 @@ impl Topo {
         }
         let tag = std::process::id() % 100_000;
         let (a, b) = (format!("pdn{tag}"), format!("pdp{tag}"));
-        run("ip", &["-n", &node, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &pod]);
-        run("ip", &["-n", &node, "addr", "add", "10.244.5.1/24", "dev", &a]);
-        run("ip", &["-n", &pod, "addr", "add", "10.244.5.2/24", "dev", &b]);
+        run(
+            "ip",
+            &[
+                "-n", &node, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &pod,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", &node, "addr", "add", "10.244.5.1/24", "dev", &a],
+        );
+        run(
+            "ip",
+            &["-n", &pod, "addr", "add", "10.244.5.2/24", "dev", &b],
+        );
         run("ip", &["-n", &node, "link", "set", &a, "up"]);
         run("ip", &["-n", &pod, "link", "set", &b, "up"]);
 
@@ -59,16 +74,27 @@ impl Topo {
         let node2 = node.clone();
         let server = std::thread::spawn(move || {
             enter_netns(&node2);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let mut up_cfg = DnsConfig::new(SocketAddr::from((NODE_IP, 5353)));
                 up_cfg.domain = "test".into();
                 let upstream = DnsServer::start(up_cfg).await.unwrap();
-                upstream.set_services(&[ServiceRecord { name: "www".into(), namespace: "example".into(), ip: UPSTREAM_ANSWER }]);
+                upstream.set_services(&[ServiceRecord {
+                    name: "www".into(),
+                    namespace: "example".into(),
+                    ip: UPSTREAM_ANSWER,
+                }]);
                 let mut cfg = DnsConfig::new(SocketAddr::from((NODE_IP, 53)));
                 cfg.upstream = Some(upstream.local_addr());
                 let dns = DnsServer::start(cfg).await.unwrap();
-                dns.set_services(&[ServiceRecord { name: "web".into(), namespace: "default".into(), ip: WEB_VIP }]);
+                dns.set_services(&[ServiceRecord {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    ip: WEB_VIP,
+                }]);
                 ready_tx.send(()).unwrap();
                 tokio::task::spawn_blocking(move || {
                     let _ = stop_rx.recv();
@@ -79,8 +105,15 @@ impl Topo {
                 drop(upstream);
             });
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("DNS server started");
-        Topo { node, pod, stop: Some(stop_tx), server: Some(server) }
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("DNS server started");
+        Topo {
+            node,
+            pod,
+            stop: Some(stop_tx),
+            server: Some(server),
+        }
     }
 
     /// One UDP query from the pod namespace.
@@ -123,7 +156,11 @@ pub fn raw_queries() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&m), vec![WEB_VIP]);
     let m = topo.query("www.example.svc.test.", RecordType::A);
-    assert_eq!(a_records(&m), vec![UPSTREAM_ANSWER], "forwarded to the upstream");
+    assert_eq!(
+        a_records(&m),
+        vec![UPSTREAM_ANSWER],
+        "forwarded to the upstream"
+    );
     let m = topo.query("nope.default.svc.cluster.local.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }

@@ -20,8 +20,7 @@ use aya_ebpf::{
 use podd_lb_common::{
     AffinityKey, AffinityValue, Backend, BackendKey, FLAG_AFFINITY_CLIENT_IP, FLAG_MAGLEV,
     MAGLEV_TABLE_SIZE, MAX_AFFINITY, MAX_BACKENDS, MAX_MAGLEV_ENTRIES, MAX_REVNAT, MAX_SERVICES,
-    MaglevKey, RevNatKey, RevNatValue, ServiceKey, ServiceStats, ServiceValue,
-    maglev_client_hash,
+    MaglevKey, RevNatKey, RevNatValue, ServiceKey, ServiceStats, ServiceValue, maglev_client_hash,
 };
 
 /// BPF_F_NO_PREALLOC: elements are RCU-freed, so a replaced value is never recycled under a
@@ -29,8 +28,7 @@ use podd_lb_common::{
 const NO_PREALLOC: u32 = 1;
 
 #[map(name = "PODD_SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> =
-    HashMap::pinned(MAX_SERVICES, NO_PREALLOC);
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, NO_PREALLOC);
 
 #[map(name = "PODD_BACKENDS")]
 static BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(MAX_BACKENDS, NO_PREALLOC);

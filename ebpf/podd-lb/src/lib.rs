@@ -19,12 +19,15 @@ mod spec;
 pub use loader::{DEFAULT_PIN_DIR, LbConfig, LoadBalancer, PROGRAMS, SyncReport};
 pub use plan::PlanError;
 pub use podd_lb_common::ServiceStats;
-pub use spec::{ALGORITHM_ANNOTATION, Frontend, Protocol, Selection, ServiceEntry, Skipped, from_api};
+pub use spec::{
+    ALGORITHM_ANNOTATION, Frontend, Protocol, Selection, ServiceEntry, Skipped, from_api,
+};
 
 use std::path::PathBuf;
 
 /// The kernel object, built by `cargo xtask build-ebpf` and embedded by build.rs.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/podd-lb.bpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/podd-lb.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {

@@ -135,7 +135,13 @@ fn cgroup_tag(path: &Path) -> String {
     path.to_string_lossy()
         .trim_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -285,8 +291,10 @@ impl LoadBalancer {
             .collect::<Result<_, _>>()
             .map_err(map_err(MAP_SERVICES, "reading"))?;
         let mut stray_services = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         for (k, v) in entries {
-            if frontend_of(&k).is_none() || state.services.values().any(|p| p.id == v.id) {
+            if frontend_of(&k).is_none() || v.id >= podd_lb_common::MAX_SERVICES || !ids.insert(v.id)
+            {
                 stray_services.push(k);
                 continue;
             }
@@ -337,8 +345,7 @@ impl LoadBalancer {
                 .remove(&k)
                 .map_err(map_err(MAP_SERVICES, "deleting a stray entry"))?;
         }
-        let live: HashMap<u32, &Programmed> =
-            state.services.values().map(|p| (p.id, p)).collect();
+        let live: HashMap<u32, &Programmed> = state.services.values().map(|p| (p.id, p)).collect();
         let stray_backends: Vec<BackendKey> = self
             .backends
             .keys()
@@ -463,17 +470,16 @@ impl LoadBalancer {
                 }
                 Op::DelMaglev(k) => {
                     r.maglev_deletes += 1;
-                    ignore_missing(self.maglev.remove(&k))
-                        .map_err(map_err(MAP_MAGLEV, "deleting"))
+                    ignore_missing(self.maglev.remove(&k)).map_err(map_err(MAP_MAGLEV, "deleting"))
                 }
                 Op::ResetStats(id) => {
                     r.stats_resets += 1;
                     let zeros = PerCpuValues::try_from(vec![ServiceStats::default(); self.ncpus])
                         .map_err(|source| LbError::Io {
-                            what: "building per-CPU zeros for",
-                            path: PathBuf::from(MAP_STATS),
-                            source,
-                        })?;
+                        what: "building per-CPU zeros for",
+                        path: PathBuf::from(MAP_STATS),
+                        source,
+                    })?;
                     self.stats
                         .set(id, zeros, 0)
                         .map_err(map_err(MAP_STATS, "resetting"))
@@ -605,9 +611,7 @@ fn remove_dir_if_exists(p: &Path) -> Result<(), LbError> {
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(())
-        }
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
 }

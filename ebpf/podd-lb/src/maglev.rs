@@ -10,7 +10,12 @@ use std::net::SocketAddrV4;
 
 fn fnv1a(seed: u64, addr: &SocketAddrV4) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in addr.ip().octets().into_iter().chain(addr.port().to_be_bytes()) {
+    for b in addr
+        .ip()
+        .octets()
+        .into_iter()
+        .chain(addr.port().to_be_bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -83,7 +88,10 @@ mod tests {
             let ideal = MAGLEV_TABLE_SIZE as f64 / n as f64;
             for c in counts.values() {
                 // Maglev's guarantee: within a small margin of M/N.
-                assert!((*c as f64 - ideal).abs() <= ideal * 0.15 + 2.0, "{n}: {counts:?}");
+                assert!(
+                    (*c as f64 - ideal).abs() <= ideal * 0.15 + 2.0,
+                    "{n}: {counts:?}"
+                );
             }
         }
     }
@@ -93,14 +101,22 @@ mod tests {
         let all = backends(10);
         let before = build_table(&all);
         let removed = all[3];
-        let after = build_table(&all.iter().copied().filter(|b| *b != removed).collect::<Vec<_>>());
+        let after = build_table(
+            &all.iter()
+                .copied()
+                .filter(|b| *b != removed)
+                .collect::<Vec<_>>(),
+        );
         let moved_others = before
             .iter()
             .zip(&after)
             .filter(|(b, a)| **b != removed && b != a)
             .count();
         // Only entries owned by the removed backend must move; allow a small extra churn.
-        assert!(moved_others < MAGLEV_TABLE_SIZE as usize / 10, "{moved_others}");
+        assert!(
+            moved_others < MAGLEV_TABLE_SIZE as usize / 10,
+            "{moved_others}"
+        );
         assert!(!after.contains(&removed));
     }
 

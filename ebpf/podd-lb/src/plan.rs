@@ -21,7 +21,7 @@ use podd_lb_common::{
     Backend, BackendKey, FLAG_AFFINITY_CLIENT_IP, FLAG_MAGLEV, MAX_SERVICES, MaglevKey, ServiceKey,
     ServiceValue, ip_from_map, ip_to_map, port_from_map, port_to_map,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// One map write.
@@ -146,19 +146,26 @@ fn maglev_table(flags: u32, slots: &[Backend]) -> Vec<Backend> {
         return Vec::new();
     }
     let addrs: Vec<SocketAddrV4> = slots.iter().map(from_backend).collect();
-    maglev::build_table(&addrs)
-        .iter()
-        .map(to_backend)
-        .collect()
+    maglev::build_table(&addrs).iter().map(to_backend).collect()
 }
 
 fn dedup(backends: &[SocketAddrV4]) -> Vec<Backend> {
+    let mut out: Vec<Backend> = backends.iter().map(to_backend).collect();
+    // Small lists: a quadratic scan beats hashing.
+    if out.len() <= 32 {
+        let mut i = 0;
+        while i < out.len() {
+            if out[..i].contains(&out[i]) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        return out;
+    }
     let mut seen = HashSet::new();
-    backends
-        .iter()
-        .map(to_backend)
-        .filter(|b| seen.insert(*b))
-        .collect()
+    out.retain(|b| seen.insert(*b));
+    out
 }
 
 impl State {
@@ -176,7 +183,8 @@ impl State {
     /// Plans the writes that bring the maps from `self` to `desired`, and updates `self` to the
     /// state they produce.
     pub fn plan(&mut self, desired: &[ServiceEntry]) -> Result<Vec<Op>, PlanError> {
-        let mut want: BTreeMap<ServiceKey, (u32, Vec<Backend>)> = BTreeMap::new();
+        let mut want: HashMap<ServiceKey, (u32, Vec<Backend>)> =
+            HashMap::with_capacity(desired.len());
         for e in desired {
             let k = service_key(&e.frontend);
             if want
@@ -222,6 +230,8 @@ impl State {
         }
         for (k, (flags, backends)) in want {
             match self.services.get_mut(&k) {
+                // Fast path for the common case of a full re-sync: nothing changed.
+                Some(old) if old.flags == flags && old.slots == backends => {}
                 Some(old) => update(k, old, flags, &backends, &mut ops),
                 None => {
                     let id = self.alloc_id()?;
@@ -401,7 +411,10 @@ mod tests {
                     assert!(allowed[k].contains(&b))
                 }
                 Op::DelMaglev(_) => {
-                    assert!(v.flags & FLAG_MAGLEV == 0 || v.count == 0, "deleted a live entry")
+                    assert!(
+                        v.flags & FLAG_MAGLEV == 0 || v.count == 0,
+                        "deleted a live entry"
+                    )
                 }
                 _ => {}
             }
@@ -462,14 +475,26 @@ mod tests {
     fn one_backend_change_is_one_write() {
         let mut state = State::default();
         let mut model = Model::default();
-        let a = vec![entry(1, Selection::Random, &[1, 2, 3]), entry(2, Selection::Random, &[4])];
+        let a = vec![
+            entry(1, Selection::Random, &[1, 2, 3]),
+            entry(2, Selection::Random, &[4]),
+        ];
         step(&mut state, &mut model, &[], &a);
-        let b = vec![entry(1, Selection::Random, &[1, 9, 3]), entry(2, Selection::Random, &[4])];
+        let b = vec![
+            entry(1, Selection::Random, &[1, 9, 3]),
+            entry(2, Selection::Random, &[4]),
+        ];
         let ops = state.clone().plan(&b).unwrap();
         assert_eq!(ops.len(), 1, "{ops:?}");
-        assert!(matches!(ops[0], Op::PutBackend(BackendKey { slot: 1, .. }, _)));
+        assert!(matches!(
+            ops[0],
+            Op::PutBackend(BackendKey { slot: 1, .. }, _)
+        ));
         step(&mut state, &mut model, &a, &b);
-        assert!(state.clone().plan(&b).unwrap().is_empty(), "re-sync is a no-op");
+        assert!(
+            state.clone().plan(&b).unwrap().is_empty(),
+            "re-sync is a no-op"
+        );
     }
 
     #[test]
@@ -482,12 +507,18 @@ mod tests {
         let ops = state.clone().plan(&b).unwrap();
         // slot 1 takes backend 3 from slot 2, count becomes 2, slot 2 is deleted.
         assert_eq!(ops.len(), 3, "{ops:?}");
-        assert!(matches!(ops[1], Op::PutService(_, ServiceValue { count: 2, .. })));
+        assert!(matches!(
+            ops[1],
+            Op::PutService(_, ServiceValue { count: 2, .. })
+        ));
         assert!(matches!(ops[2], Op::DelBackend(BackendKey { slot: 2, .. })));
         step(&mut state, &mut model, &a, &b);
         let c = vec![entry(1, Selection::Random, &[])];
         let ops = state.clone().plan(&c).unwrap();
-        assert!(matches!(ops[0], Op::PutService(_, ServiceValue { count: 0, .. })));
+        assert!(matches!(
+            ops[0],
+            Op::PutService(_, ServiceValue { count: 0, .. })
+        ));
         step(&mut state, &mut model, &b, &c);
     }
 
@@ -495,7 +526,10 @@ mod tests {
     fn ids_are_reused() {
         let mut state = State::default();
         let mut model = Model::default();
-        let a = vec![entry(1, Selection::Random, &[1]), entry(2, Selection::Random, &[1])];
+        let a = vec![
+            entry(1, Selection::Random, &[1]),
+            entry(2, Selection::Random, &[1]),
+        ];
         step(&mut state, &mut model, &[], &a);
         let b = vec![entry(3, Selection::Random, &[1])];
         step(&mut state, &mut model, &a, &b);

@@ -91,12 +91,7 @@ pub fn from_api(
 ) -> (Vec<ServiceEntry>, Vec<Skipped>) {
     let by_name: BTreeMap<(&str, &str), &Endpoints> = endpoints
         .iter()
-        .map(|e| {
-            (
-                (e.metadata.namespace.as_str(), e.metadata.name.as_str()),
-                e,
-            )
-        })
+        .map(|e| ((e.metadata.namespace.as_str(), e.metadata.name.as_str()), e))
         .collect();
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
@@ -132,10 +127,7 @@ pub fn from_api(
         } else {
             Selection::Random
         };
-        let eps = by_name.get(&(
-            svc.metadata.namespace.as_str(),
-            svc.metadata.name.as_str(),
-        ));
+        let eps = by_name.get(&(svc.metadata.namespace.as_str(), svc.metadata.name.as_str()));
         for sp in &svc.spec.ports {
             let mut backends = BTreeSet::new();
             for subset in eps.map(|e| e.subsets.as_slice()).unwrap_or_default() {
@@ -299,6 +291,9 @@ mod tests {
         let e = eps("m", &["10.244.0.7"], vec![]);
         let (entries, _) = from_api(&[s], &[e]);
         assert_eq!(entries[0].selection, Selection::Maglev);
-        assert_eq!(entries[0].backends, vec!["10.244.0.7:9000".parse().unwrap()]);
+        assert_eq!(
+            entries[0].backends,
+            vec!["10.244.0.7:9000".parse().unwrap()]
+        );
     }
 }

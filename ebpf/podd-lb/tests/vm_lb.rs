@@ -4,7 +4,6 @@
 mod common;
 use common::scenarios;
 
-
 #[test]
 #[ignore = "vm: runs on the Debian 6.1 kernel; run by cargo xtask vm-test"]
 fn vm_spread_over_three_backends() {

@@ -10,7 +10,11 @@ use nix::sys::signal::Signal;
 use podd_runtime::{Container, CreateOptions, ExecOptions, spec};
 
 #[derive(Parser, Debug)]
-#[command(name = "podd-oci", version, about = "OCI container runtime of podd (runc-compatible command line)")]
+#[command(
+    name = "podd-oci",
+    version,
+    about = "OCI container runtime of podd (runc-compatible command line)"
+)]
 struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = "/run/podd-oci")]
@@ -142,7 +146,11 @@ fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| anyhow!("unknown signal number {n}"));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     Signal::from_str(&name).map_err(|_| anyhow!("unknown signal {s:?}"))
 }
 
@@ -164,7 +172,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 fn run(cli: &Cli) -> Result<i32> {
     if cli.systemd_cgroup {
-        bail!("--systemd-cgroup is not supported: podd-oci manages cgroupfs paths (use a path cgroupsPath)");
+        bail!(
+            "--systemd-cgroup is not supported: podd-oci manages cgroupfs paths (use a path cgroupsPath)"
+        );
     }
     match &cli.cmd {
         Cmd::Create(a) => {
@@ -175,7 +185,17 @@ fn run(cli: &Cli) -> Result<i32> {
         }
         Cmd::Start { id } => Container::load(&cli.root, id)?.start()?,
         Cmd::Run { create, detach } => {
-            let mut c = Container::create_from_bundle(&create.id, &create.bundle, &create_opts(cli, create))?;
+            // Block the signals to forward before the container exists, so none is lost; the
+            // container's init clears its mask.
+            let forwarded = forwarded_signals();
+            if !*detach {
+                forwarded.thread_block().context("block signals")?;
+            }
+            let mut c = Container::create_from_bundle(
+                &create.id,
+                &create.bundle,
+                &create_opts(cli, create),
+            )?;
             if let Err(e) = c.start() {
                 let _ = c.clone().delete(true);
                 return Err(e.into());
@@ -183,12 +203,14 @@ fn run(cli: &Cli) -> Result<i32> {
             if *detach {
                 return Ok(0);
             }
-            let code = c.wait()?;
+            let code = wait_forwarding(&c, &forwarded)?;
             c.delete(true)?;
             return Ok(code);
         }
         Cmd::State { id } => print_json(&Container::load(&cli.root, id)?.oci_state())?,
-        Cmd::Kill { all, id, signal } => Container::load(&cli.root, id)?.kill(parse_signal(signal)?, *all)?,
+        Cmd::Kill { all, id, signal } => {
+            Container::load(&cli.root, id)?.kill(parse_signal(signal)?, *all)?
+        }
         Cmd::Delete { force, id } => match Container::load(&cli.root, id) {
             Ok(c) => c.delete(*force)?,
             // delete --force of a missing container succeeds, as runc's does.
@@ -207,22 +229,45 @@ fn run(cli: &Cli) -> Result<i32> {
                     writeln!(out, "{id}")?;
                 } else if let Ok(c) = Container::load(&cli.root, &id) {
                     let s = c.oci_state();
-                    writeln!(out, "{:<24} {:>8} {:<10} {}", s.id, s.pid, s.status, s.bundle.display())?;
+                    writeln!(
+                        out,
+                        "{:<24} {:>8} {:<10} {}",
+                        s.id,
+                        s.pid,
+                        s.status,
+                        s.bundle.display()
+                    )?;
                 }
             }
         }
         Cmd::Events { id, .. } => print_json(&Container::load(&cli.root, id)?.stats()?)?,
-        Cmd::Exec { process, console_socket, pid_file, detach, tty, cwd, env, preserve_fds, id, args } => {
+        Cmd::Exec {
+            process,
+            console_socket,
+            pid_file,
+            detach,
+            tty,
+            cwd,
+            env,
+            preserve_fds,
+            id,
+            args,
+        } => {
             let c = Container::load(&cli.root, id)?;
             let mut p: oci_spec::runtime::Process = match process {
-                Some(path) => serde_json::from_slice(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                    .with_context(|| format!("parse process {}", path.display()))?,
+                Some(path) => serde_json::from_slice(
+                    &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
+                )
+                .with_context(|| format!("parse process {}", path.display()))?,
                 None => {
                     if args.is_empty() {
                         bail!("exec needs a command (or --process FILE)");
                     }
                     let bundle = c.oci_state().bundle;
-                    let mut p = spec::load_bundle(&bundle)?.process().clone().unwrap_or_default();
+                    let mut p = spec::load_bundle(&bundle)?
+                        .process()
+                        .clone()
+                        .unwrap_or_default();
                     p.set_args(Some(args.clone()));
                     p.set_terminal(Some(*tty));
                     p
@@ -236,10 +281,14 @@ fn run(cli: &Cli) -> Result<i32> {
                 e.extend(env.iter().cloned());
                 p.set_env(Some(e));
             }
-            let opts = ExecOptions { console_socket: console_socket.clone(), preserve_fds: *preserve_fds };
+            let opts = ExecOptions {
+                console_socket: console_socket.clone(),
+                preserve_fds: *preserve_fds,
+            };
             let pid = c.exec(&p, &opts)?;
             if let Some(pf) = pid_file {
-                std::fs::write(pf, pid.to_string()).with_context(|| format!("write {}", pf.display()))?;
+                std::fs::write(pf, pid.to_string())
+                    .with_context(|| format!("write {}", pf.display()))?;
             }
             if *detach {
                 return Ok(0);
@@ -253,7 +302,8 @@ fn run(cli: &Cli) -> Result<i32> {
             }
             let mut s = oci_spec::runtime::Spec::default();
             s.set_hostname(Some("podd".into()));
-            std::fs::write(&path, serde_json::to_vec_pretty(&s)?).with_context(|| format!("write {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
+                .with_context(|| format!("write {}", path.display()))?;
         }
         Cmd::Features => print_json(&serde_json::json!({
             "ociVersionMin": "1.0.0",
@@ -273,6 +323,35 @@ fn run(cli: &Cli) -> Result<i32> {
     Ok(0)
 }
 
+fn forwarded_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal::*;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Wait for the container's init (our child), forwarding the signals we receive to it.
+fn wait_forwarding(c: &Container, set: &nix::sys::signal::SigSet) -> Result<i32> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(c.pid());
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e).context("wait for the container"),
+        }
+        let sig = set.wait().context("wait for signals")?;
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+}
+
 fn wait_child(pid: i32) -> Result<i32> {
     use nix::sys::wait::{WaitStatus, waitpid};
     loop {
@@ -287,7 +366,9 @@ fn wait_child(pid: i32) -> Result<i32> {
 
 /// RFC 3339 UTC timestamp without a date library.
 fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -311,7 +392,8 @@ fn rfc3339_now() -> String {
 
 fn init_logging(cli: &Cli) -> Result<()> {
     let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PODD_OCI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODD_OCI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &cli.log {
         Some(path) => {
@@ -321,9 +403,15 @@ fn init_logging(cli: &Cli) -> Result<()> {
                 .open(path)
                 .with_context(|| format!("open log file {}", path.display()))?;
             if cli.log_format == "json" {
-                builder.json().with_writer(std::sync::Mutex::new(file)).init();
+                builder
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .init();
             } else {
-                builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+                builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .init();
             }
         }
         None => builder.with_writer(std::io::stderr).init(),
@@ -333,15 +421,18 @@ fn init_logging(cli: &Cli) -> Result<()> {
 
 fn log_error(cli: &Cli, msg: &str) {
     // Engines (containerd, podman) read the last error from the log file in runc's JSON shape.
-    if let Some(path) = &cli.log {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let line = if cli.log_format == "json" {
-                serde_json::json!({"level": "error", "msg": msg, "time": rfc3339_now()}).to_string()
-            } else {
-                format!("{} error: {msg}", rfc3339_now())
-            };
-            let _ = writeln!(f, "{line}");
-        }
+    if let Some(path) = &cli.log
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let line = if cli.log_format == "json" {
+            serde_json::json!({"level": "error", "msg": msg, "time": rfc3339_now()}).to_string()
+        } else {
+            format!("{} error: {msg}", rfc3339_now())
+        };
+        let _ = writeln!(f, "{line}");
     }
     let _ = writeln!(std::io::stderr(), "podd-oci: {msg}");
 }

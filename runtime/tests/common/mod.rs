@@ -15,7 +15,8 @@ pub fn podd_oci() -> &'static str {
 pub fn busybox_rootfs(dir: &Path) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("needs Debian's busybox-static at /bin/busybox");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("needs Debian's busybox-static at /bin/busybox");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" && !applet.is_empty() {
@@ -25,7 +26,11 @@ pub fn busybox_rootfs(dir: &Path) {
     for d in ["etc", "tmp", "proc", "sys", "dev", "root"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
 }
 
@@ -43,13 +48,23 @@ pub struct Env {
 
 impl Env {
     pub fn new(name: &str) -> Env {
-        let dir = tempfile::Builder::new().prefix(&format!("podd-rt-test-{name}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("podd-rt-test-{name}-"))
+            .tempdir()
+            .unwrap();
         let rootfs = dir.path().join("rootfs");
         busybox_rootfs(&rootfs);
         let root = PathBuf::from(format!("/run/podd-rt-test-{name}-{}", std::process::id()));
         let cgroup_root = podd_runtime::cgroups::detect_root().unwrap();
         let cgroup_parent = format!("podd-rt-test-{name}-{}", std::process::id());
-        Env { name: name.into(), dir, root, cgroup_root, cgroup_parent, rootfs }
+        Env {
+            name: name.into(),
+            dir,
+            root,
+            cgroup_root,
+            cgroup_parent,
+            rootfs,
+        }
     }
 
     /// A runc-like default spec running `args`, with a cgroup under this env's parent.
@@ -90,11 +105,41 @@ impl Env {
             .unwrap()
     }
 
+    /// Run podd-oci for a command that leaves a container process behind (create, run -d):
+    /// the container inherits stdio, so stdout goes to /dev/null and stderr to a file (a pipe
+    /// would stay open as long as the container lives). Returns (success, stderr).
+    pub fn oci_bg(&self, args: &[&str]) -> (bool, String) {
+        let err_path = self
+            .dir
+            .path()
+            .join(format!("stderr-{}", args.last().unwrap_or(&"x")));
+        let err = std::fs::File::create(&err_path).unwrap();
+        let status = Command::new(podd_oci())
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .unwrap();
+        (
+            status.success(),
+            std::fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    }
+
     /// `podd-oci run` of `spec` in the foreground; returns (exit code, stdout, stderr).
     pub fn run(&self, id: &str, spec: &Spec) -> (i32, String, String) {
         let b = self.bundle(id, spec);
         let out = self.oci(&["run", "--bundle", b.to_str().unwrap(), id]);
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
     }
 
     pub fn opts(&self) -> podd_runtime::CreateOptions {
@@ -109,10 +154,17 @@ impl Env {
 
     /// Nothing of this env's containers is left: no state dirs, no cgroups.
     pub fn assert_clean(&self) {
-        let states: Vec<_> = std::fs::read_dir(&self.root).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let states: Vec<_> = std::fs::read_dir(&self.root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
         assert!(states.is_empty(), "leftover state: {states:?}");
         let cgs: Vec<_> = std::fs::read_dir(self.cgroup_dir())
-            .map(|d| d.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(cgs.is_empty(), "leftover cgroups: {cgs:?}");
     }

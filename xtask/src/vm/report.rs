@@ -153,13 +153,18 @@ impl VmReport {
     /// The per-test table and the closing `vm-test: N passed, N failed` line.
     pub fn summary(&self) -> String {
         let mut text = String::from("\nVM test results:\n");
+        let width = self
+            .binaries
+            .iter()
+            .map(|run| run.label.len())
+            .max()
+            .unwrap_or(0);
         for run in &self.binaries {
             for test in &run.tests {
+                let outcome = test.outcome.to_string();
                 text.push_str(&format!(
-                    "  {:<7} {}  {}\n",
-                    test.outcome.to_string(),
-                    run.label,
-                    test.name
+                    "  {outcome:<7} {:<width$}  {}\n",
+                    run.label, test.name
                 ));
             }
             match run.exit_code {
@@ -173,7 +178,13 @@ impl VmReport {
                     text.push_str(&format!("  FAILED  {}  exited {code}{why}\n", run.label));
                 }
                 Some(_) => {}
-                None => text.push_str(&format!("  FAILED  {}  did not finish\n", run.label)),
+                None => {
+                    let test = run.pending.as_deref().unwrap_or("(between tests)");
+                    text.push_str(&format!(
+                        "  FAILED  {:<width$}  {test}: did not finish\n",
+                        run.label
+                    ));
+                }
             }
         }
         for label in self.missing_binaries() {

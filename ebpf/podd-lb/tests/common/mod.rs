@@ -50,7 +50,13 @@ pub fn vip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 96, 0, n)
 }
 
-pub fn service(vip_n: u8, port: u16, proto: Protocol, sel: Selection, backends: &[u8]) -> ServiceEntry {
+pub fn service(
+    vip_n: u8,
+    port: u16,
+    proto: Protocol,
+    sel: Selection,
+    backends: &[u8],
+) -> ServiceEntry {
     ServiceEntry {
         frontend: Frontend {
             vip: vip(vip_n),
@@ -65,7 +71,8 @@ pub fn service(vip_n: u8, port: u16, proto: Protocol, sel: Selection, backends: 
 /// cgroup v2 root: the unified tree of this hybrid host, or the VM's cgroup2 root.
 pub fn cgroup2_root() -> PathBuf {
     for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(p).join("cgroup.procs").exists() && Path::new(p).join("cgroup.threads").exists()
+        if Path::new(p).join("cgroup.procs").exists()
+            && Path::new(p).join("cgroup.threads").exists()
         {
             return PathBuf::from(p);
         }
@@ -90,7 +97,10 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that has entered this namespace.
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
         let path = self.path();
         std::thread::spawn(move || {
             enter_netns(&path);
@@ -112,7 +122,9 @@ pub fn enter_netns(path: &Path) {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -139,7 +151,11 @@ impl Cgroup {
             .trim_start_matches('/')
             .to_string();
         let back = cgroup2_root().join(rel);
-        fs::write(self.path.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+        fs::write(
+            self.path.join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         InCgroup { back }
     }
 }
@@ -156,8 +172,11 @@ pub struct InCgroup {
 
 impl Drop for InCgroup {
     fn drop(&mut self) {
-        fs::write(self.back.join("cgroup.procs"), std::process::id().to_string())
-            .expect("move the test process back");
+        fs::write(
+            self.back.join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .expect("move the test process back");
     }
 }
 
@@ -274,9 +293,33 @@ impl Topo {
         let (vc, vs) = (format!("plc{tag}"), format!("pls{tag}"));
         run(
             "ip",
-            &["-n", &client.name, "link", "add", &vc, "type", "veth", "peer", "name", &vs, "netns", &server.name],
+            &[
+                "-n",
+                &client.name,
+                "link",
+                "add",
+                &vc,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &vs,
+                "netns",
+                &server.name,
+            ],
         );
-        run("ip", &["-n", &client.name, "addr", "add", "10.244.0.1/24", "dev", &vc]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &client.name,
+                "addr",
+                "add",
+                "10.244.0.1/24",
+                "dev",
+                &vc,
+            ],
+        );
         run("ip", &["-n", &client.name, "link", "set", &vc, "up"]);
         for i in 0..backends.max(1) {
             let a = format!("{}/24", backend_ip(i));
@@ -306,8 +349,9 @@ impl Topo {
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Connects (from the calling thread's netns) and returns the backend index it reached.

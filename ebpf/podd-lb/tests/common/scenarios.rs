@@ -4,8 +4,8 @@ use super::*;
 use podd_lb::{Frontend, LoadBalancer, Protocol, Selection, ServiceEntry};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn stats_of(lb: &LoadBalancer, f: &Frontend) -> podd_lb::ServiceStats {
@@ -115,7 +115,10 @@ pub fn unready_backend_gets_no_new_connections() {
     let report = lb.sync(std::slice::from_ref(&unready)).unwrap();
     assert!(report.total() <= 3, "{report:?}");
     let counts = tcp_spread(&topo.client, vip, 2000);
-    assert_eq!(counts[2], 0, "unready backend got new connections: {counts:?}");
+    assert_eq!(
+        counts[2], 0,
+        "unready backend got new connections: {counts:?}"
+    );
     assert!(counts[0] > 0 && counts[1] > 0);
     // The established connection still works.
     held.write_all(b"ping").unwrap();
@@ -215,7 +218,11 @@ pub fn ten_thousand_services_and_minimal_resync() {
     assert_eq!(r.service_writes, 10_000);
     assert_eq!(r.backend_writes, 100_000);
     assert_eq!(lb.service_count(), 10_000);
-    assert_eq!(lb.sync(&desired).unwrap().total(), 0, "identical re-sync writes nothing");
+    assert_eq!(
+        lb.sync(&desired).unwrap().total(),
+        0,
+        "identical re-sync writes nothing"
+    );
     desired[4321].backends[7] = SocketAddrV4::new(Ipv4Addr::new(10, 244, 200, 7), 8080);
     let r = lb.sync(&desired).unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
@@ -266,7 +273,10 @@ pub fn restart_keeps_service_reachable() {
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} connections failed across restarts ({ok} ok)");
+    assert_eq!(
+        failed, 0,
+        "{failed} connections failed across restarts ({ok} ok)"
+    );
     assert!(ok > 100, "{ok}");
     // After shutdown the VIP is no longer translated.
     finish(lb, &topo);
@@ -299,7 +309,10 @@ pub fn affinity_and_maglev_are_sticky() {
     let a2 = one(tcp_spread(&topo.client, SocketAddrV4::new(vip(7), 80), 200));
     assert_ne!(a, a2);
     // Maglev untouched by the other service's change.
-    assert_eq!(m, one(tcp_spread(&topo.client, SocketAddrV4::new(vip(8), 80), 50)));
+    assert_eq!(
+        m,
+        one(tcp_spread(&topo.client, SocketAddrV4::new(vip(8), 80), 50))
+    );
     drop(_in);
     finish(lb, &topo);
 }
