@@ -244,7 +244,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
         },
         cache: podd_control_plane::cache::CacheConfig {
             window: 200_000,
-            fanout_buffer: 1 << 20,
+            fanout_buffer: 1 << 17,
         },
         controllers: Some(ControllerConfig {
             node_grace: grace,

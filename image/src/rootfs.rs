@@ -70,6 +70,18 @@ impl OverlayRootfs {
             upper.display(),
             work.display()
         );
+        // The kernel takes at most one page of mount options.
+        if data.len() >= 4096 {
+            return Err(ImageError::Invalid {
+                image: image.name.clone(),
+                what: "overlay rootfs".into(),
+                reason: format!(
+                    "{} layers need {} bytes of overlay options, over the kernel's 4095; use a shorter image store path or an image with fewer layers",
+                    image.layer_dirs.len(),
+                    data.len()
+                ),
+            });
+        }
         nix::mount::mount(
             Some("overlay"),
             &owner.rootfs,

@@ -74,6 +74,39 @@ pub enum PullPolicy {
     Never,
 }
 
+impl PullPolicy {
+    /// The policy for a container's `imagePullPolicy`, defaulted as Kubernetes does: `Always`
+    /// for a registry image tagged `latest` or untagged, else `IfNotPresent`.
+    pub fn for_container(image_pull_policy: Option<&str>, image: &str) -> Result<PullPolicy> {
+        match image_pull_policy.filter(|p| !p.is_empty()) {
+            Some("Always") => Ok(PullPolicy::Always),
+            Some("IfNotPresent") => Ok(PullPolicy::IfNotPresent),
+            Some("Never") => Ok(PullPolicy::Never),
+            Some(other) => Err(ImageError::InvalidReference {
+                reference: image.to_string(),
+                reason: format!(
+                    "imagePullPolicy {other:?} is not one of Always, IfNotPresent, Never"
+                ),
+            }),
+            None => {
+                let last = image.rsplit('/').next().unwrap_or(image);
+                let untagged_or_latest = !image.contains('@')
+                    && last.rsplit_once(':').is_none_or(|(_, tag)| tag == "latest");
+                Ok(
+                    if untagged_or_latest
+                        && !image.starts_with("oci:")
+                        && !image.starts_with("oci-archive:")
+                    {
+                        PullPolicy::Always
+                    } else {
+                        PullPolicy::IfNotPresent
+                    },
+                )
+            }
+        }
+    }
+}
+
 /// An image whose layers are all unpacked in the store, ready for an overlay rootfs.
 #[derive(Debug, Clone)]
 pub struct UnpackedImage {
@@ -228,6 +261,48 @@ impl ImageStore {
         layout.resolve_descriptor(reference, found)
     }
 
+    /// Copies the image `reference` of the OCI layout at `dir` into the store under `name`, so
+    /// that pods run it by that name with no registry (air-gapped nodes; the quickstart's
+    /// seeded busybox images). Every blob is verified on the way in.
+    pub fn import_layout(&self, dir: &Path, reference: &str, name: &str) -> Result<ResolvedImage> {
+        let image = self.resolve_layout(dir, reference)?;
+        let src = Layout::open(dir)?;
+        let config = layout::parse_digest(&image.name, image.manifest.config().digest().as_ref())?;
+        let mut digests = vec![image.manifest_digest.clone(), config];
+        digests.extend(image.layers.iter().map(|l| l.digest.clone()));
+        let mut manifest_size = 0;
+        for d in &digests {
+            let from = src.blob_path(d);
+            let data = fs::read(&from).map_err(|e| ImageError::io("reading", &from, e))?;
+            if *d == image.manifest_digest {
+                manifest_size = data.len() as u64;
+            }
+            self.put_blob(&image.name, d, data.len() as u64, &data)?;
+        }
+        let desc = oci_spec::image::DescriptorBuilder::default()
+            .media_type(oci_spec::image::MediaType::ImageManifest)
+            .digest(
+                image
+                    .manifest_digest
+                    .to_string()
+                    .parse::<oci_spec::image::Digest>()
+                    .map_err(|e| ImageError::Invalid {
+                        image: image.name.clone(),
+                        what: "manifest digest".into(),
+                        reason: e.to_string(),
+                    })?,
+            )
+            .size(manifest_size)
+            .build()
+            .map_err(|e| ImageError::Invalid {
+                image: image.name.clone(),
+                what: "manifest descriptor".into(),
+                reason: e.to_string(),
+            })?;
+        self.tag(name, desc)?;
+        self.resolve_local(name)
+    }
+
     /// Records `reference` -> manifest in the store's index.json (replacing an older entry).
     pub(crate) fn tag(&self, reference: &str, manifest: Descriptor) -> Result<()> {
         let _lock = self.lock("index.lock")?;
@@ -318,7 +393,8 @@ impl ImageStore {
     /// removed under its unpack lock. Call it when no container start is in flight, as a layer
     /// that `unpack` just returned is not yet in `keep`.
     pub fn gc(&self, keep: &[&UnpackedImage], tmp_min_age: std::time::Duration) -> Result<GcStats> {
-        let keep: std::collections::HashSet<&PathBuf> = keep.iter().flat_map(|i| &i.layer_dirs).collect();
+        let keep: std::collections::HashSet<&PathBuf> =
+            keep.iter().flat_map(|i| &i.layer_dirs).collect();
         let mut stats = GcStats::default();
         let layers = self.root.join("layers");
         let read = fs::read_dir(&layers).map_err(|e| ImageError::io("listing", &layers, e))?;
@@ -333,7 +409,8 @@ impl ImageStore {
             // Rename first so no reader ever sees a half-removed layer.
             let doomed = self.tmp_dir().join(format!("gc-{name}"));
             fs::rename(&dir, &doomed).map_err(|e| ImageError::io("retiring layer", &dir, e))?;
-            fs::remove_dir_all(&doomed).map_err(|e| ImageError::io("removing layer", &doomed, e))?;
+            fs::remove_dir_all(&doomed)
+                .map_err(|e| ImageError::io("removing layer", &doomed, e))?;
             // The lock file stays: removing it could let two unpackers lock different inodes.
             stats.layers_removed += 1;
         }
@@ -348,7 +425,11 @@ impl ImageStore {
                 .is_some_and(|age| age >= tmp_min_age);
             if old {
                 let p = entry.path();
-                let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                let r = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
                 if r.is_ok() {
                     stats.tmp_removed += 1;
                 }
@@ -515,13 +596,16 @@ fn unpack_layer_blob(
     Ok(stats)
 }
 
-/// A zstd stream of one or more frames (zstd:chunked layers have many).
+/// A zstd stream of one or more frames; skippable frames (zstd:chunked keeps its table of
+/// contents in one) are passed over.
 struct ZstdFrames<R: Read> {
     input: Option<io::BufReader<R>>,
-    frame: Option<
-        ruzstd::decoding::StreamingDecoder<io::BufReader<R>, ruzstd::decoding::FrameDecoder>,
-    >,
+    frame:
+        Option<ruzstd::decoding::StreamingDecoder<FrameInput<R>, ruzstd::decoding::FrameDecoder>>,
 }
+
+/// A frame's input: the 4 magic bytes already read, then the rest of the stream.
+type FrameInput<R> = io::Chain<io::Cursor<[u8; 4]>, io::BufReader<R>>;
 
 impl<R: Read> ZstdFrames<R> {
     fn new(inner: R) -> Self {
@@ -542,15 +626,34 @@ impl<R: Read> Read for ZstdFrames<R> {
                     return Ok(n);
                 }
                 let frame = self.frame.take().expect("a frame");
-                self.input = Some(frame.into_inner());
+                self.input = Some(frame.into_inner().into_inner().1);
             }
             let mut input = self.input.take().expect("the input");
             if input.fill_buf()?.is_empty() {
                 self.input = Some(input);
                 return Ok(0);
             }
-            let frame = ruzstd::decoding::StreamingDecoder::new(input)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
+            let mut magic = [0u8; 4];
+            input.read_exact(&mut magic)?;
+            if (0x184D_2A50..=0x184D_2A5F).contains(&u32::from_le_bytes(magic)) {
+                let mut len = [0u8; 4];
+                input.read_exact(&mut len)?;
+                let len = u64::from(u32::from_le_bytes(len));
+                let skipped = io::copy(&mut (&mut input).take(len), &mut io::sink())?;
+                if skipped != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "zstd: truncated skippable frame",
+                    ));
+                }
+                self.input = Some(input);
+                continue;
+            }
+            let frame =
+                ruzstd::decoding::StreamingDecoder::new(io::Cursor::new(magic).chain(input))
+                    .map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
+                    })?;
             self.frame = Some(frame);
         }
     }
@@ -621,6 +724,45 @@ fn extract_archive(label: &str, archive: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_reads_many_frames_and_skips_skippable_ones() {
+        use ruzstd::encoding::{CompressionLevel, compress_to_vec};
+        let mut stream = compress_to_vec(&b"hello "[..], CompressionLevel::Fastest);
+        stream.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+        stream.extend_from_slice(&3u32.to_le_bytes());
+        stream.extend_from_slice(b"toc");
+        stream.extend(compress_to_vec(&b"world"[..], CompressionLevel::Fastest));
+        let mut out = String::new();
+        ZstdFrames::new(&stream[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "hello world");
+        let mut bad = stream.clone();
+        bad.truncate(bad.len() - 3);
+        assert!(
+            ZstdFrames::new(&bad[..])
+                .read_to_string(&mut String::new())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pull_policy_defaults_like_kubernetes() {
+        let p =
+            |policy: Option<&str>, image: &str| PullPolicy::for_container(policy, image).unwrap();
+        assert_eq!(p(None, "reg:5000/app"), PullPolicy::Always);
+        assert_eq!(p(None, "reg:5000/app:latest"), PullPolicy::Always);
+        assert_eq!(p(None, "reg:5000/app:v1"), PullPolicy::IfNotPresent);
+        assert_eq!(
+            p(None, &format!("reg/app@{}", Digest::of(b"x"))),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(p(None, "oci:/x:busybox"), PullPolicy::IfNotPresent);
+        assert_eq!(p(Some("Never"), "reg/app"), PullPolicy::Never);
+        assert_eq!(p(Some(""), "reg/app:v2"), PullPolicy::IfNotPresent);
+        assert!(PullPolicy::for_container(Some("Sometimes"), "x").is_err());
+    }
 
     #[test]
     fn parses_sources() {

@@ -84,6 +84,25 @@ impl LayerTar {
         self
     }
 
+    /// A file carrying extended attributes as `SCHILY.xattr.*` pax records.
+    pub fn file_with_xattrs(
+        &mut self,
+        path: &str,
+        mode: u32,
+        data: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> &mut Self {
+        let keys: Vec<String> = xattrs
+            .iter()
+            .map(|(k, _)| format!("SCHILY.xattr.{k}"))
+            .collect();
+        let records = keys.iter().zip(xattrs).map(|(k, (_, v))| (k.as_str(), *v));
+        self.builder
+            .append_pax_extensions(records)
+            .expect("tar pax");
+        self.file(path, mode, data)
+    }
+
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.builder
@@ -601,7 +620,11 @@ pub async fn push_layout_as(
         }
         PushFormat::DockerV2 => {
             client
-                .push_manifest_raw(&target_ref, docker.clone(), http_header(media::DOCKER_MANIFEST))
+                .push_manifest_raw(
+                    &target_ref,
+                    docker.clone(),
+                    http_header(media::DOCKER_MANIFEST),
+                )
                 .await
                 .map_err(err)?;
             Ok(Digest::of(&docker))
@@ -609,11 +632,19 @@ pub async fn push_layout_as(
         PushFormat::Index => {
             let (od, dd) = (Digest::of(&oci), Digest::of(&docker));
             client
-                .push_manifest_raw(&by_digest(&od), oci.clone(), http_header(media::OCI_MANIFEST))
+                .push_manifest_raw(
+                    &by_digest(&od),
+                    oci.clone(),
+                    http_header(media::OCI_MANIFEST),
+                )
                 .await
                 .map_err(err)?;
             client
-                .push_manifest_raw(&by_digest(&dd), docker.clone(), http_header(media::DOCKER_MANIFEST))
+                .push_manifest_raw(
+                    &by_digest(&dd),
+                    docker.clone(),
+                    http_header(media::DOCKER_MANIFEST),
+                )
                 .await
                 .map_err(err)?;
             let index = json!({

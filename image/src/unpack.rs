@@ -114,7 +114,7 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, LayerE
                 apply_xattrs(&target, &mut entry)?;
                 dir_times.push((target, mtime));
             }
-            T::Regular | T::Continuous => {
+            T::Regular | T::Continuous | T::GNUSparse => {
                 remove_existing(&target, false)?;
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -319,6 +319,12 @@ fn apply_xattrs<R: Read>(path: &Path, entry: &mut tar::Entry<'_, R>) -> Result<(
         if let Ok(key) = ext.key()
             && let Some(name) = key.strip_prefix("SCHILY.xattr.")
         {
+            // trusted.* (overlay's own metadata among them) is never taken from an image: a
+            // layer could otherwise forge overlay redirects or opaque markers.
+            if name.starts_with("trusted.") {
+                tracing::warn!(path = %path.display(), xattr = name, "ignoring a trusted.* xattr from a layer");
+                continue;
+            }
             set_xattr(path, name, ext.value_bytes())
                 .map_err(|e| LayerError::at(path, &format!("setting xattr {name} on"), e))?;
         }

@@ -547,8 +547,16 @@ fn gc_removes_unused_layers_and_stale_temp_entries() {
     let s = Scratch::new("gc");
     testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
     let store = s.store();
-    let bb = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap()).unwrap();
-    let httpd = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox-httpd").unwrap()).unwrap();
+    let bb = store
+        .unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap())
+        .unwrap();
+    let httpd = store
+        .unpack(
+            &store
+                .resolve_layout(&s.path("layout"), "busybox-httpd")
+                .unwrap(),
+        )
+        .unwrap();
     fs::create_dir(s.path("store/tmp/crashed-unpack")).unwrap();
     let stats = store.gc(&[&bb], std::time::Duration::ZERO).unwrap();
     assert_eq!(stats.layers_removed, 1, "the www layer only httpd used");
@@ -557,9 +565,68 @@ fn gc_removes_unused_layers_and_stale_temp_entries() {
     assert!(!httpd.layer_dirs[1].exists());
     assert!(entries(&s.path("store/tmp")).is_empty());
     // It comes back on the next unpack.
-    let again = store.unpack(&store.resolve_layout(&s.path("layout"), "busybox-httpd").unwrap()).unwrap();
+    let again = store
+        .unpack(
+            &store
+                .resolve_layout(&s.path("layout"), "busybox-httpd")
+                .unwrap(),
+        )
+        .unwrap();
     assert!(again.layer_dirs[1].join("www/index.html").exists());
     let stats = store.gc(&[], std::time::Duration::ZERO).unwrap();
     assert_eq!(stats.layers_removed, 2);
     assert!(entries(&s.path("store/layers")).is_empty());
+}
+
+#[test]
+fn too_many_layers_for_one_mount_is_a_clear_error() {
+    let s = Scratch::new("manylayers");
+    testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
+    let store = s.store();
+    let mut unpacked = store
+        .unpack(&store.resolve_layout(&s.path("layout"), "busybox").unwrap())
+        .unwrap();
+    let layer = unpacked.layer_dirs[0].clone();
+    unpacked.layer_dirs = vec![layer; 200];
+    fs::create_dir(s.path("containers")).unwrap();
+    let err = OverlayRootfs::mount(&unpacked, &s.path("containers/x")).unwrap_err();
+    assert!(
+        err.to_string().contains("200 layers")
+            && err.to_string().contains("shorter image store path"),
+        "{err}"
+    );
+    assert!(entries(&s.path("containers")).is_empty());
+}
+
+#[test]
+fn images_resolve_by_tag_name_and_digest() {
+    let s = Scratch::new("refs");
+    testing::write_busybox_layout(&s.path("layout"), Compression::Gzip).unwrap();
+    let store = s.store();
+    let by_tag = store
+        .resolve_layout(&s.path("layout"), "busybox:latest")
+        .unwrap();
+    let by_name = store.resolve_layout(&s.path("layout"), "busybox").unwrap();
+    let d = by_tag.manifest_digest.to_string();
+    let by_digest = store
+        .resolve_layout(&s.path("layout"), &format!("busybox@{d}"))
+        .unwrap();
+    let bare_digest = store.resolve_layout(&s.path("layout"), &d).unwrap();
+    for r in [&by_name, &by_digest, &bare_digest] {
+        assert_eq!(r.manifest_digest, by_tag.manifest_digest);
+    }
+    let httpd = store
+        .resolve_layout(&s.path("layout"), "busybox-httpd")
+        .unwrap();
+    assert_ne!(httpd.manifest_digest, by_tag.manifest_digest);
+    let err = store
+        .resolve_layout(
+            &s.path("layout"),
+            &format!("busybox@sha256:{}", "0".repeat(64)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+    // Two images and no reference: which one is ambiguous.
+    let err = store.resolve_layout(&s.path("layout"), "").unwrap_err();
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
 }

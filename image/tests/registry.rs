@@ -193,7 +193,10 @@ async fn a_registry_serving_a_corrupted_blob_is_refused() {
 #[tokio::test]
 async fn pulls_docker_v2_manifests_and_chooses_the_platform_from_an_index() {
     let registry = TestRegistry::start_http().unwrap();
-    let dir = tempfile::Builder::new().prefix("podd-image-test-registry-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("podd-image-test-registry-")
+        .tempdir()
+        .unwrap();
     let layout = layout(dir.path());
     let store = ImageStore::open(dir.path().join("store")).unwrap();
     let opts = registry.options();
@@ -202,9 +205,14 @@ async fn pulls_docker_v2_manifests_and_chooses_the_platform_from_an_index() {
     let pushed = testing::push_layout_as(&layout, "busybox", &docker, &opts, PushFormat::DockerV2)
         .await
         .unwrap();
-    let image = podd_image::registry::pull(&store, &docker, &opts).await.unwrap();
+    let image = podd_image::registry::pull(&store, &docker, &opts)
+        .await
+        .unwrap();
     assert_eq!(image.manifest_digest, pushed);
-    assert_eq!(image.layers[0].media_type, podd_image::media::DOCKER_LAYER_GZIP);
+    assert_eq!(
+        image.layers[0].media_type,
+        podd_image::media::DOCKER_LAYER_GZIP
+    );
     let unpacked = store.unpack(&image).unwrap();
     assert!(unpacked.layer_dirs[0].join("bin/busybox").is_file());
 
@@ -212,13 +220,71 @@ async fn pulls_docker_v2_manifests_and_chooses_the_platform_from_an_index() {
     testing::push_layout_as(&layout, "busybox", &multi, &opts, PushFormat::Index)
         .await
         .unwrap();
-    let image = podd_image::registry::pull(&store, &multi, &opts).await.unwrap();
+    let image = podd_image::registry::pull(&store, &multi, &opts)
+        .await
+        .unwrap();
     let oci = podd_image::Layout::open(&layout)
         .unwrap()
         .resolve("busybox", &podd_image::LayoutRef::parse("busybox").unwrap())
         .unwrap();
-    assert_eq!(image.manifest_digest, oci.manifest_digest, "the linux/amd64 entry was chosen");
-    assert_eq!(store.unpack(&image).unwrap().layer_dirs, unpacked.layer_dirs, "same layer, unpacked once");
+    assert_eq!(
+        image.manifest_digest, oci.manifest_digest,
+        "the linux/amd64 entry was chosen"
+    );
+    assert_eq!(
+        store.unpack(&image).unwrap().layer_dirs,
+        unpacked.layer_dirs,
+        "same layer, unpacked once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_share_blobs_and_layers() {
+    let registry = TestRegistry::start_http().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("podd-image-test-registry-")
+        .tempdir()
+        .unwrap();
+    let layout = layout(dir.path());
+    let image = format!("{}/podd/httpd:latest", registry.host());
+    testing::push_layout(&layout, "busybox-httpd", &image, &registry.options())
+        .await
+        .unwrap();
+    let store = ImageStore::open(dir.path().join("store")).unwrap();
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, image, opts) = (store.clone(), image.clone(), registry.options());
+            tokio::spawn(async move { store.prepare(&image, PullPolicy::Always, &opts).await })
+        })
+        .collect();
+    let mut dirs = Vec::new();
+    for p in pulls {
+        dirs.push(p.await.unwrap().unwrap().layer_dirs);
+    }
+    assert!(dirs.iter().all(|d| *d == dirs[0]));
+    assert_eq!(
+        fs::read_dir(store.root().join("layers")).unwrap().count(),
+        2
+    );
+    // manifest + config + 2 layers
+    assert_eq!(
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        4
+    );
+    assert!(
+        fs::read_dir(store.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let index = store.layout().read_index().unwrap();
+    assert_eq!(
+        index.manifests().len(),
+        1,
+        "one tag entry, not one per pull"
+    );
 }
 
 #[test]

@@ -119,3 +119,20 @@ fn absolute_entry_paths_stay_inside() {
     unpack_tar(&tar[..], &dest).unwrap();
     assert_eq!(fs::read(dest.join("abs-file")).unwrap(), b"inside");
 }
+
+#[test]
+fn applies_pax_xattrs_but_never_trusted_ones() {
+    let dest = tempfile::tempdir().unwrap();
+    let mut t = LayerTar::new();
+    t.file_with_xattrs(
+        "f",
+        0o644,
+        b"x",
+        &[("user.podd", b"yes"), ("trusted.overlay.redirect", b"/etc")],
+    );
+    let tar = t.finish();
+    unpack_tar(&tar[..], dest.path()).unwrap();
+    let f = dest.path().join("f");
+    assert_eq!(get_xattr(&f, "user.podd").unwrap(), Some(b"yes".to_vec()));
+    assert_eq!(get_xattr(&f, "trusted.overlay.redirect").unwrap(), None);
+}

@@ -12,7 +12,9 @@
 
 use crate::etc_files::{self, EtcConfig};
 use crate::shim::{PodRuntimeStatus, ShimContainer, ShimPlan, read_status};
-use crate::spec::{ContainerPlan, ProcessPlan, SharedNamespaces, container_spec, pod_limits};
+use crate::spec::{
+    CPU_PERIOD_US, ContainerPlan, ProcessPlan, SharedNamespaces, container_spec, pod_limits,
+};
 use crate::volumes::{PodVolumes, VolumeError};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::{Signal, kill};
@@ -104,6 +106,9 @@ pub struct PodConfig {
     pub backoff_max: Duration,
     /// Size of each pod's shared /dev/shm.
     pub shm_bytes: u64,
+    /// What the node has: a pod whose limits add up to more is refused.
+    pub node_cpu_millis: u64,
+    pub node_memory_bytes: u64,
 }
 
 impl PodConfig {
@@ -120,6 +125,8 @@ impl PodConfig {
             backoff_initial: crate::backoff::INITIAL_BACKOFF,
             backoff_max: crate::backoff::MAX_BACKOFF,
             shm_bytes: 64 << 20,
+            node_cpu_millis: node_cpu_millis(),
+            node_memory_bytes: node_memory_bytes(),
         }
     }
 }
@@ -138,6 +145,9 @@ pub struct PodManager {
 }
 
 const POD_FILE: &str = "pod.json";
+
+/// Controllers a pod cgroup gets wherever the node has them: limits and usage.
+const STATS_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
 fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
@@ -193,6 +203,45 @@ impl PodManager {
             return Err(PodError::Invalid {
                 pod: name,
                 reason: "spec.containers is empty; add a container".into(),
+            });
+        }
+        let mut errs = podd_api::validation::ValidationErrors::default();
+        podd_api::validation::validate_pod_spec(&mut errs, "spec", &pod.spec);
+        if let Some(e) = podd_api::validation::check_dns1123_subdomain(&pod.metadata.name) {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: format!("metadata.name: {e}"),
+            });
+        }
+        if !errs.0.is_empty() {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: errs.to_string(),
+            });
+        }
+        let (cpu, memory) = pod_limits(pod);
+        if let Some(cpu) = cpu.filter(|&c| c > self.cfg.node_cpu_millis) {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: format!(
+                    "the containers' cpu limits add up to {cpu}m, more than this node's {}m; lower them",
+                    self.cfg.node_cpu_millis
+                ),
+            });
+        }
+        if let Some(mem) = memory.filter(|&m| m > self.cfg.node_memory_bytes) {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: format!(
+                    "the containers' memory limits add up to {mem} bytes, more than this node's {} bytes; lower them",
+                    self.cfg.node_memory_bytes
+                ),
+            });
+        }
+        if !pod.spec.init_containers.is_empty() {
+            return Err(PodError::Invalid {
+                pod: name,
+                reason: "spec.initContainers are not supported by podd's node agent yet; run that step in the main container's command".into(),
             });
         }
         for c in &pod.spec.containers {
@@ -423,23 +472,34 @@ impl PodManager {
             source,
         })?;
         let (cpu, memory) = pod_limits(pod);
-        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+        // Where the node offers them, the stats controllers are on for every pod, limits or
+        // not, so that usage (memory.current, cpu.stat) is there for `top` and autoscaling.
+        let available = fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers"))
+            .unwrap_or_default();
+        let offered = |c: &str| available.split_whitespace().any(|a| a == c);
+        for controller in STATS_CONTROLLERS {
+            if offered(controller)
+                && let Err(e) = enable_controller(&self.cfg.cgroup_root, &dir, controller)
+            {
+                tracing::warn!(pod = %name, controller, error = %e, "enabling a cgroup controller");
+            }
+        }
         for (controller, file, value) in [
             (
                 "cpu",
                 "cpu.max",
-                cpu.map(|m| format!("{} 100000", (m * 100).max(1000))),
+                cpu.map(|m| format!("{} {CPU_PERIOD_US}", (m * CPU_PERIOD_US / 1000).max(1000))),
             ),
             ("memory", "memory.max", memory.map(|b| b.to_string())),
         ] {
             let Some(value) = value else { continue };
-            enable_controller(&self.cfg.cgroup_root, &parent, controller).map_err(|_| {
-                PodError::Controller {
+            if !offered(controller) || !dir.join(file).exists() {
+                return Err(PodError::Controller {
                     pod: name.clone(),
                     controller,
-                    cgroup: parent.clone(),
-                }
-            })?;
+                    cgroup: self.cfg.cgroup_root.clone(),
+                });
+            }
             fs::write(dir.join(file), &value).map_err(|source| PodError::Io {
                 pod: name.clone(),
                 op: "set the pod limit in",
@@ -639,32 +699,57 @@ impl PodManager {
         cmd
     }
 
-    /// CPU time used by the pod's containers so far (cpu.stat usage_usec, summed), and the
-    /// memory working set; None where the cgroup files are not there.
+    /// CPU time used by the pod so far (cpu.stat usage_usec of the pod cgroup, which keeps
+    /// counting across container restarts) and its memory working set; None where the
+    /// cgroup files are not there (a node without the controllers).
     pub fn usage(&self, uid: &str) -> (Option<u64>, Option<u64>) {
-        let dir = self.pod_cgroup(uid);
-        let mut cpu = None;
-        let mut mem = None;
-        if let Ok(entries) = fs::read_dir(&dir) {
+        cgroup_usage(&self.pod_cgroup(uid))
+    }
+
+    /// The same per container of the pod, by container name (containers running now).
+    pub fn container_usage(&self, uid: &str) -> BTreeMap<String, (Option<u64>, Option<u64>)> {
+        let mut out = BTreeMap::new();
+        if let Ok(entries) = fs::read_dir(self.pod_cgroup(uid)) {
             for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                let p = e.path();
-                if let Some(u) = fs::read_to_string(p.join("cpu.stat"))
-                    .ok()
-                    .and_then(|t| crate::stats::cpu_usage_usec(&t))
-                {
-                    *cpu.get_or_insert(0) += u;
-                }
-                if let Some(cur) = fs::read_to_string(p.join("memory.current"))
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                {
-                    let stat = fs::read_to_string(p.join("memory.stat")).unwrap_or_default();
-                    *mem.get_or_insert(0) += crate::stats::working_set(cur, &stat);
+                if let Ok(name) = e.file_name().into_string() {
+                    out.insert(name, cgroup_usage(&e.path()));
                 }
             }
         }
-        (cpu, mem)
+        out
     }
+}
+
+/// (cpu.stat usage_usec, memory working set) of one cgroup directory.
+fn cgroup_usage(dir: &Path) -> (Option<u64>, Option<u64>) {
+    let cpu = fs::read_to_string(dir.join("cpu.stat"))
+        .ok()
+        .and_then(|t| crate::stats::cpu_usage_usec(&t));
+    let mem = fs::read_to_string(dir.join("memory.current"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(|cur| {
+            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            crate::stats::working_set(cur, &stat)
+        });
+    (cpu, mem)
+}
+
+/// This machine's CPUs in millicores (what the process may run on).
+fn node_cpu_millis() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000
+}
+
+/// This machine's memory (MemTotal of /proc/meminfo).
+fn node_memory_bytes() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib * 1024)
 }
 
 fn alive(pid: i32) -> bool {

@@ -5,7 +5,7 @@
 use crate::volumes::ResolvedVolume;
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Capabilities, Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
     LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
 };
 use podd_api::pod::{Container, Pod};
@@ -18,6 +18,15 @@ pub enum SpecError {
         "pod {pod}, container {container:?}: no command: the image has no Entrypoint or Cmd; set command in the container spec"
     )]
     NoCommand { pod: String, container: String },
+    #[error(
+        "pod {pod}, container {container:?}: securityContext.{field} is not supported by podd; {fix}"
+    )]
+    Unsupported {
+        pod: String,
+        container: String,
+        field: String,
+        fix: String,
+    },
     #[error("pod {pod}, container {container:?}: building the OCI spec failed: {source}")]
     Oci {
         pod: String,
@@ -105,6 +114,7 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     if sc.allow_privilege_escalation == Some(false) {
         process.set_no_new_privileges(Some(true));
     }
+    process.set_capabilities(Some(capabilities(&pod_name, c, &sc)?));
     spec.set_process(Some(process));
 
     let mut root = spec.root().clone().unwrap_or_default();
@@ -131,6 +141,84 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     linux.set_resources(Some(resources(c).map_err(oci)?));
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The capabilities a Kubernetes container gets by default (containerd's and Docker's set);
+/// `securityContext.capabilities` drops from and adds to it.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The bounding, effective and permitted sets (as containerd sets them for Kubernetes:
+/// nothing inheritable or ambient, so a non-root process holds none).
+fn capabilities(
+    pod: &str,
+    c: &Container,
+    sc: &podd_api::pod::SecurityContext,
+) -> Result<LinuxCapabilities, SpecError> {
+    let unsupported = |field: &str, fix: &str| SpecError::Unsupported {
+        pod: pod.to_string(),
+        container: c.name.clone(),
+        field: field.to_string(),
+        fix: fix.to_string(),
+    };
+    if sc.privileged {
+        return Err(unsupported(
+            "privileged",
+            "add the capabilities the container needs under securityContext.capabilities.add",
+        ));
+    }
+    let parse = |field: &str, name: &str| {
+        serde_json::from_value::<Capability>(serde_json::Value::String(name.to_string()))
+            .map_err(|_| {
+                unsupported(
+                    field,
+                    &format!("{name:?} is not a Linux capability (write e.g. NET_ADMIN)"),
+                )
+            })
+    };
+    let mut set = Capabilities::new();
+    for name in DEFAULT_CAPABILITIES {
+        set.insert(parse("capabilities", name)?);
+    }
+    if let Some(caps) = &sc.capabilities {
+        for name in &caps.drop {
+            if name.eq_ignore_ascii_case("ALL") {
+                set.clear();
+            } else {
+                set.remove(&parse("capabilities.drop", name)?);
+            }
+        }
+        for name in &caps.add {
+            if name.eq_ignore_ascii_case("ALL") {
+                return Err(unsupported(
+                    "capabilities.add: ALL",
+                    "list the capabilities the container needs",
+                ));
+            }
+            set.insert(parse("capabilities.add", name)?);
+        }
+    }
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(set.clone()));
+    caps.set_effective(Some(set.clone()));
+    caps.set_permitted(Some(set));
+    caps.set_inheritable(Some(Capabilities::new()));
+    caps.set_ambient(Some(Capabilities::new()));
+    Ok(caps)
 }
 
 fn hostname(pod: &Pod) -> String {
@@ -333,6 +421,42 @@ mod tests {
             );
         }
         let _ = VolumeMount::default();
+    }
+
+    #[test]
+    fn capabilities_are_kubernetes_defaults_with_drops_and_adds() {
+        let mut pod = pod();
+        let caps_of = |pod: &Pod| {
+            let spec = plan_spec(pod, vec!["sh".into()]).unwrap();
+            spec.process().as_ref().unwrap().capabilities().clone().unwrap()
+        };
+        let caps = caps_of(&pod);
+        let eff = caps.effective().clone().unwrap();
+        assert_eq!(eff.len(), DEFAULT_CAPABILITIES.len());
+        assert!(eff.contains(&Capability::Chown) && eff.contains(&Capability::Setuid));
+        assert!(!eff.contains(&Capability::SysAdmin));
+        assert!(caps.ambient().clone().unwrap().is_empty());
+
+        pod.spec.containers[0].security_context = Some(
+            serde_json::from_value(serde_json::json!(
+                {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "cap_kill"]}}
+            ))
+            .unwrap(),
+        );
+        let eff = caps_of(&pod).effective().clone().unwrap();
+        assert_eq!(
+            eff,
+            [Capability::NetAdmin, Capability::Kill].into_iter().collect()
+        );
+
+        pod.spec.containers[0].security_context =
+            Some(serde_json::from_value(serde_json::json!({"capabilities": {"add": ["FLY"]}})).unwrap());
+        let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"FLY\" is not a Linux capability"), "{e}");
+        pod.spec.containers[0].security_context =
+            Some(serde_json::from_value(serde_json::json!({"privileged": true})).unwrap());
+        let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
+        assert!(e.contains("securityContext.privileged is not supported"), "{e}");
     }
 
     #[test]

@@ -302,6 +302,44 @@ fn bad_pods_get_clear_errors_and_leave_nothing() {
         "limits without controllers are refused clearly: {e}"
     );
 
+    // Names that would become paths, hostnames and cgroups must be valid DNS names.
+    let bad_name = pod(
+        "Bad_Name",
+        "uid-n",
+        serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"]}]),
+    );
+    let e = m.run_pod(&bad_name, &images).unwrap_err().to_string();
+    assert!(e.contains("default/Bad_Name") && e.contains("metadata.name"), "{e}");
+    let bad_container = pod(
+        "n",
+        "uid-n",
+        serde_json::json!([{"name": "../escape", "image": "busybox", "command": ["true"]}]),
+    );
+    let e = m.run_pod(&bad_container, &images).unwrap_err().to_string();
+    assert!(e.contains("spec.containers[0].name"), "{e}");
+
+    // Limits beyond what the node has.
+    let huge = pod(
+        "huge",
+        "uid-huge",
+        serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"],
+        "resources": {"limits": {"memory": "64Ti", "cpu": "1"}}}]),
+    );
+    let e = m.run_pod(&huge, &images).unwrap_err().to_string();
+    assert!(
+        e.contains("memory limits add up to") && e.contains("lower them"),
+        "{e}"
+    );
+    let mut init = pod(
+        "init",
+        "uid-init",
+        serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"]}]),
+    );
+    init.spec.init_containers = init.spec.containers.clone();
+    init.spec.init_containers[0].name = "setup".into();
+    let e = m.run_pod(&init, &images).unwrap_err().to_string();
+    assert!(e.contains("initContainers"), "{e}");
+
     assert!(m.list().is_empty());
     assert_eq!(
         walk_files(&node.path("ipam")),

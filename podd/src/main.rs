@@ -1,1 +1,269 @@
-fn main() {}
+//! podd: the node daemon. `podd` runs the server and an agent on one node with the embedded
+//! SQLite store; `podd server` and `podd agent` run them apart; `podd reset` removes what podd
+//! made on a node.
+
+mod agent;
+mod paths;
+mod reset;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use podd_control_plane::{ControlPlane, ControlPlaneConfig};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "podd", version, about = "A small, fast Kubernetes for Linux nodes")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// The API server, store and controllers.
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The node agent, joined to a server.
+    Agent {
+        /// https://HOST:6443 of the server.
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "PODD_TOKEN")]
+        token: String,
+        /// The cluster CA (PEM) [default: DATA_DIR/pki/ca.crt].
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Manage the node's images.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+        #[arg(long, default_value = paths::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove every pod, namespace, mount, link, cgroup and file podd made on this node.
+    Reset {
+        #[arg(long, default_value = paths::DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = paths::RUN_DIR)]
+        run_dir: PathBuf,
+        /// The cgroup v2 directory pods went under [default: the cgroup2 mount].
+        #[arg(long)]
+        cgroup_root: Option<PathBuf>,
+        #[arg(long, default_value = "/sys/fs/bpf/podd")]
+        bpf_pin_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Copy an image from an OCI layout directory into the node's store under NAME, for
+    /// nodes without a registry.
+    Import {
+        layout: PathBuf,
+        /// The image in the layout (its org.opencontainers.image.ref.name), e.g. busybox:latest.
+        reference: String,
+        /// The name pods use, e.g. busybox.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServerArgs {
+    /// sqlite:///var/lib/podd/podd.db, etcd://HOST:PORT[,HOST:PORT], or memory:
+    #[arg(long = "store", default_value = "sqlite:///var/lib/podd/podd.db")]
+    store: String,
+    #[arg(long = "data-dir", default_value = paths::DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(long = "socket", default_value = "/run/podd/podd.sock")]
+    socket: PathBuf,
+    #[arg(long = "listen", default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// Seconds without a lease renewal before a node is NotReady.
+    #[arg(long = "node-grace-seconds", default_value_t = 2.0)]
+    node_grace: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AgentArgs {
+    #[arg(long = "node-name")]
+    node_name: Option<String>,
+    #[arg(long = "node-ip")]
+    node_ip: Option<Ipv4Addr>,
+    #[arg(long = "agent-data-dir", default_value = paths::DATA_DIR)]
+    agent_data_dir: PathBuf,
+    #[arg(long = "run-dir", default_value = paths::RUN_DIR)]
+    run_dir: PathBuf,
+    /// The cgroup v2 directory pods go under [default: the cgroup2 mount].
+    #[arg(long = "cgroup-root")]
+    cgroup_root: Option<PathBuf>,
+    #[arg(long = "reserve-cpu", default_value = "100m")]
+    reserve_cpu: String,
+    #[arg(long = "reserve-memory", default_value = "256Mi")]
+    reserve_memory: String,
+    #[arg(long = "max-pods", default_value_t = 110)]
+    max_pods: u32,
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    #[arg(long = "bpf-pin-dir", default_value = "/sys/fs/bpf/podd")]
+    bpf_pin_dir: PathBuf,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.mode {
+        None => rt.block_on(all_in_one(cli.server, cli.agent)),
+        Some(Mode::Server { server }) => rt.block_on(async {
+            let plane = start_server(&server).await?;
+            wait_for_stop().await;
+            plane.shutdown().await;
+            Ok(())
+        }),
+        Some(Mode::Agent {
+            server,
+            token,
+            ca,
+            agent,
+        }) => rt.block_on(async {
+            let ca = ca.unwrap_or_else(|| agent.agent_data_dir.join("pki/ca.crt"));
+            let cfg = podd_client::ClientConfig {
+                server,
+                ca: Some(ca),
+                token: Some(token),
+                token_file: None,
+            };
+            let client = cfg.client().context("connecting to the server")?;
+            run_agent_until_stopped(client, agent_config(&agent)?).await
+        }),
+        Some(Mode::Reset {
+            data_dir,
+            run_dir,
+            cgroup_root,
+            bpf_pin_dir,
+        }) => reset::reset(
+            &data_dir,
+            &run_dir,
+            &cgroup_root.unwrap_or_else(paths::cgroup2_root),
+            &bpf_pin_dir,
+        ),
+        Some(Mode::Image {
+            cmd:
+                ImageCmd::Import {
+                    layout,
+                    reference,
+                    name,
+                },
+            data_dir,
+        }) => {
+            let store = podd_image::ImageStore::open(data_dir.join("images"))?;
+            let img = store
+                .import_layout(&layout, &reference, &name)
+                .with_context(|| format!("importing {reference} from {}", layout.display()))?;
+            println!("imported {name} ({})", img.manifest_digest);
+            Ok(())
+        }
+    }
+}
+
+async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
+    if let Some(path) = a.store.strip_prefix("sqlite://")
+        && let Some(dir) = std::path::Path::new(path).parent()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (store, elector) = podd_store::open_with_elector(&a.store, &paths::hostname())
+        .await
+        .with_context(|| format!("opening the store {}", a.store))?;
+    let controllers = podd_control_plane::controllers::ControllerConfig {
+        node_grace: Duration::from_secs_f64(a.node_grace),
+        ..Default::default()
+    };
+    let cfg = ControlPlaneConfig {
+        data_dir: Some(a.data_dir.clone()),
+        socket: Some(a.socket.clone()),
+        tls_addr: Some(a.listen),
+        tls_sans: paths::node_ip().map(|i| vec![i.to_string()]).unwrap_or_default(),
+        controllers: Some(controllers),
+        elector: Some(elector),
+        ..ControlPlaneConfig::default()
+    };
+    let plane = ControlPlane::start(store, cfg)
+        .await
+        .context("starting the control plane")?;
+    tracing::info!(store = %a.store, socket = %a.socket.display(), listen = %a.listen, "podd server is up");
+    Ok(plane)
+}
+
+async fn all_in_one(server: ServerArgs, agent: AgentArgs) -> Result<()> {
+    let plane = start_server(&server).await?;
+    let client = plane
+        .local_client()
+        .context("the server has no local socket")?;
+    let cfg = agent_config(&agent)?;
+    let result = run_agent_until_stopped(client, cfg).await;
+    plane.shutdown().await;
+    result
+}
+
+fn agent_config(a: &AgentArgs) -> Result<agent::AgentConfig> {
+    let cpu: podd_api::Cpu = a.reserve_cpu.parse()?;
+    let mem: podd_api::Memory = a.reserve_memory.parse()?;
+    Ok(agent::AgentConfig {
+        node_name: a.node_name.clone().unwrap_or_else(paths::hostname),
+        node_ip: a.node_ip.or_else(paths::node_ip),
+        data_dir: a.agent_data_dir.clone(),
+        run_dir: a.run_dir.clone(),
+        cgroup_root: a.cgroup_root.clone().unwrap_or_else(paths::cgroup2_root),
+        shim_binary: paths::shim_binary(),
+        reserve_cpu_millis: cpu.millis(),
+        reserve_memory: mem.bytes(),
+        max_pods: a.max_pods,
+        lease_interval: Duration::from_millis(500),
+        insecure_registries: a.insecure_registry.clone(),
+        lb_on_host: true,
+        bpf_pin_dir: a.bpf_pin_dir.clone(),
+        cluster_domain: "cluster.local".into(),
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT; the pods keep running after it stops.
+async fn run_agent_until_stopped(client: podd_client::Client, cfg: agent::AgentConfig) -> Result<()> {
+    tokio::select! {
+        r = agent::run(client, cfg) => r,
+        _ = wait_for_stop() => {
+            tracing::info!("stopping; pods keep running");
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

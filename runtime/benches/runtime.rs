@@ -115,6 +115,7 @@ fn main() {
     let rootfs = dir.path().join("rootfs");
     common::busybox_rootfs(&rootfs);
     let cg_parent = format!("podd-rt-bench-{}", std::process::id());
+    let _cg_guard = CgroupParent(cg_parent.clone());
     let mut spec = oci_spec::runtime::Spec::default();
     let mut root = spec.root().clone().unwrap();
     root.set_path(rootfs);
@@ -125,6 +126,8 @@ fn main() {
     spec.set_process(Some(p));
     let mut linux = spec.linux().clone().unwrap();
     linux.set_cgroups_path(Some(PathBuf::from(format!("/{cg_parent}/c"))));
+    // No device rules: crun cannot load its device BPF program here (it raises RLIMIT_MEMLOCK,
+    // which needs CAP_SYS_RESOURCE, missing on this VM), so neither runtime attaches one.
     spec.set_linux(Some(linux));
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
@@ -191,16 +194,21 @@ fn main() {
             .unwrap_or_default();
         assert!(left.is_empty(), "{} left state behind: {left:?}", r.name);
     }
-    let cg = PathBuf::from("/sys/fs/cgroup").join(&cg_parent);
-    let cg = if cg.exists() {
-        cg
-    } else {
-        PathBuf::from("/sys/fs/cgroup/unified").join(&cg_parent)
-    };
-    if let Ok(d) = std::fs::read_dir(&cg) {
-        for e in d.flatten().filter(|e| e.path().is_dir()) {
-            let _ = std::fs::remove_dir(e.path());
+}
+
+/// Removes the benchmark's cgroup parent (and any child a failed run left) on every exit path.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let cg = Path::new(base).join(&self.0);
+            if let Ok(d) = std::fs::read_dir(&cg) {
+                for e in d.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&cg);
         }
     }
-    let _ = std::fs::remove_dir(&cg);
 }

@@ -43,7 +43,7 @@ use crate::rootfs;
 use crate::seccomp;
 use crate::state::{self, OciState, State, Status};
 use crate::sync::{Msg, recv_msg, send_msg};
-use crate::{hooks, spec};
+use crate::{devices, hooks, spec};
 
 /// Where and how to create a container.
 #[derive(Debug, Clone)]
@@ -667,6 +667,17 @@ impl Container {
         let mut cgroup = Cgroup::new(cg_root, cg_rel)?;
         cgroup.create(linux.and_then(|l| l.resources().as_ref()))?;
         guard.cgroup = Some(cgroup.clone());
+        if let Some(rules) = linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_ref())
+            .filter(|r| !r.is_empty())
+        {
+            let spec_devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+            let fd = open_cgroup(&cgroup)?;
+            let r = devices::attach(fd, &devices::rules(rules, &spec_devices));
+            let _ = nix::unistd::close(fd);
+            r?;
+        }
 
         let fifo = dir.join("exec.fifo");
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
@@ -1039,12 +1050,29 @@ impl Container {
                 }
             }
         }
-        // Reap init if it is our child (library use, `run`); ECHILD otherwise.
-        let _ = waitpid(Pid::from_raw(self.state.pid), Some(WaitPidFlag::WNOHANG));
+        // Reap init if it is our child (library use, `run`); ECHILD otherwise. The cgroup
+        // empties a moment before the exiting task becomes a zombie, so retry briefly.
+        // Only the same process (start time), so a reused pid is never reaped by mistake.
+        for _ in 0..200 {
+            if state::proc_stat(self.state.pid).map(|(_, start)| start)
+                != Some(self.state.pid_start_time)
+            {
+                break;
+            }
+            match waitpid(Pid::from_raw(self.state.pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_micros(500)),
+                _ => break,
+            }
+        }
         let dir = State::dir(&self.root, &self.state.id);
         let mut oci = self.state.oci(&self.root);
         oci.status = Status::Stopped;
-        fs::remove_dir_all(&dir).map_err(io_err("remove state directory", dir))?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            // A concurrent delete of the same container got there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("remove state directory", dir)(e)),
+        }
         if let Err(e) = hooks::run_all(
             "poststop",
             self.state

@@ -69,6 +69,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod devices;
 pub mod error;
 pub mod hooks;
 pub mod namespaces;

@@ -32,6 +32,21 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     }
 }
 
+/// Every syscall name known for this architecture.
+pub fn syscall_names() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::syscall_table_x86_64::SYSCALLS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
 fn target_arch() -> Result<TargetArch> {
     if cfg!(target_arch = "x86_64") {
         Ok(TargetArch::x86_64)

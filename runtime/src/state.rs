@@ -108,16 +108,24 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// Start time of `pid` from /proc, or None if it is gone or a zombie.
-pub fn pid_start_time(pid: i32) -> Option<u64> {
+/// Process state letter and start time of `pid` (field 22 of /proc/pid/stat), zombies included.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The comm field may hold spaces and parens: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
-        return None;
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Start time of `pid` from /proc, or None if it is gone or a zombie.
+pub fn pid_start_time(pid: i32) -> Option<u64> {
+    match proc_stat(pid)? {
+        ('Z' | 'X', _) => None,
+        (_, start) => Some(start),
     }
-    fields.get(19)?.parse().ok()
 }
 
 impl State {

@@ -253,7 +253,31 @@ fn seccomp_blocks_a_syscall() {
     assert!(out.contains("mkdir=1"), "mkdir must fail: {out}");
     assert!(out.contains("touch-ok"), "other syscalls still work: {out}");
     assert!(!env.rootfs.join("tmp/blocked").exists());
-    // An allow-list profile (default errno) also works when it allows what busybox needs.
+    // An allow-list profile: default ENOSYS, everything allowed but mkdir/mkdirat, and uname
+    // only with a NULL argument (so busybox's `uname`, which passes a buffer, gets ENOSYS and
+    // prints nothing).
+    let names: Vec<&str> = podd_runtime::seccomp::syscall_names()
+        .into_iter()
+        .filter(|n| !["mkdir", "mkdirat", "uname"].contains(n))
+        .collect();
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 38,
+        "syscalls": [
+            {"names": names, "action": "SCMP_ACT_ALLOW"},
+            {"names": ["uname"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let mut spec = env.spec("s2", &["/bin/sh", "-c", "mkdir /tmp/blocked2; echo mkdir=$?; echo uname=[$(uname)]; touch /tmp/f2 && echo touch-ok"]);
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_seccomp(Some(serde_json::from_value(profile).unwrap()));
+    spec.set_linux(Some(linux));
+    let (code, out, err) = env.run("s2", &spec);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mkdir=1") && out.contains("uname=[]") && out.contains("touch-ok"),
+        "{out}"
+    );
     env.assert_clean();
 }
 
@@ -315,7 +339,10 @@ fn join_netns(spec: &mut oci_spec::runtime::Spec, path: PathBuf) {
 fn two_containers_share_a_network_namespace_over_localhost() {
     let env = Env::new("netns");
     let netns = NetNs::new("shared");
-    let mut server = env.spec("srv", &["/bin/sh", "-c", "nc -l -p 7777 > /tmp/received"]);
+    let mut server = env.spec(
+        "srv",
+        &["/bin/sh", "-c", "sleep 30 | nc -l -p 7777 > /tmp/received"],
+    );
     join_netns(&mut server, netns.path());
     let mut client = env.spec(
         "cli",
@@ -330,15 +357,22 @@ fn two_containers_share_a_network_namespace_over_localhost() {
         code, 0,
         "client could not reach the server on 127.0.0.1: {err}"
     );
-    wait_status(&env, "srv", "stopped");
-    assert_eq!(
-        std::fs::read_to_string(env.rootfs.join("tmp/received"))
-            .unwrap()
-            .trim(),
-        "hello-over-lo"
-    );
-    // The server's netns is the test's, not the host's.
-    let out = env.oci(&["delete", "srv"]);
+    // The server's stdin is a pipe that stays open (a closed stdin would make nc hang up
+    // before reading); wait for the message, then remove the server.
+    let received = env.rootfs.join("tmp/received");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&received)
+        .unwrap_or_default()
+        .trim()
+        != "hello-over-lo"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "server never received the message"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env.oci(&["delete", "--force", "srv"]);
     assert!(
         out.status.success(),
         "{}",
@@ -406,6 +440,9 @@ fn lifecycle_and_its_errors() {
     assert!(err.contains("--force"), "{err}");
     wait_status(&env, "l1", "running");
 
+    let ps: Vec<i32> =
+        serde_json::from_slice(&env.oci(&["ps", "--format", "json", "l1"]).stdout).unwrap();
+    assert_eq!(ps, vec![pid], "ps lists the container's processes");
     // pause/resume through cgroup.freeze works on the host's unified tree too
     assert!(env.oci(&["pause", "l1"]).status.success());
     wait_status(&env, "l1", "paused");
@@ -538,6 +575,9 @@ fn hooks_run_with_the_state() {
         "prestart": [hook("prestart")],
         "createRuntime": [hook("createRuntime")],
         "createContainer": [hook("createContainer")],
+        // startContainer runs in the container after pivot_root: its path and output are the
+        // container's.
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer.json"]}],
         "poststart": [hook("poststart")],
         "poststop": [hook("poststop")],
     });
@@ -559,6 +599,11 @@ fn hooks_run_with_the_state() {
             assert!(v["pid"].as_i64().unwrap() > 0, "{name} sees the pid");
         }
     }
+    let started = std::fs::read_to_string(env.rootfs.join("tmp/startContainer.json")).unwrap();
+    assert!(
+        started.contains("\"h1\""),
+        "startContainer got the state: {started}"
+    );
     // A failing createRuntime hook fails create and leaves nothing.
     let mut spec = env.spec("h2", &["/bin/true"]);
     spec.set_hooks(Some(
@@ -771,5 +816,141 @@ fn run_forwards_signals_and_exec_cli_works() {
         .unwrap();
     assert!(text.contains("got-term"), "{text}");
     assert_eq!(status.code(), Some(3));
+    env.assert_clean();
+}
+
+#[test]
+fn exec_with_a_terminal_uses_the_console_socket() {
+    let env = Env::new("exectty");
+    let spec = env.spec("et1", &["/bin/sleep", "30"]);
+    let mut c = Container::create("et1", env.dir.path(), &spec, &env.opts()).unwrap();
+    c.start().unwrap();
+    let sock_path = env.dir.path().join("exec-console.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let mut p = spec.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    p.set_args(Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "test -t 1 && echo exec-tty; tty".into(),
+    ]));
+    let opts = podd_runtime::ExecOptions {
+        console_socket: Some(sock_path.clone()),
+        preserve_fds: 0,
+    };
+    let accept = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        recv_fd(&stream)
+    });
+    let pid = c.exec(&p, &opts).unwrap();
+    let master = accept.join().unwrap();
+    let mut f = std::fs::File::from(master);
+    let mut text = String::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.contains("/dev/pts/") && text.ends_with('\n') {
+            break;
+        }
+    }
+    let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    assert_eq!(
+        st,
+        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+    );
+    assert!(
+        text.contains("exec-tty") && text.contains("/dev/pts/"),
+        "{text}"
+    );
+    c.kill(nix::sys::signal::Signal::SIGKILL, true).unwrap();
+    c.wait().unwrap();
+    c.delete(false).unwrap();
+    env.assert_clean();
+}
+
+#[test]
+fn device_rules_are_enforced_with_bpf() {
+    let env = Env::new("devices");
+    // /dev/mem (c 1:1) is not in the allowed set: even with CAP_MKNOD, the node cannot be opened.
+    let mut spec = env.spec(
+        "d1",
+        &["/bin/sh", "-c", "mknod /tmp/mem c 1 1 && echo mknod-ok; head -c1 /tmp/mem >/dev/null 2>&1 || echo mem-denied; echo x > /dev/null && echo null-ok"],
+    );
+    let mut p = spec.process().clone().unwrap();
+    let mut caps = p.capabilities().clone().unwrap();
+    for set in ["bounding", "effective", "permitted"] {
+        let mut c = match set {
+            "bounding" => caps.bounding().clone(),
+            "effective" => caps.effective().clone(),
+            _ => caps.permitted().clone(),
+        }
+        .unwrap_or_default();
+        c.insert(Capability::Mknod);
+        match set {
+            "bounding" => caps.set_bounding(Some(c)),
+            "effective" => caps.set_effective(Some(c)),
+            _ => caps.set_permitted(Some(c)),
+        };
+    }
+    p.set_capabilities(Some(caps));
+    spec.set_process(Some(p));
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_resources(Some(
+        serde_json::from_value(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}))
+            .unwrap(),
+    ));
+    spec.set_linux(Some(linux));
+    let (code, out, err) = env.run("d1", &spec);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mknod-ok"),
+        "mknod is allowed (c *:* m): {out}"
+    );
+    assert!(
+        out.contains("mem-denied"),
+        "opening c 1:1 is refused: {out}"
+    );
+    assert!(
+        out.contains("null-ok"),
+        "default devices stay usable: {out}"
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn time_namespace_and_a_missing_namespace_path() {
+    let env = Env::new("timens");
+    let mut spec = env.spec("tn", &["/bin/sh", "-c", "readlink /proc/self/ns/time"]);
+    let mut linux = spec.linux().clone().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    nss.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Time)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(nss));
+    spec.set_linux(Some(linux));
+    let (code, out, err) = env.run("tn", &spec);
+    assert_eq!(code, 0, "{err}");
+    let host = std::fs::read_link("/proc/self/ns/time").unwrap();
+    assert_ne!(out.trim(), host.to_str().unwrap(), "own time namespace");
+
+    // Joining a namespace path that does not exist fails clearly and leaves nothing.
+    let mut spec = env.spec("nons", &["/bin/true"]);
+    join_netns(
+        &mut spec,
+        PathBuf::from("/run/netns/podd-rt-test-no-such-netns"),
+    );
+    let b = env.bundle("nons", &spec);
+    let (ok, err) = env.oci_bg(&["create", "--bundle", b.to_str().unwrap(), "nons"]);
+    assert!(!ok);
+    assert!(
+        err.contains("open namespace /run/netns/podd-rt-test-no-such-netns"),
+        "{err}"
+    );
     env.assert_clean();
 }

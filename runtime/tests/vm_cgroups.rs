@@ -160,3 +160,41 @@ fn freeze_and_thaw() {
     c.delete(true).unwrap();
     env.assert_clean();
 }
+
+#[test]
+#[ignore = "vm: needs cgroup v2 controllers; run by cargo xtask vm-test"]
+fn limits_land_in_the_cgroup_files_and_stats_read_back() {
+    let env = Env::new("vm-files");
+    let spec = with_resources(
+        &env,
+        "files",
+        &["/bin/sleep", "30"],
+        serde_json::json!({
+            "cpu": {"shares": 2048, "cpus": "0", "mems": "0"},
+            "memory": {"limit": 134217728, "reservation": 16777216},
+            "pids": {"limit": 100},
+            "unified": {"memory.high": "100000000"}
+        }),
+    );
+    let mut c = Container::create("files", env.dir.path(), &spec, &env.opts()).unwrap();
+    assert_eq!(
+        read(&env, "files", "cpu.weight").trim(),
+        podd_runtime::cgroups::shares_to_weight(2048).to_string()
+    );
+    assert_eq!(read(&env, "files", "cpuset.cpus").trim(), "0");
+    assert_eq!(read(&env, "files", "memory.max").trim(), "134217728");
+    assert_eq!(read(&env, "files", "memory.low").trim(), "16777216");
+    assert_eq!(
+        read(&env, "files", "memory.high").trim(),
+        "99999744",
+        "unified keys are written as given (page-rounded by the kernel)"
+    );
+    assert_eq!(read(&env, "files", "pids.max").trim(), "100");
+    c.start().unwrap();
+    let stats = c.stats().unwrap();
+    assert!(stats.memory_current.unwrap() > 0, "memory.current");
+    assert_eq!(stats.pids_current, Some(1));
+    assert!(stats.cpu.contains_key("usage_usec"));
+    c.delete(true).unwrap();
+    env.assert_clean();
+}

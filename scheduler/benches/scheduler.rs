@@ -5,6 +5,8 @@
 //! 1. 5,000 nodes x 50,000 pods (500 Deployments of 100 replicas, some with a nodeSelector or
 //!    tolerations): pods/s, heap bytes, and quality against the naive full scan and against
 //!    Kubernetes-style sampling (`percentageOfNodesToScore`).
+//!    1b. bin packing (MostAllocated): index vs full scan, nodes used.
+//!    1c. filling a cluster to the brim (the last pods are unschedulable).
 //! 2. 15,000 nodes, DaemonSet-like: one pod pinned to each node (hostname selector).
 //! 3. The cost of one placement at 500, 5,000 and 50,000 nodes (clusters half full).
 //!
@@ -561,6 +563,52 @@ fn scenario_bin_packing(scale: usize) {
     );
 }
 
+/// Filling a cluster to the brim: the index walks past full nodes; failures are diagnosed.
+fn scenario_fill(scale: usize) {
+    let n_nodes = 2000 / scale;
+    let mut nodes = cluster(n_nodes, 10);
+    for n in &mut nodes {
+        n.allocatable_cpu_millis = 8000;
+        n.allocatable_memory = 32 * GI;
+        n.taints.clear();
+    }
+    // Capacity: 16 pods of 500m per node; ask for 5% more than fits.
+    let total = n_nodes * 16 * 105 / 100;
+    let mut rng = Rng(11);
+    let pods: Vec<PodInfo> = (0..total)
+        .map(|i| PodInfo {
+            key: format!("default/fill-{i}"),
+            cpu_millis: 500,
+            memory: [256 * MI, 512 * MI, GI, 3 * GI][rng.below(4) as usize],
+            spread_group: Some(format!("rs-{}", i % 97)),
+            ..Default::default()
+        })
+        .collect();
+    println!(
+        "\n== 1c. filling {} nodes to the brim: {} pods, 5% more than fit ==",
+        n_nodes, total
+    );
+    let (podd, podd_s, _) = run_podd(SchedulerConfig::default(), &nodes, &pods);
+    let (scan, scan_s, _) = run_podd(
+        SchedulerConfig {
+            use_index: false,
+            ..Default::default()
+        },
+        &nodes,
+        &pods,
+    );
+    let placed = podd.iter().flatten().count();
+    println!(
+        "  podd index {:>8.0} pods/s, full scan {:>8.0} pods/s ({:.1}x); placed {} (scan {}), identical {:.2}%",
+        total as f64 / podd_s,
+        total as f64 / scan_s,
+        scan_s / podd_s,
+        placed,
+        scan.iter().flatten().count(),
+        same_rate(&podd, &scan) * 100.0
+    );
+}
+
 fn scenario_daemonset(scale: usize) {
     let n_nodes = 15_000 / scale;
     let nodes = cluster(n_nodes, 3);
@@ -713,6 +761,7 @@ fn main() {
     );
     scenario_throughput(scale);
     scenario_bin_packing(scale);
+    scenario_fill(scale);
     scenario_daemonset(scale);
     scenario_growth(scale);
 }

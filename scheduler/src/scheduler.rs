@@ -135,6 +135,11 @@ impl Scheduler {
         self.generation
     }
 
+    /// Whether the cluster changed since this answer, so that retrying the pod may succeed.
+    pub fn worth_retrying(&self, err: &crate::model::Unschedulable) -> bool {
+        err.generation != self.generation
+    }
+
     pub fn node_count(&self) -> usize {
         self.live_nodes
     }

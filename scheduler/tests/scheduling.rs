@@ -228,6 +228,7 @@ fn cluster_generation_changes_only_when_the_cluster_changes() {
         g1,
         "retrying now would be a busy loop"
     );
+    assert!(!s.worth_retrying(&err));
     s.schedule(&pod("default/ok", 100, 1)).unwrap();
     let g2 = s.cluster_generation();
     assert_ne!(g2, g1, "a binding is a change");
@@ -243,6 +244,7 @@ fn cluster_generation_changes_only_when_the_cluster_changes() {
     s.upsert_node(node("n1", 8000, GI));
     let g4 = s.cluster_generation();
     assert_ne!(g4, g3);
+    assert!(s.worth_retrying(&err));
     assert!(
         s.schedule(&pod("default/huge", 5000, GI)).is_ok(),
         "the retry now fits"

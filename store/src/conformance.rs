@@ -711,6 +711,22 @@ pub async fn matches_reference(store: Arc<dyn Store>, prefix: &str) {
     }
 }
 
+/// Dropping the store ends its watches after the events already written (no watch hangs
+/// forever on a store that is gone).
+pub async fn watch_ends_when_store_dropped(store: Arc<dyn Store>, prefix: &str) {
+    let base = store.revision().await.unwrap();
+    let mut w = store.watch(prefix, base).await.unwrap();
+    store.create(&key(prefix, "last"), vec![]).await.unwrap();
+    drop(store);
+    let ev = take_events(&mut w, 1).await.remove(0);
+    assert_eq!(ev.revision(), base + 1);
+    match tokio::time::timeout(EVENT_TIMEOUT, w.next()).await {
+        Ok(None) | Ok(Some(Err(_))) => {}
+        Ok(Some(Ok(ev))) => panic!("unexpected event {ev:?}"),
+        Err(_) => panic!("the watch did not end after its store was dropped"),
+    }
+}
+
 /// Writes `n` keys, returning them with the revision of each write.
 pub async fn write_keys(store: &dyn Store, prefix: &str, n: usize) -> Vec<(String, Revision)> {
     let mut out = Vec::with_capacity(n);

@@ -12,7 +12,7 @@
 //! marked changed, and the watcher never sleeps past an event.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::future::BoxFuture;
 
@@ -24,8 +24,11 @@ const BATCH: usize = 1024;
 const SCAN_LIMIT: usize = 8192;
 
 pub(crate) struct EventHub {
-    state: Mutex<HubState>,
+    /// Watchers scan under the read lock in parallel; only publish and compact write.
+    state: RwLock<HubState>,
     notify: tokio::sync::watch::Sender<Revision>,
+    /// Set when the store is dropped: watchers deliver what is left and end.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct HubState {
@@ -72,7 +75,7 @@ impl EventHub {
     pub(crate) fn new(latest: Revision, compacted: Revision, capacity: Option<usize>) -> Self {
         let (notify, _) = tokio::sync::watch::channel(latest);
         EventHub {
-            state: Mutex::new(HubState {
+            state: RwLock::new(HubState {
                 events: VecDeque::new(),
                 first: latest + 1,
                 latest,
@@ -80,18 +83,34 @@ impl EventHub {
                 capacity,
             }),
             notify,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HubState> {
-        // A panic while holding the lock leaves consistent data (every mutation is a push/pop).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Ends every watch once it has delivered the events published so far.
+    pub(crate) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify.send_modify(|_| {});
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    // A panic while holding the lock leaves consistent data (every mutation is a push/pop).
+    fn write(&self) -> RwLockWriteGuard<'_, HubState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, HubState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends the event of the next revision. Callers publish in revision order.
     pub(crate) fn publish(&self, event: WatchEvent) {
         let rev = event.revision();
-        let mut st = self.lock();
+        let mut st = self.write();
         debug_assert_eq!(rev, st.latest + 1, "hub events must be contiguous");
         if rev != st.latest + 1 {
             // Should never happen; recover by starting the cache afresh so that watchers behind
@@ -112,7 +131,7 @@ impl EventHub {
     }
 
     pub(crate) fn compact(&self, revision: Revision) {
-        let mut st = self.lock();
+        let mut st = self.write();
         if revision <= st.compacted {
             return;
         }
@@ -124,11 +143,11 @@ impl EventHub {
     }
 
     pub(crate) fn compacted(&self) -> Revision {
-        self.lock().compacted
+        self.read_lock().compacted
     }
 
     pub(crate) fn read(&self, prefix: &str, after: Revision, max: usize) -> HubRead {
-        let st = self.lock();
+        let st = self.read_lock();
         if after < st.compacted {
             return HubRead::Compacted(st.compacted);
         }
@@ -220,7 +239,7 @@ impl Watcher {
                     self.buf.extend(events);
                     if self.buf.is_empty() {
                         if caught_up {
-                            if self.rx.changed().await.is_err() {
+                            if self.hub.is_closed() || self.rx.changed().await.is_err() {
                                 self.done = true;
                             }
                         } else {

@@ -25,7 +25,8 @@ pub use etcd::EtcdStore;
 pub use mem::MemStore;
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 
-/// A global, strictly increasing write counter. The first write is revision 1.
+/// A global, strictly increasing write counter, one per successful write. The first write is
+/// revision 1 on the embedded stores; on etcd revisions are etcd's own (its first write is 2).
 pub type Revision = i64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +118,9 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with Compacted when `after` is older than the compaction point.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
 
-    /// Forgets history at and below `revision` (watchers from there get Compacted).
+    /// Forgets history at and below `revision`: watching from `after < revision` gets Compacted,
+    /// from `revision` on still works. Compacting an older revision again is a no-op; a revision
+    /// in the future is an error.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 
     /// The revision of the latest write.

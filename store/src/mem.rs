@@ -21,6 +21,12 @@ struct MemState {
     revision: Revision,
 }
 
+impl Drop for MemStore {
+    fn drop(&mut self) {
+        self.hub.close();
+    }
+}
+
 impl Default for MemStore {
     fn default() -> Self {
         Self::new()

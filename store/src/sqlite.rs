@@ -273,6 +273,7 @@ impl Drop for SqliteStore {
         if let Some(t) = self.writer_thread.take() {
             let _ = t.join();
         }
+        self.hub.close();
     }
 }
 

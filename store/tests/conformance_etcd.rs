@@ -105,3 +105,34 @@ async fn killing_etcd_loses_no_acknowledged_write() {
     }
     assert!(total > 20, "only {total} writes acknowledged");
 }
+
+/// Two servers sharing one etcd: what one writes, the other reads and watches, and their
+/// optimistic concurrency checks see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_state() {
+    let server = EtcdServer::start().await.unwrap();
+    let a: Arc<dyn Store> = Arc::new(server.store().await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(server.store().await.unwrap());
+    let from = b.revision().await.unwrap();
+    let mut watch_b = b.watch("/registry/pods/", from).await.unwrap();
+    let r = a
+        .create("/registry/pods/default/web", b"v1".to_vec())
+        .await
+        .unwrap();
+    let ev = podd_store::conformance::take_events(&mut watch_b, 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        (ev.kv.key.as_str(), ev.revision()),
+        ("/registry/pods/default/web", r)
+    );
+    let r2 = b
+        .update("/registry/pods/default/web", b"v2".to_vec(), Some(r))
+        .await
+        .unwrap();
+    let err = a
+        .update("/registry/pods/default/web", b"stale".to_vec(), Some(r))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual, .. } if actual == r2));
+}

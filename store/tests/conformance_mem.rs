@@ -9,3 +9,9 @@ async fn mem() -> (Arc<dyn Store>, ()) {
 }
 
 podd_store::store_conformance_tests!(mem());
+
+#[tokio::test]
+async fn watch_ends_when_store_dropped() {
+    let (store, ()) = mem().await;
+    podd_store::conformance::watch_ends_when_store_dropped(store, "/t/").await;
+}

@@ -86,3 +86,9 @@ async fn compaction_deletes_old_log_rows() {
     ));
     assert!(store.watch("/t/", 60).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_store_dropped() {
+    let (store, _dir) = sqlite().await;
+    podd_store::conformance::watch_ends_when_store_dropped(store, "/t/").await;
+}

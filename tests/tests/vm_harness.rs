@@ -487,6 +487,91 @@ fn ebpf_cgroup_connect4_program_loads_attaches_and_detaches() {
     );
 }
 
+/// Paths for the pivot_root child, made before fork so the child does not allocate.
+struct PivotPaths {
+    new_root: std::ffi::CString,
+    put_old: std::ffi::CString,
+}
+
+static PIVOT_PATHS: std::sync::OnceLock<PivotPaths> = std::sync::OnceLock::new();
+
+/// Child body: a private mount namespace, a tmpfs, pivot_root into it. 0: pivoted, else the
+/// step that failed (11-15).
+fn pivot_into_tmpfs() -> i32 {
+    let Some(paths) = PIVOT_PATHS.get() else {
+        return 9;
+    };
+    // SAFETY: raw syscalls on NUL-terminated paths that outlive the child.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return 11;
+        }
+        let none = c"none".as_ptr();
+        if libc::mount(
+            none,
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return 12;
+        }
+        if libc::mount(
+            c"tmpfs".as_ptr(),
+            paths.new_root.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return 13;
+        }
+        if libc::mkdir(paths.put_old.as_ptr(), 0o700) != 0 {
+            return 14;
+        }
+        if libc::syscall(
+            libc::SYS_pivot_root,
+            paths.new_root.as_ptr(),
+            paths.put_old.as_ptr(),
+        ) != 0
+        {
+            return 15;
+        }
+    }
+    0
+}
+
+#[test]
+#[ignore = "vm: proves the guest root is a real mount, not the initramfs; run by cargo xtask vm-test"]
+fn pivot_root_works_in_a_new_mount_namespace() {
+    require_vm();
+    // Container runtimes pivot_root; that fails when / is the initramfs, which is why the
+    // harness switch_roots into the host root.
+    let dir = Path::new("/tmp/podd-vm-harness-pivot");
+    std::fs::create_dir_all(dir).unwrap();
+    let paths = PIVOT_PATHS.get_or_init(|| PivotPaths {
+        new_root: std::ffi::CString::new(dir.to_str().unwrap()).unwrap(),
+        put_old: std::ffi::CString::new(dir.join("old").to_str().unwrap()).unwrap(),
+    });
+    assert_eq!(paths.new_root.as_bytes(), dir.to_str().unwrap().as_bytes());
+    // SAFETY: the child only makes raw syscalls and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: exits the forked child without unwinding.
+        unsafe { libc::_exit(pivot_into_tmpfs()) };
+    }
+    let exit = wait_pid(pid);
+    std::fs::remove_dir(dir).unwrap();
+    println!("pivot_root into a tmpfs in a new mount namespace: {exit:?}");
+    assert_eq!(
+        exit,
+        Exit::Code(0),
+        "pivot_root failed (11 unshare, 12 make-private, 13 mount, 14 mkdir, 15 pivot_root)"
+    );
+}
+
 #[test]
 #[ignore = "vm: proves the harness can fail; run by cargo xtask vm-test"]
 fn fails_on_purpose_when_asked() {

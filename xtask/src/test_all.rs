@@ -58,6 +58,8 @@ pub fn run() -> Result<bool> {
             "clippy",
             "--workspace",
             "--all-targets",
+            // Lint every crate, not only those before the first failure.
+            "--keep-going",
             "--",
             "-D",
             "warnings",
@@ -108,7 +110,9 @@ fn check(cmd: &mut Command) -> Result<(usize, usize, String)> {
 /// `cargo test --workspace`, counting libtest's `test result:` lines.
 fn host_tests() -> Result<(usize, usize, String)> {
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).stdout(Stdio::piped());
+    // --no-fail-fast: every test binary runs, so the summary counts every failure.
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .stdout(Stdio::piped());
     let (success, output) = tee(&mut cmd)?;
     let (passed, mut failed) = libtest_totals(&output);
     let mut note = String::new();

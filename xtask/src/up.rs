@@ -150,3 +150,37 @@ fn start(podd: &Path) -> Result<()> {
     }
     bail!("podd started but {SOCKET} did not appear within 15 s; see {LOG_FILE}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_podd(dir: &Path, script: &str) -> PathBuf {
+        let path = dir.join("podd");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn only_a_podd_that_names_its_version_is_started() {
+        let dir = std::env::temp_dir().join(format!("xtask-up-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Today's stub: exits 0 and prints nothing.
+        assert_eq!(implemented_version(&fake_podd(&dir, "exit 0")), None);
+        assert_eq!(
+            implemented_version(&fake_podd(&dir, "echo 'podd: not implemented yet'")),
+            None
+        );
+        assert_eq!(
+            implemented_version(&fake_podd(&dir, "echo 'podd 0.1.0'; exit 2")),
+            None
+        );
+        assert_eq!(
+            implemented_version(&fake_podd(&dir, "echo 'podd 0.1.0'")).as_deref(),
+            Some("podd 0.1.0")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -129,6 +129,14 @@ fn conn_rate(topo: &Topo, dur: Duration, targets: Vec<SocketAddrV4>) -> f64 {
     })
 }
 
+fn connect4_stats(lb: &podd_lb::LoadBalancer) -> podd_lb::ProgramStats {
+    lb.program_stats()
+        .expect("program stats")
+        .into_iter()
+        .find(|p| p.program == "podd_connect4")
+        .expect("connect4 is loaded")
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -183,12 +191,16 @@ fn main() {
     }
     let server_fds = start_server(&topo);
     let mut lb = topo.start_lb();
+    // The kernel's own account of the connect4 program's run time: a noise-free measure of what
+    // the load balancer adds to each connect(), whatever else the machine is doing.
+    let _stats = podd_lb::enable_program_stats().expect("BPF_ENABLE_STATS");
 
     println!(
-        "podd lb benchmark: short TCP connections (connect, 4-byte request, 4-byte reply, close), one client thread, {BACKENDS_PER_SERVICE} backends per service, medians of {rounds} x {dur:?}"
+        "podd lb benchmark: short TCP connections (connect, 4-byte request, 4-byte reply, close), one client thread, {BACKENDS_PER_SERVICE} backends per service; direct and VIP runs interleaved, medians of {rounds} runs of {dur:?}"
     );
     let direct_targets: Vec<SocketAddrV4> = (0..BACKENDS_PER_SERVICE).map(backend_of).collect();
     let mut rows = Vec::new();
+    let mut prog = Vec::new();
     for &n in counts {
         lb.sync(&services(n)).expect("sync");
         // Spread over all services so that map lookups are not all one cache line.
@@ -196,12 +208,20 @@ fn main() {
             .map(|i| SocketAddrV4::new(vip_of(i * (n / n.min(4096))), 80))
             .collect();
         let (mut d, mut v) = (Vec::new(), Vec::new());
+        let before = connect4_stats(&lb);
         for _ in 0..rounds {
             d.push(conn_rate(&topo, dur, direct_targets.clone()));
             let _in = topo.cgroup.enter();
             v.push(conn_rate(&topo, dur, vip_targets.clone()));
         }
-        rows.push((n, median(d), median(v)));
+        // The cost is the median of the per-round ratios: each direct run and the VIP run right
+        // after it see the same background load.
+        let cost = median(d.iter().zip(&v).map(|(d, v)| d / v - 1.0).collect());
+        let after = connect4_stats(&lb);
+        let calls = after.run_count - before.run_count;
+        let ns = (after.run_time - before.run_time).as_nanos() as f64 / calls.max(1) as f64;
+        rows.push((n, median(d), median(v), cost));
+        prog.push((n, ns, calls));
     }
 
     // The same through kube-proxy-style iptables rules, in the client namespace (with a route
@@ -264,11 +284,22 @@ fn main() {
         "{:>9} {:>12} {:>12} {:>12} {:>12} {:>14}",
         "services", "direct/s", "eBPF VIP/s", "eBPF cost", "iptables/s", "iptables cost"
     );
-    for ((n, d, v), i) in rows.iter().zip(&ipt) {
+    for ((n, d, v, cost), i) in rows.iter().zip(&ipt) {
         println!(
             "{n:>9} {d:>12.0} {v:>12.0} {:>11.1}% {i:>12.0} {:>13.1}%",
-            (d / v - 1.0) * 100.0,
+            cost * 100.0,
             (d / i - 1.0) * 100.0
+        );
+    }
+
+    println!();
+    println!("time in podd_connect4 per connect() (kernel BPF run-time statistics):");
+    for ((n, ns, calls), (_, _, v, _)) in prog.iter().zip(&rows) {
+        let per_conn_ns = 1e9 / v;
+        println!(
+            "{n:>9} services: {ns:>7.0} ns per call over {calls} calls = {:.3}% of a connection ({:.1} µs)",
+            ns / per_conn_ns * 100.0,
+            per_conn_ns / 1e3
         );
     }
 
@@ -319,7 +350,7 @@ fn main() {
         restore_full.as_secs_f64() * 1e3
     );
     println!(
-        "  ratio iptables-restore / eBPF upsert:      {:.0}x",
+        "  ratio iptables-restore / eBPF upsert:      {:.1e}x",
         rs / up
     );
 

@@ -16,7 +16,10 @@ pub mod maglev;
 mod plan;
 mod spec;
 
-pub use loader::{DEFAULT_PIN_DIR, LbConfig, LoadBalancer, PROGRAMS, SyncReport};
+pub use loader::{
+    DEFAULT_PIN_DIR, LbConfig, LoadBalancer, PROGRAMS, ProgramStats, SyncReport,
+    enable_program_stats,
+};
 pub use plan::PlanError;
 pub use podd_lb_common::ServiceStats;
 pub use spec::{

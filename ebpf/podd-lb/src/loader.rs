@@ -75,11 +75,29 @@ impl SyncReport {
     }
 }
 
+/// Run statistics of one program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: &'static str,
+    pub run_count: u64,
+    pub run_time: std::time::Duration,
+}
+
+/// Makes the kernel count run time and run count of every BPF program while the returned fd is
+/// open (BPF_ENABLE_STATS; it costs two clock reads per program run).
+pub fn enable_program_stats() -> Result<std::os::fd::OwnedFd, LbError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| LbError::Io {
+        what: "enabling BPF run-time statistics",
+        path: PathBuf::from("bpf(BPF_ENABLE_STATS)"),
+        source: e.io_error,
+    })
+}
+
 /// The loaded load balancer. Dropping it leaves the programs attached and the maps pinned, so a
 /// restarted loader adopts them with no gap; [`LoadBalancer::shutdown`] removes everything.
 pub struct LoadBalancer {
     config: LbConfig,
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     services: BpfHashMap<MapData, ServiceKey, ServiceValue>,
     backends: BpfHashMap<MapData, BackendKey, Backend>,
     maglev: BpfHashMap<MapData, MaglevKey, Backend>,
@@ -246,7 +264,7 @@ impl LoadBalancer {
         })?;
         let mut lb = LoadBalancer {
             config,
-            _ebpf: ebpf,
+            ebpf,
             services,
             backends,
             maglev,
@@ -293,7 +311,9 @@ impl LoadBalancer {
         let mut stray_services = Vec::new();
         let mut ids = std::collections::HashSet::new();
         for (k, v) in entries {
-            if frontend_of(&k).is_none() || v.id >= podd_lb_common::MAX_SERVICES || !ids.insert(v.id)
+            if frontend_of(&k).is_none()
+                || v.id >= podd_lb_common::MAX_SERVICES
+                || !ids.insert(v.id)
             {
                 stray_services.push(k);
                 continue;
@@ -493,6 +513,26 @@ impl LoadBalancer {
         r.write_time = start.elapsed();
         tracing::debug!(writes = r.total(), ?r.write_time, "service maps synced");
         Ok(r)
+    }
+
+    /// For each program: how often it ran and its total run time, as the kernel counts them
+    /// while statistics are enabled (see [`enable_program_stats`]).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, LbError> {
+        PROGRAMS
+            .iter()
+            .map(|&name| {
+                let prog = self.ebpf.program(name).ok_or(LbError::Missing(name))?;
+                let info = prog.info().map_err(|e| LbError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+                Ok(ProgramStats {
+                    program: name,
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
     }
 
     /// Per-service counters, summed over CPUs.

@@ -102,6 +102,13 @@ enum Cmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// List the pids in the container's cgroup.
+    Ps {
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+    },
     /// Print cgroup stats as JSON.
     Events {
         /// Print once and exit.
@@ -203,7 +210,7 @@ fn run(cli: &Cli) -> Result<i32> {
             if *detach {
                 return Ok(0);
             }
-            let code = wait_forwarding(&c, &forwarded)?;
+            let code = wait_forwarding(c.pid(), &forwarded)?;
             c.delete(true)?;
             return Ok(code);
         }
@@ -237,6 +244,22 @@ fn run(cli: &Cli) -> Result<i32> {
                         s.status,
                         s.bundle.display()
                     )?;
+                }
+            }
+        }
+        Cmd::Ps { format, id } => {
+            let c = Container::load(&cli.root, id)?;
+            let pids = match c.cgroup() {
+                Some(cg) => cg.pids()?,
+                None => vec![c.pid()],
+            };
+            if format == "json" {
+                print_json(&pids)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "PID")?;
+                for p in pids {
+                    writeln!(out, "{p}")?;
                 }
             }
         }
@@ -285,6 +308,10 @@ fn run(cli: &Cli) -> Result<i32> {
                 console_socket: console_socket.clone(),
                 preserve_fds: *preserve_fds,
             };
+            let forwarded = forwarded_signals();
+            if !*detach {
+                forwarded.thread_block().context("block signals")?;
+            }
             let pid = c.exec(&p, &opts)?;
             if let Some(pf) = pid_file {
                 std::fs::write(pf, pid.to_string())
@@ -293,7 +320,7 @@ fn run(cli: &Cli) -> Result<i32> {
             if *detach {
                 return Ok(0);
             }
-            return wait_child(pid);
+            return wait_forwarding(pid, &forwarded);
         }
         Cmd::Spec { bundle } => {
             let path = bundle.join("config.json");
@@ -302,6 +329,13 @@ fn run(cli: &Cli) -> Result<i32> {
             }
             let mut s = oci_spec::runtime::Spec::default();
             s.set_hostname(Some("podd".into()));
+            // Deny all devices but the defaults, as `runc spec` does.
+            if let Some(mut linux) = s.linux().clone() {
+                linux.set_resources(Some(serde_json::from_value(
+                    serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}),
+                )?));
+                s.set_linux(Some(linux));
+            }
             std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
                 .with_context(|| format!("write {}", path.display()))?;
         }
@@ -334,10 +368,11 @@ fn forwarded_signals() -> nix::sys::signal::SigSet {
     set
 }
 
-/// Wait for the container's init (our child), forwarding the signals we receive to it.
-fn wait_forwarding(c: &Container, set: &nix::sys::signal::SigSet) -> Result<i32> {
+/// Wait for `pid` (our child: the container's init or an exec'd process), forwarding the
+/// signals we receive to it.
+fn wait_forwarding(pid: i32, set: &nix::sys::signal::SigSet) -> Result<i32> {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    let pid = nix::unistd::Pid::from_raw(c.pid());
+    let pid = nix::unistd::Pid::from_raw(pid);
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -348,18 +383,6 @@ fn wait_forwarding(c: &Container, set: &nix::sys::signal::SigSet) -> Result<i32>
         let sig = set.wait().context("wait for signals")?;
         if sig != Signal::SIGCHLD {
             let _ = nix::sys::signal::kill(pid, sig);
-        }
-    }
-}
-
-fn wait_child(pid: i32) -> Result<i32> {
-    use nix::sys::wait::{WaitStatus, waitpid};
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(e).context("wait for the exec'd process"),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct BinaryRun {
 pub struct VmReport {
     /// Labels of the binaries the guest was asked to run.
     pub expected: Vec<String>,
+    /// Labels of `vm_*` targets that did not compile, so never ran.
+    pub not_built: Vec<String>,
     pub binaries: Vec<BinaryRun>,
     pub ready: Option<String>,
     pub exit_marker: Option<i32>,
@@ -131,7 +133,7 @@ impl VmReport {
                 failed += 1;
             }
         }
-        failed += self.missing_binaries().len();
+        failed += self.missing_binaries().len() + self.not_built.len();
         if self.panic.is_some() || self.timed_out || self.exit_marker.is_none() {
             failed += 1;
         }
@@ -186,6 +188,9 @@ impl VmReport {
                     ));
                 }
             }
+        }
+        for label in &self.not_built {
+            text.push_str(&format!("  FAILED  {label}  did not compile\n"));
         }
         for label in self.missing_binaries() {
             text.push_str(&format!("  FAILED  {label}  never ran\n"));
@@ -349,6 +354,23 @@ mod tests {
         assert!(!report.success());
         report.timed_out = true;
         assert!(report.summary().contains("timed out"));
+    }
+
+    #[test]
+    fn a_target_that_did_not_compile_fails_the_run() {
+        let mut report = VmReport::new(vec!["p/vm_a".into()]);
+        report.not_built = vec!["q/vm_broken".into()];
+        feed_all(
+            &mut report,
+            "PODD-VM-BIN-START p/vm_a\ntest t ... ok\nPODD-VM-BIN-END p/vm_a 0\nPODD-VM-EXIT 0\n",
+        );
+        assert_eq!(report.counts(), (1, 1));
+        assert!(!report.success());
+        assert!(
+            report
+                .summary()
+                .contains("FAILED  q/vm_broken  did not compile")
+        );
     }
 
     #[test]

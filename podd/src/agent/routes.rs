@@ -1,0 +1,65 @@
+//! Routes to the other nodes' pod CIDRs through their node IPs, kept equal to the Node list.
+
+use futures::StreamExt;
+use podd_api::Node;
+use podd_client::{Client, ListParams, WatcherEvent, watcher};
+use podd_net::{Ipv4Cidr, NodeNetwork, PeerRoute};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// The route to `node`'s pods, if it has a pod CIDR and an InternalIP.
+fn peer_route(node: &Node) -> Option<PeerRoute> {
+    let (net, len) = node.spec.pod_cidr.split_once('/')?;
+    let cidr = Ipv4Cidr::new(net.parse().ok()?, len.parse().ok()?).ok()?;
+    let via: Ipv4Addr = node
+        .status
+        .addresses
+        .iter()
+        .find(|a| a.kind == "InternalIP")?
+        .address
+        .parse()
+        .ok()?;
+    Some(PeerRoute { cidr, via })
+}
+
+pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut events = Box::pin(watcher(client.api::<Node>(None), ListParams::default()));
+    let mut last: Vec<PeerRoute> = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(WatcherEvent::Restarted(all)) => {
+                nodes = all.into_iter().map(|n| (n.metadata.name.clone(), n)).collect();
+            }
+            Ok(WatcherEvent::Applied(n)) => {
+                nodes.insert(n.metadata.name.clone(), n);
+            }
+            Ok(WatcherEvent::Deleted(n)) => {
+                nodes.remove(&n.metadata.name);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "node watch (retrying)");
+                continue;
+            }
+        }
+        let desired: Vec<PeerRoute> = nodes
+            .values()
+            .filter(|n| n.metadata.name != me)
+            .filter_map(peer_route)
+            .collect();
+        if desired == last {
+            continue;
+        }
+        let net = net.clone();
+        let want = desired.clone();
+        match tokio::task::spawn_blocking(move || net.sync_routes(&want)).await {
+            Ok(Ok(report)) => {
+                tracing::info!(routes = desired.len(), ?report, "routes to other nodes synced");
+                last = desired;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "syncing routes to other nodes"),
+            Err(e) => tracing::error!(error = %e, "the route sync task failed"),
+        }
+    }
+}
