@@ -38,10 +38,7 @@ fn ms(d: Duration) -> f64 {
 fn summary(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
     let n = samples.len();
-    (
-        ms(samples[n / 2]),
-        ms(samples[(n * 99 / 100).min(n - 1)]),
-    )
+    (ms(samples[n / 2]), ms(samples[(n * 99 / 100).min(n - 1)]))
 }
 
 fn sleeper(i: usize) -> podd_api::Pod {
@@ -81,8 +78,8 @@ fn main() {
     // The bare container's bundle: one overlay rootfs over the same busybox image, reused.
     let bare_dir = node.path("bare");
     std::fs::create_dir_all(&bare_dir).unwrap();
-    let rootfs = podd_image::OverlayRootfs::mount(&images["busybox"], &bare_dir.join("bundle"))
-        .unwrap();
+    let rootfs =
+        podd_image::OverlayRootfs::mount(&images["busybox"], &bare_dir.join("bundle")).unwrap();
     let mut spec = oci_spec::runtime::Spec::default();
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(rootfs.path().to_path_buf());
@@ -100,8 +97,8 @@ fn main() {
         linux.set_cgroups_path(Some(format!("/bare/c{i}").into()));
         s.set_linux(Some(linux));
         let t = Instant::now();
-        let mut c = Container::create(&format!("bare-{i}"), &bare_dir.join("bundle"), &s, &opts)
-            .unwrap();
+        let mut c =
+            Container::create(&format!("bare-{i}"), &bare_dir.join("bundle"), &s, &opts).unwrap();
         c.start().unwrap();
         assert_eq!(c.wait().unwrap(), 0);
         bare.push(t.elapsed());
@@ -145,10 +142,7 @@ fn main() {
     let (b_med, b_p99) = summary(&mut bare);
     let per = |kib: u64| kib as f64 / resident.max(1) as f64;
     println!("pods benchmark: {n} pods, alternating with the bare runtime, same machine");
-    println!(
-        "  {:<58} {:>9} {:>9}",
-        "", "median", "p99"
-    );
+    println!("  {:<58} {:>9} {:>9}", "", "median", "p99");
     println!(
         "  {:<58} {:>6.2} ms {:>6.2} ms",
         "pod start: run_pod -> Running (1 container, network)", ps_med, ps_p99
@@ -159,7 +153,9 @@ fn main() {
     );
     println!(
         "  {:<58} {:>8.2}x {:>8.2}x",
-        "ratio pod start / bare container", ps_med / b_med, ps_p99 / b_p99
+        "ratio pod start / bare container",
+        ps_med / b_med,
+        ps_p99 / b_p99
     );
     println!(
         "  {:<58} {:>6.2} ms {:>6.2} ms",

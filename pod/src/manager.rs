@@ -474,8 +474,8 @@ impl PodManager {
         let (cpu, memory) = pod_limits(pod);
         // Where the node offers them, the stats controllers are on for every pod, limits or
         // not, so that usage (memory.current, cpu.stat) is there for `top` and autoscaling.
-        let available = fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers"))
-            .unwrap_or_default();
+        let available =
+            fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers")).unwrap_or_default();
         let offered = |c: &str| available.split_whitespace().any(|a| a == c);
         for controller in STATS_CONTROLLERS {
             if offered(controller)

@@ -5,8 +5,9 @@
 use crate::volumes::ResolvedVolume;
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
+    Capabilities, Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
 };
 use podd_api::pod::{Container, Pod};
 use std::collections::BTreeMap;
@@ -182,13 +183,14 @@ fn capabilities(
         ));
     }
     let parse = |field: &str, name: &str| {
-        serde_json::from_value::<Capability>(serde_json::Value::String(name.to_string()))
-            .map_err(|_| {
+        serde_json::from_value::<Capability>(serde_json::Value::String(name.to_string())).map_err(
+            |_| {
                 unsupported(
                     field,
                     &format!("{name:?} is not a Linux capability (write e.g. NET_ADMIN)"),
                 )
-            })
+            },
+        )
     };
     let mut set = Capabilities::new();
     for name in DEFAULT_CAPABILITIES {
@@ -428,7 +430,12 @@ mod tests {
         let mut pod = pod();
         let caps_of = |pod: &Pod| {
             let spec = plan_spec(pod, vec!["sh".into()]).unwrap();
-            spec.process().as_ref().unwrap().capabilities().clone().unwrap()
+            spec.process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .clone()
+                .unwrap()
         };
         let caps = caps_of(&pod);
         let eff = caps.effective().clone().unwrap();
@@ -446,17 +453,23 @@ mod tests {
         let eff = caps_of(&pod).effective().clone().unwrap();
         assert_eq!(
             eff,
-            [Capability::NetAdmin, Capability::Kill].into_iter().collect()
+            [Capability::NetAdmin, Capability::Kill]
+                .into_iter()
+                .collect()
         );
 
-        pod.spec.containers[0].security_context =
-            Some(serde_json::from_value(serde_json::json!({"capabilities": {"add": ["FLY"]}})).unwrap());
+        pod.spec.containers[0].security_context = Some(
+            serde_json::from_value(serde_json::json!({"capabilities": {"add": ["FLY"]}})).unwrap(),
+        );
         let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
         assert!(e.contains("\"FLY\" is not a Linux capability"), "{e}");
         pod.spec.containers[0].security_context =
             Some(serde_json::from_value(serde_json::json!({"privileged": true})).unwrap());
         let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
-        assert!(e.contains("securityContext.privileged is not supported"), "{e}");
+        assert!(
+            e.contains("securityContext.privileged is not supported"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -309,7 +309,10 @@ fn bad_pods_get_clear_errors_and_leave_nothing() {
         serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"]}]),
     );
     let e = m.run_pod(&bad_name, &images).unwrap_err().to_string();
-    assert!(e.contains("default/Bad_Name") && e.contains("metadata.name"), "{e}");
+    assert!(
+        e.contains("default/Bad_Name") && e.contains("metadata.name"),
+        "{e}"
+    );
     let bad_container = pod(
         "n",
         "uid-n",

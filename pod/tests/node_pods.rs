@@ -171,9 +171,25 @@ fn empty_dirs_are_shared_by_a_pods_containers_and_tmpfs_ones_are_size_limited() 
         "{df}"
     );
     // Kubernetes' default capabilities, and securityContext.capabilities.
-    let cap_eff = |c: &str| exec(&m, "uid-volshare", c, &["grep", "CapEff", "/proc/self/status"]).1;
-    assert!(cap_eff("writer").contains("00000000a80425fb"), "{}", cap_eff("writer"));
-    assert!(cap_eff("reader").contains("0000000000001000"), "{}", cap_eff("reader"));
+    let cap_eff = |c: &str| {
+        exec(
+            &m,
+            "uid-volshare",
+            c,
+            &["grep", "CapEff", "/proc/self/status"],
+        )
+        .1
+    };
+    assert!(
+        cap_eff("writer").contains("00000000a80425fb"),
+        "{}",
+        cap_eff("writer")
+    );
+    assert!(
+        cap_eff("reader").contains("0000000000001000"),
+        "{}",
+        cap_eff("reader")
+    );
     let volumes = m.data_dir("uid-volshare").join("volumes");
     assert!(volumes.join("empty-dir/scratch/msg").exists());
 
@@ -268,13 +284,17 @@ fn a_crashing_container_restarts_with_back_off_and_its_log_is_followed() {
         .filter(|l| l.text.starts_with("run "))
         .collect();
     assert!(
-        followed.iter().any(|l| l.text == "oops"
-            && l.stream == podd_pod::logs::Stream::Stderr),
+        followed
+            .iter()
+            .any(|l| l.text == "oops" && l.stream == podd_pod::logs::Stream::Stderr),
         "stderr is logged too"
     );
     // The delays between runs double: 0, 100, 200, 400 ms (plus the run itself).
     let t: Vec<f64> = runs.iter().map(|l| seconds_of_day(&l.timestamp)).collect();
-    let gaps: Vec<f64> = t.windows(2).map(|w| (w[1] - w[0]).rem_euclid(86400.0)).collect();
+    let gaps: Vec<f64> = t
+        .windows(2)
+        .map(|w| (w[1] - w[0]).rem_euclid(86400.0))
+        .collect();
     assert!(
         gaps[1] >= 0.09 && gaps[2] >= 0.19 && gaps[3] >= 0.39,
         "back-off delays {gaps:?}"
@@ -393,7 +413,12 @@ fn start_agent(node: &Node, name: &str, pods: Vec<Pod>) -> (Child, AgentResult) 
     std::fs::write(&job_path, serde_json::to_vec(&job).unwrap()).unwrap();
     let log = std::fs::File::create(node.path(&format!("{name}.log"))).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["agent_process", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "agent_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(AGENT_JOB, &job_path)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -497,7 +522,13 @@ fn the_agent_killed_with_sigkill_leaves_pods_running_and_a_new_agent_adopts_them
     sigkill(&mut second);
 
     // Still serving, still the first processes, no restarts.
-    let web_ip = before.started.iter().find(|p| p.uid == "uid-killweb").unwrap().ip.unwrap();
+    let web_ip = before
+        .started
+        .iter()
+        .find(|p| p.uid == "uid-killweb")
+        .unwrap()
+        .ip
+        .unwrap();
     let (code, page) = exec(
         &reader,
         "uid-killthird",

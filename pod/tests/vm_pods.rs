@@ -71,15 +71,27 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_the_pod_cgroup_sums_the_l
         serde_json::json!({"restartPolicy": "Never"}),
     );
     m.run_pod(&p, &images).unwrap();
-    wait_for(&m, uid, "both running", Duration::from_secs(20), all_running);
+    wait_for(
+        &m,
+        uid,
+        "both running",
+        Duration::from_secs(20),
+        all_running,
+    );
 
     // The pod cgroup carries the sums; each container cgroup its own limits.
     let pod_cg = pod_cgroup(&node, uid);
     assert_eq!(read(&pod_cg.join("memory.max")), (96u64 << 20).to_string());
     assert_eq!(read(&pod_cg.join("cpu.max")), "50000 100000");
-    assert_eq!(read(&pod_cg.join("hog/memory.max")), (32u64 << 20).to_string());
+    assert_eq!(
+        read(&pod_cg.join("hog/memory.max")),
+        (32u64 << 20).to_string()
+    );
     assert_eq!(read(&pod_cg.join("hog/cpu.max")), "20000 100000");
-    assert_eq!(read(&pod_cg.join("idle/memory.max")), (64u64 << 20).to_string());
+    assert_eq!(
+        read(&pod_cg.join("idle/memory.max")),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read(&pod_cg.join("idle/cpu.max")), "30000 100000");
     assert_eq!(read(&pod_cg.join("idle/pids.max")), "20");
 
@@ -110,7 +122,10 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_the_pod_cgroup_sums_the_l
     );
     // The kill is counted on the pod cgroup too (memory.events is hierarchical).
     let events = read(&pod_cg.join("memory.events"));
-    assert!(stat_field(&events, "oom_kill").unwrap_or(0) >= 1, "{events}");
+    assert!(
+        stat_field(&events, "oom_kill").unwrap_or(0) >= 1,
+        "{events}"
+    );
     finish(&node, &m, uid);
 }
 
@@ -134,7 +149,13 @@ fn a_cpu_limit_throttles_and_usage_reports_cpu_and_memory() {
         serde_json::json!({}),
     );
     m.run_pod(&p, &images).unwrap();
-    wait_for(&m, uid, "both running", Duration::from_secs(20), all_running);
+    wait_for(
+        &m,
+        uid,
+        "both running",
+        Duration::from_secs(20),
+        all_running,
+    );
     wait_log(&m, uid, "fill", "filled");
 
     let sample = |m: &PodManager| CpuSample {

@@ -489,10 +489,10 @@ async fn upsert<T: Object>(client: &Client, ns: &str, mut obj: T) -> Result<&'st
             if let (Some(status), Some(o)) = (old.get("status"), v.as_object_mut()) {
                 o.insert("status".into(), status.clone());
             }
-            if let Some(svc_ip) = old.pointer("/spec/clusterIP") {
-                if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
-                    spec.entry("clusterIP").or_insert(svc_ip.clone());
-                }
+            if let Some(svc_ip) = old.pointer("/spec/clusterIP")
+                && let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut())
+            {
+                spec.entry("clusterIP").or_insert(svc_ip.clone());
             }
             let mut merged: T = serde_json::from_value(v)?;
             *merged.metadata_mut() = ObjectMeta {
@@ -649,9 +649,7 @@ async fn top(client: &Client, ns: &str, what: TopWhat) -> Result<()> {
                     .as_ref()
                     .map(|u| (u.cpu_millis, u.memory_bytes))
                     .unwrap_or_default();
-                let pct = |used: u64, total: u64| {
-                    if total == 0 { 0 } else { used * 100 / total }
-                };
+                let pct = |used: u64, total: u64| (used * 100).checked_div(total).unwrap_or(0);
                 t.push(vec![
                     n.metadata.name.clone(),
                     format!("{cpu}m"),

@@ -1,6 +1,9 @@
 //! podctl: the podd command-line client. Output and errors follow kubectl's: aligned tables,
 //! `-o json|yaml|wide`, and messages that name the object and what to do.
 
+// A command-line tool: printing to stdout and stderr is its interface.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod age;
 mod cli;
 mod commands;

@@ -2,6 +2,9 @@
 //! SQLite store; `podd server` and `podd agent` run them apart; `podd reset` removes what podd
 //! made on a node.
 
+// A daemon binary: `podd reset` and `podd image` report to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod agent;
 mod paths;
 mod reset;
@@ -14,7 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "podd", version, about = "A small, fast Kubernetes for Linux nodes")]
+#[command(
+    name = "podd",
+    version,
+    about = "A small, fast Kubernetes for Linux nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Option<Mode>,
@@ -120,8 +127,8 @@ struct AgentArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PODD_LOG")
-        .unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PODD_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
@@ -203,7 +210,9 @@ async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
         data_dir: Some(a.data_dir.clone()),
         socket: Some(a.socket.clone()),
         tls_addr: Some(a.listen),
-        tls_sans: paths::node_ip().map(|i| vec![i.to_string()]).unwrap_or_default(),
+        tls_sans: paths::node_ip()
+            .map(|i| vec![i.to_string()])
+            .unwrap_or_default(),
         controllers: Some(controllers),
         elector: Some(elector),
         ..ControlPlaneConfig::default()
@@ -248,7 +257,10 @@ fn agent_config(a: &AgentArgs) -> Result<agent::AgentConfig> {
 }
 
 /// Runs the agent until SIGTERM or SIGINT; the pods keep running after it stops.
-async fn run_agent_until_stopped(client: podd_client::Client, cfg: agent::AgentConfig) -> Result<()> {
+async fn run_agent_until_stopped(
+    client: podd_client::Client,
+    cfg: agent::AgentConfig,
+) -> Result<()> {
     tokio::select! {
         r = agent::run(client, cfg) => r,
         _ = wait_for_stop() => {

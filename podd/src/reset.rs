@@ -26,7 +26,12 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
         let mut cfg = NodeNetConfig::new(cidr);
         cfg.ipam_dir = ipam.clone();
         let net = Arc::new(NodeNetwork::setup(cfg).context("opening the node network")?);
-        let mut pod_cfg = PodConfig::new(run_dir, data_dir, &cgroup_root, &crate::paths::shim_binary());
+        let mut pod_cfg = PodConfig::new(
+            run_dir,
+            data_dir,
+            &cgroup_root,
+            &crate::paths::shim_binary(),
+        );
         pod_cfg.backoff_initial = std::time::Duration::from_millis(100);
         let manager = PodManager::new(pod_cfg, net.clone());
         for uid in manager.list() {
@@ -39,11 +44,14 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            manager.teardown(&uid).with_context(|| format!("removing pod {uid}"))?;
+            manager
+                .teardown(&uid)
+                .with_context(|| format!("removing pod {uid}"))?;
         }
         drop(manager);
         if let Ok(net) = Arc::try_unwrap(net) {
-            net.destroy().context("removing the node bridge and routes")?;
+            net.destroy()
+                .context("removing the node bridge and routes")?;
             println!("removed the node bridge and routes");
         }
     }
@@ -68,7 +76,8 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
     if run_dir.exists() {
         podd_net::netns::release_namespace_root(run_dir)
             .with_context(|| format!("unmounting namespaces under {}", run_dir.display()))?;
-        std::fs::remove_dir_all(run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+        std::fs::remove_dir_all(run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
     }
     for sub in ["pods", "ipam", "images"] {
         let d = data_dir.join(sub);

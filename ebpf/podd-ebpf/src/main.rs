@@ -90,7 +90,7 @@ fn forward(ctx: &SockAddrContext, hook: Hook) -> i32 {
         proto: proto as u8,
         pad: 0,
     };
-    let Some(svc) = SERVICES.get_ptr(&key) else {
+    let Some(svc) = SERVICES.get_ptr(key) else {
         return 1;
     };
     // SAFETY: a non-null pointer into a map value, valid for this program run (RCU).
@@ -144,14 +144,14 @@ fn forward(ctx: &SockAddrContext, hook: Hook) -> i32 {
         pad: 0,
     };
     // A full LRU map evicts the oldest entry; an insert can't fail for lack of space.
-    let _ = REVNAT.insert(&rev_key, &rev, 0);
+    let _ = REVNAT.insert(rev_key, rev, 0);
     count(svc.id, true);
     1
 }
 
 #[inline(always)]
 fn backend_at(id: u32, slot: u32) -> Option<Backend> {
-    let p = BACKENDS.get_ptr(&BackendKey {
+    let p = BACKENDS.get_ptr(BackendKey {
         service_id: id,
         slot,
     })?;
@@ -178,7 +178,7 @@ fn affinity_pick(ctx: &SockAddrContext, svc: &ServiceValue) -> Option<Backend> {
         service_id: svc.id,
         pad: 0,
     };
-    if let Some(p) = AFFINITY.get_ptr(&key) {
+    if let Some(p) = AFFINITY.get_ptr(key) {
         // SAFETY: a non-null pointer into a map value, valid for this program run.
         let prev: AffinityValue = unsafe { core::ptr::read_volatile(p) };
         // Still published, and the slot still holds the same backend: keep it.
@@ -195,7 +195,7 @@ fn affinity_pick(ctx: &SockAddrContext, svc: &ServiceValue) -> Option<Backend> {
         Some(b) => (slot, b),
         None => (0, backend_at(svc.id, 0)?),
     };
-    let _ = AFFINITY.insert(&key, &AffinityValue { slot, backend: b }, 0);
+    let _ = AFFINITY.insert(key, AffinityValue { slot, backend: b }, 0);
     Some(b)
 }
 
@@ -204,7 +204,7 @@ fn maglev_pick(ctx: &SockAddrContext, svc: &ServiceValue) -> Option<Backend> {
     // SAFETY: the helper takes this program's context.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     let index = maglev_client_hash(netns_cookie) % MAGLEV_TABLE_SIZE;
-    let p = MAGLEV.get_ptr(&MaglevKey {
+    let p = MAGLEV.get_ptr(MaglevKey {
         service_id: svc.id,
         index,
     })?;
@@ -240,7 +240,7 @@ fn reverse(ctx: &SockAddrContext) {
         port: port as u16,
         pad: 0,
     };
-    if let Some(p) = REVNAT.get_ptr(&key) {
+    if let Some(p) = REVNAT.get_ptr(key) {
         // SAFETY: a non-null pointer into a map value, valid for this program run.
         let v: RevNatValue = unsafe { core::ptr::read_volatile(p) };
         // SAFETY: context field writes allowed for recvmsg4/getpeername4.

@@ -115,7 +115,11 @@ impl Node {
                 out.push(format!("mount {m}"));
             }
         }
-        out.extend(lease_files(&self.path("ipam")).into_iter().map(|l| format!("lease {l}")));
+        out.extend(
+            lease_files(&self.path("ipam"))
+                .into_iter()
+                .map(|l| format!("lease {l}")),
+        );
         if let Ok(mut nl) = Netlink::open_in(&self.netns_path()) {
             for l in nl.links().unwrap_or_default() {
                 if l.name.starts_with("pdv") {
@@ -184,7 +188,10 @@ pub fn busybox_images(dir: &Path) -> BTreeMap<String, UnpackedImage> {
     let mut out = BTreeMap::new();
     for name in ["busybox", "busybox-httpd"] {
         let reference = format!("oci:{}:{name}:latest", layout.display());
-        out.insert(name.to_string(), prepare(&store, &reference, &Default::default()));
+        out.insert(
+            name.to_string(),
+            prepare(&store, &reference, &Default::default()),
+        );
     }
     out
 }
@@ -210,7 +217,8 @@ pub fn pod_with(
     containers: serde_json::Value,
     extra_spec: serde_json::Value,
 ) -> Pod {
-    let mut spec = serde_json::json!({"containers": containers, "terminationGracePeriodSeconds": 2});
+    let mut spec =
+        serde_json::json!({"containers": containers, "terminationGracePeriodSeconds": 2});
     for (k, v) in extra_spec.as_object().unwrap() {
         spec[k] = v.clone();
     }

@@ -92,7 +92,12 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         }
     };
 
-    let mut pod_cfg = PodConfig::new(&cfg.run_dir, &cfg.data_dir, &cfg.cgroup_root, &cfg.shim_binary);
+    let mut pod_cfg = PodConfig::new(
+        &cfg.run_dir,
+        &cfg.data_dir,
+        &cfg.cgroup_root,
+        &cfg.shim_binary,
+    );
     pod_cfg.cluster_domain = cfg.cluster_domain.clone();
     pod_cfg.dns_server = dns.as_ref().map(|_| gateway);
     pod_cfg.node_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -108,7 +113,8 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
     if cfg.lb_on_host {
         lb_cfg.cgroups.push(cfg.cgroup_root.clone());
     }
-    let lb = match tokio::task::spawn_blocking(move || podd_lb::LoadBalancer::start(lb_cfg)).await? {
+    let lb = match tokio::task::spawn_blocking(move || podd_lb::LoadBalancer::start(lb_cfg)).await?
+    {
         Ok(lb) => Some(Arc::new(Mutex::new(lb))),
         Err(e) => {
             tracing::error!(error = %e, "the service load balancer is not running on this node");
@@ -116,13 +122,18 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         }
     };
 
-    let images = ImageStore::open(cfg.data_dir.join("images")).context("opening the image store")?;
+    let images =
+        ImageStore::open(cfg.data_dir.join("images")).context("opening the image store")?;
     let registry = RegistryOptions {
         plain_http: cfg.insecure_registries.clone(),
         ..RegistryOptions::default()
     };
     tokio::spawn(services::run(client.clone(), lb, dns));
-    tokio::spawn(routes::run(client.clone(), cfg.node_name.clone(), net.clone()));
+    tokio::spawn(routes::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        net.clone(),
+    ));
     pods::PodLoop {
         client,
         node: cfg.node_name.clone(),

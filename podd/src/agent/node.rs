@@ -55,7 +55,9 @@ pub async fn register(client: &Client, r: &Registration) -> Result<Node> {
             reason: "AgentReady".into(),
             last_transition_time: podd_pod::timefmt::rfc3339(std::time::SystemTime::now()),
         }],
-        lease_renew_time: Some(podd_pod::timefmt::rfc3339_nanos(std::time::SystemTime::now())),
+        lease_renew_time: Some(podd_pod::timefmt::rfc3339_nanos(
+            std::time::SystemTime::now(),
+        )),
         usage: None,
     };
     let node = Node {

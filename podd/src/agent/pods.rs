@@ -119,7 +119,10 @@ impl PodLoop {
                     retry_at: Instant::now(),
                     backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
                 });
-                let delay = f.backoff.on_exit(Duration::ZERO).max(Duration::from_secs(1));
+                let delay = f
+                    .backoff
+                    .on_exit(Duration::ZERO)
+                    .max(Duration::from_secs(1));
                 f.reason = reason;
                 f.message = message;
                 f.retry_at = Instant::now() + delay;
@@ -188,11 +191,14 @@ impl PodLoop {
             images.insert(c.image.clone(), img);
         }
         let (m, pod) = (self.manager.clone(), pod.clone());
-        tokio::task::spawn_blocking(move || m.run_pod(&pod, &images))
-            .await
-            .map_err(|e| ("CreateContainerError", e.to_string()))?
-            .map(|_| ())
-            .map_err(|e| ("CreateContainerError", e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            m.run_pod(&pod, &images)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| ("CreateContainerError", e.to_string()))?
+        .map_err(|e| ("CreateContainerError", e))
     }
 
     fn sample_usage(&self, st: &mut State, running: &HashSet<String>) {
@@ -243,7 +249,11 @@ impl PodLoop {
                 continue;
             };
             status.host_ip = self.node_ip.map(|i| i.to_string()).unwrap_or_default();
-            status.start_time = pod.status.start_time.clone().or_else(|| Some(rfc3339(SystemTime::now())));
+            status.start_time = pod
+                .status
+                .start_time
+                .clone()
+                .or_else(|| Some(rfc3339(SystemTime::now())));
             status.usage = st.usage.get(uid).cloned();
             let unchanged = st.reported.get(uid).is_some_and(|r| {
                 let mut a = r.clone();
@@ -255,7 +265,12 @@ impl PodLoop {
             if unchanged {
                 continue;
             }
-            writes.push((uid.clone(), pod.metadata.namespace.clone(), pod.metadata.name.clone(), status));
+            writes.push((
+                uid.clone(),
+                pod.metadata.namespace.clone(),
+                pod.metadata.name.clone(),
+                status,
+            ));
         }
         for (uid, ns, name, status) in writes {
             let api = self.client.api::<Pod>(Some(&ns));
@@ -265,7 +280,9 @@ impl PodLoop {
                     st.reported.insert(uid, status);
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::debug!(pod = %name, error = %e, "reporting pod status (will retry)"),
+                Err(e) => {
+                    tracing::debug!(pod = %name, error = %e, "reporting pod status (will retry)")
+                }
             }
         }
     }

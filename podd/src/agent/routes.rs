@@ -30,7 +30,10 @@ pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
     while let Some(ev) = events.next().await {
         match ev {
             Ok(WatcherEvent::Restarted(all)) => {
-                nodes = all.into_iter().map(|n| (n.metadata.name.clone(), n)).collect();
+                nodes = all
+                    .into_iter()
+                    .map(|n| (n.metadata.name.clone(), n))
+                    .collect();
             }
             Ok(WatcherEvent::Applied(n)) => {
                 nodes.insert(n.metadata.name.clone(), n);
@@ -55,7 +58,11 @@ pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
         let want = desired.clone();
         match tokio::task::spawn_blocking(move || net.sync_routes(&want)).await {
             Ok(Ok(report)) => {
-                tracing::info!(routes = desired.len(), ?report, "routes to other nodes synced");
+                tracing::info!(
+                    routes = desired.len(),
+                    ?report,
+                    "routes to other nodes synced"
+                );
                 last = desired;
             }
             Ok(Err(e)) => tracing::error!(error = %e, "syncing routes to other nodes"),

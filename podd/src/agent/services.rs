@@ -17,11 +17,18 @@ fn key(ns: &str, name: &str) -> Key {
     (ns.to_string(), name.to_string())
 }
 
-pub async fn run(client: Client, lb: Option<Arc<Mutex<LoadBalancer>>>, dns: Option<Arc<DnsServer>>) {
+pub async fn run(
+    client: Client,
+    lb: Option<Arc<Mutex<LoadBalancer>>>,
+    dns: Option<Arc<DnsServer>>,
+) {
     let mut services: BTreeMap<Key, Service> = BTreeMap::new();
     let mut endpoints: BTreeMap<Key, Endpoints> = BTreeMap::new();
     let mut svc_events = Box::pin(watcher(client.api::<Service>(None), ListParams::default()));
-    let mut ep_events = Box::pin(watcher(client.api::<Endpoints>(None), ListParams::default()));
+    let mut ep_events = Box::pin(watcher(
+        client.api::<Endpoints>(None),
+        ListParams::default(),
+    ));
     let (mut have_svc, mut have_ep) = (false, false);
     loop {
         let changed = tokio::select! {

@@ -1,0 +1,385 @@
+//! End to end on a 3-node cluster made of network namespaces (see `podd_tests::cluster`):
+//! podctl run/expose, requests through the VIP and the DNS name reaching every replica, a
+//! container restart, a node crash with the service measured through the failover, scaling,
+//! readiness, and a teardown that leaves nothing behind.
+//!
+//! Needs root and the binaries: `cargo build -p podd -p podd-pod -p podctl` first (same
+//! profile and target dir), then `cargo test -p podd-tests --test e2e_cluster -- --nocapture`.
+// The test prints its measurements (failover time, failed requests).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use anyhow::{Context, Result, bail};
+use podd_tests::cluster::{Cluster, procs_under, wait_for};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+struct PodRef {
+    name: String,
+    uid: String,
+    node: String,
+    ip: String,
+    container: String,
+}
+
+fn pod_ref(p: &Value) -> PodRef {
+    PodRef {
+        name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
+        uid: p["metadata"]["uid"].as_str().unwrap_or_default().into(),
+        node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+        ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
+        container: p["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+    }
+}
+
+fn is_ready(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["phase"] == "Running"
+        && podd_tests::cluster::condition_true(p, "Ready")
+}
+
+/// The ready pods matching `selector`.
+fn ready_pods(c: &Cluster, selector: &str) -> Result<Vec<PodRef>> {
+    Ok(c.get_items("pods", Some(selector))?
+        .iter()
+        .filter(|p| is_ready(p))
+        .map(pod_ref)
+        .collect())
+}
+
+/// Waits until exactly `n` pods matching `selector` exist and all are ready.
+fn wait_ready(c: &Cluster, selector: &str, n: usize, timeout: Duration) -> Result<Vec<PodRef>> {
+    let mut last = Vec::new();
+    wait_for(timeout, &format!("{n} ready pods {selector}"), || {
+        let all = c.get_items("pods", Some(selector))?;
+        last = all.iter().filter(|p| is_ready(p)).map(pod_ref).collect();
+        Ok(all.len() == n && last.len() == n)
+    })
+    .with_context(|| {
+        format!(
+            "pods: {}\nserver: {}\nnode-1: {}",
+            c.podctl(&["get", "pods", "-o", "wide"]).unwrap_or_default(),
+            c.log("server.log"),
+            c.log("agent-node-1.log")
+        )
+    })?;
+    Ok(last)
+}
+
+fn node_index(c: &Cluster, p: &PodRef) -> usize {
+    c.node(&p.node)
+        .unwrap_or_else(|| panic!("pod {} is on unknown node {:?}", p.name, p.node))
+}
+
+/// One HTTP GET from inside pod `client` with busybox wget; the body, or None on failure.
+fn fetch(c: &Cluster, client: &PodRef, url: &str) -> Option<String> {
+    let out = c
+        .exec(
+            node_index(c, client),
+            &client.uid,
+            &client.container,
+            &["wget", "-q", "-T", "2", "-O", "-", url],
+        )
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Fetches `url` until every name in `want` answered (each replica serves its own name at
+/// /id), or fails after `attempts`.
+fn reach_all(c: &Cluster, client: &PodRef, url: &str, want: &BTreeSet<String>, attempts: usize) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    let mut failures = 0;
+    for _ in 0..attempts {
+        match fetch(c, client, url) {
+            Some(body) => {
+                seen.insert(body);
+            }
+            None => failures += 1,
+        }
+        if want.is_subset(&seen) {
+            return Ok(());
+        }
+    }
+    bail!("{url} reached {seen:?} of {want:?} in {attempts} requests ({failures} failed)")
+}
+
+/// Makes each replica serve its own pod name at /id.
+fn label_replicas(c: &Cluster, pods: &[PodRef]) -> Result<()> {
+    for p in pods {
+        let cmd = format!("echo {} > /www/id", p.name);
+        let out = c.exec(node_index(c, p), &p.uid, &p.container, &["sh", "-c", &cmd])?;
+        if !out.status.success() {
+            bail!(
+                "exec into {}: {}",
+                p.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn names(pods: &[PodRef]) -> BTreeSet<String> {
+    pods.iter().map(|p| p.name.clone()).collect()
+}
+
+fn restart_count(c: &Cluster, name: &str) -> Result<u64> {
+    let p = c.get_items("pods", None)?
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .with_context(|| format!("pod {name} is gone"))?;
+    Ok(p["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+fn endpoint_ips(c: &Cluster, service: &str) -> Result<BTreeSet<String>> {
+    let e = c.get_items("endpoints", None)?
+        .into_iter()
+        .find(|e| e["metadata"]["name"] == service);
+    let mut ips = BTreeSet::new();
+    if let Some(e) = e {
+        for s in e["subsets"].as_array().into_iter().flatten() {
+            for a in s["addresses"].as_array().into_iter().flatten() {
+                if let Some(ip) = a["ip"].as_str() {
+                    ips.insert(ip.to_string());
+                }
+            }
+        }
+    }
+    Ok(ips)
+}
+
+#[test]
+fn three_node_cluster_end_to_end() -> Result<()> {
+    let mut c = Cluster::up(3)?;
+    println!("cluster up: {:?}", c.ready_nodes()?);
+
+    // --- run and expose ---
+    c.podctl(&["run", "web", "--image", "busybox-httpd", "--replicas", "3", "--port", "8080"])?;
+    c.podctl(&["expose", "web", "--port", "80", "--target-port", "8080"])?;
+    c.podctl(&["run", "client", "--image", "busybox", "--", "sleep", "1000000"])?;
+    let web = wait_ready(&c, "app=web", 3, Duration::from_secs(60))?;
+    let client = wait_ready(&c, "app=client", 1, Duration::from_secs(60))?.remove(0);
+    let nodes: BTreeSet<&str> = web.iter().map(|p| p.node.as_str()).collect();
+    println!("web replicas on {nodes:?}, client on {}", client.node);
+    assert_eq!(nodes.len(), 3, "the 3 replicas spread over the 3 nodes: {web:?}");
+    label_replicas(&c, &web)?;
+    let svc = c.get_items("services", None)?
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "web")
+        .context("service web")?;
+    let vip = svc["spec"]["clusterIP"].as_str().context("clusterIP")?.to_string();
+    wait_for(Duration::from_secs(20), "3 endpoints", || {
+        Ok(endpoint_ips(&c, "web")?.len() == 3)
+    })?;
+    reach_all(&c, &client, &format!("http://{vip}/id"), &names(&web), 60)?;
+    reach_all(
+        &c,
+        &client,
+        "http://web.default.svc.cluster.local/id",
+        &names(&web),
+        60,
+    )?;
+    println!("VIP {vip} and web.default.svc.cluster.local reach all 3 replicas");
+
+    // --- a killed container is restarted, and the count shows ---
+    let victim = web[0].clone();
+    let vi = node_index(&c, &victim);
+    let ccg = c.state.nodes[vi]
+        .cgroup_root
+        .join("podd/pods")
+        .join(&victim.uid)
+        .join(&victim.container);
+    let procs = procs_under(&ccg);
+    assert!(!procs.is_empty(), "no process in {}", ccg.display());
+    for pid in procs {
+        // SAFETY: kill(2) on a container process of this test's cluster.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for(Duration::from_secs(30), "restartCount 1", || {
+        Ok(restart_count(&c, &victim.name)? >= 1)
+    })?;
+    let table = c.podctl(&["get", "pods"])?;
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&victim.name))
+        .context("the pod in podctl get pods")?;
+    println!("{}\n{line}", table.lines().next().unwrap_or_default());
+    assert!(
+        line.split_whitespace().any(|w| w == "1"),
+        "RESTARTS 1 in {line:?}"
+    );
+    let web = wait_ready(&c, "app=web", 3, Duration::from_secs(30))?;
+    label_replicas(&c, &web)?;
+
+    // --- a node crashes: NotReady, pods replaced, service measured throughout ---
+    let crash = web
+        .iter()
+        .map(|p| p.node.clone())
+        .find(|n| n != "node-1" && *n != client.node)
+        .context("a node without the server and the client")?;
+    let ci = c.node(&crash).context("crash node")?;
+    let url = format!("http://{vip}/id");
+    // Replacement pods serve no /id: the loop asks for the page every replica serves.
+    let loop_url = format!("http://{vip}/");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut crashed_at = Instant::now();
+    let (results, replaced_at, not_ready_at) = std::thread::scope(|s| -> Result<_> {
+        let loop_c = &c;
+        let (stop2, client2, url2) = (stop.clone(), client.clone(), loop_url.clone());
+        let h = s.spawn(move || {
+            let mut r = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let ok = fetch(loop_c, &client2, &url2).is_some();
+                r.push((Instant::now(), ok));
+            }
+            r
+        });
+        let waited = (|| -> Result<(Instant, Instant)> {
+            std::thread::sleep(Duration::from_secs(1));
+            crashed_at = Instant::now();
+            c.crash_node(ci)?;
+            wait_for(Duration::from_secs(30), "the crashed node NotReady", || {
+                Ok(!c.ready_nodes()?.contains(&crash))
+            })?;
+            let not_ready_at = Instant::now();
+            wait_for(Duration::from_secs(60), "3 ready web pods off the crashed node", || {
+                let r = ready_pods(&c, "app=web")?;
+                Ok(r.len() == 3 && r.iter().all(|p| p.node != crash))
+            })?;
+            Ok((not_ready_at, Instant::now()))
+        })();
+        // Keep measuring 5 s after the replacement is ready.
+        if waited.is_ok() {
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        let r = h_join_after(h, &stop, || Ok(()))?;
+        let (nr, rep) = waited?;
+        Ok((r, rep, nr))
+    })?;
+    let failed: Vec<&(Instant, bool)> = results.iter().filter(|(_, ok)| !ok).collect();
+    let last_failure = failed.last().map(|(t, _)| t.duration_since(crashed_at));
+    println!(
+        "failover: node NotReady after {:?}, pods replaced after {:?}, {} of {} requests failed, last failure {:?} after the crash",
+        not_ready_at - crashed_at,
+        replaced_at - crashed_at,
+        failed.len(),
+        results.len(),
+        last_failure
+    );
+    let after = results
+        .iter()
+        .filter(|(t, ok)| *t > replaced_at && !ok)
+        .count();
+    assert_eq!(after, 0, "requests failed after the failover ended");
+
+    // --- scale ---
+    c.podctl(&["scale", "web", "--replicas", "6"])?;
+    let six = wait_ready(&c, "app=web", 6, Duration::from_secs(60))?;
+    assert!(six.iter().all(|p| p.node != crash));
+    c.podctl(&["scale", "web", "--replicas", "1"])?;
+    let one = wait_ready(&c, "app=web", 1, Duration::from_secs(60))?;
+    wait_for(Duration::from_secs(20), "1 endpoint", || {
+        Ok(endpoint_ips(&c, "web")? == BTreeSet::from([one[0].ip.clone()]))
+    })?;
+    println!("scaled to 6 and back to 1");
+
+    // --- readiness: a pod of the service whose probe fails is not an endpoint until it passes ---
+    let manifest = c.state.dir.join("probe.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "probed", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{
+                "name": "web", "image": "busybox-httpd",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/www/ready"]},
+                                   "periodSeconds": 1, "failureThreshold": 1}
+            }]}
+        }))?,
+    )?;
+    c.podctl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
+    let probed = wait_for_running(&c, "probed")?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !endpoint_ips(&c, "web")?.contains(&probed.ip),
+        "an unready pod is an endpoint"
+    );
+    let pi = node_index(&c, &probed);
+    c.exec(pi, &probed.uid, "web", &["sh", "-c", "echo probed > /www/id; touch /www/ready"])?;
+    wait_for(Duration::from_secs(20), "the probed pod an endpoint", || {
+        Ok(endpoint_ips(&c, "web")?.contains(&probed.ip))
+    })?;
+    label_replicas(&c, &one)?;
+    reach_all(
+        &c,
+        &client,
+        &url,
+        &BTreeSet::from(["probed".to_string(), one[0].name.clone()]),
+        60,
+    )?;
+    c.exec(pi, &probed.uid, "web", &["rm", "/www/ready"])?;
+    wait_for(Duration::from_secs(20), "the probed pod out of the endpoints", || {
+        Ok(!endpoint_ips(&c, "web")?.contains(&probed.ip))
+    })?;
+    println!("readiness: the probed pod joined and left the service");
+
+    // --- delete everything; nothing is left on the nodes ---
+    c.podctl(&["delete", "pod", "probed"])?;
+    c.podctl(&["delete", "deployment", "web"])?;
+    c.podctl(&["delete", "deployment", "client"])?;
+    c.podctl(&["delete", "service", "web"])?;
+    wait_for(Duration::from_secs(60), "no pods", || {
+        Ok(c.get_items("pods", None)?.is_empty())
+    })?;
+    for (i, n) in c.state.nodes.iter().enumerate() {
+        if i == ci {
+            continue;
+        }
+        wait_for(Duration::from_secs(30), "pod state removed", || {
+            Ok(std::fs::read_dir(n.run_dir.join("pods"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(true))
+        })?;
+    }
+    c.down()
+}
+
+fn wait_for_running(c: &Cluster, name: &str) -> Result<PodRef> {
+    let mut found = None;
+    wait_for(Duration::from_secs(60), &format!("pod {name} running"), || {
+        let p = c.get_items("pods", None)?
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name);
+        if let Some(p) = p
+            && p["status"]["phase"] == "Running"
+            && p["status"]["podIP"].is_string()
+        {
+            found = Some(pod_ref(&p));
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    found.context("pod")
+}
+
+fn h_join_after<T>(
+    h: std::thread::ScopedJoinHandle<'_, T>,
+    stop: &AtomicBool,
+    before: impl FnOnce() -> Result<()>,
+) -> Result<T> {
+    let r = before();
+    stop.store(true, Ordering::Relaxed);
+    let out = h.join().map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+    r.map(|_| out)
+}
