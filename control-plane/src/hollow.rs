@@ -373,8 +373,18 @@ async fn pod_loop(
                     "conditions": [{"type": "Ready", "status": "True"}],
                 }});
                 let api = client.api::<Pod>(Some(&p.metadata.namespace));
-                if let Err(e) = api.patch_status(&p.metadata.name, &patch).await {
-                    tracing::debug!(pod = %p.metadata.name, error = %e, "hollow status report failed");
+                // An agent retries until its report lands (or the pod is gone).
+                let mut backoff = Duration::from_millis(50);
+                for _ in 0..10 {
+                    match api.patch_status(&p.metadata.name, &patch).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_not_found() => break,
+                        Err(e) => {
+                            tracing::debug!(pod = %p.metadata.name, error = %e, "hollow status report failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
                 }
             });
         }

@@ -56,7 +56,7 @@ pub enum PodError {
         pod: String,
         step: &'static str,
         #[source]
-        source: podd_image::ImageError,
+        source: Box<podd_image::ImageError>,
     },
     #[error(transparent)]
     Volume(#[from] VolumeError),
@@ -363,14 +363,14 @@ impl PodManager {
             let rootfs = OverlayRootfs::mount(image, &dir).map_err(|source| PodError::Image {
                 pod: name.clone(),
                 step: "mounting the container rootfs",
-                source,
+                source: Box::new(source),
             })?;
             let defaults = podd_image::ImageDefaults::from_config(&image.config);
             let merged = podd_image::merge_container(&c.image, &defaults, c).map_err(|source| {
                 PodError::Image {
                     pod: name.clone(),
                     step: "merging the image's process with the container's",
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             let sc = c.security_context.clone().unwrap_or_default();
@@ -381,7 +381,7 @@ impl PodManager {
                         |source| PodError::Image {
                             pod: name.clone(),
                             step: "resolving the image's user",
-                            source,
+                            source: Box::new(source),
                         },
                     )?;
                     (r.uid, sc.run_as_group.unwrap_or(r.gid))
@@ -650,7 +650,7 @@ impl PodManager {
                     .map_err(|source| PodError::Image {
                         pod: name.clone(),
                         step: "removing the container rootfs",
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
@@ -765,7 +765,8 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Enables `controller` in every ancestor's subtree_control from `root` down to `dir`.
+/// Enables `controller` in the subtree_control of `root` and of every cgroup down to `dir`
+/// itself, so that `dir` has it and its children can use it.
 fn enable_controller(root: &Path, dir: &Path, controller: &str) -> io::Result<()> {
     let available = fs::read_to_string(root.join("cgroup.controllers"))?;
     if !available.split_whitespace().any(|c| c == controller) {

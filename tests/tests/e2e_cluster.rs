@@ -41,7 +41,7 @@ fn pod_ref(p: &Value) -> PodRef {
 fn is_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["phase"] == "Running"
-        && podd_tests::cluster::condition_true(p, "Ready")
+        && (p["status"]["ready"] == true || podd_tests::cluster::condition_true(p, "Ready"))
 }
 
 /// The ready pods matching `selector`.
@@ -84,7 +84,8 @@ fn fetch(c: &Cluster, client: &PodRef, url: &str) -> Option<String> {
             node_index(c, client),
             &client.uid,
             &client.container,
-            &["wget", "-q", "-T", "2", "-O", "-", url],
+            // busybox wget's own -T crashes this busybox build; timeout(1) bounds it instead.
+            &["timeout", "2", "wget", "-q", "-O", "-", url],
         )
         .ok()?;
     out.status
@@ -160,7 +161,7 @@ fn endpoint_ips(c: &Cluster, service: &str) -> Result<BTreeSet<String>> {
 
 #[test]
 fn three_node_cluster_end_to_end() -> Result<()> {
-    let mut c = Cluster::up(3)?;
+    let c = Cluster::up(3)?;
     println!("cluster up: {:?}", c.ready_nodes()?);
 
     // --- run and expose ---
@@ -300,7 +301,7 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         serde_json::to_vec(&serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "probed", "namespace": "default", "labels": {"app": "web"}},
-            "spec": {"containers": [{
+            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
                 "name": "web", "image": "busybox-httpd",
                 "ports": [{"containerPort": 8080}],
                 "readinessProbe": {"exec": {"command": ["test", "-f", "/www/ready"]},
@@ -346,11 +347,13 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         if i == ci {
             continue;
         }
-        wait_for(Duration::from_secs(30), "pod state removed", || {
-            Ok(std::fs::read_dir(n.run_dir.join("pods"))
-                .map(|d| d.count() == 0)
-                .unwrap_or(true))
-        })?;
+        let left = || -> Vec<String> {
+            std::fs::read_dir(n.run_dir.join("pods"))
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default()
+        };
+        wait_for(Duration::from_secs(30), "pod state removed", || Ok(left().is_empty()))
+            .with_context(|| format!("{} still has pods {:?}\n{}", n.name, left(), c.log(&format!("agent-{}.log", n.name))))?;
     }
     c.down()
 }

@@ -253,6 +253,7 @@ impl PodLoop {
                 .status
                 .start_time
                 .clone()
+                .or_else(|| st.reported.get(uid).and_then(|r| r.start_time.clone()))
                 .or_else(|| Some(rfc3339(SystemTime::now())));
             status.usage = st.usage.get(uid).cloned();
             let unchanged = st.reported.get(uid).is_some_and(|r| {

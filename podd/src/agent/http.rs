@@ -1,0 +1,397 @@
+//! The agent's own HTTP endpoint: container logs, exec, and Prometheus metrics, for the API
+//! server's proxy of `pods/{name}/log|exec` and for Prometheus.
+//!
+//! Served on a root-only Unix socket `<run_dir>/agent.sock` (trusted, like the API socket) and,
+//! when the agent has a token, on TCP `<node_ip>:10250`, where each request must carry
+//! `Authorization: Bearer <the node's own agent token>`.
+//!
+//! - `GET /pods/{uid}/log?container=C&follow=true&tailLines=N`: the container's log as text,
+//!   streamed while following.
+//! - `POST /pods/{uid}/exec?container=C&command=A&command=B`: runs the command in the container
+//!   and answers `{"stdout":"...","stderr":"...","exitCode":N}`.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /healthz`: `ok`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use podd_pod::logs::LogReader;
+use podd_pod::manager::PodManager;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const AGENT_PORT: u16 = 10250;
+/// The Node annotation naming where the agent's endpoint is.
+pub const ENDPOINT_ANNOTATION: &str = "podd.io/agent-endpoint";
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct AgentHttp {
+    pub manager: Arc<PodManager>,
+    /// The token TCP requests must present; None disables the TCP listener.
+    pub token: Option<String>,
+    pub lb: Option<Arc<Mutex<podd_lb::LoadBalancer>>>,
+}
+
+/// The agent socket's path under the run dir.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("agent.sock")
+}
+
+impl AgentHttp {
+    /// Binds the Unix socket (and TCP when there is a token and a node IP), then serves in
+    /// background tasks. Returns the endpoint to publish on the Node.
+    pub fn start(self, run_dir: &Path, node_ip: Option<std::net::Ipv4Addr>) -> std::io::Result<String> {
+        let this = Arc::new(self);
+        let path = socket_path(run_dir);
+        std::fs::create_dir_all(run_dir)?;
+        let _ = std::fs::remove_file(&path);
+        let unix = tokio::net::UnixListener::bind(&path)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let mut endpoint = format!("unix://{}", path.display());
+        let t = this.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = unix.accept().await else {
+                    continue;
+                };
+                serve_conn(t.clone(), TokioIo::new(stream), false);
+            }
+        });
+        if let (Some(_), Some(ip)) = (&this.token, node_ip) {
+            let addr = SocketAddr::from((ip, AGENT_PORT));
+            let std_l = std::net::TcpListener::bind(addr)?;
+            std_l.set_nonblocking(true)?;
+            let tcp = tokio::net::TcpListener::from_std(std_l)?;
+            endpoint = format!("http://{addr}");
+            let t = this.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = tcp.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    serve_conn(t.clone(), TokioIo::new(stream), true);
+                }
+            });
+        }
+        tracing::info!(%endpoint, "agent endpoint serving logs, exec and metrics");
+        Ok(endpoint)
+    }
+}
+
+fn serve_conn<I>(this: Arc<AgentHttp>, io: I, need_token: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, need_token).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await
+        {
+            tracing::debug!(error = %e, "agent endpoint connection");
+        }
+    });
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    full(
+        status,
+        "application/json",
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": message, "code": status.as_u16()})
+        .to_string(),
+    )
+}
+
+/// The query's values of `key`, percent-decoded.
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl AgentHttp {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return false;
+        };
+        let Some(h) = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let given = h.strip_prefix("Bearer ").unwrap_or_default().trim();
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, need_token: bool) -> Response<Body> {
+        if need_token && !self.authorized(&req) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "send Authorization: Bearer <this node's agent token>",
+            );
+        }
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method(), parts.as_slice()) {
+            (&Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok\n"),
+            (&Method::GET, ["metrics"]) => full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics(),
+            ),
+            (&Method::GET, ["pods", uid, "log"]) => self.log(uid, &query),
+            (&Method::POST, ["pods", uid, "exec"]) => self.exec(uid, &query).await,
+            _ => error(StatusCode::NOT_FOUND, &format!("no route for {} {path}", req.method())),
+        }
+    }
+
+    /// The container named in the query, or the pod's first container.
+    fn container(&self, uid: &str, query: &str) -> Result<String, Response<Body>> {
+        let Some(pod) = self.manager.pod(uid) else {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                &format!("pod {uid} does not run on this node"),
+            ));
+        };
+        let wanted = query_values(query, "container").into_iter().next();
+        match wanted {
+            Some(c) if pod.spec.containers.iter().any(|x| x.name == c) => Ok(c),
+            Some(c) => Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "pod {} has no container {c:?}; its containers: {}",
+                    pod.metadata.name,
+                    pod.spec
+                        .containers
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            None => pod.spec.containers.first().map(|c| c.name.clone()).ok_or_else(|| {
+                error(StatusCode::BAD_REQUEST, "the pod has no containers")
+            }),
+        }
+    }
+
+    fn log(&self, uid: &str, query: &str) -> Response<Body> {
+        let container = match self.container(uid, query) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let tail = query_values(query, "tailLines")
+            .first()
+            .and_then(|t| t.parse::<usize>().ok());
+        let follow = query_values(query, "follow")
+            .first()
+            .is_some_and(|f| f == "true" || f == "1");
+        let reader = LogReader::new(&self.manager.log_path(uid, &container));
+        if !follow {
+            return match reader.read(tail) {
+                Ok(lines) => {
+                    let mut text = String::new();
+                    for l in lines {
+                        text.push_str(&l.text);
+                        if l.full {
+                            text.push('\n');
+                        }
+                    }
+                    full(StatusCode::OK, "text/plain", text)
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            };
+        }
+        // Following: a blocking reader thread feeds a channel that the response streams; it
+        // stops when the client goes away (the channel closes) or the pod is removed.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+        let closed = Arc::new(AtomicBool::new(false));
+        let (m, uid) = (self.manager.clone(), uid.to_string());
+        tokio::task::spawn_blocking(move || {
+            let closed2 = closed.clone();
+            let _ = reader.follow(
+                tail,
+                Duration::from_millis(100),
+                |l| {
+                    let mut text = l.text.clone();
+                    if l.full {
+                        text.push('\n');
+                    }
+                    let ok = tx.blocking_send(Ok(Frame::data(Bytes::from(text)))).is_ok();
+                    if !ok {
+                        closed2.store(true, Ordering::Relaxed);
+                    }
+                    ok
+                },
+                || closed.load(Ordering::Relaxed) || tx.is_closed() || m.pod(&uid).is_none(),
+            );
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        if let Ok(v) = "text/plain".parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
+    }
+
+    async fn exec(&self, uid: &str, query: &str) -> Response<Body> {
+        let container = match self.container(uid, query) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let argv = query_values(query, "command");
+        if argv.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "exec needs the command: ?command=ARG0&command=ARG1...",
+            );
+        }
+        let mut cmd = self.manager.exec_command(uid, &container, &argv);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await;
+        match out {
+            Ok(Ok(o)) => full(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({
+                    "stdout": String::from_utf8_lossy(&o.stdout),
+                    "stderr": String::from_utf8_lossy(&o.stderr),
+                    "exitCode": o.status.code().unwrap_or(-1),
+                })
+                .to_string(),
+            ),
+            Ok(Err(e)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("running podd-shim exec: {e}"),
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+
+    /// Prometheus text: pods on the node, container restarts, and the service load balancer's
+    /// counters.
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let uids = self.manager.list();
+        let _ = writeln!(out, "# HELP podd_pods Pods on this node.\n# TYPE podd_pods gauge");
+        let _ = writeln!(out, "podd_pods {}", uids.len());
+        let _ = writeln!(
+            out,
+            "# HELP podd_container_restarts_total Container restarts.\n# TYPE podd_container_restarts_total counter"
+        );
+        for uid in &uids {
+            let (Some(pod), Some((status, _))) = (self.manager.pod(uid), self.manager.status(uid))
+            else {
+                continue;
+            };
+            for c in &status.containers {
+                let _ = writeln!(
+                    out,
+                    "podd_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}",
+                    pod.metadata.namespace, pod.metadata.name, c.name, c.restart_count
+                );
+            }
+        }
+        if let Some(lb) = &self.lb
+            && let Ok(lb) = lb.lock()
+            && let Ok(stats) = lb.stats()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP podd_lb_stats Service load balancer counters.\n# TYPE podd_lb_stats counter"
+            );
+            for (name, value) in stats_lines(&stats) {
+                let _ = writeln!(out, "podd_lb_{name} {value}");
+            }
+        }
+        out
+    }
+}
+
+fn stats_lines(stats: &impl std::fmt::Debug) -> Vec<(String, String)> {
+    // The LB's stats type is reported field by field from its Debug form (name: number).
+    let text = format!("{stats:?}");
+    text.split([',', '{', '}'])
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, v)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && v.parse::<u64>().is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_decode() {
+        let q = "container=web&command=sh&command=-c&command=echo%20hi%3Dx&follow=true";
+        assert_eq!(query_values(q, "command"), ["sh", "-c", "echo hi=x"]);
+        assert_eq!(query_values(q, "container"), ["web"]);
+        assert!(query_values(q, "tailLines").is_empty());
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}
