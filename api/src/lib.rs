@@ -13,15 +13,17 @@ pub mod validation;
 pub mod workloads;
 
 pub use meta::{LabelSelector, ObjectMeta, OwnerReference};
-pub use object::{EventType, List, ListMeta, Object, Status, StatusCause, StatusDetails, WatchEvent};
-pub use validation::{FieldError, ValidationErrors};
 pub use node::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
+pub use object::{
+    EventType, List, ListMeta, Object, Status, StatusCause, StatusDetails, WatchEvent,
+};
 pub use pod::{
-    Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodCondition, PodPhase, PodSpec,
-    PodStatus, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
+    Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodCondition, PodPhase,
+    PodSpec, PodStatus, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
 };
 pub use quantity::{Cpu, Memory, QuantityError};
 pub use service::{EndpointAddress, EndpointPort, Endpoints, Service, ServicePort, ServiceSpec};
+pub use validation::{FieldError, ValidationErrors};
 pub use workloads::{Deployment, DeploymentSpec, HorizontalPodAutoscaler, PodTemplateSpec};
 
 /// The object kinds the API serves, with their wire names.

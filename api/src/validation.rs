@@ -45,11 +45,7 @@ impl ValidationErrors {
     }
 
     fn into_result(self) -> Result<(), ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
 }
 
@@ -119,9 +115,7 @@ pub fn check_dns1035_label(s: &str) -> Option<String> {
 /// '-', '_' and '.', starting and ending alphanumeric.
 fn check_qualified_part(s: &str, what: &str) -> Option<String> {
     if s.len() > 63 {
-        return Some(format!(
-            "{what} {s:?} must be no more than 63 characters"
-        ));
+        return Some(format!("{what} {s:?} must be no more than 63 characters"));
     }
     let b = s.as_bytes();
     let ok = b
@@ -227,7 +221,13 @@ fn check_meta(
     for (i, o) in meta.owner_references.iter().enumerate() {
         check_owner(errs, &format!("{path}.ownerReferences[{i}]"), o);
     }
-    if meta.owner_references.iter().filter(|o| o.controller).count() > 1 {
+    if meta
+        .owner_references
+        .iter()
+        .filter(|o| o.controller)
+        .count()
+        > 1
+    {
         errs.push(
             format!("{path}.ownerReferences"),
             "only one reference may have controller=true",
@@ -268,7 +268,10 @@ fn check_container(errs: &mut ValidationErrors, path: &str, c: &Container) {
                 errs.push(format!("{pp}.name"), e);
             }
             if !port_names.insert(&p.name) {
-                errs.push(format!("{pp}.name"), format!("duplicate port name {:?}", p.name));
+                errs.push(
+                    format!("{pp}.name"),
+                    format!("duplicate port name {:?}", p.name),
+                );
             }
         }
     }
@@ -349,7 +352,10 @@ fn check_port_name(s: &str) -> Option<String> {
 /// Validates a pod spec under `path` (e.g. `spec` or `spec.template.spec`).
 pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
-        errs.push(format!("{path}.containers"), "required: at least one container");
+        errs.push(
+            format!("{path}.containers"),
+            "required: at least one container",
+        );
     }
     let mut names = BTreeSet::new();
     for (list, cs) in [
@@ -360,7 +366,10 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
             let cp = format!("{path}.{list}[{i}]");
             check_container(errs, &cp, c);
             if !c.name.is_empty() && !names.insert(c.name.as_str()) {
-                errs.push(format!("{cp}.name"), format!("duplicate container name {:?}", c.name));
+                errs.push(
+                    format!("{cp}.name"),
+                    format!("duplicate container name {:?}", c.name),
+                );
             }
         }
     }
@@ -370,7 +379,10 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
         if let Some(e) = check_dns1123_label(&v.name) {
             errs.push(format!("{vp}.name"), e);
         } else if !vol_names.insert(v.name.as_str()) {
-            errs.push(format!("{vp}.name"), format!("duplicate volume name {:?}", v.name));
+            errs.push(
+                format!("{vp}.name"),
+                format!("duplicate volume name {:?}", v.name),
+            );
         }
         match (&v.empty_dir, &v.host_path) {
             (Some(_), None) => {}
@@ -379,7 +391,10 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
                     errs.push(format!("{vp}.hostPath.path"), "must be an absolute path");
                 }
             }
-            _ => errs.push(vp.clone(), "must specify exactly one of emptyDir or hostPath"),
+            _ => errs.push(
+                vp.clone(),
+                "must specify exactly one of emptyDir or hostPath",
+            ),
         }
     }
     for (list, cs) in [
@@ -409,7 +424,10 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
             "" | "Equal" => {}
             "Exists" => {
                 if !t.value.is_empty() {
-                    errs.push(format!("{tp}.value"), "must be empty when operator is Exists");
+                    errs.push(
+                        format!("{tp}.value"),
+                        "must be empty when operator is Exists",
+                    );
                 }
             }
             other => errs.push(
@@ -423,7 +441,8 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
         && let Some(na) = &a.node_affinity
         && let Some(req) = &na.required
     {
-        let ap = format!("{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
+        let ap =
+            format!("{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
         for (i, term) in req.node_selector_terms.iter().enumerate() {
             for (j, e) in term.match_expressions.iter().enumerate() {
                 let ep = format!("{ap}.nodeSelectorTerms[{i}].matchExpressions[{j}]");
@@ -438,12 +457,17 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
                     }
                     "Exists" | "DoesNotExist" => {
                         if !e.values.is_empty() {
-                            errs.push(format!("{ep}.values"), "must be empty for Exists and DoesNotExist");
+                            errs.push(
+                                format!("{ep}.values"),
+                                "must be empty for Exists and DoesNotExist",
+                            );
                         }
                     }
                     other => errs.push(
                         format!("{ep}.operator"),
-                        format!("{other:?} is not supported: use In, NotIn, Exists or DoesNotExist"),
+                        format!(
+                            "{other:?} is not supported: use In, NotIn, Exists or DoesNotExist"
+                        ),
                     ),
                 }
             }
@@ -452,7 +476,10 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
     if let Some(g) = spec.termination_grace_period_seconds
         && g < 0
     {
-        errs.push(format!("{path}.terminationGracePeriodSeconds"), "must be >= 0");
+        errs.push(
+            format!("{path}.terminationGracePeriodSeconds"),
+            "must be >= 0",
+        );
     }
 }
 
@@ -469,7 +496,13 @@ fn check_taint_effect(errs: &mut ValidationErrors, path: &str, effect: &str, emp
 
 pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
-    check_meta(&mut errs, "metadata", &pod.metadata, true, NameRule::Subdomain);
+    check_meta(
+        &mut errs,
+        "metadata",
+        &pod.metadata,
+        true,
+        NameRule::Subdomain,
+    );
     validate_pod_spec(&mut errs, "spec", &pod.spec);
     errs.into_result()
 }
@@ -478,18 +511,34 @@ fn check_int_or_percent(errs: &mut ValidationErrors, path: &str, v: &IntOrPercen
     if let IntOrPercent::Percent(s) = v
         && v.resolve(100, false).is_none()
     {
-        errs.push(path, format!("{s:?} is neither a count nor a percentage like \"25%\""));
+        errs.push(
+            path,
+            format!("{s:?} is neither a count nor a percentage like \"25%\""),
+        );
     }
 }
 
 pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
-    check_meta(&mut errs, "metadata", &d.metadata, true, NameRule::Subdomain);
+    check_meta(
+        &mut errs,
+        "metadata",
+        &d.metadata,
+        true,
+        NameRule::Subdomain,
+    );
     let spec = &d.spec;
     if spec.selector.is_empty() {
-        errs.push("spec.selector", "required: matchLabels must select the template's labels");
+        errs.push(
+            "spec.selector",
+            "required: matchLabels must select the template's labels",
+        );
     } else {
-        check_labels(&mut errs, "spec.selector.matchLabels", &spec.selector.match_labels);
+        check_labels(
+            &mut errs,
+            "spec.selector.matchLabels",
+            &spec.selector.match_labels,
+        );
         if !spec.selector.matches(&spec.template.metadata.labels) {
             errs.push(
                 "spec.template.metadata.labels",
@@ -509,7 +558,11 @@ pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationErrors> {
     match spec.strategy.kind.as_str() {
         "RollingUpdate" | "" => {
             let ru = &spec.strategy.rolling_update;
-            check_int_or_percent(&mut errs, "spec.strategy.rollingUpdate.maxSurge", &ru.max_surge);
+            check_int_or_percent(
+                &mut errs,
+                "spec.strategy.rollingUpdate.maxSurge",
+                &ru.max_surge,
+            );
             check_int_or_percent(
                 &mut errs,
                 "spec.strategy.rollingUpdate.maxUnavailable",
@@ -550,7 +603,10 @@ pub fn validate_service(s: &Service) -> Result<(), ValidationErrors> {
             errs.push(format!("{pp}.targetPort"), "must be between 1 and 65535");
         }
         if s.spec.ports.len() > 1 && p.name.is_empty() {
-            errs.push(format!("{pp}.name"), "required when the service has several ports");
+            errs.push(
+                format!("{pp}.name"),
+                "required when the service has several ports",
+            );
         }
         if !p.name.is_empty()
             && let Some(e) = check_dns1123_label(&p.name)
@@ -579,7 +635,10 @@ pub fn validate_endpoints(e: &Endpoints) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
     check_meta(&mut errs, "metadata", &e.metadata, true, NameRule::Dns1035);
     for (i, s) in e.subsets.iter().enumerate() {
-        for (list, addrs) in [("addresses", &s.addresses), ("notReadyAddresses", &s.not_ready_addresses)] {
+        for (list, addrs) in [
+            ("addresses", &s.addresses),
+            ("notReadyAddresses", &s.not_ready_addresses),
+        ] {
             for (j, a) in addrs.iter().enumerate() {
                 if a.ip.parse::<Ipv4Addr>().is_err() {
                     errs.push(
@@ -591,7 +650,10 @@ pub fn validate_endpoints(e: &Endpoints) -> Result<(), ValidationErrors> {
         }
         for (j, p) in s.ports.iter().enumerate() {
             if p.port == 0 {
-                errs.push(format!("subsets[{i}].ports[{j}].port"), "must be between 1 and 65535");
+                errs.push(
+                    format!("subsets[{i}].ports[{j}].port"),
+                    "must be between 1 and 65535",
+                );
             }
         }
     }
@@ -600,20 +662,34 @@ pub fn validate_endpoints(e: &Endpoints) -> Result<(), ValidationErrors> {
 
 pub fn validate_node(n: &Node) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
-    check_meta(&mut errs, "metadata", &n.metadata, false, NameRule::Subdomain);
+    check_meta(
+        &mut errs,
+        "metadata",
+        &n.metadata,
+        false,
+        NameRule::Subdomain,
+    );
     for (i, t) in n.spec.taints.iter().enumerate() {
         if let Some(e) = check_label_key(&t.key) {
             errs.push(format!("spec.taints[{i}].key"), e);
         }
-        check_taint_effect(&mut errs, &format!("spec.taints[{i}].effect"), &t.effect, false);
+        check_taint_effect(
+            &mut errs,
+            &format!("spec.taints[{i}].effect"),
+            &t.effect,
+            false,
+        );
     }
     let cidr = &n.spec.pod_cidr;
     if !cidr.is_empty() {
-        let ok = cidr
-            .split_once('/')
-            .is_some_and(|(a, l)| a.parse::<Ipv4Addr>().is_ok() && l.parse::<u8>().is_ok_and(|l| l <= 32));
+        let ok = cidr.split_once('/').is_some_and(|(a, l)| {
+            a.parse::<Ipv4Addr>().is_ok() && l.parse::<u8>().is_ok_and(|l| l <= 32)
+        });
         if !ok {
-            errs.push("spec.podCIDR", format!("{cidr:?} is not a CIDR like 10.244.1.0/24"));
+            errs.push(
+                "spec.podCIDR",
+                format!("{cidr:?} is not a CIDR like 10.244.1.0/24"),
+            );
         }
     }
     errs.into_result()
@@ -621,12 +697,21 @@ pub fn validate_node(n: &Node) -> Result<(), ValidationErrors> {
 
 pub fn validate_hpa(h: &HorizontalPodAutoscaler) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
-    check_meta(&mut errs, "metadata", &h.metadata, true, NameRule::Subdomain);
+    check_meta(
+        &mut errs,
+        "metadata",
+        &h.metadata,
+        true,
+        NameRule::Subdomain,
+    );
     let s = &h.spec;
     if s.scale_target_ref.kind != "Deployment" {
         errs.push(
             "spec.scaleTargetRef.kind",
-            format!("{:?} is not supported: use Deployment", s.scale_target_ref.kind),
+            format!(
+                "{:?} is not supported: use Deployment",
+                s.scale_target_ref.kind
+            ),
         );
     }
     if let Some(e) = check_dns1123_subdomain(&s.scale_target_ref.name) {
@@ -648,7 +733,9 @@ pub fn validate_hpa(h: &HorizontalPodAutoscaler) -> Result<(), ValidationErrors>
 /// the kind (the caller decodes it); this checks the rules.
 pub fn validate_value(kind: crate::Kind, v: &serde_json::Value) -> Result<(), ValidationErrors> {
     use crate::Kind;
-    fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, ValidationErrors> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        v: &serde_json::Value,
+    ) -> Result<T, ValidationErrors> {
         serde_json::from_value(v.clone()).map_err(|e| {
             ValidationErrors(vec![FieldError {
                 field: "<body>".into(),
@@ -728,7 +815,10 @@ mod tests {
             "spec.template.spec.containers[1].ports[0].containerPort: must be between",
             "spec.template.spec.containers[1].resources.requests.cpu: must be less",
         ] {
-            assert!(f.iter().any(|e| e.starts_with(want)), "missing {want:?} in {f:#?}");
+            assert!(
+                f.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {f:#?}"
+            );
         }
         assert_eq!(f.len(), 7, "{f:#?}");
     }
@@ -764,8 +854,15 @@ mod tests {
         }))
         .unwrap();
         let f = fields(validate_pod(&p).unwrap_err());
-        assert!(f.contains(&"spec.containers: required: at least one container".to_string()), "{f:?}");
-        assert!(f.iter().any(|e| e.starts_with("spec.volumes[0]: must specify")), "{f:?}");
+        assert!(
+            f.contains(&"spec.containers: required: at least one container".to_string()),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|e| e.starts_with("spec.volumes[0]: must specify")),
+            "{f:?}"
+        );
         let p2: Pod = serde_json::from_value(json!({"metadata": {"generateName": "Web-"},
             "spec": {"containers": [{"name": "c", "image": "x"}]}}))
         .unwrap();
@@ -780,8 +877,14 @@ mod tests {
         .unwrap();
         let f = fields(validate_service(&s).unwrap_err());
         assert!(f.iter().any(|e| e.starts_with("metadata.name")));
-        assert!(f.iter().any(|e| e.starts_with("spec.ports[1]: duplicate port")));
-        assert!(f.iter().any(|e| e.starts_with("spec.ports[0].name: required")));
+        assert!(
+            f.iter()
+                .any(|e| e.starts_with("spec.ports[1]: duplicate port"))
+        );
+        assert!(
+            f.iter()
+                .any(|e| e.starts_with("spec.ports[0].name: required"))
+        );
         assert!(f.iter().any(|e| e.starts_with("spec.clusterIP")));
         assert!(f.iter().any(|e| e.starts_with("spec.sessionAffinity")));
         let h: HorizontalPodAutoscaler = serde_json::from_value(json!({"metadata": {"name": "h"},

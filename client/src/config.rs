@@ -78,10 +78,9 @@ impl ClientConfig {
                 ))
             })?
             .trim_end_matches('/');
-        let ca_path = self
-            .ca
-            .as_ref()
-            .ok_or_else(|| Error::Tls("an https server needs `ca:` (the cluster CA file)".into()))?;
+        let ca_path = self.ca.as_ref().ok_or_else(|| {
+            Error::Tls("an https server needs `ca:` (the cluster CA file)".into())
+        })?;
         let ca = std::fs::read_to_string(ca_path)
             .map_err(|e| Error::Tls(format!("could not read the CA {}: {e}", ca_path.display())))?;
         let token = match (&self.token, &self.token_file) {
@@ -107,7 +106,8 @@ mod tests {
     #[test]
     fn parses_yaml_and_defaults() {
         let c: ClientConfig =
-            serde_yaml::from_str("server: https://127.0.0.1:6443\nca: /x/ca.crt\ntoken: t\n").unwrap();
+            serde_yaml::from_str("server: https://127.0.0.1:6443\nca: /x/ca.crt\ntoken: t\n")
+                .unwrap();
         assert_eq!(c.server, "https://127.0.0.1:6443");
         assert_eq!(c.token.as_deref(), Some("t"));
         assert!(ClientConfig::default().client().is_ok());

@@ -250,7 +250,10 @@ impl Connector {
 }
 
 /// Splits a streamed body into newline-terminated lines.
-pub(crate) fn lines<S, E>(body: S, endpoint: String) -> impl Stream<Item = Result<Bytes, Error>> + Send
+pub(crate) fn lines<S, E>(
+    body: S,
+    endpoint: String,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub enum Error {
     /// The server answered with a Kubernetes Status (404, 409, 410, 422, ...).
     #[error("{} ({})", .0.message, .0.code)]
-    Api(Status),
+    Api(Box<Status>),
     #[error("could not connect to the podd API at {endpoint}: {source}")]
     Connect {
         endpoint: String,
@@ -169,12 +169,12 @@ pub struct RawResponse {
 
 fn decode_error(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<Status>(body) {
-        Ok(s) if s.code != 0 => Error::Api(s),
-        _ => Error::Api(Status::failure(
+        Ok(s) if s.code != 0 => Error::Api(Box::new(s)),
+        _ => Error::Api(Box::new(Status::failure(
             status.as_u16(),
             status.canonical_reason().unwrap_or("Unknown"),
             String::from_utf8_lossy(body).into_owned(),
-        )),
+        ))),
     }
 }
 
@@ -217,7 +217,10 @@ impl Client {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<RawResponse, Error> {
-        let resp = self.conn.send(method, path, body, content_type, false).await?;
+        let resp = self
+            .conn
+            .send(method, path, body, content_type, false)
+            .await?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -286,7 +289,10 @@ impl<T: Object> Api<T> {
         }
         self.ns
             .clone()
-            .or_else(|| obj.map(|o| o.metadata().namespace.clone()).filter(|n| !n.is_empty()))
+            .or_else(|| {
+                obj.map(|o| o.metadata().namespace.clone())
+                    .filter(|n| !n.is_empty())
+            })
             .or_else(|| Some("default".into()))
     }
 
@@ -301,7 +307,12 @@ impl<T: Object> Api<T> {
     pub async fn get(&self, name: &str) -> Result<T, Error> {
         let ns = self.ns_for_write(None);
         self.client
-            .request(Method::GET, &self.path(ns.as_deref(), Some(name)), None, JSON)
+            .request(
+                Method::GET,
+                &self.path(ns.as_deref(), Some(name)),
+                None,
+                JSON,
+            )
             .await
     }
 
@@ -322,7 +333,12 @@ impl<T: Object> Api<T> {
     pub async fn create(&self, obj: &T) -> Result<T, Error> {
         let ns = self.ns_for_write(Some(obj));
         self.client
-            .request(Method::POST, &self.path(ns.as_deref(), None), Some(to_json(obj)?), JSON)
+            .request(
+                Method::POST,
+                &self.path(ns.as_deref(), None),
+                Some(to_json(obj)?),
+                JSON,
+            )
             .await
     }
 
@@ -330,14 +346,21 @@ impl<T: Object> Api<T> {
     pub async fn update(&self, obj: &T) -> Result<T, Error> {
         let ns = self.ns_for_write(Some(obj));
         let p = self.path(ns.as_deref(), Some(&obj.metadata().name));
-        self.client.request(Method::PUT, &p, Some(to_json(obj)?), JSON).await
+        self.client
+            .request(Method::PUT, &p, Some(to_json(obj)?), JSON)
+            .await
     }
 
     /// Replaces the object's status.
     pub async fn update_status(&self, obj: &T) -> Result<T, Error> {
         let ns = self.ns_for_write(Some(obj));
-        let p = format!("{}/status", self.path(ns.as_deref(), Some(&obj.metadata().name)));
-        self.client.request(Method::PUT, &p, Some(to_json(obj)?), JSON).await
+        let p = format!(
+            "{}/status",
+            self.path(ns.as_deref(), Some(&obj.metadata().name))
+        );
+        self.client
+            .request(Method::PUT, &p, Some(to_json(obj)?), JSON)
+            .await
     }
 
     /// Applies a JSON merge patch.
@@ -362,7 +385,12 @@ impl<T: Object> Api<T> {
     pub async fn delete(&self, name: &str) -> Result<T, Error> {
         let ns = self.ns_for_write(None);
         self.client
-            .request(Method::DELETE, &self.path(ns.as_deref(), Some(name)), None, JSON)
+            .request(
+                Method::DELETE,
+                &self.path(ns.as_deref(), Some(name)),
+                None,
+                JSON,
+            )
             .await
     }
 
@@ -371,17 +399,27 @@ impl<T: Object> Api<T> {
         let ns = self.ns_for_write(None);
         let p = format!("{}/scale", self.path(ns.as_deref(), Some(name)));
         let body = serde_json::json!({"spec": {"replicas": replicas}});
-        self.client.request(Method::PUT, &p, Some(to_json(&body)?), JSON).await
+        self.client
+            .request(Method::PUT, &p, Some(to_json(&body)?), JSON)
+            .await
     }
 
     /// Events after `resource_version` ("0" or "": the current objects as ADDED first). A
     /// compacted version fails with a 410 error; so does an ERROR event in the stream.
-    pub async fn watch(&self, lp: &ListParams, resource_version: &str) -> Result<EventStream<T>, Error> {
+    pub async fn watch(
+        &self,
+        lp: &ListParams,
+        resource_version: &str,
+    ) -> Result<EventStream<T>, Error> {
         let mut q = lp.query();
         q.push(("watch", "true".into()));
         q.push(("resourceVersion", resource_version.to_string()));
         let path = with_query(self.path(self.ns.as_deref(), None), &q);
-        let resp = self.client.conn.send(Method::GET, &path, None, JSON, true).await?;
+        let resp = self
+            .client
+            .conn
+            .send(Method::GET, &path, None, JSON, true)
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp
@@ -403,7 +441,7 @@ impl<T: Object> Api<T> {
                 if raw.kind == podd_api::EventType::Error {
                     let st: Status = serde_json::from_value(raw.object)
                         .map_err(|e| Error::Decode(e.to_string()))?;
-                    return Err(Error::Api(st));
+                    return Err(Error::Api(Box::new(st)));
                 }
                 let object: T = serde_json::from_value(raw.object)
                     .map_err(|e| Error::Decode(format!("watch event object: {e}")))?;
@@ -413,25 +451,6 @@ impl<T: Object> Api<T> {
                 })
             })
             .boxed())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_and_queries() {
-        assert_eq!(
-            resource_path(Kind::Deployment, Some("default"), Some("web")),
-            "/apis/apps/v1/namespaces/default/deployments/web"
-        );
-        assert_eq!(resource_path(Kind::Node, Some("x"), Some("n1")), "/api/v1/nodes/n1");
-        assert_eq!(resource_path(Kind::Pod, None, None), "/api/v1/pods");
-        assert_eq!(
-            with_query("/p".into(), &ListParams::labels("app=web").query()),
-            "/p?labelSelector=app%3Dweb"
-        );
     }
 }
 
@@ -459,5 +478,27 @@ impl Client {
             .into_data_stream()
             .map(move |r| r.map_err(|e| conn.http_err(e)))
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries() {
+        assert_eq!(
+            resource_path(Kind::Deployment, Some("default"), Some("web")),
+            "/apis/apps/v1/namespaces/default/deployments/web"
+        );
+        assert_eq!(
+            resource_path(Kind::Node, Some("x"), Some("n1")),
+            "/api/v1/nodes/n1"
+        );
+        assert_eq!(resource_path(Kind::Pod, None, None), "/api/v1/pods");
+        assert_eq!(
+            with_query("/p".into(), &ListParams::labels("app=web").query()),
+            "/p?labelSelector=app%3Dweb"
+        );
     }
 }

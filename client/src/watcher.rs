@@ -24,7 +24,10 @@ enum State<T> {
 
 /// Lists, then watches from the list's resourceVersion; relists on 410 Expired. Transient
 /// errors are yielded (for logging) and retried after a short pause; the stream never ends.
-pub fn watcher<T: Object>(api: Api<T>, lp: ListParams) -> impl Stream<Item = Result<WatcherEvent<T>, Error>> + Send {
+pub fn watcher<T: Object>(
+    api: Api<T>,
+    lp: ListParams,
+) -> impl Stream<Item = Result<WatcherEvent<T>, Error>> + Send {
     futures::stream::unfold((api, lp, State::<T>::List), |(api, lp, state)| async move {
         let mut state = state;
         loop {

@@ -61,7 +61,9 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let ppn: usize = env_or("PODD_BENCH_PODS_PER_NODE", "30").parse().unwrap_or(30);
+    let ppn: usize = env_or("PODD_BENCH_PODS_PER_NODE", "30")
+        .parse()
+        .unwrap_or(30);
     let stores: Vec<String> = env_or("PODD_BENCH_STORES", "memory,sqlite,etcd")
         .split(',')
         .map(|s| s.trim().to_string())
@@ -88,7 +90,17 @@ fn main() {
     println!("== summary (side by side) ==");
     println!(
         "{:<8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
-        "store", "nodes", "pods", "pods/s", "p50 ms", "p99 ms", "http p99", "detect s", "replace s", "total s", "RSS MiB"
+        "store",
+        "nodes",
+        "pods",
+        "pods/s",
+        "p50 ms",
+        "p99 ms",
+        "http p99",
+        "detect s",
+        "replace s",
+        "total s",
+        "RSS MiB"
     );
     for r in &results {
         println!(
@@ -143,7 +155,11 @@ struct BenchResult {
 
 impl BenchResult {
     fn print(&self) {
-        println!("   registered {} nodes in {:.1}s", self.nodes, self.register.as_secs_f64());
+        println!(
+            "   registered {} nodes in {:.1}s",
+            self.nodes,
+            self.register.as_secs_f64()
+        );
         println!(
             "   {} pods Running in {:.1}s: {:.0} pods/s end to end (API -> controller -> scheduler -> binding -> Running)",
             self.pods,
@@ -205,18 +221,29 @@ impl Drop for Child {
 async fn open_store(
     name: &str,
     dir: &std::path::Path,
-) -> Result<(Arc<dyn podd_store::Store>, Option<podd_store::testing::EtcdServer>), String> {
+) -> Result<
+    (
+        Arc<dyn podd_store::Store>,
+        Option<podd_store::testing::EtcdServer>,
+    ),
+    String,
+> {
     match name {
         "memory" => Ok((Arc::new(podd_store::MemStore::new()), None)),
         "sqlite" => {
             let url = format!("sqlite://{}", dir.join("podd.db").display());
-            Ok((podd_store::open(&url).await.map_err(|e| e.to_string())?, None))
+            Ok((
+                podd_store::open(&url).await.map_err(|e| e.to_string())?,
+                None,
+            ))
         }
         "etcd" => {
             let etcd = podd_store::testing::EtcdServer::start()
                 .await
                 .map_err(|e| format!("could not start etcd: {e}"))?;
-            let store = podd_store::open(&etcd.url()).await.map_err(|e| e.to_string())?;
+            let store = podd_store::open(&etcd.url())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok((store, Some(etcd)))
         }
         other => Err(format!("unknown store {other:?}")),
@@ -255,7 +282,9 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
         }),
         ..ControlPlaneConfig::default()
     };
-    let plane = ControlPlane::start(store, cfg).await.map_err(|e| e.to_string())?;
+    let plane = ControlPlane::start(store, cfg)
+        .await
+        .map_err(|e| e.to_string())?;
     let registry = plane.registry.clone();
     let cache = registry.cache().clone();
 
@@ -309,14 +338,20 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
                 deps.create(&d).await
             }
         });
-        let results: Vec<_> = futures::stream::iter(futs).buffer_unordered(16).collect().await;
+        let results: Vec<_> = futures::stream::iter(futs)
+            .buffer_unordered(16)
+            .collect()
+            .await;
         results.into_iter().filter(|r| r.is_err()).count()
     });
     let mut running: HashMap<String, String> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(1800);
     while running.len() < total {
         if Instant::now() > deadline {
-            return Err(format!("only {}/{total} pods running after 30 min", running.len()));
+            return Err(format!(
+                "only {}/{total} pods running after 30 min",
+                running.len()
+            ));
         }
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
             Ok(Ok(ev)) => track(&mut running, &ev),
@@ -351,10 +386,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
                 detect = Some(t1.elapsed());
             }
         }
-        if detect.is_some()
-            && running.len() >= total
-            && !running.values().any(|n| *n == victim)
-        {
+        if detect.is_some() && running.len() >= total && !running.values().any(|n| *n == victim) {
             break;
         }
         if t1.elapsed() > grace + Duration::from_secs(600) {
@@ -411,7 +443,9 @@ fn track(running: &mut HashMap<String, String>, ev: &podd_control_plane::cache::
 fn hollow_child() {
     let socket = env_or("PODD_BENCH_SOCKET", "/run/podd/podd.sock");
     let nodes: usize = env_or("PODD_BENCH_NODES", "100").parse().unwrap_or(100);
-    let hb: u64 = env_or("PODD_BENCH_HEARTBEAT_MS", "500").parse().unwrap_or(500);
+    let hb: u64 = env_or("PODD_BENCH_HEARTBEAT_MS", "500")
+        .parse()
+        .unwrap_or(500);
     let max_pods: u32 = env_or("PODD_BENCH_MAX_PODS", "110").parse().unwrap_or(110);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

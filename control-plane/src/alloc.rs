@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    #[error("{what} range {range} is full: every one of its {size} entries is in use; widen the range or delete unused objects")]
+    #[error(
+        "{what} range {range} is full: every one of its {size} entries is in use; widen the range or delete unused objects"
+    )]
     Full {
         what: &'static str,
         range: String,
@@ -52,7 +54,11 @@ impl Cidr {
         if prefix > 32 {
             return Err(bad());
         }
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
         Ok(Cidr {
             base: u32::from(ip) & mask,
             prefix,
@@ -198,7 +204,11 @@ impl RangeAllocator {
     async fn save(&self, p: &Persisted, rev: Option<i64>) -> Result<bool, AllocError> {
         let bytes = serde_json::to_vec(p).map_err(|e| AllocError::Corrupt(e.to_string()))?;
         let res = match rev {
-            Some(r) => self.store.update(&self.key, bytes, Some(r)).await.map(|_| ()),
+            Some(r) => self
+                .store
+                .update(&self.key, bytes, Some(r))
+                .await
+                .map(|_| ()),
             None => self.store.create(&self.key, bytes).await.map(|_| ()),
         };
         match res {
@@ -272,7 +282,10 @@ impl RangeAllocator {
     /// Makes the allocated set exactly `in_use` (the values that objects really hold).
     pub async fn repair(&self, in_use: &[String]) -> Result<(), AllocError> {
         let _g = self.lock.lock().await;
-        let set: BTreeSet<u32> = in_use.iter().filter_map(|v| self.index_of(v).ok()).collect();
+        let set: BTreeSet<u32> = in_use
+            .iter()
+            .filter_map(|v| self.index_of(v).ok())
+            .collect();
         loop {
             let (mut p, rev) = self.load().await?;
             if p.allocated == set && rev.is_some() {

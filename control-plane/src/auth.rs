@@ -119,7 +119,8 @@ impl Authenticator {
     pub fn authenticate(&self, header: Option<&str>) -> Result<Identity, ApiError> {
         let Some(h) = header else {
             return Err(ApiError::Unauthorized(
-                "no bearer token: send Authorization: Bearer TOKEN (see /var/lib/podd/tokens)".into(),
+                "no bearer token: send Authorization: Bearer TOKEN (see /var/lib/podd/tokens)"
+                    .into(),
             ));
         };
         let token = h
@@ -143,7 +144,9 @@ impl Authenticator {
         {
             return Ok(Identity::Node(n));
         }
-        Err(ApiError::Unauthorized("the bearer token is not valid".into()))
+        Err(ApiError::Unauthorized(
+            "the bearer token is not valid".into(),
+        ))
     }
 }
 
@@ -198,11 +201,26 @@ mod tests {
         assert_eq!(a.issue_node_token("n1").unwrap(), t);
         let b = Authenticator::load_or_init(dir.path()).unwrap();
         assert_eq!(b.admin_token(), a.admin_token());
-        assert_eq!(b.authenticate(Some(&format!("Bearer {t}"))).unwrap(), Identity::Node("n1".into()));
-        assert!(matches!(b.authenticate(None), Err(ApiError::Unauthorized(_))));
-        assert!(matches!(b.authenticate(Some("Bearer nope")), Err(ApiError::Unauthorized(_))));
+        assert_eq!(
+            b.authenticate(Some(&format!("Bearer {t}"))).unwrap(),
+            Identity::Node("n1".into())
+        );
+        assert!(matches!(
+            b.authenticate(None),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            b.authenticate(Some("Bearer nope")),
+            Err(ApiError::Unauthorized(_))
+        ));
         let n1 = Identity::Node("n1".into());
-        let act = |kind, name, status, pod_node| Action { write: true, kind, name, status, pod_node };
+        let act = |kind, name, status, pod_node| Action {
+            write: true,
+            kind,
+            name,
+            status,
+            pod_node,
+        };
         assert!(authorize(&n1, &act(Kind::Node, "n1", true, None)).is_ok());
         assert!(authorize(&n1, &act(Kind::Node, "n2", true, None)).is_err());
         assert!(authorize(&n1, &act(Kind::Pod, "p", true, Some("n1"))).is_ok());

@@ -143,7 +143,10 @@ impl KindState {
 
     fn index(&mut self, o: &CachedObject) {
         for u in &o.owners {
-            self.by_owner.entry(u.clone()).or_default().insert(o.key.clone());
+            self.by_owner
+                .entry(u.clone())
+                .or_default()
+                .insert(o.key.clone());
         }
         if !o.node_name.is_empty() {
             self.by_node
@@ -172,8 +175,12 @@ impl KindState {
     }
 
     fn lookup(&self, keys: Option<&BTreeSet<String>>) -> Vec<Arc<CachedObject>> {
-        keys.map(|ks| ks.iter().filter_map(|k| self.objects.get(k).cloned()).collect())
-            .unwrap_or_default()
+        keys.map(|ks| {
+            ks.iter()
+                .filter_map(|k| self.objects.get(k).cloned())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     fn new(at: Revision, fanout: usize) -> KindState {
@@ -294,7 +301,8 @@ impl WatchCache {
         }
         for kv in items {
             if let Some(kind) = kind_of_key(&kv.key)
-                && let Some(obj) = CachedObject::from_stored(kind, &kv.key, &kv.value, kv.mod_revision)
+                && let Some(obj) =
+                    CachedObject::from_stored(kind, &kv.key, &kv.value, kv.mod_revision)
                 && let Some(st) = inner.kinds.get_mut(&kind)
             {
                 st.put(Arc::new(obj));
@@ -415,7 +423,11 @@ impl WatchCache {
         &self,
         kind: Kind,
         prefix: &str,
-    ) -> (Vec<Arc<CachedObject>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+    ) -> (
+        Vec<Arc<CachedObject>>,
+        Revision,
+        broadcast::Receiver<Arc<CacheEvent>>,
+    ) {
         let inner = self.lock();
         let st = &inner.kinds[&kind];
         let items = st

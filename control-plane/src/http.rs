@@ -142,7 +142,8 @@ async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, ApiError
 }
 
 fn list_body(kind: Kind, items: &[Arc<CachedObject>], rev: i64) -> Bytes {
-    let mut out = BytesMut::with_capacity(128 + items.iter().map(|o| o.json.len() + 1).sum::<usize>());
+    let mut out =
+        BytesMut::with_capacity(128 + items.iter().map(|o| o.json.len() + 1).sum::<usize>());
     out.extend_from_slice(
         format!(
             r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rev}"}},"items":["#,
@@ -311,7 +312,8 @@ impl ApiServer {
             }
             (&Method::PUT, Some(name)) | (&Method::PATCH, Some(name)) => {
                 let is_status = sub == Subresource::Status;
-                self.check(&identity, kind, &ns, name, true, is_status).await?;
+                self.check(&identity, kind, &ns, name, true, is_status)
+                    .await?;
                 let body = read_json(req).await?;
                 let v = if method == Method::PUT {
                     self.registry.update(kind, &ns, name, body, sub).await?
@@ -348,11 +350,11 @@ impl ApiServer {
             return Ok(());
         }
         let pod_node = if kind == Kind::Pod && !name.is_empty() {
-            self.registry
-                .get(kind, ns, name)
-                .await
-                .ok()
-                .and_then(|v| v.pointer("/spec/nodeName").and_then(|n| n.as_str()).map(String::from))
+            self.registry.get(kind, ns, name).await.ok().and_then(|v| {
+                v.pointer("/spec/nodeName")
+                    .and_then(|n| n.as_str())
+                    .map(String::from)
+            })
         } else {
             None
         };
@@ -395,9 +397,11 @@ impl ApiServer {
                     // (e.g. just after a restart); it answers Compacted when it has not.
                     return match self.registry.store().watch(&prefix, n).await {
                         Ok(stream) => Ok(store_watch(kind, stream, filter, timeout)),
-                        Err(podd_store::StoreError::Compacted { .. }) => Err(ApiError::Expired(format!(
-                            "resourceVersion {n} is older than the oldest one kept ({oldest})"
-                        ))),
+                        Err(podd_store::StoreError::Compacted { .. }) => {
+                            Err(ApiError::Expired(format!(
+                                "resourceVersion {n} is older than the oldest one kept ({oldest})"
+                            )))
+                        }
                         Err(e) => Err(e.into()),
                     };
                 }
@@ -417,7 +421,8 @@ impl ApiServer {
                 )));
             }
         };
-        let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+        let (mut tx, body_rx) =
+            futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         tokio::spawn(async move {
             let deadline = timeout.map(|t| Instant::now() + t);
             for line in initial {
@@ -442,7 +447,10 @@ impl ApiServer {
                         }
                         last = ev.revision;
                         if let Some(t) = translate(&ev, &prefix, &filter)
-                            && tx.send(Ok(Frame::data(event_line(t, &ev.object.json)))).await.is_err()
+                            && tx
+                                .send(Ok(Frame::data(event_line(t, &ev.object.json))))
+                                .await
+                                .is_err()
                         {
                             return;
                         }
@@ -453,7 +461,9 @@ impl ApiServer {
                         ))
                         .to_status();
                         let json = serde_json::to_vec(&st).unwrap_or_default();
-                        let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                        let _ = tx
+                            .send(Ok(Frame::data(event_line(EventType::Error, &json))))
+                            .await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -461,7 +471,9 @@ impl ApiServer {
                         let st = ApiError::Expired("the server's watch cache was reset".into())
                             .to_status();
                         let json = serde_json::to_vec(&st).unwrap_or_default();
-                        let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                        let _ = tx
+                            .send(Ok(Frame::data(event_line(EventType::Error, &json))))
+                            .await;
                         return;
                     }
                 }
@@ -471,7 +483,9 @@ impl ApiServer {
     }
 }
 
-fn streaming(body_rx: futures::channel::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
+fn streaming(
+    body_rx: futures::channel::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
+) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -502,8 +516,12 @@ fn store_watch(
             };
             let line = match next {
                 Some(Ok(ev)) => {
-                    let Some(o) = CachedObject::from_stored(kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision)
-                    else {
+                    let Some(o) = CachedObject::from_stored(
+                        kind,
+                        &ev.kv.key,
+                        &ev.kv.value,
+                        ev.kv.mod_revision,
+                    ) else {
                         continue;
                     };
                     if !filter.matches(&o) {
@@ -519,7 +537,9 @@ fn store_watch(
                 Some(Err(e)) => {
                     let st = ApiError::from(e).to_status();
                     let json = serde_json::to_vec(&st).unwrap_or_default();
-                    let _ = tx.send(Ok(Frame::data(event_line(EventType::Error, &json)))).await;
+                    let _ = tx
+                        .send(Ok(Frame::data(event_line(EventType::Error, &json))))
+                        .await;
                     return;
                 }
                 None => return,
@@ -558,8 +578,12 @@ fn scale_of(v: &serde_json::Value) -> serde_json::Value {
     })
 }
 
-async fn serve_conn<S>(api: Arc<ApiServer>, io: S, transport: Transport, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_conn<S>(
+    api: Arc<ApiServer>,
+    io: S,
+    transport: Transport,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
@@ -669,7 +693,9 @@ mod tests {
         assert_eq!(parse_path("/api/v1/nodes/n1").unwrap().kind, Kind::Node);
         assert_eq!(parse_path("/api/v1/pods").unwrap().namespace, None);
         assert_eq!(
-            parse_path("/apis/apps/v1/namespaces/x/deployments").unwrap().kind,
+            parse_path("/apis/apps/v1/namespaces/x/deployments")
+                .unwrap()
+                .kind,
             Kind::Deployment
         );
         assert!(parse_path("/api/v1/deployments").is_err());

@@ -203,10 +203,7 @@ fn meta_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
 fn normalize(kind: Kind, v: Value) -> Result<Value, ApiError> {
     fn rt<T: Object>(v: Value) -> Result<Value, ApiError> {
         let t: T = serde_json::from_value(v).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body is not a valid {}: {e}",
-                T::KIND.name()
-            ))
+            ApiError::BadRequest(format!("the body is not a valid {}: {e}", T::KIND.name()))
         })?;
         serde_json::to_value(&t).map_err(|e| ApiError::Internal(e.to_string()))
     }
@@ -270,7 +267,11 @@ impl Registry {
 
     fn ns_for(kind: Kind, ns: &str) -> String {
         if kind.namespaced() {
-            if ns.is_empty() { "default".into() } else { ns.into() }
+            if ns.is_empty() {
+                "default".into()
+            } else {
+                ns.into()
+            }
         } else {
             String::new()
         }
@@ -305,9 +306,15 @@ impl Registry {
         let want = self.store.revision().await?;
         if self.cache.wait_for(want, Duration::from_millis(500)).await {
             let (items, rev) = self.cache.snapshot(kind, &prefix);
-            return Ok((items.into_iter().filter(|o| filter.matches(o)).collect(), rev));
+            return Ok((
+                items.into_iter().filter(|o| filter.matches(o)).collect(),
+                rev,
+            ));
         }
-        tracing::debug!(kind = kind.name(), "watch cache lags the store; listing from the store");
+        tracing::debug!(
+            kind = kind.name(),
+            "watch cache lags the store; listing from the store"
+        );
         let list = self.store.list(&prefix).await?;
         let items = list
             .items
@@ -324,7 +331,9 @@ impl Registry {
         let ns = Self::ns_for(kind, ns);
         let mut v = body;
         if !v.is_object() {
-            return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object".into(),
+            ));
         }
         let body_ns = str_at(&v, "/metadata/namespace").to_string();
         if kind.namespaced() && !body_ns.is_empty() && body_ns != ns {
@@ -340,7 +349,10 @@ impl Registry {
                 m.remove("namespace");
             }
             m.insert("uid".into(), new_uid().into());
-            m.insert("creationTimestamp".into(), crate::time::now_rfc3339().into());
+            m.insert(
+                "creationTimestamp".into(),
+                crate::time::now_rfc3339().into(),
+            );
             m.insert("generation".into(), 1.into());
             m.remove("resourceVersion");
             m.remove("deletionTimestamp");
@@ -443,9 +455,7 @@ impl Registry {
                     .await
                     .map_err(|e| alloc_err(e, kind, name, "spec.podCIDR"))?;
                 let obj = v.as_object_mut().expect("checked by the caller");
-                let spec = obj
-                    .entry("spec")
-                    .or_insert_with(|| serde_json::json!({}));
+                let spec = obj.entry("spec").or_insert_with(|| serde_json::json!({}));
                 if let Some(spec) = spec.as_object_mut() {
                     spec.insert("podCIDR".into(), got.clone().into());
                 }
@@ -578,7 +588,9 @@ impl Registry {
             let cur = normalize(kind, parse_stored(kind, &key, &kv.value)?)?;
             let mut new = f(&cur)?;
             if !new.is_object() {
-                return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+                return Err(ApiError::BadRequest(
+                    "the body must be a JSON object".into(),
+                ));
             }
             self.keep_immutable(kind, &cur, &mut new)?;
             let mut new = normalize(kind, new)?;
@@ -637,7 +649,14 @@ impl Registry {
     fn keep_immutable(&self, kind: Kind, cur: &Value, new: &mut Value) -> Result<(), ApiError> {
         let cur_meta = cur.get("metadata").cloned().unwrap_or_default();
         let m = meta_mut(new);
-        for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "generateName"] {
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "generateName",
+        ] {
             match cur_meta.get(field) {
                 Some(v) => m.insert(field.into(), v.clone()),
                 None => m.remove(field),
@@ -743,7 +762,7 @@ impl Registry {
         while let Some(uid) = stack.pop() {
             for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
                 let (items, _) = self.cache.snapshot(kind, &kind.key_prefix(Some(ns)));
-                for o in items.iter().filter(|o| o.owners.iter().any(|u| *u == uid)) {
+                for o in items.iter().filter(|o| o.owners.contains(&uid)) {
                     match self.store.delete(&o.key, None).await {
                         Ok(_) | Err(StoreError::NotFound { .. }) => {}
                         Err(e) => {
@@ -901,7 +920,10 @@ mod tests {
     #[test]
     fn merge_patch_rfc7386() {
         let mut t = serde_json::json!({"a": {"b": 1, "c": 2}, "d": [1, 2]});
-        merge_patch(&mut t, &serde_json::json!({"a": {"b": null, "e": 3}, "d": [3]}));
+        merge_patch(
+            &mut t,
+            &serde_json::json!({"a": {"b": null, "e": 3}, "d": [3]}),
+        );
         assert_eq!(t, serde_json::json!({"a": {"c": 2, "e": 3}, "d": [3]}));
     }
 
@@ -925,7 +947,11 @@ mod tests {
         )
         .unwrap();
         assert!(f.matches(&o));
-        assert!(!FieldSelector::parse("spec.nodeName!=n1").unwrap().matches(&o));
+        assert!(
+            !FieldSelector::parse("spec.nodeName!=n1")
+                .unwrap()
+                .matches(&o)
+        );
         assert!(FieldSelector::parse("status.phase=Running").is_err());
     }
 }

@@ -66,7 +66,8 @@ impl TlsMaterial {
         let g = |what| move |source| TlsError::Generate { what, source };
         let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(g("CA parameters"))?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "podd cluster CA");
+        ca.distinguished_name
+            .push(DnType::CommonName, "podd cluster CA");
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(g("CA key"))?;
         let ca_cert = ca.self_signed(&ca_key).map_err(g("CA certificate"))?;
@@ -77,7 +78,9 @@ impl TlsMaterial {
             }
         }
         let mut server = CertificateParams::new(names).map_err(g("server parameters"))?;
-        server.distinguished_name.push(DnType::CommonName, "podd API server");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "podd API server");
         let key = KeyPair::generate().map_err(g("server key"))?;
         let cert = server
             .signed_by(&key, &ca_cert, &ca_key)
@@ -92,7 +95,11 @@ impl TlsMaterial {
     /// Loads `<dir>/pki/{ca.crt,server.crt,server.key}`, generating them on first use.
     pub fn load_or_generate(dir: &Path, sans: &[String]) -> Result<TlsMaterial, TlsError> {
         let pki = dir.join("pki");
-        let (ca, crt, key) = (pki.join("ca.crt"), pki.join("server.crt"), pki.join("server.key"));
+        let (ca, crt, key) = (
+            pki.join("ca.crt"),
+            pki.join("server.crt"),
+            pki.join("server.key"),
+        );
         if ca.exists() && crt.exists() && key.exists() {
             return Ok(TlsMaterial {
                 ca_cert_pem: read(&ca)?,

@@ -26,7 +26,10 @@ async fn create_get_list_update_patch_delete() {
     assert_eq!(err.reason(), Some("AlreadyExists"));
 
     let got = pods.get("web-1").await.unwrap();
-    assert_eq!(got.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(
+        got.metadata.resource_version,
+        created.metadata.resource_version
+    );
     let err = pods.get("nope").await.unwrap_err();
     assert!(err.is_not_found());
 
@@ -34,7 +37,12 @@ async fn create_get_list_update_patch_delete() {
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.kind, "PodList");
     assert!(list.revision() >= rv1);
-    let all = t.client.api::<Pod>(None).list(&ListParams::default()).await.unwrap();
+    let all = t
+        .client
+        .api::<Pod>(None)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     assert_eq!(all.items.len(), 2);
 
     // Update with the current resourceVersion works and bumps generation on spec change.
@@ -52,16 +60,28 @@ async fn create_get_list_update_patch_delete() {
 
     // Metadata-only change keeps the generation.
     let patched = pods
-        .patch("web-1", &serde_json::json!({"metadata": {"labels": {"tier": "front"}}}))
+        .patch(
+            "web-1",
+            &serde_json::json!({"metadata": {"labels": {"tier": "front"}}}),
+        )
         .await
         .unwrap();
-    assert_eq!(patched.metadata.labels.get("tier").map(String::as_str), Some("front"));
-    assert_eq!(patched.metadata.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(
+        patched.metadata.labels.get("tier").map(String::as_str),
+        Some("front")
+    );
+    assert_eq!(
+        patched.metadata.labels.get("app").map(String::as_str),
+        Some("web")
+    );
     assert_eq!(patched.metadata.generation, 2);
 
     // A write that changes nothing does not move the resourceVersion.
     let same = pods.update(&patched).await.unwrap();
-    assert_eq!(same.metadata.resource_version, patched.metadata.resource_version);
+    assert_eq!(
+        same.metadata.resource_version,
+        patched.metadata.resource_version
+    );
 
     // The main resource ignores status; the status subresource ignores spec.
     let mut s = patched.clone();
@@ -108,23 +128,37 @@ async fn validation_reports_every_problem_with_field_paths() {
         .iter()
         .map(|c| format!("{}: {}", c.field, c.message))
         .collect();
-    assert!(causes.iter().any(|c| c.starts_with("metadata.name")), "{causes:?}");
+    assert!(
+        causes.iter().any(|c| c.starts_with("metadata.name")),
+        "{causes:?}"
+    );
     assert!(
         causes.contains(&"spec.template.spec.containers[0].image: required".to_string()),
         "{causes:?}"
     );
     assert!(
-        causes.iter().any(|c| c.starts_with("spec.template.metadata.labels")),
+        causes
+            .iter()
+            .any(|c| c.starts_with("spec.template.metadata.labels")),
         "{causes:?}"
     );
     // Malformed JSON and unknown paths.
     let r = t
         .client
-        .raw(Method::POST, "/api/v1/namespaces/default/pods", Some(b"{".to_vec()), "application/json")
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(b"{".to_vec()),
+            "application/json",
+        )
         .await
         .unwrap();
     assert_eq!(r.status.as_u16(), 400);
-    let r = t.client.raw(Method::GET, "/api/v1/widgets", None, "").await.unwrap();
+    let r = t
+        .client
+        .raw(Method::GET, "/api/v1/widgets", None, "")
+        .await
+        .unwrap();
     assert_eq!(r.status.as_u16(), 404);
     let st: podd_api::Status = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(st.kind, "Status");
@@ -145,22 +179,35 @@ async fn generate_name_scale_and_cascading_delete() {
     let pods = t.client.api::<Pod>(Some("default"));
     let mut owned = pod("", &[("app", "web")]);
     owned.metadata.generate_name = "web-".into();
-    owned.metadata.owner_references.push(podd_api::OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: "web".into(),
-        uid: d.metadata.uid.clone(),
-        controller: true,
-    });
+    owned
+        .metadata
+        .owner_references
+        .push(podd_api::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: d.metadata.uid.clone(),
+            controller: true,
+        });
     let a = pods.create(&owned).await.unwrap();
     let b = pods.create(&owned).await.unwrap();
-    assert!(a.metadata.name.starts_with("web-") && a.metadata.name.len() == 9, "{}", a.metadata.name);
+    assert!(
+        a.metadata.name.starts_with("web-") && a.metadata.name.len() == 9,
+        "{}",
+        a.metadata.name
+    );
     assert_ne!(a.metadata.name, b.metadata.name);
-    pods.create(&pod("bystander", &[("app", "web")])).await.unwrap();
+    pods.create(&pod("bystander", &[("app", "web")]))
+        .await
+        .unwrap();
 
     deps.delete("web").await.unwrap();
     let left = pods.list(&ListParams::default()).await.unwrap();
-    let names: Vec<_> = left.items.iter().map(|p| p.metadata.name.as_str()).collect();
+    let names: Vec<_> = left
+        .items
+        .iter()
+        .map(|p| p.metadata.name.as_str())
+        .collect();
     assert_eq!(names, vec!["bystander"]);
 }
 
@@ -178,7 +225,11 @@ async fn service_vips_and_node_cidrs_are_allocated_and_persisted() {
     let mut ips = std::collections::BTreeSet::new();
     for i in 0..20 {
         let s = svcs.create(&mk(&format!("s{i}"), "")).await.unwrap();
-        assert!(s.spec.cluster_ip.starts_with("10.9"), "{}", s.spec.cluster_ip);
+        assert!(
+            s.spec.cluster_ip.starts_with("10.9"),
+            "{}",
+            s.spec.cluster_ip
+        );
         assert_ne!(s.spec.cluster_ip, "10.96.0.10", "the DNS VIP is reserved");
         assert_ne!(s.spec.cluster_ip, "10.96.0.0");
         assert!(ips.insert(s.spec.cluster_ip.clone()));
@@ -194,9 +245,25 @@ async fn service_vips_and_node_cidrs_are_allocated_and_persisted() {
     let mut s0 = svcs.get("s0").await.unwrap();
     s0.spec.cluster_ip = "10.96.5.5".into();
     assert_eq!(svcs.update(&s0).await.unwrap_err().code(), Some(422));
-    assert_eq!(t.plane.registry.service_ips().allocated_count().await.unwrap(), 21);
+    assert_eq!(
+        t.plane
+            .registry
+            .service_ips()
+            .allocated_count()
+            .await
+            .unwrap(),
+        21
+    );
     svcs.delete("s0").await.unwrap();
-    assert_eq!(t.plane.registry.service_ips().allocated_count().await.unwrap(), 20);
+    assert_eq!(
+        t.plane
+            .registry
+            .service_ips()
+            .allocated_count()
+            .await
+            .unwrap(),
+        20
+    );
 
     let nodes = t.client.api::<Node>(None);
     let mut cidrs = Vec::new();
@@ -205,7 +272,10 @@ async fn service_vips_and_node_cidrs_are_allocated_and_persisted() {
         n.metadata.name = format!("node-{i}");
         cidrs.push(nodes.create(&n).await.unwrap().spec.pod_cidr);
     }
-    assert_eq!(cidrs, vec!["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]);
+    assert_eq!(
+        cidrs,
+        vec!["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
+    );
 
     // A second server on the same store sees the same allocations (they live in the store).
     let store = t.store.clone();
@@ -232,9 +302,12 @@ async fn watch_from_a_revision_and_expired_after_compaction() {
     let start_rv = a.metadata.resource_version.clone();
     let mut w = pods.watch(&ListParams::default(), &start_rv).await.unwrap();
     pods.create(&pod("b", &[("app", "x")])).await.unwrap();
-    pods.patch("a", &serde_json::json!({"metadata": {"labels": {"v": "2"}}}))
-        .await
-        .unwrap();
+    pods.patch(
+        "a",
+        &serde_json::json!({"metadata": {"labels": {"v": "2"}}}),
+    )
+    .await
+    .unwrap();
     pods.delete("b").await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
@@ -256,7 +329,10 @@ async fn watch_from_a_revision_and_expired_after_compaction() {
     // Label-selected watch from 0: current objects as ADDED first.
     let mut w0 = pods.watch(&ListParams::labels("v=2"), "0").await.unwrap();
     let ev = w0.next().await.unwrap().unwrap();
-    assert_eq!((ev.kind, ev.object.metadata.name.as_str()), (EventType::Added, "a"));
+    assert_eq!(
+        (ev.kind, ev.object.metadata.name.as_str()),
+        (EventType::Added, "a")
+    );
 
     // Compact past the start: watching from there is 410 Expired.
     let now = t.store.revision().await.unwrap();
@@ -287,7 +363,12 @@ async fn cluster_scoped_and_bad_requests() {
     assert_eq!(r.status.as_u16(), 400);
     let r = t
         .client
-        .raw(Method::GET, "/api/v1/pods?fieldSelector=status.phase%3DRunning", None, "")
+        .raw(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=status.phase%3DRunning",
+            None,
+            "",
+        )
         .await
         .unwrap();
     assert_eq!(r.status.as_u16(), 400);
@@ -296,7 +377,12 @@ async fn cluster_scoped_and_bad_requests() {
     let body = serde_json::to_vec(&p).unwrap();
     let r = t
         .client
-        .raw(Method::POST, "/api/v1/namespaces/default/pods", Some(body), "application/json")
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(body),
+            "application/json",
+        )
         .await
         .unwrap();
     assert_eq!(r.status.as_u16(), 400);
@@ -315,20 +401,65 @@ async fn sqlite_backed_server_keeps_everything_across_a_restart() {
         "metadata": {"name": "d"}, "spec": {"selector": {"app": "d"}, "ports": [{"port": 80}]}
     }))
     .unwrap();
-    let ip = t.client.api::<Service>(Some("default")).create(&svc).await.unwrap().spec.cluster_ip;
-    drop(t);
-    let store = podd_store::open(&url).await.unwrap();
+    let ip = t
+        .client
+        .api::<Service>(Some("default"))
+        .create(&svc)
+        .await
+        .unwrap()
+        .spec
+        .cluster_ip;
+    let common::TestPlane {
+        plane,
+        store,
+        client,
+        ..
+    } = t;
+    plane.shutdown().await;
+    drop((store, client));
+    // The old server's connection tasks let go of the store (and its file lock)
+    // asynchronously.
+    let mut tries = 0;
+    let store = loop {
+        match podd_store::open(&url).await {
+            Ok(s) => break s,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let t = common::start_on(store, None).await;
     let pods = t.client.api::<Pod>(Some("default"));
     let got = pods.get("durable").await.unwrap();
     assert_eq!(got.metadata.uid, p.metadata.uid);
     assert_eq!(got.metadata.resource_version, p.metadata.resource_version);
-    let s = t.client.api::<Service>(Some("default")).get("d").await.unwrap();
+    let s = t
+        .client
+        .api::<Service>(Some("default"))
+        .get("d")
+        .await
+        .unwrap();
     assert_eq!(s.spec.cluster_ip, ip);
-    assert_eq!(t.plane.registry.service_ips().allocated_count().await.unwrap(), 1);
+    assert_eq!(
+        t.plane
+            .registry
+            .service_ips()
+            .allocated_count()
+            .await
+            .unwrap(),
+        1
+    );
     // Watch resumes from the old revision on the reopened store.
-    let mut w = pods.watch(&ListParams::default(), &p.metadata.resource_version).await.unwrap();
+    let mut w = pods
+        .watch(&ListParams::default(), &p.metadata.resource_version)
+        .await
+        .unwrap();
     pods.delete("durable").await.unwrap();
     let ev = w.next().await.unwrap().unwrap();
-    assert_eq!((ev.kind, ev.object.metadata.name.as_str()), (EventType::Deleted, "durable"));
+    assert_eq!(
+        (ev.kind, ev.object.metadata.name.as_str()),
+        (EventType::Deleted, "durable")
+    );
 }

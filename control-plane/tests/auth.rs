@@ -32,17 +32,32 @@ async fn tls_tokens_and_scopes() {
 
     // No token, or a wrong one: 401.
     let anon = Client::tls_anonymous(&addr(&t), &t.plane.ca_pem).unwrap();
-    let e = anon.api::<Pod>(None).list(&ListParams::default()).await.unwrap_err();
+    let e = anon
+        .api::<Pod>(None)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(401), "{e}");
     assert_eq!(e.reason(), Some("Unauthorized"));
     let bad = Client::tls(&addr(&t), &t.plane.ca_pem, "not-a-token").unwrap();
-    let e = bad.api::<Pod>(None).list(&ListParams::default()).await.unwrap_err();
+    let e = bad
+        .api::<Pod>(None)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(401), "{e}");
 
     // A client that does not trust the cluster CA cannot connect at all.
     let other_ca = podd_control_plane::tls::TlsMaterial::generate(&[]).unwrap();
-    let untrusting = Client::tls(&addr(&t), &other_ca.ca_cert_pem, t.plane.auth.admin_token()).unwrap();
-    assert!(untrusting.api::<Pod>(None).list(&ListParams::default()).await.is_err());
+    let untrusting =
+        Client::tls(&addr(&t), &other_ca.ca_cert_pem, t.plane.auth.admin_token()).unwrap();
+    assert!(
+        untrusting
+            .api::<Pod>(None)
+            .list(&ListParams::default())
+            .await
+            .is_err()
+    );
 
     // The agent of n1.
     let token = t.plane.auth.issue_node_token("n1").unwrap();
@@ -50,35 +65,61 @@ async fn tls_tokens_and_scopes() {
     let anodes = agent.api::<Node>(None);
     let apods = agent.api::<Pod>(Some("default"));
     // Reads are allowed.
-    assert_eq!(apods.list(&ListParams::fields("spec.nodeName=n1")).await.unwrap().items.len(), 1);
+    assert_eq!(
+        apods
+            .list(&ListParams::fields("spec.nodeName=n1"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     // Its own node: yes (main and status).
     anodes
-        .patch_status("n1", &serde_json::json!({"status": {"leaseRenewTime": "2026-01-01T00:00:00Z"}}))
+        .patch_status(
+            "n1",
+            &serde_json::json!({"status": {"leaseRenewTime": "2026-01-01T00:00:00Z"}}),
+        )
         .await
         .unwrap();
     anodes
-        .patch("n1", &serde_json::json!({"metadata": {"labels": {"zone": "a"}}}))
+        .patch(
+            "n1",
+            &serde_json::json!({"metadata": {"labels": {"zone": "a"}}}),
+        )
         .await
         .unwrap();
     // Another node: 403.
     let e = anodes
-        .patch_status("n2", &serde_json::json!({"status": {"leaseRenewTime": "x"}}))
+        .patch_status(
+            "n2",
+            &serde_json::json!({"status": {"leaseRenewTime": "x"}}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
     assert_eq!(e.reason(), Some("Forbidden"));
     // Status of its own pod: yes; of another node's pod: 403; the pod's spec: 403.
     apods
-        .patch_status("on-n1", &serde_json::json!({"status": {"phase": "Running"}}))
+        .patch_status(
+            "on-n1",
+            &serde_json::json!({"status": {"phase": "Running"}}),
+        )
         .await
         .unwrap();
     let e = apods
-        .patch_status("on-n2", &serde_json::json!({"status": {"phase": "Running"}}))
+        .patch_status(
+            "on-n2",
+            &serde_json::json!({"status": {"phase": "Running"}}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
     let e = apods
-        .patch("on-n1", &serde_json::json!({"metadata": {"labels": {"x": "y"}}}))
+        .patch(
+            "on-n1",
+            &serde_json::json!({"metadata": {"labels": {"x": "y"}}}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");

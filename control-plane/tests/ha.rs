@@ -23,7 +23,11 @@ async fn wait_running(client: &podd_client::Client, app: &str, n: usize) {
     let pods = client.api::<Pod>(Some("default"));
     let start = Instant::now();
     loop {
-        let items = pods.list(&ListParams::labels(&format!("app={app}"))).await.unwrap().items;
+        let items = pods
+            .list(&ListParams::labels(&format!("app={app}")))
+            .await
+            .unwrap()
+            .items;
         let running = items
             .iter()
             .filter(|p| p.status.phase == PodPhase::Running && p.status.ready)
@@ -31,7 +35,10 @@ async fn wait_running(client: &podd_client::Client, app: &str, n: usize) {
         if running == n && items.len() == n {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{app}: {running}/{n} running");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{app}: {running}/{n} running"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -42,7 +49,9 @@ async fn only_the_leader_runs_controllers_and_a_standby_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let mut planes = Vec::new();
     for id in ["a", "b"] {
-        let (store, elector) = podd_store::open_with_elector(&etcd.url(), id).await.unwrap();
+        let (store, elector) = podd_store::open_with_elector(&etcd.url(), id)
+            .await
+            .unwrap();
         let cfg = ControlPlaneConfig {
             socket: Some(dir.path().join(format!("{id}.sock"))),
             tls_addr: None,
@@ -64,15 +73,27 @@ async fn only_the_leader_runs_controllers_and_a_standby_takes_over() {
     assert_eq!(b_elector.leader().await.unwrap().as_deref(), Some("a"));
     let a_client = a.local_client().unwrap();
     let b_client = b.local_client().unwrap();
-    let fleet = HollowFleet::start(b_client.clone(), &["n1".to_string(), "n2".to_string()], HollowConfig::default())
+    let fleet = HollowFleet::start(
+        b_client.clone(),
+        &["n1".to_string(), "n2".to_string()],
+        HollowConfig::default(),
+    )
+    .await
+    .unwrap();
+    // Written through b, reconciled by a's controllers.
+    b_client
+        .api::<Deployment>(Some("default"))
+        .create(&deployment("one", 3))
         .await
         .unwrap();
-    // Written through b, reconciled by a's controllers.
-    b_client.api::<Deployment>(Some("default")).create(&deployment("one", 3)).await.unwrap();
     wait_running(&a_client, "one", 3).await;
     // a goes away (resigning): b is elected and runs the controllers.
     a.shutdown().await;
-    b_client.api::<Deployment>(Some("default")).create(&deployment("two", 2)).await.unwrap();
+    b_client
+        .api::<Deployment>(Some("default"))
+        .create(&deployment("two", 2))
+        .await
+        .unwrap();
     wait_running(&b_client, "two", 2).await;
     assert_eq!(b_elector.leader().await.unwrap().as_deref(), Some("b"));
     fleet.shutdown().await;

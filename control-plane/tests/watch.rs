@@ -18,7 +18,12 @@ const WRITES_EACH: usize = 60;
 async fn concurrent_writers_never_lose_or_reorder_events() {
     let t = start(None).await;
     let pods = t.client.api::<Pod>(Some("default"));
-    let start_rv = pods.list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let start_rv = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     let mut full = pods.watch(&ListParams::default(), &start_rv).await.unwrap();
     // A second, filtered watch over TLS (another transport, the same fan-out).
     let admin = t.plane.admin_tls_client().unwrap();
@@ -40,8 +45,11 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
                 let r = match i % 3 {
                     0 => pods.create(&pod(&name, &[("parity", parity)])).await,
                     1 => {
-                        pods.patch(&name, &serde_json::json!({"metadata": {"labels": {"step": i.to_string()}}}))
-                            .await
+                        pods.patch(
+                            &name,
+                            &serde_json::json!({"metadata": {"labels": {"step": i.to_string()}}}),
+                        )
+                        .await
                     }
                     _ => pods.delete(&name).await,
                 };
@@ -83,7 +91,10 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
         }
     }
     // Every acknowledged write appears exactly once.
-    assert_eq!(seen_revs, acked, "the watch must carry every acknowledged write once");
+    assert_eq!(
+        seen_revs, acked,
+        "the watch must carry every acknowledged write once"
+    );
     let list = pods.list(&ListParams::default()).await.unwrap();
     let listed: BTreeMap<String, String> = list
         .items
@@ -103,7 +114,10 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
             Ok(Some(ev)) => ev.unwrap(),
             _ => break,
         };
-        assert_eq!(ev.object.metadata.labels.get("parity").map(String::as_str), Some("even"));
+        assert_eq!(
+            ev.object.metadata.labels.get("parity").map(String::as_str),
+            Some("even")
+        );
         let rv: i64 = ev.object.metadata.resource_version.parse().unwrap();
         assert!(rv > prev);
         prev = rv;
@@ -112,11 +126,18 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
 
     // A watch from the middle sees exactly the events after that revision.
     let mid = acked[acked.len() / 2];
-    let mut w = pods.watch(&ListParams::default(), &mid.to_string()).await.unwrap();
+    let mut w = pods
+        .watch(&ListParams::default(), &mid.to_string())
+        .await
+        .unwrap();
     let want: Vec<i64> = acked.iter().copied().filter(|r| *r > mid).collect();
     let mut got = Vec::new();
     while got.len() < want.len() {
-        let ev = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         got.push(ev.object.metadata.resource_version.parse::<i64>().unwrap());
     }
     assert_eq!(got, want);
@@ -141,7 +162,10 @@ async fn watcher_relists_after_expiry() {
     // compaction past its position in between make that watch 410 Expired, and the watcher
     // relists by itself (a Restarted with the new state), without surfacing an error.
     let mut w = Box::pin(podd_client::watcher(pods.clone(), ListParams::default()));
-    assert!(matches!(w.next().await.unwrap().unwrap(), WatcherEvent::Restarted(_)));
+    assert!(matches!(
+        w.next().await.unwrap().unwrap(),
+        WatcherEvent::Restarted(_)
+    ));
     pods.create(&pod("c", &[])).await.unwrap();
     let d = pods.create(&pod("d", &[])).await.unwrap();
     t.plane
@@ -162,8 +186,39 @@ async fn watcher_relists_after_expiry() {
         other => panic!("expected a relist after 410, got {other:?}"),
     }
     pods.create(&pod("e", &[])).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
         WatcherEvent::Applied(p) => assert_eq!(p.metadata.name, "e"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_leader_compacts_old_history() {
+    let cc = podd_control_plane::controllers::ControllerConfig {
+        compact_every: Duration::from_millis(200),
+        ..common::fast_controllers()
+    };
+    let t = start(Some(cc)).await;
+    let pods = t.client.api::<Pod>(Some("default"));
+    let first = pods.create(&pod("old", &[])).await.unwrap();
+    pods.create(&pod("newer", &[])).await.unwrap();
+    common::eventually(
+        Duration::from_secs(5),
+        "a 410 for the first revision",
+        || async {
+            match pods
+                .watch(&ListParams::default(), &first.metadata.resource_version)
+                .await
+            {
+                Err(e) if e.is_expired() => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 }

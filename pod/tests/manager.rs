@@ -96,6 +96,12 @@ impl Drop for Node {
         if let Some(ns) = self.node_ns.take() {
             let _ = ns.remove();
         }
+        // Deepest first: cgroupfs removes only empty directories (podd/pods, podd, root).
+        let mut dirs = walk_dirs(&self.cgroup_root);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
         let _ = std::fs::remove_dir(&self.cgroup_root);
     }
 }

@@ -295,12 +295,12 @@ fn a_crashing_container_restarts_with_back_off_and_its_log_is_followed() {
         .windows(2)
         .map(|w| (w[1] - w[0]).rem_euclid(86400.0))
         .collect();
+    // Only lower bounds: a loaded machine makes every gap longer, never shorter than the
+    // back-off (the exact schedule is unit-tested in backoff.rs).
     assert!(
         gaps[1] >= 0.09 && gaps[2] >= 0.19 && gaps[3] >= 0.39,
         "back-off delays {gaps:?}"
     );
-    assert!(gaps[3] > gaps[1] + 0.15, "the delay grows: {gaps:?}");
-    assert!(gaps[0] < gaps[2], "{gaps:?}");
 
     // A plain read with a tail, as `podctl logs --tail 2`.
     let tail = reader.read(Some(2)).unwrap();

@@ -154,6 +154,8 @@ fn main() -> Result<()> {
             agent,
         }) => rt.block_on(async {
             let ca = ca.unwrap_or_else(|| agent.agent_data_dir.join("pki/ca.crt"));
+            let mut agent_cfg = agent_config(&agent)?;
+            agent_cfg.agent_token = Some(token.clone());
             let cfg = podd_client::ClientConfig {
                 server,
                 ca: Some(ca),
@@ -161,7 +163,7 @@ fn main() -> Result<()> {
                 token_file: None,
             };
             let client = cfg.client().context("connecting to the server")?;
-            run_agent_until_stopped(client, agent_config(&agent)?).await
+            run_agent_until_stopped(client, agent_cfg).await
         }),
         Some(Mode::Reset {
             data_dir,
@@ -253,6 +255,7 @@ fn agent_config(a: &AgentArgs) -> Result<agent::AgentConfig> {
         lb_on_host: true,
         bpf_pin_dir: a.bpf_pin_dir.clone(),
         cluster_domain: "cluster.local".into(),
+        agent_token: None,
     })
 }
 

@@ -90,9 +90,7 @@ fn check_binaries(bin: &Path) -> Result<()> {
 }
 
 fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -137,7 +135,10 @@ fn cgroup2_root() -> PathBuf {
     for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
         if Path::new(p).join("cgroup.procs").exists()
             && std::fs::read_to_string("/proc/self/mountinfo")
-                .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(p) && l.contains(" - cgroup2 ")))
+                .map(|m| {
+                    m.lines()
+                        .any(|l| l.split(' ').nth(4) == Some(p) && l.contains(" - cgroup2 "))
+                })
                 .unwrap_or(false)
         {
             return PathBuf::from(p);
@@ -280,7 +281,15 @@ impl Cluster {
                 &n.netns,
             ])?;
             ip(&["-n", c, "link", "set", &veth, "master", "br0", "up"])?;
-            ip(&["-n", &n.netns, "addr", "add", &format!("{}/24", n.ip), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &n.netns,
+                "addr",
+                "add",
+                &format!("{}/24", n.ip),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &n.netns, "link", "set", "eth0", "up"])?;
         }
         Ok(())
@@ -305,7 +314,10 @@ impl Cluster {
         cmd.arg(format!("--net=/var/run/netns/{netns}"))
             .arg(self.state.bin_dir.join("podd"))
             .args(args)
-            .env("PODD_LOG", std::env::var("PODD_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "PODD_LOG",
+                std::env::var("PODD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -321,7 +333,10 @@ impl Cluster {
     fn start_server(&mut self) -> Result<()> {
         let s = self.state.clone();
         for n in &s.nodes {
-            write_secret(&s.server_data_dir.join("tokens/nodes").join(&n.name), &n.token)?;
+            write_secret(
+                &s.server_data_dir.join("tokens/nodes").join(&n.name),
+                &n.token,
+            )?;
         }
         let args: Vec<String> = vec![
             "server".into(),
@@ -416,9 +431,11 @@ impl Cluster {
 
     /// The admin token, for podctl over TLS from inside the cluster namespaces.
     pub fn admin_token(&self) -> Result<String> {
-        Ok(std::fs::read_to_string(self.state.server_data_dir.join("tokens/admin"))?
-            .trim()
-            .to_string())
+        Ok(
+            std::fs::read_to_string(self.state.server_data_dir.join("tokens/admin"))?
+                .trim()
+                .to_string(),
+        )
     }
 
     /// `podctl get KIND -o json` items.
@@ -474,6 +491,104 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .context("running podd-shim exec")
+    }
+
+    /// One HTTP request to node `node`'s agent endpoint; (status, body). `from` None goes
+    /// through the agent's Unix socket; `Some(j)` over TCP to `<node ip>:10250` from inside
+    /// node `j`'s netns, with `token` as the bearer token. The body is read until `until`
+    /// appears in it (for streamed logs) or the server closes.
+    pub fn agent_request(
+        &self,
+        node: usize,
+        method: &str,
+        path_query: &str,
+        from: Option<(usize, Option<&str>)>,
+        until: Option<&str>,
+    ) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let n = &self.state.nodes[node];
+        let auth = match from {
+            Some((_, Some(t))) => format!("Authorization: Bearer {t}\r\n"),
+            _ => String::new(),
+        };
+        let req = format!(
+            "{method} {path_query} HTTP/1.1\r\nHost: agent\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let until = until.map(String::from);
+        let read_all = move |mut s: Box<dyn ReadWrite>| -> Result<String> {
+            s.write_all(req.as_bytes())?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let k = match s.read(&mut chunk) {
+                    Ok(k) => k,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                if let Some(u) = &until
+                    && String::from_utf8_lossy(&buf).contains(u.as_str())
+                {
+                    break;
+                }
+            }
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        };
+        let raw = match from {
+            None => {
+                let s = std::os::unix::net::UnixStream::connect(n.run_dir.join("agent.sock"))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                read_all(Box::new(s))?
+            }
+            Some((j, _)) => {
+                let netns = PathBuf::from("/var/run/netns").join(&self.state.nodes[j].netns);
+                let addr: std::net::SocketAddr = format!("{}:10250", n.ip).parse()?;
+                // A thread of its own enters the node's netns; the rest of the process stays.
+                std::thread::spawn(move || -> Result<String> {
+                    let f = std::fs::File::open(&netns)?;
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns(2) on an fd we own; it changes only this thread's netns.
+                    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        bail!(
+                            "setns {}: {}",
+                            netns.display(),
+                            std::io::Error::last_os_error()
+                        );
+                    }
+                    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    read_all(Box::new(s))
+                })
+                .join()
+                .map_err(|_| anyhow!("the request thread panicked"))??
+            }
+        };
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no HTTP status in {head:?}"))?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Ok((
+            status,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            },
+        ))
     }
 
     /// Kills node `i`'s agent and everything it runs (shims and containers) with SIGKILL, as a
@@ -589,6 +704,26 @@ impl Drop for Cluster {
     }
 }
 
+trait ReadWrite: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> ReadWrite for T {}
+
+/// The data of a chunked body (a partial last chunk included).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let take = n.min(rest.len());
+        out.push_str(rest.get(..take).unwrap_or(rest));
+        body = rest.get(take..).unwrap_or("").trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// SIGTERM, then SIGKILL after 5 s.
 fn stop(pid: i32) {
     if !pid_alive(pid) {
@@ -636,8 +771,7 @@ pub fn shim_pids(run_dir: &Path) -> Vec<i32> {
             };
             let cmdline = String::from_utf8_lossy(&cmdline);
             let mut parts = cmdline.split('\0');
-            if parts.next().is_some_and(|a| a.ends_with("podd-shim")) && cmdline.contains(&needle)
-            {
+            if parts.next().is_some_and(|a| a.ends_with("podd-shim")) && cmdline.contains(&needle) {
                 out.push(pid);
             }
         }
@@ -718,9 +852,10 @@ pub fn leaks(s: &ClusterState) -> Vec<String> {
 }
 
 pub fn condition_true(obj: &serde_json::Value, kind: &str) -> bool {
-    obj["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == kind && c["status"] == "True")
+    })
 }
 
 /// Polls `f` every 100 ms until it says true, or fails after `timeout` naming `what`.
@@ -736,7 +871,9 @@ pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<boo
         if Instant::now() > deadline {
             bail!(
                 "timed out after {timeout:?} waiting for {what}{}",
-                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(100));

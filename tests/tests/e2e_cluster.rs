@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Runs until SIGTERM, which it obeys (as PID 1 of its container).
+const FOREVER: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
+
 #[derive(Debug, Clone)]
 struct PodRef {
     name: String,
@@ -95,7 +98,13 @@ fn fetch(c: &Cluster, client: &PodRef, url: &str) -> Option<String> {
 
 /// Fetches `url` until every name in `want` answered (each replica serves its own name at
 /// /id), or fails after `attempts`.
-fn reach_all(c: &Cluster, client: &PodRef, url: &str, want: &BTreeSet<String>, attempts: usize) -> Result<()> {
+fn reach_all(
+    c: &Cluster,
+    client: &PodRef,
+    url: &str,
+    want: &BTreeSet<String>,
+    attempts: usize,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
     let mut failures = 0;
     for _ in 0..attempts {
@@ -133,7 +142,8 @@ fn names(pods: &[PodRef]) -> BTreeSet<String> {
 }
 
 fn restart_count(c: &Cluster, name: &str) -> Result<u64> {
-    let p = c.get_items("pods", None)?
+    let p = c
+        .get_items("pods", None)?
         .into_iter()
         .find(|p| p["metadata"]["name"] == name)
         .with_context(|| format!("pod {name} is gone"))?;
@@ -143,7 +153,8 @@ fn restart_count(c: &Cluster, name: &str) -> Result<u64> {
 }
 
 fn endpoint_ips(c: &Cluster, service: &str) -> Result<BTreeSet<String>> {
-    let e = c.get_items("endpoints", None)?
+    let e = c
+        .get_items("endpoints", None)?
         .into_iter()
         .find(|e| e["metadata"]["name"] == service);
     let mut ips = BTreeSet::new();
@@ -165,20 +176,50 @@ fn three_node_cluster_end_to_end() -> Result<()> {
     println!("cluster up: {:?}", c.ready_nodes()?);
 
     // --- run and expose ---
-    c.podctl(&["run", "web", "--image", "busybox-httpd", "--replicas", "3", "--port", "8080"])?;
+    c.podctl(&[
+        "run",
+        "web",
+        "--image",
+        "busybox-httpd",
+        "--replicas",
+        "3",
+        "--port",
+        "8080",
+    ])?;
     c.podctl(&["expose", "web", "--port", "80", "--target-port", "8080"])?;
-    c.podctl(&["run", "client", "--image", "busybox", "--", "sleep", "1000000"])?;
+    // As PID 1, sleep would ignore SIGTERM and each delete would wait the 30 s grace period.
+    c.podctl(&[
+        "run", "client", "--image", "busybox", "--", "sh", "-c", FOREVER,
+    ])?;
+    c.podctl(&[
+        "run",
+        "logger",
+        "--image",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo hello-from-logger; {FOREVER}"),
+    ])?;
     let web = wait_ready(&c, "app=web", 3, Duration::from_secs(60))?;
     let client = wait_ready(&c, "app=client", 1, Duration::from_secs(60))?.remove(0);
     let nodes: BTreeSet<&str> = web.iter().map(|p| p.node.as_str()).collect();
     println!("web replicas on {nodes:?}, client on {}", client.node);
-    assert_eq!(nodes.len(), 3, "the 3 replicas spread over the 3 nodes: {web:?}");
+    assert_eq!(
+        nodes.len(),
+        3,
+        "the 3 replicas spread over the 3 nodes: {web:?}"
+    );
     label_replicas(&c, &web)?;
-    let svc = c.get_items("services", None)?
+    let svc = c
+        .get_items("services", None)?
         .into_iter()
         .find(|s| s["metadata"]["name"] == "web")
         .context("service web")?;
-    let vip = svc["spec"]["clusterIP"].as_str().context("clusterIP")?.to_string();
+    let vip = svc["spec"]["clusterIP"]
+        .as_str()
+        .context("clusterIP")?
+        .to_string();
     wait_for(Duration::from_secs(20), "3 endpoints", || {
         Ok(endpoint_ips(&c, "web")?.len() == 3)
     })?;
@@ -191,6 +232,9 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         60,
     )?;
     println!("VIP {vip} and web.default.svc.cluster.local reach all 3 replicas");
+
+    // --- the agent endpoint: logs and exec, on the Unix socket and across nodes over TCP ---
+    agent_endpoint(&c, &web)?;
 
     // --- a killed container is restarted, and the count shows ---
     let victim = web[0].clone();
@@ -253,10 +297,14 @@ fn three_node_cluster_end_to_end() -> Result<()> {
                 Ok(!c.ready_nodes()?.contains(&crash))
             })?;
             let not_ready_at = Instant::now();
-            wait_for(Duration::from_secs(60), "3 ready web pods off the crashed node", || {
-                let r = ready_pods(&c, "app=web")?;
-                Ok(r.len() == 3 && r.iter().all(|p| p.node != crash))
-            })?;
+            wait_for(
+                Duration::from_secs(60),
+                "3 ready web pods off the crashed node",
+                || {
+                    let r = ready_pods(&c, "app=web")?;
+                    Ok(r.len() == 3 && r.iter().all(|p| p.node != crash))
+                },
+            )?;
             Ok((not_ready_at, Instant::now()))
         })();
         // Keep measuring 5 s after the replacement is ready.
@@ -317,10 +365,17 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         "an unready pod is an endpoint"
     );
     let pi = node_index(&c, &probed);
-    c.exec(pi, &probed.uid, "web", &["sh", "-c", "echo probed > /www/id; touch /www/ready"])?;
-    wait_for(Duration::from_secs(20), "the probed pod an endpoint", || {
-        Ok(endpoint_ips(&c, "web")?.contains(&probed.ip))
-    })?;
+    c.exec(
+        pi,
+        &probed.uid,
+        "web",
+        &["sh", "-c", "echo probed > /www/id; touch /www/ready"],
+    )?;
+    wait_for(
+        Duration::from_secs(20),
+        "the probed pod an endpoint",
+        || Ok(endpoint_ips(&c, "web")?.contains(&probed.ip)),
+    )?;
     label_replicas(&c, &one)?;
     reach_all(
         &c,
@@ -330,15 +385,18 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         60,
     )?;
     c.exec(pi, &probed.uid, "web", &["rm", "/www/ready"])?;
-    wait_for(Duration::from_secs(20), "the probed pod out of the endpoints", || {
-        Ok(!endpoint_ips(&c, "web")?.contains(&probed.ip))
-    })?;
+    wait_for(
+        Duration::from_secs(20),
+        "the probed pod out of the endpoints",
+        || Ok(!endpoint_ips(&c, "web")?.contains(&probed.ip)),
+    )?;
     println!("readiness: the probed pod joined and left the service");
 
     // --- delete everything; nothing is left on the nodes ---
     c.podctl(&["delete", "pod", "probed"])?;
     c.podctl(&["delete", "deployment", "web"])?;
     c.podctl(&["delete", "deployment", "client"])?;
+    c.podctl(&["delete", "deployment", "logger"])?;
     c.podctl(&["delete", "service", "web"])?;
     wait_for(Duration::from_secs(60), "no pods", || {
         Ok(c.get_items("pods", None)?.is_empty())
@@ -349,30 +407,124 @@ fn three_node_cluster_end_to_end() -> Result<()> {
         }
         let left = || -> Vec<String> {
             std::fs::read_dir(n.run_dir.join("pods"))
-                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        wait_for(Duration::from_secs(30), "pod state removed", || Ok(left().is_empty()))
-            .with_context(|| format!("{} still has pods {:?}\n{}", n.name, left(), c.log(&format!("agent-{}.log", n.name))))?;
+        wait_for(Duration::from_secs(45), "pod state removed", || {
+            Ok(left().is_empty())
+        })
+        .with_context(|| {
+            format!(
+                "{} still has pods {:?}\n{}",
+                n.name,
+                left(),
+                c.log(&format!("agent-{}.log", n.name))
+            )
+        })?;
     }
     c.down()
 }
 
+fn agent_endpoint(c: &Cluster, web: &[PodRef]) -> Result<()> {
+    let logger = wait_ready(c, "app=logger", 1, Duration::from_secs(60))?.remove(0);
+    let li = node_index(c, &logger);
+    let path = format!("/pods/{}/log?container={}", logger.uid, logger.container);
+    wait_for(Duration::from_secs(10), "the logger's log line", || {
+        let (code, body) = c.agent_request(li, "GET", &path, None, None)?;
+        Ok(code == 200 && body == "hello-from-logger\n")
+    })?;
+    let (code, body) = c.agent_request(
+        li,
+        "GET",
+        &format!("{path}&follow=true&tailLines=1"),
+        None,
+        Some("hello-from-logger"),
+    )?;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "hello-from-logger\n"),
+        "following the log"
+    );
+
+    // Exec into a replica on another node than node-1, from node-1's netns over TCP.
+    let target = web
+        .iter()
+        .find(|p| p.node != "node-1")
+        .context("a replica off node-1")?;
+    let ti = node_index(c, target);
+    let token = c.state.nodes[ti].token.clone();
+    let exec = format!(
+        "/pods/{}/exec?container={}&command=cat&command=%2Fwww%2Fid",
+        target.uid, target.container
+    );
+    let (code, body) = c.agent_request(ti, "POST", &exec, Some((0, Some(&token))), None)?;
+    assert_eq!(code, 200, "exec over TCP: {body}");
+    let v: Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        v["stdout"].as_str().map(str::trim),
+        Some(target.name.as_str()),
+        "{v}"
+    );
+    assert_eq!(v["exitCode"], 0, "{v}");
+    let (code, _) = c.agent_request(ti, "POST", &exec, Some((0, Some("wrong"))), None)?;
+    assert_eq!(code, 401, "a wrong token is refused");
+    let (code, _) = c.agent_request(ti, "POST", &exec, Some((0, None)), None)?;
+    assert_eq!(code, 401, "no token is refused");
+    let (code, body) = c.agent_request(
+        ti,
+        "POST",
+        &format!(
+            "/pods/{}/exec?command=sh&command=-c&command=exit%203",
+            target.uid
+        ),
+        None,
+        None,
+    )?;
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body)?["exitCode"], 3);
+    let (code, metrics) = c.agent_request(ti, "GET", "/metrics", None, None)?;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("podd_pods "), "{metrics}");
+    // The endpoint is published on the Node.
+    let node = c
+        .get_items("nodes", None)?
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == target.node.as_str())
+        .context("node")?;
+    assert_eq!(
+        node["metadata"]["annotations"]["podd.io/agent-endpoint"],
+        format!("http://{}:10250", c.state.nodes[ti].ip)
+    );
+    println!(
+        "agent endpoint: logs (plain and followed), exec over TCP with the node token, metrics"
+    );
+    Ok(())
+}
+
 fn wait_for_running(c: &Cluster, name: &str) -> Result<PodRef> {
     let mut found = None;
-    wait_for(Duration::from_secs(60), &format!("pod {name} running"), || {
-        let p = c.get_items("pods", None)?
-            .into_iter()
-            .find(|p| p["metadata"]["name"] == name);
-        if let Some(p) = p
-            && p["status"]["phase"] == "Running"
-            && p["status"]["podIP"].is_string()
-        {
-            found = Some(pod_ref(&p));
-            return Ok(true);
-        }
-        Ok(false)
-    })?;
+    wait_for(
+        Duration::from_secs(60),
+        &format!("pod {name} running"),
+        || {
+            let p = c
+                .get_items("pods", None)?
+                .into_iter()
+                .find(|p| p["metadata"]["name"] == name);
+            if let Some(p) = p
+                && p["status"]["phase"] == "Running"
+                && p["status"]["podIP"].is_string()
+            {
+                found = Some(pod_ref(&p));
+                return Ok(true);
+            }
+            Ok(false)
+        },
+    )?;
     found.context("pod")
 }
 
@@ -383,6 +535,8 @@ fn h_join_after<T>(
 ) -> Result<T> {
     let r = before();
     stop.store(true, Ordering::Relaxed);
-    let out = h.join().map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+    let out = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
     r.map(|_| out)
 }

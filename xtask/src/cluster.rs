@@ -19,7 +19,15 @@ fn target_dir() -> PathBuf {
 
 fn cluster_example(args: &[&str]) -> Result<()> {
     run(cargo()
-        .args(["run", "-q", "-p", "podd-tests", "--example", "cluster", "--"])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "podd-tests",
+            "--example",
+            "cluster",
+            "--",
+        ])
         .args(args)
         .env("PODD_BIN_DIR", target_dir().join("debug")))
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod build_ebpf;
+mod cluster;
 mod prereqs;
 mod process;
 mod test_all;
@@ -37,6 +38,11 @@ enum Command {
     Test,
     /// Set up this Debian 12 node (apt prerequisites, release build, install) and start podd.
     Up(up::UpArgs),
+    /// A multi-node cluster on this machine: `cluster up --nodes N`, `cluster down`.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Run a benchmark: `cargo xtask bench NAME` (no NAME lists them).
     Bench {
         /// Benchmark name, e.g. scheduler, runtime, lb, pods, control-plane, e2e.
@@ -47,11 +53,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Build podd, podd-shim and podctl and start a server and N agents.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Stop the cluster and remove everything it made.
+    Down,
+}
+
 #[derive(clap::Args)]
 struct VmTestArgs {
     /// Only these packages' `vm_*` targets (default: the whole workspace).
     #[arg(short = 'p', long = "package")]
     packages: Vec<String>,
+    /// Only these `vm_*` targets, e.g. `--test vm_harness` (repeatable).
+    #[arg(long = "test")]
+    targets: Vec<String>,
     /// Pass PODD_VM_FAIL_ON_PURPOSE=1 into the guest, so the harness's deliberate failure fails.
     #[arg(long)]
     fail_on_purpose: bool,
@@ -86,6 +106,7 @@ impl VmTestArgs {
             // Building the whole workspace needs the eBPF object; one package may not.
             build_ebpf: self.packages.is_empty(),
             packages: self.packages,
+            targets: self.targets,
             fail_on_purpose,
             timeout: std::time::Duration::from_secs(self.timeout),
             binary_timeout_secs: self.binary_timeout,
@@ -105,6 +126,12 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::vm_test(&args.into_options()).map(|report| report.success()),
         Command::Test => test_all::run(),
         Command::Up(args) => up::run(&args).map(|()| true),
+        Command::Cluster {
+            action: ClusterAction::Up { nodes },
+        } => cluster::up(nodes).map(|()| true),
+        Command::Cluster {
+            action: ClusterAction::Down,
+        } => cluster::down().map(|()| true),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args).map(|()| true),
     };
     match result {

@@ -128,10 +128,18 @@ fn host_tests() -> Result<(usize, usize, String)> {
 fn deliberate_failure() -> Result<(usize, usize, String)> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["vm-test", "-p", "podd-tests", "--fail-on-purpose", "--"])
-        .args([FAIL_ON_PURPOSE_TEST, PANIC_ON_PURPOSE_TEST])
-        .env("PODD_VM_PANIC_ON_PURPOSE", "1")
-        .stdout(Stdio::piped());
+    cmd.args([
+        "vm-test",
+        "-p",
+        "podd-tests",
+        "--test",
+        "vm_harness",
+        "--fail-on-purpose",
+        "--",
+    ])
+    .args([FAIL_ON_PURPOSE_TEST, PANIC_ON_PURPOSE_TEST])
+    .env("PODD_VM_PANIC_ON_PURPOSE", "1")
+    .stdout(Stdio::piped());
     let (success, output) = tee(&mut cmd)?;
     let verdict = judge_deliberate_failure(success, &output);
     if verdict.is_empty() {

@@ -23,7 +23,8 @@ pub struct UpArgs {
     no_start: bool,
 }
 
-const BINARIES: &[&str] = &["podd", "podctl"];
+/// Installed binaries: the daemon, its per-pod shim (from podd-pod) and the client.
+const BINARIES: &[&str] = &["podd", "podd-shim", "podctl"];
 const SOCKET: &str = "/run/podd/podd.sock";
 const PID_FILE: &str = "/run/podd/podd.pid";
 const LOG_FILE: &str = "/var/log/podd.log";
@@ -36,12 +37,25 @@ pub fn run(args: &UpArgs) -> Result<()> {
     if let Err(err) = build_ebpf::build_ebpf() {
         println!("up: warning: build-ebpf failed: {err:#}");
     }
-    process::run(cargo().args(["build", "--release", "-p", "podd", "-p", "podctl"]))?;
+    process::run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "podd",
+        "-p",
+        "podd-pod",
+        "-p",
+        "podctl",
+    ]))?;
     let release = target_dir()?.join("release");
     std::fs::create_dir_all(&args.bin_dir)?;
     for name in BINARIES {
         let from = release.join(name);
         let to = args.bin_dir.join(name);
+        if !from.is_file() {
+            println!("up: note: the build made no {name}; not installed");
+            continue;
+        }
         install(&from, &to)?;
         println!("up: installed {}", to.display());
     }
@@ -63,7 +77,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
 }
 
 /// The cargo target folder (CARGO_TARGET_DIR or the workspace's target/).
-fn target_dir() -> Result<PathBuf> {
+pub fn target_dir() -> Result<PathBuf> {
     let text = output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
     let metadata: serde_json::Value = serde_json::from_str(&text)?;
     metadata["target_directory"]

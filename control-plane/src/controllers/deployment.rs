@@ -50,21 +50,27 @@ pub fn plan(
     // Failed pods (e.g. NodeLost) are removed; replacements are created below.
     plan.delete
         .extend(terminal.iter().map(|p| p.metadata.name.clone()));
-    let (new, old): (Vec<&Pod>, Vec<&Pod>) = active
-        .iter()
-        .partition(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(hash));
+    let (new, old): (Vec<&Pod>, Vec<&Pod>) = active.iter().partition(|p| {
+        p.metadata
+            .labels
+            .get(TEMPLATE_HASH_LABEL)
+            .map(String::as_str)
+            == Some(hash)
+    });
     let recreate = d.spec.strategy.kind == "Recreate";
     if old.is_empty() {
         let n = new.len() as u32;
         if n < replicas {
             plan.create = replicas - n;
         } else if n > replicas {
-            plan.delete.extend(scale_down(&new, (n - replicas) as usize, choose));
+            plan.delete
+                .extend(scale_down(&new, (n - replicas) as usize, choose));
         }
         return plan;
     }
     if recreate {
-        plan.delete.extend(old.iter().map(|p| p.metadata.name.clone()));
+        plan.delete
+            .extend(old.iter().map(|p| p.metadata.name.clone()));
         return plan;
     }
     let ru = &d.spec.strategy.rolling_update;
@@ -80,11 +86,16 @@ pub fn plan(
         plan.create = (max_total - total).min(replicas - new.len() as u32);
     }
     if new.len() as u32 > replicas {
-        plan.delete.extend(scale_down(&new, new.len() - replicas as usize, choose));
+        plan.delete
+            .extend(scale_down(&new, new.len() - replicas as usize, choose));
     }
     // Scale the old ones down while availability stays at replicas - maxUnavailable.
     let min_available = replicas.saturating_sub(unavailable);
-    let available = new.iter().chain(old.iter()).filter(|p| is_available(p)).count() as u32;
+    let available = new
+        .iter()
+        .chain(old.iter())
+        .filter(|p| is_available(p))
+        .count() as u32;
     let mut budget = available.saturating_sub(min_available);
     // Unavailable old pods cost no availability: remove them first.
     for p in old.iter().filter(|p| !is_available(p)) {
@@ -104,7 +115,11 @@ pub fn plan(
 }
 
 /// Scale-down order: pods not yet placed, then not ready, then as the scheduler chooses.
-fn scale_down(pods: &[&Pod], n: usize, choose: &dyn Fn(&[&Pod], usize) -> Vec<String>) -> Vec<String> {
+fn scale_down(
+    pods: &[&Pod],
+    n: usize,
+    choose: &dyn Fn(&[&Pod], usize) -> Vec<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = Vec::new();
     for p in pods {
@@ -151,7 +166,13 @@ fn status_of(d: &Deployment, pods: &[Pod], hash: &str) -> DeploymentStatus {
     let active: Vec<&Pod> = pods.iter().filter(|p| !is_terminal(p)).collect();
     let updated = active
         .iter()
-        .filter(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(hash))
+        .filter(|p| {
+            p.metadata
+                .labels
+                .get(TEMPLATE_HASH_LABEL)
+                .map(String::as_str)
+                == Some(hash)
+        })
         .count() as u32;
     let ready = active.iter().filter(|p| p.status.ready).count() as u32;
     let available = active.iter().filter(|p| is_available(p)).count() as u32;
@@ -227,7 +248,9 @@ impl Controller {
         }
         if p.create > 0 {
             let pod = pod_from_template(&d, &hash);
-            let futs: Vec<_> = (0..p.create).map(|_| self.registry.create_obj(&pod)).collect();
+            let futs: Vec<_> = (0..p.create)
+                .map(|_| self.registry.create_obj(&pod))
+                .collect();
             for r in bounded(futs, self.config.write_concurrency).await {
                 match r {
                     Ok(created) => max_rev = max_rev.max(rev_of(created.metadata())),
@@ -274,7 +297,10 @@ pub async fn run(
         if full {
             full = false;
             let (deps, _) = cache.snapshot(Kind::Deployment, &Kind::Deployment.key_prefix(None));
-            owners = deps.iter().map(|o| (o.uid.clone(), o.key.clone())).collect();
+            owners = deps
+                .iter()
+                .map(|o| (o.uid.clone(), o.key.clone()))
+                .collect();
             for o in deps {
                 queue.add(o.key.clone());
             }
@@ -357,7 +383,9 @@ mod tests {
     fn pod(name: &str, hash: &str, ready: bool) -> Pod {
         let mut p = Pod::default();
         p.metadata.name = name.into();
-        p.metadata.labels.insert(TEMPLATE_HASH_LABEL.into(), hash.into());
+        p.metadata
+            .labels
+            .insert(TEMPLATE_HASH_LABEL.into(), hash.into());
         p.spec.node_name = "n".into();
         if ready {
             p.status.phase = PodPhase::Running;
@@ -379,7 +407,12 @@ mod tests {
         assert_eq!((p.create, p.delete.len()), (0, 2));
         let mut failed = pod("f", "h", false);
         failed.status.phase = PodPhase::Failed;
-        let p = plan(&d, &[pod("a", "h", true), pod("b", "h", true), failed], "h", &first);
+        let p = plan(
+            &d,
+            &[pod("a", "h", true), pod("b", "h", true), failed],
+            "h",
+            &first,
+        );
         assert_eq!(p.create, 1);
         assert_eq!(p.delete, vec!["f".to_string()]);
     }

@@ -86,7 +86,10 @@ pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Endpoints {
 
 async fn reconcile(registry: &Registry, key: &str) -> i64 {
     let cache = registry.cache();
-    let Some(svc) = cache.get(Kind::Service, key).and_then(|o| o.decode::<Service>()) else {
+    let Some(svc) = cache
+        .get(Kind::Service, key)
+        .and_then(|o| o.decode::<Service>())
+    else {
         return 0;
     };
     if svc.spec.selector.is_empty() {
@@ -97,12 +100,19 @@ async fn reconcile(registry: &Registry, key: &str) -> i64 {
     let (objs, _) = cache.snapshot(Kind::Pod, &Kind::Pod.key_prefix(Some(&ns)));
     let pods: Vec<Pod> = objs
         .iter()
-        .filter(|o| svc.spec.selector.iter().all(|(k, v)| o.labels.get(k) == Some(v)))
+        .filter(|o| {
+            svc.spec
+                .selector
+                .iter()
+                .all(|(k, v)| o.labels.get(k) == Some(v))
+        })
         .filter_map(|o| o.decode())
         .collect();
     let want = desired_endpoints(&svc, &pods);
     let ep_key = Kind::Endpoints.key(&ns, &svc.metadata.name);
-    let current = cache.get(Kind::Endpoints, &ep_key).and_then(|o| o.decode::<Endpoints>());
+    let current = cache
+        .get(Kind::Endpoints, &ep_key)
+        .and_then(|o| o.decode::<Endpoints>());
     let result = match current {
         None => registry.create_obj(&want).await,
         Some(cur) => {
@@ -128,7 +138,11 @@ async fn reconcile(registry: &Registry, key: &str) -> i64 {
     }
 }
 
-pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    registry: Arc<Registry>,
+    config: ControllerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cache = registry.cache().clone();
     let mut svc_rx = cache.subscribe_now(Kind::Service);
     let mut pods_rx = cache.subscribe_now(Kind::Pod);
@@ -136,7 +150,8 @@ pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown
     let mut resync = tokio::time::interval(config.resync);
     let mut queue = WorkQueue::default();
     // namespace -> service key -> selector
-    let mut selectors: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>> = BTreeMap::new();
+    let mut selectors: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>> =
+        BTreeMap::new();
     let mut full = true;
     loop {
         if full {
@@ -153,17 +168,18 @@ pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown
                 queue.add(o.key.clone());
             }
         }
-        let on_svc = |ev: &crate::cache::CacheEvent,
-                      selectors: &mut BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
-                      queue: &mut WorkQueue| {
-            let ns = selectors.entry(ev.object.namespace.clone()).or_default();
-            if ev.kind == EventType::Deleted {
-                ns.remove(&ev.object.key);
-            } else if let Some(s) = ev.object.decode::<Service>() {
-                ns.insert(ev.object.key.clone(), s.spec.selector);
-                queue.add(ev.object.key.clone());
-            }
-        };
+        let on_svc =
+            |ev: &crate::cache::CacheEvent,
+             selectors: &mut BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+             queue: &mut WorkQueue| {
+                let ns = selectors.entry(ev.object.namespace.clone()).or_default();
+                if ev.kind == EventType::Deleted {
+                    ns.remove(&ev.object.key);
+                } else if let Some(s) = ev.object.decode::<Service>() {
+                    ns.insert(ev.object.key.clone(), s.spec.selector);
+                    queue.add(ev.object.key.clone());
+                }
+            };
         let on_pod = |ev: &crate::cache::CacheEvent,
                       selectors: &BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
                       queue: &mut WorkQueue| {
@@ -178,8 +194,12 @@ pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown
                 }
             }
         };
-        let mut ok = drain(&mut svc_rx, Kind::Service, &registry, |ev| on_svc(ev, &mut selectors, &mut queue));
-        ok &= drain(&mut pods_rx, Kind::Pod, &registry, |ev| on_pod(ev, &selectors, &mut queue));
+        let mut ok = drain(&mut svc_rx, Kind::Service, &registry, |ev| {
+            on_svc(ev, &mut selectors, &mut queue)
+        });
+        ok &= drain(&mut pods_rx, Kind::Pod, &registry, |ev| {
+            on_pod(ev, &selectors, &mut queue)
+        });
         if !ok {
             full = true;
             continue;

@@ -39,7 +39,11 @@ pub fn stabilize(
     {
         history.pop_front();
     }
-    history.iter().map(|(_, r)| *r).max().unwrap_or(recommendation)
+    history
+        .iter()
+        .map(|(_, r)| *r)
+        .max()
+        .unwrap_or(recommendation)
 }
 
 /// Average utilisation (percent of requests) of the running pods that report usage, or None.
@@ -61,7 +65,11 @@ pub fn utilization(pods: &[Pod]) -> Option<f64> {
     (requested > 0).then(|| used as f64 * 100.0 / requested as f64)
 }
 
-pub async fn run(registry: Arc<Registry>, config: ControllerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    registry: Arc<Registry>,
+    config: ControllerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(config.hpa_period);
     let mut histories: HashMap<String, VecDeque<(Instant, u32)>> = HashMap::new();
     loop {
@@ -93,7 +101,10 @@ async fn evaluate(
     let ns = &h.metadata.namespace;
     let cache = registry.cache();
     let Some(d) = cache
-        .get(Kind::Deployment, &Kind::Deployment.key(ns, &h.spec.scale_target_ref.name))
+        .get(
+            Kind::Deployment,
+            &Kind::Deployment.key(ns, &h.spec.scale_target_ref.name),
+        )
         .and_then(|o| o.decode::<Deployment>())
     else {
         return Ok(());

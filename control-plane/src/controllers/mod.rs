@@ -41,6 +41,10 @@ pub struct ControllerConfig {
     pub hpa_default_downscale_window: Duration,
     /// Concurrent writes one controller issues at once (pod creations, bindings, ...).
     pub write_concurrency: usize,
+    /// The store's history is compacted to the revision of one interval ago, every interval
+    /// (Kubernetes: 5 min), so it does not grow without bound; watches older than that get
+    /// 410 and relist.
+    pub compact_every: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -55,6 +59,7 @@ impl Default for ControllerConfig {
             hpa_tolerance: 0.1,
             hpa_default_downscale_window: Duration::from_secs(300),
             write_concurrency: 64,
+            compact_every: Duration::from_secs(300),
         }
     }
 }
@@ -92,8 +97,29 @@ pub fn spawn_all(
             config.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(hpa::run(registry, config, shutdown)),
+        tokio::spawn(hpa::run(registry.clone(), config.clone(), shutdown.clone())),
+        tokio::spawn(compactor(registry, config.compact_every, shutdown)),
     ]
+}
+
+/// Compacts the store every `every` to the revision seen one interval before.
+async fn compactor(registry: Arc<Registry>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut previous: Option<i64> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(rev) = previous
+            && rev > 0
+            && let Err(e) = registry.compact(rev).await
+        {
+            tracing::warn!(revision = rev, error = %e, "compaction failed");
+        }
+        previous = registry.store().revision().await.ok();
+    }
 }
 
 /// A set of keys to reconcile, with per-key barriers (the revision of the controller's last

@@ -135,7 +135,8 @@ impl Loop {
                 Err(u) => {
                     self.unschedulable.insert(info.key.clone(), u.generation);
                     self.pending.insert(info.key);
-                    if pod.status.reason != REASON_UNSCHEDULABLE || pod.status.message != u.message {
+                    if pod.status.reason != REASON_UNSCHEDULABLE || pod.status.message != u.message
+                    {
                         failures.push((pod, u.message));
                     }
                 }

@@ -47,7 +47,11 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
 impl AgentHttp {
     /// Binds the Unix socket (and TCP when there is a token and a node IP), then serves in
     /// background tasks. Returns the endpoint to publish on the Node.
-    pub fn start(self, run_dir: &Path, node_ip: Option<std::net::Ipv4Addr>) -> std::io::Result<String> {
+    pub fn start(
+        self,
+        run_dir: &Path,
+        node_ip: Option<std::net::Ipv4Addr>,
+    ) -> std::io::Result<String> {
         let this = Arc::new(self);
         let path = socket_path(run_dir);
         std::fs::create_dir_all(run_dir)?;
@@ -193,29 +197,30 @@ impl AgentHttp {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (req.method(), parts.as_slice()) {
             (&Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok\n"),
-            (&Method::GET, ["metrics"]) => full(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics(),
-            ),
+            (&Method::GET, ["metrics"]) => {
+                full(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
+            }
             (&Method::GET, ["pods", uid, "log"]) => self.log(uid, &query),
             (&Method::POST, ["pods", uid, "exec"]) => self.exec(uid, &query).await,
-            _ => error(StatusCode::NOT_FOUND, &format!("no route for {} {path}", req.method())),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {} {path}", req.method()),
+            ),
         }
     }
 
     /// The container named in the query, or the pod's first container.
-    fn container(&self, uid: &str, query: &str) -> Result<String, Response<Body>> {
+    fn container(&self, uid: &str, query: &str) -> Result<String, Box<Response<Body>>> {
         let Some(pod) = self.manager.pod(uid) else {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::NOT_FOUND,
                 &format!("pod {uid} does not run on this node"),
-            ));
+            )));
         };
         let wanted = query_values(query, "container").into_iter().next();
         match wanted {
             Some(c) if pod.spec.containers.iter().any(|x| x.name == c) => Ok(c),
-            Some(c) => Err(error(
+            Some(c) => Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "pod {} has no container {c:?}; its containers: {}",
@@ -227,17 +232,22 @@ impl AgentHttp {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            )),
-            None => pod.spec.containers.first().map(|c| c.name.clone()).ok_or_else(|| {
-                error(StatusCode::BAD_REQUEST, "the pod has no containers")
-            }),
+            ))),
+            None => pod
+                .spec
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+                .ok_or_else(|| {
+                    Box::new(error(StatusCode::BAD_REQUEST, "the pod has no containers"))
+                }),
         }
     }
 
     fn log(&self, uid: &str, query: &str) -> Response<Body> {
         let container = match self.container(uid, query) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let tail = query_values(query, "tailLines")
             .first()
@@ -298,7 +308,7 @@ impl AgentHttp {
     async fn exec(&self, uid: &str, query: &str) -> Response<Body> {
         let container = match self.container(uid, query) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let argv = query_values(query, "command");
         if argv.is_empty() {
@@ -337,7 +347,10 @@ impl AgentHttp {
         use std::fmt::Write;
         let mut out = String::new();
         let uids = self.manager.list();
-        let _ = writeln!(out, "# HELP podd_pods Pods on this node.\n# TYPE podd_pods gauge");
+        let _ = writeln!(
+            out,
+            "# HELP podd_pods Pods on this node.\n# TYPE podd_pods gauge"
+        );
         let _ = writeln!(out, "podd_pods {}", uids.len());
         let _ = writeln!(
             out,
@@ -362,24 +375,35 @@ impl AgentHttp {
         {
             let _ = writeln!(
                 out,
-                "# HELP podd_lb_stats Service load balancer counters.\n# TYPE podd_lb_stats counter"
+                "# HELP podd_lb_connections_total Connections the service load balancer sent to a backend.\n# TYPE podd_lb_connections_total counter"
             );
-            for (name, value) in stats_lines(&stats) {
-                let _ = writeln!(out, "podd_lb_{name} {value}");
+            for (fe, st) in &stats {
+                let _ = writeln!(
+                    out,
+                    "podd_lb_connections_total{{vip=\"{}\",port=\"{}\",protocol=\"{}\"}} {}",
+                    fe.vip,
+                    fe.port,
+                    format!("{:?}", fe.protocol).to_lowercase(),
+                    st.connections
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP podd_lb_no_backend_total Connections refused for want of a ready backend.\n# TYPE podd_lb_no_backend_total counter"
+            );
+            for (fe, st) in &stats {
+                let _ = writeln!(
+                    out,
+                    "podd_lb_no_backend_total{{vip=\"{}\",port=\"{}\",protocol=\"{}\"}} {}",
+                    fe.vip,
+                    fe.port,
+                    format!("{:?}", fe.protocol).to_lowercase(),
+                    st.no_backend
+                );
             }
         }
         out
     }
-}
-
-fn stats_lines(stats: &impl std::fmt::Debug) -> Vec<(String, String)> {
-    // The LB's stats type is reported field by field from its Debug form (name: number).
-    let text = format!("{stats:?}");
-    text.split([',', '{', '}'])
-        .filter_map(|kv| kv.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, v)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && v.parse::<u64>().is_ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The node agent: registers the node, renews its lease, runs the pods bound to it, programs
 //! the service load balancer and DNS, and routes to the other nodes' pods.
 
+mod http;
 mod node;
 mod pods;
 mod routes;
@@ -36,6 +37,9 @@ pub struct AgentConfig {
     /// Directory on a bpffs for the load balancer's pins.
     pub bpf_pin_dir: PathBuf,
     pub cluster_domain: String,
+    /// This node's agent token: TCP requests to the agent endpoint must present it. Without
+    /// one the endpoint is served on the Unix socket only.
+    pub agent_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -121,6 +125,29 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
             None
         }
     };
+
+    let endpoint = http::AgentHttp {
+        manager: manager.clone(),
+        token: cfg.agent_token.clone(),
+        lb: lb.clone(),
+    }
+    .start(&cfg.run_dir, cfg.node_ip);
+    match endpoint {
+        Ok(ep) => {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {http::ENDPOINT_ANNOTATION: ep}}});
+            if let Err(e) = client
+                .api::<podd_api::Node>(None)
+                .patch(&cfg.node_name, &patch)
+                .await
+            {
+                tracing::warn!(error = %e, "could not publish the agent endpoint on the Node");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the agent endpoint (logs, exec, metrics) is not served")
+        }
+    }
 
     let images =
         ImageStore::open(cfg.data_dir.join("images")).context("opening the image store")?;

@@ -35,6 +35,9 @@ pub struct GuestPlan<'a> {
     pub binary_timeout_secs: u64,
     /// Extra tmpfs mounts over host folders (e.g. cargo's target/tmp), if they exist.
     pub writable_dirs: Vec<PathBuf>,
+    /// Host folders the tests need (the workspace, the target dir) that may lie under a
+    /// folder the guest covers with a tmpfs (/tmp, /var/tmp, /var/lib): they are bound back.
+    pub keep_dirs: Vec<PathBuf>,
 }
 
 /// Quotes a word for the shell.
@@ -81,6 +84,7 @@ for controller in $($BB cat /sys/fs/cgroup/cgroup.controllers); do
 done
 m -t bpf -o mode=0700 bpf /sys/fs/bpf
 m -t tracefs tracefs /sys/kernel/tracing
+@STASH@
 m -t tmpfs -o mode=1777 tmpfs /tmp
 m -t tmpfs -o mode=1777 tmpfs /var/tmp
 m -t tmpfs -o mode=0755 tmpfs /var/lib
@@ -92,7 +96,20 @@ export HOME=/tmp
 
 /// The stage-2 script for this plan.
 pub fn stage2_script(plan: &GuestPlan<'_>) -> String {
-    let mut script = STAGE2_HEAD.to_string();
+    // Bind the kept folders aside before the tmpfs mounts hide them, and back afterwards.
+    let mut stash = String::new();
+    let mut restore = String::new();
+    for (i, dir) in plan.keep_dirs.iter().enumerate() {
+        let d = quote(&dir.to_string_lossy());
+        stash.push_str(&format!(
+            "$BB mkdir -p /run/podd-vm/keep{i} && [ -d {d} ] && m --bind {d} /run/podd-vm/keep{i}\n"
+        ));
+        restore.push_str(&format!(
+            "if [ ! -d {d} ] || [ -z \"$($BB ls -A {d} 2>/dev/null)\" ]; then $BB mkdir -p {d} 2>/dev/null; m --bind /run/podd-vm/keep{i} {d}; fi\n"
+        ));
+    }
+    let mut script = STAGE2_HEAD.replace("@STASH@\n", &stash);
+    script.push_str(&restore);
     for dir in &plan.writable_dirs {
         let dir = quote(&dir.to_string_lossy());
         script.push_str(&format!(
@@ -193,6 +210,7 @@ mod tests {
             filter: &["oom".to_string()],
             binary_timeout_secs: 60,
             writable_dirs: vec!["/t/tmp".into()],
+            keep_dirs: vec!["/tmp/ci/clone".into()],
         };
         let script = stage2_script(&plan);
         assert!(script.contains("export PODD_IN_VM='1'"));
@@ -206,5 +224,14 @@ mod tests {
         assert!(script.contains(&format!("echo \"{MARK_EXIT} $failed\"")));
         assert!(!script.contains("@EXIT@"));
         assert!(script.trim_end().ends_with("$BB sleep 1000000"));
+        // A clone under /tmp is bound aside before the tmpfs hides it, and back after.
+        let stash = script
+            .find("m --bind '/tmp/ci/clone' /run/podd-vm/keep0")
+            .unwrap();
+        let tmpfs = script.find("tmpfs /tmp\n").unwrap();
+        let restore = script
+            .find("m --bind /run/podd-vm/keep0 '/tmp/ci/clone'")
+            .unwrap();
+        assert!(stash < tmpfs && tmpfs < restore);
     }
 }

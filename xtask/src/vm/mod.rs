@@ -23,6 +23,8 @@ pub use report::VmReport;
 pub struct VmOptions {
     /// Packages whose `vm_*` targets run; empty means the whole workspace.
     pub packages: Vec<String>,
+    /// Only these `vm_*` targets; empty means all of them.
+    pub targets: Vec<String>,
     pub fail_on_purpose: bool,
     pub timeout: Duration,
     pub binary_timeout_secs: u64,
@@ -40,6 +42,7 @@ impl VmOptions {
     pub fn workspace() -> Self {
         VmOptions {
             packages: Vec::new(),
+            targets: Vec::new(),
             fail_on_purpose: false,
             timeout: Duration::from_secs(2400),
             binary_timeout_secs: 900,
@@ -68,7 +71,7 @@ pub fn vm_test(opts: &VmOptions) -> Result<VmReport> {
         crate::build_ebpf::build_ebpf()
             .context("build-ebpf (the workspace embeds the eBPF object)")?;
     }
-    let (binaries, not_built) = build_test_binaries(&opts.packages)?;
+    let (binaries, not_built) = build_test_binaries(&opts.packages, &opts.targets)?;
     let labels: Vec<String> = binaries.iter().map(|b| b.label.clone()).collect();
     if binaries.is_empty() {
         println!("vm-test: no vm_* test targets in {}", scope(&opts.packages));
@@ -98,6 +101,7 @@ pub fn vm_test(opts: &VmOptions) -> Result<VmReport> {
         filter: &opts.filter,
         binary_timeout_secs: opts.binary_timeout_secs,
         writable_dirs: writable_dirs(&binaries),
+        keep_dirs: keep_dirs(&binaries),
     };
     let stage2 = initramfs::stage2_script(&plan);
     let initramfs_path =
@@ -165,6 +169,29 @@ fn guest_env(opts: &VmOptions) -> Vec<(String, String)> {
 }
 
 /// cargo's `target/tmp` (CARGO_TARGET_TMPDIR) gets a tmpfs, so tests may write there.
+/// The workspace and the target dirs of the test binaries: the guest must see them even when
+/// they lie under /tmp, /var/tmp or /var/lib, which it covers with tmpfs mounts (CI may clone
+/// into /tmp).
+fn keep_dirs(binaries: &[TestBinary]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = vec![crate::process::workspace_root()];
+    dirs.extend(
+        binaries
+            .iter()
+            .filter_map(|b| b.executable.ancestors().nth(3).map(PathBuf::from)),
+    );
+    dirs.retain(|d| {
+        ["/tmp", "/var/tmp", "/var/lib"]
+            .iter()
+            .any(|t| d.starts_with(t))
+    });
+    dirs.sort();
+    dirs.dedup();
+    // A target dir inside the kept workspace comes back with it.
+    let all = dirs.clone();
+    dirs.retain(|d| !all.iter().any(|o| o != d && d.starts_with(o)));
+    dirs
+}
+
 fn writable_dirs(binaries: &[TestBinary]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = binaries
         .iter()
@@ -214,8 +241,14 @@ fn vm_targets(packages: &[String]) -> Result<Vec<(String, String)>> {
 
 /// `cargo test --no-run --no-fail-fast` for the `vm_*` targets: the executables it reports, and
 /// the targets that did not compile (the others still run; the run then fails).
-fn build_test_binaries(packages: &[String]) -> Result<(Vec<TestBinary>, Vec<String>)> {
-    let targets = vm_targets(packages)?;
+fn build_test_binaries(
+    packages: &[String],
+    only: &[String],
+) -> Result<(Vec<TestBinary>, Vec<String>)> {
+    let mut targets = vm_targets(packages)?;
+    if !only.is_empty() {
+        targets.retain(|(_, target)| only.contains(target));
+    }
     if targets.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
