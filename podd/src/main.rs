@@ -83,6 +83,9 @@ enum ImageCmd {
         /// The name pods use, e.g. busybox.
         name: String,
     },
+    /// Build `busybox` and `busybox-httpd` (serving /www on port 8080) from the host's
+    /// busybox-static and import them, so a node without a registry can run the quickstart.
+    SeedBusybox,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +193,24 @@ fn main() -> Result<()> {
                 .import_layout(&layout, &reference, &name)
                 .with_context(|| format!("importing {reference} from {}", layout.display()))?;
             println!("imported {name} ({})", img.manifest_digest);
+            Ok(())
+        }
+        Some(Mode::Image {
+            cmd: ImageCmd::SeedBusybox,
+            data_dir,
+        }) => {
+            let store = podd_image::ImageStore::open(data_dir.join("images"))?;
+            let tmp = data_dir.join("images/tmp/seed");
+            let _ = std::fs::remove_dir_all(&tmp);
+            podd_image::testing::write_busybox_layout(&tmp, podd_image::Compression::Gzip)
+                .context(
+                    "building the busybox images from /bin/busybox (install busybox-static)",
+                )?;
+            for name in ["busybox", "busybox-httpd"] {
+                let img = store.import_layout(&tmp, &format!("{name}:latest"), name)?;
+                println!("imported {name} ({})", img.manifest_digest);
+            }
+            std::fs::remove_dir_all(&tmp).ok();
             Ok(())
         }
     }

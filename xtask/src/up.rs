@@ -70,6 +70,8 @@ pub fn run(args: &UpArgs) -> Result<()> {
             return Ok(());
         }
     }
+    // The quickstart's images, built from the host's busybox-static: no registry needed.
+    process::run(Command::new(&podd).args(["image", "seed-busybox"]))?;
     if args.no_start {
         return Ok(());
     }
