@@ -253,11 +253,27 @@ impl ApiServer {
                 Subresource::Status
             }
             Some("scale") if kind == Kind::Deployment => Subresource::Scale,
-            Some("log") | Some("exec") if kind == Kind::Pod => {
-                return Err(ApiError::Unavailable(format!(
-                    "pods/{} is served by the node's agent; ask the agent of the pod's node",
-                    route.sub.as_deref().unwrap_or_default()
-                )));
+            Some(sub @ ("log" | "exec")) if kind == Kind::Pod => {
+                let name = route
+                    .name
+                    .clone()
+                    .ok_or_else(|| ApiError::BadRequest(format!("pods/{sub} needs a pod name")))?;
+                // Reading logs and running commands is for admins and local root only.
+                if matches!(identity, Identity::Node(_)) {
+                    return Err(ApiError::Forbidden(format!(
+                        "an agent token may not use pods/{sub}"
+                    )));
+                }
+                return crate::agent_proxy::proxy(
+                    &self.registry,
+                    &self.auth,
+                    &ns,
+                    &name,
+                    sub,
+                    &method,
+                    &query,
+                )
+                .await;
             }
             Some(other) => {
                 return Err(ApiError::NotFoundPath(format!(

@@ -2,6 +2,7 @@
 //! cache that fans one store watch out to every watcher, the registry (the API's semantics over
 //! the store), the persisted allocators, the controllers, and hollow nodes for scale tests.
 
+pub mod agent_proxy;
 pub mod alloc;
 pub mod auth;
 pub mod cache;
