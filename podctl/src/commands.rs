@@ -321,14 +321,22 @@ async fn get_kind<T: Object>(
         })?],
         None => api.list(&lp).await?.items,
     };
-    print_items(&items, a.output, &table, wide, true)?;
+    // `get KIND NAME -o json|yaml` prints the object itself, as kubectl does.
+    print_items(&items, a.output, &table, wide, true, a.name.is_some())?;
     if a.watch {
         let mut stream = Box::pin(watcher(api, lp));
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(WatcherEvent::Applied(o)) | Ok(WatcherEvent::Deleted(o)) => {
                     if a.name.as_ref().is_none_or(|n| *n == o.metadata().name) {
-                        print_items(std::slice::from_ref(&o), a.output, &table, wide, false)?;
+                        print_items(
+                            std::slice::from_ref(&o),
+                            a.output,
+                            &table,
+                            wide,
+                            false,
+                            true,
+                        )?;
                     }
                 }
                 Ok(WatcherEvent::Restarted(_)) => {}
@@ -345,11 +353,12 @@ fn print_items<T: Object>(
     table: &impl Fn(&[T], bool) -> crate::table::Table,
     wide: bool,
     header: bool,
+    single: bool,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Some(Output::Json) => {
-            let v = if items.len() == 1 && !header {
+            let v = if items.len() == 1 && single {
                 serde_json::to_value(&items[0])?
             } else {
                 serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items})
@@ -357,7 +366,11 @@ fn print_items<T: Object>(
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         Some(Output::Yaml) => {
-            let v = serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items});
+            let v = if items.len() == 1 && single {
+                serde_json::to_value(&items[0])?
+            } else {
+                serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items})
+            };
             write!(out, "{}", serde_yaml::to_string(&v)?)?;
         }
         _ => {
