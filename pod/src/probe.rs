@@ -110,10 +110,11 @@ pub fn check_http(ip: IpAddr, port: u16, path: &str, timeout: Duration) -> Outco
         s.set_read_timeout(Some(left))?;
         s.set_write_timeout(Some(left))?;
         let path = if path.is_empty() { "/" } else { path };
-        write!(
-            s,
+        // One write: a request split over several segments can race the server's reply.
+        let request = format!(
             "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: podd-probe\r\nConnection: close\r\n\r\n"
-        )?;
+        );
+        s.write_all(request.as_bytes())?;
         let mut head = [0u8; 64];
         let mut n = 0;
         while n < 12 {
@@ -207,11 +208,20 @@ mod tests {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            for (i, conn) in l.incoming().take(3).enumerate() {
+            for conn in l.incoming().take(3) {
                 let mut c = conn.unwrap();
+                // Read the whole request head, then answer by path, so the outcome depends on
+                // neither connection order nor how the request was segmented.
+                let mut req = Vec::new();
                 let mut buf = [0u8; 512];
-                let _ = c.read(&mut buf);
-                let status = if i == 1 { "200 OK" } else { "503 Unavailable" };
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let healthy = req.starts_with(b"GET /healthz ");
+                let status = if healthy { "200 OK" } else { "503 Unavailable" };
                 let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
             }
         });
