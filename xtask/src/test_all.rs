@@ -1,5 +1,6 @@
-//! `cargo xtask test`: the whole suite, in order: build-ebpf, fmt, clippy, the host tests
-//! (`cargo test --workspace`, as root), the VM suite, and the check that the VM suite can fail.
+//! `cargo xtask test`: the whole suite, in order: build-ebpf, fmt, clippy, the daemon's
+//! binaries, the host tests (`cargo test --workspace`, as root), the VM suite, and the check
+//! that the VM suite can fail.
 //! Every step runs even when an earlier one failed; the summary ends with `N passed, N failed`,
 //! counting each test and each check step.
 
@@ -64,6 +65,11 @@ pub fn run() -> Result<bool> {
             "-D",
             "warnings",
         ]))
+    });
+    // The end-to-end tests run the real daemon: `cargo test` builds a package's binaries only
+    // for that package's own integration tests, so build podd, podd-shim and podctl first.
+    step("binaries", &mut || {
+        check(cargo().args(["build", "-p", "podd", "-p", "podd-pod", "-p", "podctl"]))
     });
     step("host tests", &mut host_tests);
     step("vm tests", &mut || {
