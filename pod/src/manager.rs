@@ -531,18 +531,9 @@ impl PodManager {
 
     /// Reaps shims that were this process's children and have exited (no-op for adopted ones).
     pub fn reap(&self) {
-        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-        let pods = self.list();
-        for uid in pods {
-            if let Ok(Some(s)) = read_status(&self.state_dir(&uid))
-                && s.shim_pid > 0
-            {
-                loop {
-                    match waitpid(Pid::from_raw(s.shim_pid), Some(WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::StillAlive) | Err(_) => break,
-                        Ok(_) => continue,
-                    }
-                }
+        for uid in self.list() {
+            if let Ok(Some(s)) = read_status(&self.state_dir(&uid)) {
+                reap_shim(s.shim_pid);
             }
         }
     }
@@ -606,13 +597,13 @@ impl PodManager {
             let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(grace + 5);
             while alive(s.shim_pid) && Instant::now() < deadline {
-                self.reap();
+                reap_shim(s.shim_pid);
                 std::thread::sleep(Duration::from_millis(10));
             }
             if alive(s.shim_pid) {
                 let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGKILL);
             }
-            self.reap();
+            reap_shim(s.shim_pid);
         }
         self.teardown(uid)
     }
@@ -786,8 +777,23 @@ fn enable_controller(root: &Path, dir: &Path, controller: &str) -> io::Result<()
     Ok(())
 }
 
+/// Collects the exit status of shim `pid` if it was our child and has exited; a shim adopted
+/// from an earlier agent is not our child (ECHILD) and is left to init.
+fn reap_shim(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    if pid <= 0 {
+        return;
+    }
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
+
 /// Removes a cgroup directory and its children, deepest first (cgroupfs needs rmdir).
-fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
+pub fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use podd_net::{Ipv4Cidr, NodeNetConfig, NodeNetwork};
-use podd_pod::manager::{PodConfig, PodManager};
+use podd_pod::manager::{PodConfig, PodManager, remove_cgroup_tree};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -87,18 +87,4 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
     }
     println!("podd reset: done");
     Ok(())
-}
-
-fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for e in entries.flatten() {
-        if e.file_type()?.is_dir() {
-            remove_cgroup_tree(&e.path())?;
-        }
-    }
-    std::fs::remove_dir(dir)
 }

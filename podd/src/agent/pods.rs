@@ -50,6 +50,8 @@ struct State {
     reported: HashMap<String, PodStatus>,
     cpu: HashMap<String, CpuSample>,
     usage: HashMap<String, PodUsage>,
+    /// A pod's IP is fixed for its life: looked up once (status file + netlink), not per tick.
+    ips: HashMap<String, Ipv4Addr>,
     last_usage: Instant,
 }
 
@@ -67,6 +69,7 @@ impl PodLoop {
             reported: HashMap::new(),
             cpu: HashMap::new(),
             usage: HashMap::new(),
+            ips: HashMap::new(),
             last_usage: Instant::now(),
         };
         let mut synced = false;
@@ -110,6 +113,7 @@ impl PodLoop {
                 st.reported.remove(&uid);
                 st.cpu.remove(&uid);
                 st.usage.remove(&uid);
+                st.ips.remove(&uid);
             }
             Done::Failed(uid, reason, message) => {
                 st.busy.remove(&uid);
@@ -233,7 +237,16 @@ impl PodLoop {
             let mut status = if running.contains(uid) {
                 match self.manager.status(uid) {
                     Some((rt, alive)) => {
-                        let ip = self.manager.find(uid).and_then(|i| i.ip);
+                        let ip = match st.ips.get(uid) {
+                            Some(ip) => Some(*ip),
+                            None => {
+                                let ip = self.manager.find(uid).and_then(|i| i.ip);
+                                if let Some(ip) = ip {
+                                    st.ips.insert(uid.clone(), ip);
+                                }
+                                ip
+                            }
+                        };
                         pod_status(&rt, alive, ip)
                     }
                     None => continue,
