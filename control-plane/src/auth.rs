@@ -4,7 +4,10 @@
 //! carries `Authorization: Bearer TOKEN`: the admin token may do anything; a node's agent token
 //! may read, may write its own Node (and its status), and may write the status of the pods
 //! bound to its node. A missing or unknown token is 401; a known token out of its scope, 403.
-//! Tokens live in `<data>/tokens/` (`admin`, and `nodes/<node>`), mode 0600.
+//! Tokens live in `<data>/tokens/` (`admin`, and `nodes/<node>`), mode 0600. `podd token
+//! create NODE` writes a node's file while the server runs: the server reloads the node tokens
+//! whenever `tokens/nodes` changes (its mtime), so a new token works at once and a removed one
+//! (`podd token delete NODE`) stops working at once.
 
 use crate::error::ApiError;
 use rand::RngCore;
@@ -27,6 +30,31 @@ pub struct Authenticator {
     /// token -> node name
     nodes: RwLock<HashMap<String, String>>,
     dir: Option<PathBuf>,
+    /// The mtime of `tokens/nodes` when `nodes` was read from it.
+    nodes_mtime: RwLock<Option<std::time::SystemTime>>,
+}
+
+/// The node tokens under `tokens/nodes` (token -> node), and the directory's mtime.
+fn read_node_tokens(tdir: &Path) -> (HashMap<String, String>, Option<std::time::SystemTime>) {
+    let ndir = tdir.join("nodes");
+    let mtime = std::fs::metadata(&ndir).and_then(|m| m.modified()).ok();
+    let mut nodes = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir(&ndir) {
+        for e in rd.flatten() {
+            let node = e.file_name().to_string_lossy().to_string();
+            // Editors and `podd token create` write through temporary names.
+            if node.starts_with('.') || node.ends_with(".tmp") {
+                continue;
+            }
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                let t = t.trim();
+                if !t.is_empty() {
+                    nodes.insert(t.to_string(), node);
+                }
+            }
+        }
+    }
+    (nodes, mtime)
 }
 
 fn new_token() -> String {
@@ -65,6 +93,7 @@ impl Authenticator {
             admin: admin.into(),
             nodes: RwLock::new(HashMap::new()),
             dir: None,
+            nodes_mtime: RwLock::new(None),
         }
     }
 
@@ -81,19 +110,12 @@ impl Authenticator {
             }
             Err(e) => return Err(e),
         };
-        let mut nodes = HashMap::new();
-        if let Ok(rd) = std::fs::read_dir(tdir.join("nodes")) {
-            for e in rd.flatten() {
-                let node = e.file_name().to_string_lossy().to_string();
-                if let Ok(t) = std::fs::read_to_string(e.path()) {
-                    nodes.insert(t.trim().to_string(), node);
-                }
-            }
-        }
+        let (nodes, mtime) = read_node_tokens(&tdir);
         Ok(Authenticator {
             admin,
             nodes: RwLock::new(nodes),
             dir: Some(tdir),
+            nodes_mtime: RwLock::new(mtime),
         })
     }
 
@@ -109,10 +131,43 @@ impl Authenticator {
         }
         let t = new_token();
         if let Some(d) = &self.dir {
-            write_secret(&d.join("nodes").join(node), &t)?;
+            // Whole or not at all: a server reloading meanwhile never reads half a token.
+            let tmp = d.join("nodes").join(format!(".{node}.tmp"));
+            write_secret(&tmp, &t)?;
+            std::fs::rename(&tmp, d.join("nodes").join(node))?;
         }
         nodes.insert(t.clone(), node.to_string());
         Ok(t)
+    }
+
+    /// Forgets `node`'s token (and removes its file); true when it had one.
+    pub fn revoke_node_token(&self, node: &str) -> std::io::Result<bool> {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let had = nodes.values().any(|n| n == node);
+        nodes.retain(|_, n| n != node);
+        if let Some(d) = &self.dir {
+            match std::fs::remove_file(d.join("nodes").join(node)) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(had)
+    }
+
+    /// Rereads the node tokens when `tokens/nodes` changed since they were read.
+    fn refresh_node_tokens(&self) {
+        let Some(tdir) = &self.dir else { return };
+        let now = std::fs::metadata(tdir.join("nodes"))
+            .and_then(|m| m.modified())
+            .ok();
+        if *self.nodes_mtime.read().unwrap_or_else(|p| p.into_inner()) == now {
+            return;
+        }
+        let (nodes, mtime) = read_node_tokens(tdir);
+        tracing::info!(nodes = nodes.len(), "node tokens changed on disk; reloaded");
+        *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = nodes;
+        *self.nodes_mtime.write().unwrap_or_else(|p| p.into_inner()) = mtime;
     }
 
     /// Resolves an `Authorization` header value.
@@ -136,6 +191,7 @@ impl Authenticator {
         if constant_time_eq(token.as_bytes(), self.admin.as_bytes()) {
             return Ok(Identity::Admin);
         }
+        self.refresh_node_tokens();
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = nodes
             .iter()
@@ -228,5 +284,31 @@ mod tests {
         assert!(authorize(&n1, &act(Kind::Pod, "p", true, Some("n2"))).is_err());
         assert!(authorize(&n1, &act(Kind::Deployment, "d", false, None)).is_err());
         assert!(authorize(&Identity::Admin, &act(Kind::Deployment, "d", false, None)).is_ok());
+    }
+
+    #[test]
+    fn tokens_written_or_removed_by_another_process_apply_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Authenticator::load_or_init(dir.path()).unwrap();
+        // `podd token create` runs as its own process, with its own Authenticator.
+        let cli = Authenticator::load_or_init(dir.path()).unwrap();
+        let t = cli.issue_node_token("n2").unwrap();
+        let bearer = format!("Bearer {t}");
+        assert_eq!(
+            server.authenticate(Some(&bearer)).unwrap(),
+            Identity::Node("n2".into())
+        );
+        assert!(cli.revoke_node_token("n2").unwrap());
+        assert!(!cli.revoke_node_token("n2").unwrap(), "already gone");
+        // Same-second mtimes on coarse file systems: make the change visible for sure.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::open(dir.path().join("tokens/nodes"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(matches!(
+            server.authenticate(Some(&bearer)),
+            Err(ApiError::Unauthorized(_))
+        ));
     }
 }

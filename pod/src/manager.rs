@@ -356,6 +356,17 @@ impl PodManager {
         };
         let containers_dir = data.join("containers");
         fs::create_dir_all(&containers_dir).map_err(io("create", &containers_dir))?;
+        let cpu_controller = self.offers_controller("cpu");
+        if !cpu_controller
+            && pod
+                .spec
+                .containers
+                .iter()
+                .any(|c| c.resources.requests.cpu.is_some())
+        {
+            tracing::info!(pod = %pod_name(pod), cgroup = %self.cfg.cgroup_root.display(),
+                "no cpu controller here: the pod's CPU requests set no cpu.weight (the scheduler still counts them)");
+        }
         let mut containers = Vec::new();
         for c in &pod.spec.containers {
             let image = &images[&c.image];
@@ -412,6 +423,7 @@ impl PodManager {
                 volumes: &volumes.volumes,
                 etc_dir: &etc,
                 shm_dir: Some(&shm),
+                cpu_controller,
             })
             .map_err(|source| PodError::Spec {
                 pod: name.clone(),
@@ -462,6 +474,12 @@ impl PodManager {
     }
 
     /// The pod cgroup carries the sum of its containers' limits, as the kubelet sets it.
+    /// Whether the node's cgroup root offers `controller` to its children.
+    fn offers_controller(&self, controller: &str) -> bool {
+        fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|a| a == controller))
+    }
+
     fn make_pod_cgroup(&self, pod: &Pod) -> Result<(), PodError> {
         let name = pod_name(pod);
         let dir = self.pod_cgroup(&pod.metadata.uid);

@@ -72,6 +72,10 @@ pub struct ContainerPlan<'a> {
     /// The pod's shared /dev/shm (a tmpfs the sandbox owns), so that its containers share
     /// POSIX shared memory as they share the IPC namespace.
     pub shm_dir: Option<&'a Path>,
+    /// Whether the node's cgroup tree has the cpu controller. Without it a CPU *request*
+    /// (a share weight, best effort) is left out of the spec and the scheduler still counts
+    /// it; a CPU *limit* is a guarantee, so it stays and the runtime refuses to run without it.
+    pub cpu_controller: bool,
 }
 
 /// CFS period podd uses; the quota is the CPU limit's share of it.
@@ -139,7 +143,7 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces(plan.namespaces).map_err(oci)?));
     linux.set_cgroups_path(Some(PathBuf::from("/").join(&plan.cgroups_path)));
-    linux.set_resources(Some(resources(c).map_err(oci)?));
+    linux.set_resources(Some(resources(c, plan.cpu_controller).map_err(oci)?));
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -269,12 +273,15 @@ fn etc_mounts(etc_dir: &Path) -> Result<Vec<Mount>, OciSpecError> {
 
 /// Kubernetes' mapping: limits become hard caps (memory.max, cpu.max); the CPU request
 /// becomes the share weight (1 core = 1024 shares).
-fn resources(c: &Container) -> Result<oci_spec::runtime::LinuxResources, OciSpecError> {
+fn resources(
+    c: &Container,
+    cpu_controller: bool,
+) -> Result<oci_spec::runtime::LinuxResources, OciSpecError> {
     let mut r = LinuxResourcesBuilder::default();
     let limits = &c.resources.limits;
     let (req_cpu, _) = c.resources.effective_requests();
     let mut cpu = LinuxCpuBuilder::default();
-    if req_cpu.millis() > 0 {
+    if req_cpu.millis() > 0 && cpu_controller {
         cpu = cpu.shares((req_cpu.millis() * 1024 / 1000).max(2));
     }
     if let Some(l) = limits.cpu {
@@ -356,6 +363,7 @@ mod tests {
             volumes: &vols,
             etc_dir: Path::new("/var/lib/podd/pods/u1/etc"),
             shm_dir: Some(Path::new("/run/podd/pods/u1/shm")),
+            cpu_controller: true,
         })
     }
 
@@ -395,6 +403,15 @@ mod tests {
         assert_eq!(r.memory().unwrap().limit(), Some(64 << 20));
         assert_eq!(r.pids().unwrap().limit(), 50);
         assert_eq!(pod_limits(&pod), (Some(1500), Some(96 << 20)));
+    }
+
+    #[test]
+    fn without_a_cpu_controller_a_request_is_no_weight_but_a_limit_stays() {
+        let pod = pod();
+        let c = &pod.spec.containers[0];
+        let cpu = resources(c, false).unwrap().cpu().clone().unwrap();
+        assert_eq!(cpu.shares(), None, "no weight to set");
+        assert_eq!(cpu.quota(), Some(50_000), "the limit is still asked for");
     }
 
     #[test]

@@ -46,6 +46,30 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// A whole number of seconds from "90", "90s", "5m" or "1h" (flags such as
+/// `--scale-down-window`); up to one hour, Kubernetes' limit for stabilisation windows.
+pub fn parse_window(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u32 = num.parse().map_err(|_| {
+        format!("{s:?} is not a duration: use seconds (\"30\", \"30s\"), \"5m\" or \"1h\"")
+    })?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?}: unknown unit {unit:?}; use s, m or h (\"30s\", \"5m\")"))?;
+    if secs > 3600 {
+        return Err(format!("{s:?} is longer than the 1h maximum"));
+    }
+    Ok(secs)
+}
+
 /// The age of an object created at `created`, or "<unknown>".
 pub fn age(created: Option<&str>, now: SystemTime) -> String {
     created
@@ -57,6 +81,18 @@ pub fn age(created: Option<&str>, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("30"), Ok(30));
+        assert_eq!(parse_window("30s"), Ok(30));
+        assert_eq!(parse_window("5m"), Ok(300));
+        assert_eq!(parse_window("1h"), Ok(3600));
+        assert_eq!(parse_window("0s"), Ok(0));
+        assert!(parse_window("2h").unwrap_err().contains("1h maximum"));
+        assert!(parse_window("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_window("soon").unwrap_err().contains("not a duration"));
+    }
 
     #[test]
     fn parses_api_timestamps() {

@@ -48,6 +48,10 @@ pub enum Command {
         max: u32,
         #[arg(long = "cpu-percent")]
         cpu_percent: u32,
+        /// How long load must stay low before scaling in: "30s", "5m", or seconds
+        /// [default: the server's, 5m as in Kubernetes].
+        #[arg(long = "scale-down-window", value_parser = crate::age::parse_window)]
+        scale_down_window: Option<u32>,
     },
     /// List objects.
     Get(GetArgs),
@@ -138,6 +142,8 @@ pub enum Output {
     Wide,
     Json,
     Yaml,
+    /// `kind/name` a line, as kubectl prints them (for scripts: `podctl logs $(...)`).
+    Name,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

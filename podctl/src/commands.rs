@@ -43,7 +43,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             min,
             max,
             cpu_percent,
-        } => autoscale(&client, &ns, &name, min, max, cpu_percent).await,
+            scale_down_window,
+        } => {
+            let target = AutoscaleTarget {
+                min,
+                max,
+                cpu_percent,
+                scale_down_window,
+            };
+            autoscale(&client, &ns, &name, target).await
+        }
         Command::Get(args) => get(&client, &ns, args).await,
         Command::Describe { kind, name } => describe(&client, &ns, &kind, &name).await,
         Command::Delete { kind, name } => delete(&client, &ns, &kind, &name).await,
@@ -53,12 +62,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             container,
             follow,
             tail,
-        } => logs(&client, &ns, &pod, container, follow, tail).await,
+        } => logs(&client, &ns, pod_name(&pod), container, follow, tail).await,
         Command::Exec {
             pod,
             container,
             command,
-        } => exec(&client, &ns, &pod, container, command).await,
+        } => exec(&client, &ns, pod_name(&pod), container, command).await,
         Command::Top { what } => top(&client, &ns, what).await,
         Command::Rollout {
             action: RolloutAction::Status,
@@ -224,14 +233,16 @@ async fn expose(
     Ok(())
 }
 
-async fn autoscale(
-    client: &Client,
-    ns: &str,
-    name: &str,
+/// What `podctl autoscale` asks for.
+struct AutoscaleTarget {
     min: u32,
     max: u32,
-    cpu: u32,
-) -> Result<()> {
+    cpu_percent: u32,
+    scale_down_window: Option<u32>,
+}
+
+async fn autoscale(client: &Client, ns: &str, name: &str, t: AutoscaleTarget) -> Result<()> {
+    let (min, max) = (t.min, t.max);
     if min == 0 || min > max {
         bail!("autoscale {name}: need 1 <= --min <= --max (got --min {min} --max {max})");
     }
@@ -253,8 +264,8 @@ async fn autoscale(
             },
             min_replicas: min,
             max_replicas: max,
-            target_cpu_utilization_percentage: cpu,
-            ..HpaSpec::default()
+            target_cpu_utilization_percentage: t.cpu_percent,
+            scale_down_stabilization_seconds: t.scale_down_window,
         },
         ..HorizontalPodAutoscaler::default()
     };
@@ -372,6 +383,12 @@ fn print_items<T: Object>(
                 serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items})
             };
             write!(out, "{}", serde_yaml::to_string(&v)?)?;
+        }
+        Some(Output::Name) => {
+            let kind = T::KIND.name().to_lowercase();
+            for o in items {
+                writeln!(out, "{kind}/{}", o.metadata().name)?;
+            }
         }
         _ => {
             let t = table(items, wide);
@@ -520,6 +537,13 @@ async fn upsert<T: Object>(client: &Client, ns: &str, mut obj: T) -> Result<&'st
             Ok("configured")
         }
     }
+}
+
+/// A pod named as `NAME`, `pod/NAME` or `pods/NAME` (what `get pods -o name` prints).
+fn pod_name(arg: &str) -> &str {
+    arg.strip_prefix("pod/")
+        .or_else(|| arg.strip_prefix("pods/"))
+        .unwrap_or(arg)
 }
 
 async fn logs(
@@ -718,5 +742,17 @@ async fn rollout_status(client: &Client, ns: &str, name: &str, timeout: u64) -> 
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_named_as_get_prints_them() {
+        assert_eq!(pod_name("web-1"), "web-1");
+        assert_eq!(pod_name("pod/web-1"), "web-1");
+        assert_eq!(pod_name("pods/web-1"), "web-1");
     }
 }

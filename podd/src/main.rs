@@ -58,6 +58,14 @@ enum Mode {
         #[arg(long, default_value = paths::DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Manage the agent tokens that let other nodes join this server.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        /// The server's data directory (its tokens are under tokens/).
+        #[arg(long, default_value = paths::DATA_DIR, global = true)]
+        data_dir: PathBuf,
+    },
     /// Remove every pod, namespace, mount, link, cgroup and file podd made on this node.
     Reset {
         #[arg(long, default_value = paths::DATA_DIR)]
@@ -86,6 +94,15 @@ enum ImageCmd {
     /// Build `busybox` and `busybox-httpd` (serving /www on port 8080) from the host's
     /// busybox-static and import them, so a node without a registry can run the quickstart.
     SeedBusybox,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Issue the agent token of NODE (or print the one it has) and the command that joins it.
+    /// A running server accepts it at once.
+    Create { node: String },
+    /// Revoke NODE's agent token; a running server refuses it at once.
+    Delete { node: String },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,6 +196,7 @@ fn main() -> Result<()> {
             &cgroup_root.unwrap_or_else(paths::cgroup2_root),
             &bpf_pin_dir,
         ),
+        Some(Mode::Token { cmd, data_dir }) => token(cmd, &data_dir),
         Some(Mode::Image {
             cmd:
                 ImageCmd::Import {
@@ -214,6 +232,45 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn token(cmd: TokenCmd, data_dir: &std::path::Path) -> Result<()> {
+    let auth = podd_control_plane::auth::Authenticator::load_or_init(data_dir)
+        .with_context(|| format!("reading the tokens under {}", data_dir.display()))?;
+    match cmd {
+        TokenCmd::Create { node } => {
+            if let Some(e) = podd_api::validation::check_dns1123_subdomain(&node) {
+                anyhow::bail!("node name {node:?}: {e}");
+            }
+            let t = auth
+                .issue_node_token(&node)
+                .with_context(|| format!("writing the token of node {node}"))?;
+            let server = paths::node_ip()
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "SERVER-IP".into());
+            let ca = data_dir.join("pki/ca.crt");
+            println!("{t}");
+            eprintln!(
+                "node {node} may join with (copy {ca} to it first):\n  \
+                 podd agent --server https://{server}:6443 --token {t} --ca {ca} --node-name {node}",
+                ca = ca.display()
+            );
+        }
+        TokenCmd::Delete { node } => {
+            if auth
+                .revoke_node_token(&node)
+                .with_context(|| format!("removing the token of node {node}"))?
+            {
+                println!("token of node {node} revoked");
+            } else {
+                anyhow::bail!(
+                    "node {node} has no token under {}; nothing to revoke",
+                    data_dir.join("tokens/nodes").display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {

@@ -106,30 +106,6 @@ fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args)).map(|_| ())
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
-    use std::io::Read;
-    let mut b = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-fn write_secret(path: &Path, data: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data.as_bytes())?;
-    Ok(())
-}
-
 /// The cgroup v2 mount of this host: /sys/fs/cgroup/unified on a hybrid host.
 fn cgroup2_root() -> PathBuf {
     for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
@@ -219,8 +195,10 @@ impl Cluster {
                 data_dir: ndir.join("data"),
                 run_dir: ndir.join("run"),
                 cgroup_root: cg.join(format!("{prefix}-node{i}")),
-                pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-node{i}")),
-                token: random_hex(32)?,
+                // On the cluster's own bpffs: nothing is mounted on the host's /sys/fs/bpf.
+                pin_dir: dir.join("bpf").join(format!("node{i}")),
+                // Issued by `podd token create` once the server runs.
+                token: String::new(),
                 agent_pid: None,
             });
         }
@@ -231,6 +209,7 @@ impl Cluster {
         };
         // From here on, a failure tears down what exists (Drop).
         c.save()?;
+        c.mount_bpffs()?;
         c.build_topology()?;
         c.seed_images()?;
         c.start_server()?;
@@ -264,6 +243,17 @@ impl Cluster {
             serde_json::to_vec_pretty(&self.state)?,
         )?;
         Ok(())
+    }
+
+    /// A bpffs of the cluster's own under its directory, for the agents' pins; `down`
+    /// unmounts it with the rest of the mounts under the directory.
+    fn mount_bpffs(&self) -> Result<()> {
+        let at = self.state.dir.join("bpf");
+        std::fs::create_dir_all(&at)?;
+        run(Command::new("mount")
+            .args(["-t", "bpf", "-o", "mode=0700", "bpf"])
+            .arg(&at))
+        .map(|_| ())
     }
 
     fn build_topology(&self) -> Result<()> {
@@ -332,12 +322,6 @@ impl Cluster {
 
     fn start_server(&mut self) -> Result<()> {
         let s = self.state.clone();
-        for n in &s.nodes {
-            write_secret(
-                &s.server_data_dir.join("tokens/nodes").join(&n.name),
-                &n.token,
-            )?;
-        }
         let args: Vec<String> = vec![
             "server".into(),
             "--store".into(),
@@ -359,7 +343,24 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        // Nodes join as an operator would: `podd token create` next to the running server,
+        // which accepts the new tokens without a restart.
+        for i in 0..s.nodes.len() {
+            self.state.nodes[i].token = self.create_token(&s.nodes[i].name)?;
+        }
+        self.save()
+    }
+
+    /// `podd token create NODE` against the server's data dir; the token it prints.
+    pub fn create_token(&self, node: &str) -> Result<String> {
+        let out = run(Command::new(self.state.bin_dir.join("podd"))
+            .args(["token", "create", node, "--data-dir"])
+            .arg(&self.state.server_data_dir))?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if token.len() != 64 {
+            bail!("podd token create {node} printed {token:?}, not a token");
+        }
+        Ok(token)
     }
 
     /// Starts (or restarts) node `i`'s agent (0-based).
@@ -505,7 +506,6 @@ impl Cluster {
         from: Option<(usize, Option<&str>)>,
         until: Option<&str>,
     ) -> Result<(u16, String)> {
-        use std::io::{Read, Write};
         let n = &self.state.nodes[node];
         let auth = match from {
             Some((_, Some(t))) => format!("Authorization: Bearer {t}\r\n"),
@@ -515,33 +515,7 @@ impl Cluster {
             "{method} {path_query} HTTP/1.1\r\nHost: agent\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let until = until.map(String::from);
-        let read_all = move |mut s: Box<dyn ReadWrite>| -> Result<String> {
-            s.write_all(req.as_bytes())?;
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let k = match s.read(&mut chunk) {
-                    Ok(k) => k,
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut =>
-                    {
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if k == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                if let Some(u) = &until
-                    && String::from_utf8_lossy(&buf).contains(u.as_str())
-                {
-                    break;
-                }
-            }
-            Ok(String::from_utf8_lossy(&buf).into_owned())
-        };
+        let read_all = move |s: Box<dyn ReadWrite>| exchange(s, &req, until.as_deref());
         let raw = match from {
             None => {
                 let s = std::os::unix::net::UnixStream::connect(n.run_dir.join("agent.sock"))?;
@@ -572,23 +546,16 @@ impl Cluster {
                 .map_err(|_| anyhow!("the request thread panicked"))??
             }
         };
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("no HTTP status in {head:?}"))?;
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        Ok((
-            status,
-            if chunked {
-                dechunk(body)
-            } else {
-                body.to_string()
-            },
-        ))
+        parse_response(&raw)
+    }
+
+    /// One GET to the API server through its Unix socket (paths podctl has no command for,
+    /// such as /metrics); (status, body).
+    pub fn server_get(&self, path: &str) -> Result<(u16, String)> {
+        let s = std::os::unix::net::UnixStream::connect(&self.state.server_socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: podd\r\nConnection: close\r\n\r\n");
+        parse_response(&exchange(Box::new(s), &req, None)?)
     }
 
     /// Kills node `i`'s agent and everything it runs (shims and containers) with SIGKILL, as a
@@ -661,6 +628,13 @@ impl Cluster {
                 )),
                 Err(e) => errors.push(format!("podd reset of {}: {e}", n.name)),
             }
+            // Whatever reset left pinned would keep programs attached: a leak of podd's.
+            let pins: Vec<_> = std::fs::read_dir(&n.pin_dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            if !pins.is_empty() {
+                errors.push(format!("podd reset of {} left pins {pins:?}", n.name));
+            }
             for pid in procs_under(&n.cgroup_root) {
                 kill(pid, libc::SIGKILL);
             }
@@ -673,7 +647,7 @@ impl Cluster {
         let _ = Command::new("ip")
             .args(["netns", "del", &s.cluster_netns])
             .output();
-        // Mounts left under the cluster dir (none expected) before removing it.
+        // The cluster's bpffs (and any mount left under the cluster dir) before removing it.
         for m in mounts_under(&s.dir) {
             let _ = nix_umount(&m);
         }
@@ -706,6 +680,58 @@ impl Drop for Cluster {
 
 trait ReadWrite: std::io::Read + std::io::Write + Send {}
 impl<T: std::io::Read + std::io::Write + Send> ReadWrite for T {}
+
+/// Sends `req` and reads the answer until the peer closes, the read times out, or `until`
+/// appears in it (for streamed bodies).
+fn exchange(mut s: Box<dyn ReadWrite>, req: &str, until: Option<&str>) -> Result<String> {
+    use std::io::{Read, Write};
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let k = match s.read(&mut chunk) {
+            Ok(k) => k,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        if let Some(u) = until
+            && String::from_utf8_lossy(&buf).contains(u)
+        {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// (status, body) of a raw HTTP/1.1 response, a chunked body decoded.
+fn parse_response(raw: &str) -> Result<(u16, String)> {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no HTTP status in {head:?}"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
 
 /// The data of a chunked body (a partial last chunk included).
 fn dechunk(mut body: &str) -> String {

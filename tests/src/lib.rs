@@ -1,2 +1,3 @@
 //! See the crate description.
 pub mod cluster;
+pub mod workloads;

@@ -10,14 +10,12 @@
 
 use anyhow::{Context, Result, bail};
 use podd_tests::cluster::{Cluster, procs_under, wait_for};
+use podd_tests::workloads::{BURN_WHILE_LOADED, FOREVER};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Runs until SIGTERM, which it obeys (as PID 1 of its container).
-const FOREVER: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
 
 #[derive(Debug, Clone)]
 struct PodRef {
@@ -235,6 +233,8 @@ fn three_node_cluster_end_to_end() -> Result<()> {
 
     // --- the agent endpoint: logs and exec, on the Unix socket and across nodes over TCP ---
     agent_endpoint(&c, &web)?;
+    // --- podctl logs and exec through the API server, to pods on every node ---
+    podctl_logs_and_exec(&c, &web)?;
 
     // --- a killed container is restarted, and the count shows ---
     let victim = web[0].clone();
@@ -392,8 +392,14 @@ fn three_node_cluster_end_to_end() -> Result<()> {
     )?;
     println!("readiness: the probed pod joined and left the service");
 
+    // --- the autoscaler scales out under CPU load and back in when it stops ---
+    autoscale(&c)?;
+    scheduling_metrics(&c)?;
+
     // --- delete everything; nothing is left on the nodes ---
     c.podctl(&["delete", "pod", "probed"])?;
+    c.podctl(&["delete", "hpa", "burn"])?;
+    c.podctl(&["delete", "deployment", "burn"])?;
     c.podctl(&["delete", "deployment", "web"])?;
     c.podctl(&["delete", "deployment", "client"])?;
     c.podctl(&["delete", "deployment", "logger"])?;
@@ -502,6 +508,108 @@ fn agent_endpoint(c: &Cluster, web: &[PodRef]) -> Result<()> {
     println!(
         "agent endpoint: logs (plain and followed), exec over TCP with the node token, metrics"
     );
+    Ok(())
+}
+
+/// `podctl logs` and `podctl exec` go to the API server (node-1's Unix socket), which proxies
+/// them to the agent of the pod's node: over TCP with the node's endpoint for the others.
+fn podctl_logs_and_exec(c: &Cluster, web: &[PodRef]) -> Result<()> {
+    let logger = wait_ready(c, "app=logger", 1, Duration::from_secs(60))?.remove(0);
+    let log = c.podctl(&["logs", &logger.name])?;
+    assert_eq!(log, "hello-from-logger\n", "podctl logs {}", logger.name);
+    for p in web {
+        let out = c.podctl(&["exec", &p.name, "--", "cat", "/www/id"])?;
+        assert_eq!(
+            out.trim(),
+            p.name,
+            "podctl exec into {} on {}",
+            p.name,
+            p.node
+        );
+    }
+    let failed = c.podctl_output(&["exec", &web[0].name, "--", "sh", "-c", "exit 3"])?;
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "podctl exec passes the command's exit code on"
+    );
+    let nodes: BTreeSet<&str> = web.iter().map(|p| p.node.as_str()).collect();
+    println!("podctl logs {} and podctl exec on {nodes:?}", logger.name);
+    Ok(())
+}
+
+fn autoscale(c: &Cluster) -> Result<()> {
+    // A CPU request and no limit: this host's cgroup v2 tree has no cpu controller to
+    // enforce one (the VM suite tests limits), and utilisation is use over request.
+    let manifest = c.state.dir.join("burn.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "burn"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "burn"}},
+                "template": {
+                    "metadata": {"labels": {"app": "burn"}},
+                    "spec": {"containers": [{
+                        "name": "burn", "image": "busybox",
+                        "command": ["sh", "-c", BURN_WHILE_LOADED],
+                        "resources": {"requests": {"cpu": "100m"}}
+                    }]}
+                }
+            }
+        }))?,
+    )?;
+    c.podctl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
+    let burn = wait_ready(c, "app=burn", 1, Duration::from_secs(60))?.remove(0);
+    c.podctl(&[
+        "autoscale",
+        "burn",
+        "--min",
+        "1",
+        "--max",
+        "3",
+        "--cpu-percent",
+        "50",
+        "--scale-down-window",
+        "10s",
+    ])?;
+    let t0 = Instant::now();
+    c.podctl(&["exec", &burn.name, "--", "touch", "/tmp/load"])?;
+    // One busy shell uses a whole core: 1000% of its 100m request, so the autoscaler goes
+    // to its maximum (the new replicas idle, which keeps the average above the target).
+    let hpa_state = || {
+        c.podctl(&["get", "hpa", "burn", "-o", "json"])
+            .map(|s| s.chars().take(2000).collect::<String>())
+            .unwrap_or_default()
+    };
+    wait_ready(c, "app=burn", 3, Duration::from_secs(90))
+        .with_context(|| format!("scaling out: {}", hpa_state()))?;
+    let out_after = t0.elapsed();
+    let t1 = Instant::now();
+    c.podctl(&["exec", &burn.name, "--", "rm", "/tmp/load"])?;
+    wait_ready(c, "app=burn", 1, Duration::from_secs(120))
+        .with_context(|| format!("scaling in: {}", hpa_state()))?;
+    println!(
+        "autoscale: 1 -> 3 replicas {out_after:?} after the load started, 3 -> 1 {:?} after it stopped (10 s window)",
+        t1.elapsed()
+    );
+    Ok(())
+}
+
+/// The server's /metrics: the scheduling latency of the pods it placed, in Prometheus form.
+fn scheduling_metrics(c: &Cluster) -> Result<()> {
+    let (code, text) = c.server_get("/metrics")?;
+    assert_eq!(code, 200, "{text}");
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("podd_scheduling_duration_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .with_context(|| format!("no scheduling latency in /metrics:\n{text}"))?;
+    assert!(count >= 10, "only {count} pods counted as scheduled");
+    assert!(text.contains("podd_objects{kind=\"pods\"}"), "{text}");
+    println!("server /metrics: {count} pods scheduled");
     Ok(())
 }
 

@@ -1,10 +1,15 @@
 //! `cargo xtask build-ebpf`: builds the kernel-side eBPF crate (`ebpf/podd-ebpf`) that
 //! `podd-lb` embeds. (Owned by the eBPF work.)
 //!
-//! Installs what is missing, once, and says so: nightly's `rust-src` (for `-Z build-std=core`),
-//! LLVM 22 development packages (apt) and `bpf-linker` 0.13.0 built against them. Then builds
-//! `podd-ebpf` in release for `bpfel-unknown-none` into `ebpf/podd-ebpf/target/`, where
-//! `ebpf/podd-lb/build.rs` picks the object up.
+//! Installs what is missing, once, and says so: `rust-src` of the workspace's pinned toolchain
+//! (for `-Z build-std=core`), LLVM 22 development packages (apt) and `bpf-linker` 0.13.0 built
+//! against them. Then builds `podd-ebpf` in release for `bpfel-unknown-none` into
+//! `ebpf/podd-ebpf/target/`, where `ebpf/podd-lb/build.rs` picks the object up.
+//!
+//! Why the pinned toolchain and not nightly: bpf-linker reads rustc's LLVM bitcode, so rustc's
+//! LLVM must not be newer than bpf-linker's. Nightly moved to LLVM 23 (its bitcode fails with
+//! "Invalid record"); the pinned 1.95.0 is LLVM 22, like Debian's llvm-22 that bpf-linker is
+//! built against, and never moves. `RUSTC_BOOTSTRAP=1` lets it take `-Z build-std`.
 #![allow(clippy::print_stderr)]
 
 use anyhow::{Context, bail};
@@ -62,24 +67,30 @@ fn output(mut c: Command) -> String {
         .unwrap_or_default()
 }
 
-fn ensure_rust_src() -> anyhow::Result<()> {
+/// The toolchain the workspace pins in rust-toolchain.toml (its LLVM is bpf-linker's).
+fn pinned_toolchain() -> anyhow::Result<String> {
+    let path = workspace_root().join("rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.split('"').nth(1))
+        .next()
+        .map(str::to_string)
+        .with_context(|| format!("{} names no channel", path.display()))
+}
+
+fn ensure_rust_src(toolchain: &str) -> anyhow::Result<()> {
     let mut list = clean("rustup");
-    list.args(["component", "list", "--installed", "--toolchain", "nightly"]);
+    list.args(["component", "list", "--installed", "--toolchain", toolchain]);
     if output(list).lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
-    eprintln!("build-ebpf: nightly with rust-src is missing; installing it");
+    eprintln!("build-ebpf: {toolchain} has no rust-src; installing it");
     let mut c = clean("rustup");
-    c.args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]);
-    run(c, "installing nightly + rust-src")
+    c.args(["toolchain", "install", toolchain, "--profile", "minimal"])
+        .args(["--component", "rust-src"]);
+    run(c, &format!("installing {toolchain} + rust-src"))
 }
 
 fn bpf_linker_ok() -> bool {
@@ -128,21 +139,24 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 pub fn build_ebpf() -> anyhow::Result<()> {
-    ensure_rust_src()?;
+    let toolchain = pinned_toolchain()?;
+    ensure_rust_src(&toolchain)?;
     ensure_bpf_linker()?;
     let crate_dir = workspace_root().join("ebpf/podd-ebpf");
     let target_dir = crate_dir.join("target");
     let mut c = clean("cargo");
-    c.current_dir(&crate_dir).args([
-        "+nightly",
-        "build",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--target-dir",
-    ]);
+    c.current_dir(&crate_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .arg(format!("+{toolchain}"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ]);
     c.arg(&target_dir);
     run(c, "building podd-ebpf")?;
     let object = target_dir.join("bpfel-unknown-none/release/podd-ebpf");

@@ -8,6 +8,7 @@ mod build_ebpf;
 mod cluster;
 mod prereqs;
 mod process;
+mod quickstart;
 mod test_all;
 mod up;
 mod vm;
@@ -29,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the kernel-side eBPF crate (nightly, bpf-linker) where the loader embeds it.
+    /// Build the kernel-side eBPF crate (pinned toolchain, bpf-linker) where the loader embeds it.
     BuildEbpf,
     /// Run every `vm_*` integration test target inside one QEMU boot of Debian 12's kernel.
     VmTest(VmTestArgs),
@@ -38,6 +39,9 @@ enum Command {
     Test,
     /// Set up this Debian 12 node (apt prerequisites, release build, install) and start podd.
     Up(up::UpArgs),
+    /// Run the README's setup command and quickstart from a fresh clone (of HEAD), in a network
+    /// namespace of its own, then `podd reset`, and check nothing is left.
+    Quickstart,
     /// A multi-node cluster on this machine: `cluster up --nodes N`, `cluster down`.
     Cluster {
         #[command(subcommand)]
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::vm_test(&args.into_options()).map(|report| report.success()),
         Command::Test => test_all::run(),
         Command::Up(args) => up::run(&args).map(|()| true),
+        Command::Quickstart => quickstart::run().map(|()| true),
         Command::Cluster {
             action: ClusterAction::Up { nodes },
         } => cluster::up(nodes).map(|()| true),

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole suite, in order: build-ebpf, fmt, clippy, the daemon's
-//! binaries, the host tests (`cargo test --workspace`, as root), the VM suite, and the check
-//! that the VM suite can fail.
+//! binaries, the host tests (`cargo test --workspace`, as root), the VM suite, the check
+//! that the VM suite can fail, and the README's quickstart run as written from a fresh clone.
 //! Every step runs even when an earlier one failed; the summary ends with `N passed, N failed`,
 //! counting each test and each check step.
 
@@ -78,6 +78,9 @@ pub fn run() -> Result<bool> {
         Ok((passed, failed, String::new()))
     });
     step("deliberate failure", &mut deliberate_failure);
+    step("readme quickstart", &mut || {
+        crate::quickstart::run().map(|()| (1, 0, String::new()))
+    });
 
     println!("\n=== summary ===");
     let mut passed = 0;

@@ -124,7 +124,9 @@ fn start(podd: &Path) -> Result<()> {
         println!("up: podd is already running (pid {pid}); `podctl get nodes` talks to it");
         return Ok(());
     }
-    if Path::new("/run/systemd/system").is_dir() {
+    // PODD_UP_SYSTEMD=0 keeps podd a child of this command's namespaces (the quickstart test).
+    let systemd = std::env::var("PODD_UP_SYSTEMD").as_deref() != Ok("0");
+    if systemd && Path::new("/run/systemd/system").is_dir() {
         let unit = format!(
             "[Unit]\nDescription=podd node daemon\nAfter=network-online.target\n\n\
              [Service]\nExecStart={}\nRestart=on-failure\nKillMode=process\n\n\

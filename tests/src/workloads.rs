@@ -1,0 +1,11 @@
+//! Container commands the end-to-end tests run, shared by the host and VM suites.
+
+/// Runs until SIGTERM, which it obeys (as PID 1 of its container; a bare `sleep` would ignore
+/// it and every delete would wait out the grace period).
+pub const FOREVER: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
+
+/// Burns CPU while /tmp/load exists in its container, else idles; obeys SIGTERM. Tests start
+/// and stop the load with `podctl exec POD -- touch|rm /tmp/load`.
+pub const BURN_WHILE_LOADED: &str = "trap 'exit 0' TERM; while :; do \
+    if [ -e /tmp/load ]; then n=0; while [ $n -lt 20000 ]; do n=$((n+1)); done; \
+    else sleep 1; fi; done";
