@@ -377,6 +377,7 @@ pub struct ContainerStatus {
     pub name: String,
     pub ready: bool,
     pub restart_count: u32,
+    #[serde(deserialize_with = "state_or_bare_waiting")]
     pub state: ContainerState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_state: Option<ContainerState>,
@@ -384,12 +385,18 @@ pub struct ContainerStatus {
     pub image: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all_fields = "camelCase")]
 pub enum ContainerState {
-    #[default]
+    /// Not running: not started yet, or between restarts. `reason` says why, as Kubernetes
+    /// names it (CrashLoopBackOff, CreateContainerError), and `message` what failed.
     #[serde(rename = "waiting")]
-    Waiting,
+    Waiting {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
     #[serde(rename = "running")]
     Running { started_at: String },
     #[serde(rename = "terminated")]
@@ -402,6 +409,41 @@ pub enum ContainerState {
         #[serde(default)]
         finished_at: String,
     },
+}
+
+impl Default for ContainerState {
+    fn default() -> Self {
+        ContainerState::waiting("", "")
+    }
+}
+
+impl ContainerState {
+    pub fn waiting(reason: &str, message: &str) -> ContainerState {
+        ContainerState::Waiting {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A container state, also in the bare `"waiting"` form that status files written before
+/// waiting states had a reason use (a shim outlives an upgrade of the agent).
+fn state_or_bare_waiting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<ContainerState, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Compat {
+        Bare(String),
+        State(ContainerState),
+    }
+    match Compat::deserialize(d)? {
+        Compat::Bare(s) if s == "waiting" => Ok(ContainerState::default()),
+        Compat::Bare(s) => Err(serde::de::Error::custom(format!(
+            "unknown container state {s:?}: expected waiting, running or terminated"
+        ))),
+        Compat::State(s) => Ok(s),
+    }
 }
 
 impl PodSpec {
@@ -426,6 +468,23 @@ impl PodSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_states_carry_their_reason_and_read_the_bare_form() {
+        let cs = ContainerStatus {
+            name: "c".into(),
+            state: ContainerState::waiting("CrashLoopBackOff", "back-off 10s"),
+            ..ContainerStatus::default()
+        };
+        let v = serde_json::to_value(&cs).unwrap();
+        assert_eq!(v["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(serde_json::from_value::<ContainerStatus>(v).unwrap(), cs);
+        let bare: ContainerStatus =
+            serde_json::from_str(r#"{"name":"c","state":"waiting"}"#).unwrap();
+        assert_eq!(bare.state, ContainerState::default());
+        let err = serde_json::from_str::<ContainerStatus>(r#"{"state":"dozing"}"#).unwrap_err();
+        assert!(err.to_string().contains("dozing"), "{err}");
+    }
 
     #[test]
     fn reads_a_kubernetes_pod_manifest() {

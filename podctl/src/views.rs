@@ -12,11 +12,16 @@ pub fn pod_status(p: &Pod) -> String {
         return "Terminating".into();
     }
     for cs in &p.status.container_statuses {
-        if let ContainerState::Terminated { reason, .. } = &cs.state
-            && !reason.is_empty()
-            && p.status.phase != PodPhase::Succeeded
-        {
-            return reason.clone();
+        match &cs.state {
+            ContainerState::Terminated { reason, .. }
+                if !reason.is_empty() && p.status.phase != PodPhase::Succeeded =>
+            {
+                return reason.clone();
+            }
+            ContainerState::Waiting { reason, .. } if !reason.is_empty() => {
+                return reason.clone();
+            }
+            _ => {}
         }
     }
     if !p.status.reason.is_empty() {

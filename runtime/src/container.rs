@@ -1094,7 +1094,13 @@ impl Container {
         if status != Status::Running && status != Status::Created {
             return Err(self.refuse(status, "exec", " (it is not running)"));
         }
-        let join = namespaces::of_process(self.state.pid)?;
+        // The cgroup namespace is joined last, by the process already in the container's
+        // cgroup: where cgroup2 is mounted with nsdelegate, moving into a cgroup outside one's
+        // own cgroup namespace is refused (clone3 CLONE_INTO_CGROUP fails with ENOENT).
+        let (cgroupns, join): (Vec<_>, Vec<_>) = namespaces::of_process(self.state.pid)?
+            .into_iter()
+            .partition(|(t, _)| *t == LinuxNamespaceType::Cgroup);
+        let cgroupns = cgroupns.into_iter().next().map(|(_, path)| path);
         let console = if process.terminal().unwrap_or(false) {
             let path = opts.console_socket.as_ref().ok_or_else(|| {
                 Error::InvalidSpec(
@@ -1125,13 +1131,25 @@ impl Container {
         let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
                 drop(parent_sock);
-                let run = || -> Result<i32> {
+                let run = || -> Result<(i32, Option<std::fs::File>)> {
                     let cgroup_fd = cgroup.as_ref().map(open_cgroup).transpose()?;
+                    // Opened before the mount namespace changes what paths mean.
+                    let cgroupns_fd = cgroupns
+                        .as_ref()
+                        .map(|p| {
+                            std::fs::File::open(p).map_err(io_err("open cgroup namespace", p))
+                        })
+                        .transpose()?;
                     namespaces::join_all(&join)?;
-                    clone_process(CloneFlags::empty(), cgroup_fd)
+                    Ok((clone_process(CloneFlags::empty(), cgroup_fd)?, cgroupns_fd))
                 };
                 match run() {
-                    Ok(0) => {
+                    Ok((0, cgroupns_fd)) => {
+                        if let Some(fd) = cgroupns_fd {
+                            nix::sched::setns(&fd, CloneFlags::CLONE_NEWCGROUP)
+                                .map_err(sys_err("join the container's cgroup namespace"))
+                                .unwrap_or_else(|e| fail_child(&child_sock, e));
+                        }
                         let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
                         nix::unistd::setsid()
                             .map_err(sys_err("setsid"))
@@ -1141,7 +1159,7 @@ impl Container {
                             Err(e) => fail_child(&child_sock, e),
                         }
                     }
-                    Ok(pid) => {
+                    Ok((pid, _)) => {
                         let _ = send_msg(&child_sock, &Msg::Pid(pid));
                         exit_now(0)
                     }

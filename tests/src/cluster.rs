@@ -213,6 +213,11 @@ impl Cluster {
         c.build_topology()?;
         c.seed_images()?;
         c.start_server()?;
+        // Nodes join as an operator would: `podd token create` next to the running server,
+        // which accepts the new tokens without a restart.
+        for i in 0..nodes {
+            c.state.nodes[i].token = c.create_token(&c.state.nodes[i].name.clone())?;
+        }
         for i in 0..nodes {
             c.start_agent(i)?;
         }
@@ -320,7 +325,8 @@ impl Cluster {
         Ok(pid)
     }
 
-    fn start_server(&mut self) -> Result<()> {
+    /// Starts (or restarts) the server on the cluster's store.
+    pub fn start_server(&mut self) -> Result<()> {
         let s = self.state.clone();
         let args: Vec<String> = vec![
             "server".into(),
@@ -333,6 +339,8 @@ impl Cluster {
             "--listen".into(),
             format!("{}:{API_PORT}", s.nodes[0].ip),
         ];
+        // A socket left by a previous run would pass for the new server's before it listens.
+        let _ = std::fs::remove_file(&s.server_socket);
         let pid = self.spawn_in(&s.nodes[0].netns, "server.log", &args)?;
         self.state.server_pid = Some(pid);
         self.save()?;
@@ -343,12 +351,22 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Nodes join as an operator would: `podd token create` next to the running server,
-        // which accepts the new tokens without a restart.
-        for i in 0..s.nodes.len() {
-            self.state.nodes[i].token = self.create_token(&s.nodes[i].name)?;
+        Ok(())
+    }
+
+    /// Stops the server gracefully (SIGTERM), as an upgrade or a crash-restart would; the
+    /// agents and pods keep running. `start_server` brings it back on the same store.
+    pub fn stop_server(&mut self) {
+        if let Some(pid) = self.state.server_pid.take() {
+            stop(pid);
         }
-        self.save()
+    }
+
+    /// Stops node `i`'s agent gracefully (SIGTERM); its pods keep running.
+    pub fn stop_agent(&mut self, i: usize) {
+        if let Some(pid) = self.state.nodes[i].agent_pid.take() {
+            stop(pid);
+        }
     }
 
     /// `podd token create NODE` against the server's data dir; the token it prints.

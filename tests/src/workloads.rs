@@ -9,3 +9,18 @@ pub const FOREVER: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
 pub const BURN_WHILE_LOADED: &str = "trap 'exit 0' TERM; while :; do \
     if [ -e /tmp/load ]; then n=0; while [ $n -lt 20000 ]; do n=$((n+1)); done; \
     else sleep 1; fi; done";
+
+/// `podctl autoscale` for the `burn` Deployment: 1 to 3 replicas at 50% of the CPU request,
+/// back in 10 s after the load stops (Kubernetes waits 5 min by default).
+pub const AUTOSCALE_BURN: [&str; 10] = [
+    "autoscale",
+    "burn",
+    "--min",
+    "1",
+    "--max",
+    "3",
+    "--cpu-percent",
+    "50",
+    "--scale-down-window",
+    "10s",
+];

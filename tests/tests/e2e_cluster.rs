@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use podd_tests::cluster::{Cluster, procs_under, wait_for};
-use podd_tests::workloads::{BURN_WHILE_LOADED, FOREVER};
+use podd_tests::workloads::{AUTOSCALE_BURN, BURN_WHILE_LOADED, FOREVER};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ fn endpoint_ips(c: &Cluster, service: &str) -> Result<BTreeSet<String>> {
 
 #[test]
 fn three_node_cluster_end_to_end() -> Result<()> {
-    let c = Cluster::up(3)?;
+    let mut c = Cluster::up(3)?;
     println!("cluster up: {:?}", c.ready_nodes()?);
 
     // --- run and expose ---
@@ -342,6 +342,9 @@ fn three_node_cluster_end_to_end() -> Result<()> {
     })?;
     println!("scaled to 6 and back to 1");
 
+    // --- an agent restart and a server outage: the pods keep serving, the agents catch up ---
+    let one = restarts_keep_serving(&mut c, &client, &one[0], &vip)?;
+
     // --- readiness: a pod of the service whose probe fails is not an endpoint until it passes ---
     let manifest = c.state.dir.join("probe.json");
     std::fs::write(
@@ -511,6 +514,84 @@ fn agent_endpoint(c: &Cluster, web: &[PodRef]) -> Result<()> {
     Ok(())
 }
 
+/// Restarts the agent of `backend`'s node and then the server, while a loop in `client`
+/// requests the service: no request fails, the pod is adopted (same uid, no container
+/// restart), and after the outage the agents apply a new change (a scale to 2 and back).
+/// Returns the one replica left.
+fn restarts_keep_serving(
+    c: &mut Cluster,
+    client: &PodRef,
+    backend: &PodRef,
+    vip: &str,
+) -> Result<Vec<PodRef>> {
+    let restarts_before = restart_count(c, &backend.name)?;
+    // The loop runs podd-shim exec itself: it must not hold the Cluster that is restarted.
+    let shim = c.state.bin_dir.join("podd-shim");
+    let pod_dir = c.state.nodes[node_index(c, client)]
+        .run_dir
+        .join("pods")
+        .join(&client.uid);
+    let (container, url) = (client.container.clone(), format!("http://{vip}/"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let requests = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        while !stop2.load(Ordering::Relaxed) {
+            let out = std::process::Command::new(&shim)
+                .arg("exec")
+                .arg(&pod_dir)
+                .arg(&container)
+                .args(["--", "timeout", "2", "wget", "-q", "-O", "-", &url])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    let outage = (|| -> Result<()> {
+        std::thread::sleep(Duration::from_secs(1));
+        let bi = node_index(c, backend);
+        // Graceful, and back at once: within the node's 2 s lease grace.
+        c.stop_agent(bi);
+        c.start_agent(bi)?;
+        std::thread::sleep(Duration::from_secs(3));
+        c.stop_server();
+        std::thread::sleep(Duration::from_secs(3));
+        c.start_server()?;
+        c.wait_nodes_ready(Duration::from_secs(30))?;
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = requests
+        .join()
+        .map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+    outage?;
+    println!("agent restart and 3 s server outage: {ok} requests answered, {failed} failed");
+    assert_eq!(
+        failed, 0,
+        "requests failed while the agent or server restarted"
+    );
+    assert!(ok > 0, "no request was made");
+    let after = ready_pods(c, "app=web")?;
+    assert!(
+        after.iter().any(|p| p.uid == backend.uid),
+        "the restarted agent adopted {} instead of replacing it: {after:?}",
+        backend.name
+    );
+    assert_eq!(
+        restart_count(c, &backend.name)?,
+        restarts_before,
+        "the pod's container was not restarted"
+    );
+    c.podctl(&["scale", "web", "--replicas", "2"])?;
+    wait_ready(c, "app=web", 2, Duration::from_secs(60))?;
+    c.podctl(&["scale", "web", "--replicas", "1"])?;
+    wait_ready(c, "app=web", 1, Duration::from_secs(60))
+}
+
 /// `podctl logs` and `podctl exec` go to the API server (node-1's Unix socket), which proxies
 /// them to the agent of the pod's node: over TCP with the node's endpoint for the others.
 fn podctl_logs_and_exec(c: &Cluster, web: &[PodRef]) -> Result<()> {
@@ -563,18 +644,7 @@ fn autoscale(c: &Cluster) -> Result<()> {
     )?;
     c.podctl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
     let burn = wait_ready(c, "app=burn", 1, Duration::from_secs(60))?.remove(0);
-    c.podctl(&[
-        "autoscale",
-        "burn",
-        "--min",
-        "1",
-        "--max",
-        "3",
-        "--cpu-percent",
-        "50",
-        "--scale-down-window",
-        "10s",
-    ])?;
+    c.podctl(&AUTOSCALE_BURN)?;
     let t0 = Instant::now();
     c.podctl(&["exec", &burn.name, "--", "touch", "/tmp/load"])?;
     // One busy shell uses a whole core: 1000% of its 100m request, so the autoscaler goes

@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result};
 use podd_tests::cluster::{Cluster, wait_for};
-use podd_tests::workloads::BURN_WHILE_LOADED;
+use podd_tests::workloads::{AUTOSCALE_BURN, BURN_WHILE_LOADED};
 use std::time::{Duration, Instant};
 
 fn oom_reason(p: &serde_json::Value) -> bool {
@@ -107,18 +107,7 @@ fn cpu_limit_is_enforced_and_the_autoscaler_scales_on_it() -> Result<()> {
 
     // At its limit the pod uses 100% of its request: over the 50% target, so the autoscaler
     // adds replicas; when the load stops, it goes back to 1 after the 10 s window.
-    c.podctl(&[
-        "autoscale",
-        "burn",
-        "--min",
-        "1",
-        "--max",
-        "3",
-        "--cpu-percent",
-        "50",
-        "--scale-down-window",
-        "10s",
-    ])?;
+    c.podctl(&AUTOSCALE_BURN)?;
     wait_for(
         Duration::from_secs(180),
         "the autoscaler to scale out",

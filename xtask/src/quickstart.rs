@@ -116,14 +116,20 @@ pub fn run() -> Result<()> {
         .env("PATH", path_with(BIN_DIR));
     println!("$ {}", describe(&cmd));
     let status = cmd.status().context("running the quickstart")?;
-    let leaks = leaks(&cgroup_root);
+    // The shims `podd reset` killed may take a moment to be gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = leaks(&cgroup_root);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        left = leaks(&cgroup_root);
+    }
     remove_setup(&preinstalled);
     let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
         bail!("the README's quickstart failed ({status}); its commands are echoed above");
     }
-    if !leaks.is_empty() {
-        bail!("after `podd reset`, podd left: {}", leaks.join("; "));
+    if !left.is_empty() {
+        bail!("after `podd reset`, podd left: {}", left.join("; "));
     }
     println!("quickstart: the README's commands all worked, and `podd reset` left nothing");
     Ok(())
@@ -157,6 +163,7 @@ fn leaks(cgroup_root: &Path) -> Vec<String> {
     out
 }
 
+/// Live (not zombie) processes whose command name is one of `names`.
 fn processes_named(names: &[&str]) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -167,6 +174,14 @@ fn processes_named(names: &[&str]) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| names.contains(&c.trim()))
+        })
+        .filter(|pid| {
+            // A zombie waits only for its parent (or init) to reap it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state != "Z" && state != "X")
+            })
         })
         .collect()
 }

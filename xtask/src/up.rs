@@ -127,12 +127,7 @@ fn start(podd: &Path) -> Result<()> {
     // PODD_UP_SYSTEMD=0 keeps podd a child of this command's namespaces (the quickstart test).
     let systemd = std::env::var("PODD_UP_SYSTEMD").as_deref() != Ok("0");
     if systemd && Path::new("/run/systemd/system").is_dir() {
-        let unit = format!(
-            "[Unit]\nDescription=podd node daemon\nAfter=network-online.target\n\n\
-             [Service]\nExecStart={}\nRestart=on-failure\nKillMode=process\n\n\
-             [Install]\nWantedBy=multi-user.target\n",
-            podd.display()
-        );
+        let unit = systemd_unit(podd);
         std::fs::write("/etc/systemd/system/podd.service", unit)?;
         process::run(Command::new("systemctl").arg("daemon-reload"))?;
         process::run(Command::new("systemctl").args(["enable", "--now", "podd"]))?;
@@ -169,8 +164,23 @@ fn start(podd: &Path) -> Result<()> {
     bail!("podd started but {SOCKET} did not appear within 15 s; see {LOG_FILE}")
 }
 
+/// The unit the podd crate ships, with ExecStart at the installed binary.
+fn systemd_unit(podd: &Path) -> String {
+    include_str!("../../podd/podd.service").replace(
+        "ExecStart=/usr/local/bin/podd",
+        &format!("ExecStart={}", podd.display()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_unit_runs_the_installed_podd_and_spares_the_pods() {
+        let unit = super::systemd_unit(std::path::Path::new("/opt/bin/podd"));
+        assert!(unit.contains("\nExecStart=/opt/bin/podd\n"), "{unit}");
+        assert!(unit.contains("\nKillMode=process\n"), "{unit}");
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

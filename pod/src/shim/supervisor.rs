@@ -248,13 +248,21 @@ fn supervise(shared: &Shared, i: usize) {
         };
         tracing::info!(container = %spec.name, pod = %plan.pod, code, reason, "container exited");
         let restart = !shared.stopping() && should_restart(plan.restart_policy, code);
+        let delay = backoff.on_exit(started.elapsed());
         shared.update(|s| {
             s.pids[i] = 0;
             let cs = &mut s.containers[i];
             cs.ready = false;
             if restart {
                 cs.last_state = Some(terminated.clone());
-                cs.state = ContainerState::Waiting;
+                cs.state = ContainerState::waiting(
+                    "CrashLoopBackOff",
+                    &format!(
+                        "back-off {}s restarting container {} ({reason}, exit code {code})",
+                        delay.as_secs_f64().ceil(),
+                        spec.name
+                    ),
+                );
             } else {
                 cs.state = terminated.clone();
             }
@@ -262,7 +270,6 @@ fn supervise(shared: &Shared, i: usize) {
         if !restart {
             break;
         }
-        let delay = backoff.on_exit(started.elapsed());
         shared.sleep(delay);
         if shared.stopping() {
             break;
@@ -274,7 +281,7 @@ fn supervise(shared: &Shared, i: usize) {
 fn set_waiting(shared: &Shared, i: usize, reason: &str, message: &str) {
     tracing::debug!(reason, message, "container waiting");
     shared.update(|s| {
-        s.containers[i].state = ContainerState::Waiting;
+        s.containers[i].state = ContainerState::waiting(reason, message);
         s.containers[i].ready = false;
     });
 }
