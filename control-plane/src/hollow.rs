@@ -8,7 +8,7 @@ use futures::StreamExt;
 use podd_api::node::{NodeAddress, NodeResources};
 use podd_api::{Cpu, Memory, Node, NodeCondition, ObjectMeta, Pod, PodPhase};
 use podd_client::{Client, ListParams, WatcherEvent};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,6 +49,8 @@ struct NodeState {
     next: u32,
     /// The fake node address (its InternalIP).
     host_ip: String,
+    /// Which phase of the heartbeat interval the node renews in.
+    phase: usize,
 }
 
 impl NodeState {
@@ -153,6 +155,7 @@ impl HollowFleet {
                         ips: HashMap::new(),
                         next: 2,
                         host_ip: fake_host_ip(i),
+                        phase: heartbeat_phase(i),
                     },
                 );
             }
@@ -262,6 +265,19 @@ fn hollow_node(name: &str, i: usize, config: &HollowConfig) -> Node {
     }
 }
 
+/// How many phases a heartbeat interval is cut into: every node renews in its own phase, so
+/// the fleet's renewals arrive evenly rather than in one burst per interval.
+const HEARTBEAT_PHASES: usize = 50;
+
+/// The phase of the node registered `index`-th.
+fn heartbeat_phase(index: usize) -> usize {
+    index % HEARTBEAT_PHASES
+}
+
+/// Renews every running node's lease once per `config.heartbeat`, each in its own phase of
+/// the interval and independently of the others, as separate kubelets would: a slow renewal
+/// delays no other node's, and a node whose previous renewal is still in flight skips a beat
+/// rather than queueing another behind it.
 async fn heartbeat_loop(
     client: Client,
     nodes: Arc<Mutex<HashMap<String, NodeState>>>,
@@ -269,34 +285,48 @@ async fn heartbeat_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let api = client.api::<Node>(None);
-    let mut tick = tokio::time::interval(config.heartbeat);
+    let sem = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let per_phase = (config.heartbeat / HEARTBEAT_PHASES as u32).max(Duration::from_millis(1));
+    let give_up = (config.heartbeat * 2).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(per_phase);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut phase = 0;
+    // Owned here, so the renewals still in flight end with the loop.
+    let mut renewals = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
-        let live: Vec<String> = nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, s)| s.running)
-            .map(|(n, _)| n.clone())
-            .collect();
-        let now = crate::time::now_rfc3339();
-        let patch = serde_json::json!({"status": {"leaseRenewTime": now}});
-        let futs = live.into_iter().map(|n| {
-            let (api, patch) = (api.clone(), patch.clone());
-            async move { api.patch_status(&n, &patch).await }
-        });
-        let results: Vec<_> = futures::stream::iter(futs)
-            .buffer_unordered(config.concurrency.max(1))
-            .collect()
-            .await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "hollow heartbeat failed");
-            }
+        while renewals.try_join_next().is_some() {}
+        let due: Vec<String> = {
+            let map = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut busy = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .filter(|(n, s)| s.running && s.phase == phase && busy.insert((*n).clone()))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        phase = (phase + 1) % HEARTBEAT_PHASES;
+        for name in due {
+            let (api, sem, in_flight) = (api.clone(), sem.clone(), in_flight.clone());
+            renewals.spawn(async move {
+                if let Ok(_permit) = sem.acquire().await {
+                    let patch = serde_json::json!({"status": {"leaseRenewTime": crate::time::now_rfc3339()}});
+                    match tokio::time::timeout(give_up, api.patch_status(&name, &patch)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(node = %name, error = %e, "hollow heartbeat failed")
+                        }
+                        Err(_) => tracing::debug!(node = %name, "hollow heartbeat timed out"),
+                    }
+                }
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+            });
         }
     }
 }
@@ -388,5 +418,19 @@ async fn pod_loop(
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_phases_spread_a_fleet_evenly() {
+        let mut per_phase = vec![0usize; HEARTBEAT_PHASES];
+        for i in 0..5_000 {
+            per_phase[heartbeat_phase(i)] += 1;
+        }
+        assert!(per_phase.iter().all(|n| *n == 5_000 / HEARTBEAT_PHASES));
     }
 }

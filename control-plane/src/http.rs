@@ -217,6 +217,52 @@ impl ApiServer {
         resp
     }
 
+    /// Prometheus' text format: scheduling latency, placement failures, objects by kind and
+    /// pods by phase (node agents export their own pods, restarts and LB connections).
+    fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let m = &self.registry.metrics;
+        let mut out = String::new();
+        m.scheduling.render(
+            &mut out,
+            "podd_scheduling_duration_seconds",
+            "From a pod's first sight by the scheduler loop to its binding.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP podd_unschedulable_total Placement attempts that found no node.\n\
+             # TYPE podd_unschedulable_total counter\npodd_unschedulable_total {}",
+            m.unschedulable.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let cache = self.registry.cache();
+        let _ = writeln!(
+            out,
+            "# HELP podd_objects Objects in the store, by kind.\n# TYPE podd_objects gauge"
+        );
+        for kind in Kind::ALL {
+            let (objs, _) = cache.snapshot(kind, &kind.key_prefix(None));
+            let _ = writeln!(
+                out,
+                "podd_objects{{kind=\"{}\"}} {}",
+                kind.plural(),
+                objs.len()
+            );
+        }
+        let (pods, _) = cache.snapshot(Kind::Pod, &Kind::Pod.key_prefix(None));
+        let mut phases: std::collections::BTreeMap<String, usize> = Default::default();
+        for p in pods.iter().filter_map(|o| o.decode::<podd_api::Pod>()) {
+            *phases.entry(format!("{:?}", p.status.phase)).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP podd_cluster_pods Pods in the cluster, by phase.\n# TYPE podd_cluster_pods gauge"
+        );
+        for (phase, n) in phases {
+            let _ = writeln!(out, "podd_cluster_pods{{phase=\"{phase}\"}} {n}");
+        }
+        out
+    }
+
     async fn route(
         &self,
         req: Request<Incoming>,
@@ -236,6 +282,9 @@ impl ApiServer {
         let query = req.uri().query().unwrap_or_default().to_string();
         if path == "/healthz" || path == "/readyz" {
             return Ok(full(StatusCode::OK, "ok"));
+        }
+        if path == "/metrics" {
+            return Ok(full(StatusCode::OK, self.metrics_text()));
         }
         if path == "/version" {
             return Ok(json_response(

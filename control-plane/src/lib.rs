@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod error;
 pub mod hollow;
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod registry;
 pub mod server;

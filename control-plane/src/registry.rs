@@ -9,6 +9,7 @@
 use crate::alloc::{AllocError, RangeAllocator};
 use crate::cache::{CachedObject, WatchCache, set_resource_version};
 use crate::error::ApiError;
+use crate::leases::{LeaseTable, is_lease_renewal};
 use podd_api::meta::Selector;
 use podd_api::validation::validate_value;
 use podd_api::{Kind, Object};
@@ -109,10 +110,13 @@ pub struct Registry {
     pub mutating_latency: crate::metrics::Latencies,
     /// Mutating calls as the HTTP server saw them (parsing and encoding included).
     pub http_mutating_latency: crate::metrics::Latencies,
+    /// What `/metrics` exports (scheduling latency and the like).
+    pub metrics: crate::metrics::ServerMetrics,
     store: Arc<dyn Store>,
     cache: Arc<WatchCache>,
     service_ips: RangeAllocator,
     pod_cidrs: RangeAllocator,
+    leases: LeaseTable,
 }
 
 /// Kinds whose `status` is written only through the status subresource.
@@ -242,6 +246,7 @@ impl Registry {
         Ok(Registry {
             mutating_latency: Default::default(),
             http_mutating_latency: Default::default(),
+            metrics: Default::default(),
             service_ips: RangeAllocator::service_ips(
                 store.clone(),
                 &config.service_cidr,
@@ -254,7 +259,13 @@ impl Registry {
             )?,
             store,
             cache,
+            leases: LeaseTable::default(),
         })
+    }
+
+    /// The node lease renewals this server took (see [`crate::leases`]).
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -504,6 +515,9 @@ impl Registry {
         patch: Value,
         sub: Subresource,
     ) -> Result<Value, ApiError> {
+        if kind == Kind::Node && sub == Subresource::Status && is_lease_renewal(&patch) {
+            return self.renew_lease(name, patch).await;
+        }
         let rv = str_at(&patch, "/metadata/resourceVersion").to_string();
         let precondition = rv.parse::<Revision>().ok();
         self.write(kind, ns, name, precondition, |cur| {
@@ -512,6 +526,35 @@ impl Registry {
             Ok(Self::merge_update(kind, cur, &patched, sub))
         })
         .await
+    }
+
+    /// A node's lease renewal: recorded in memory, and written to the store only when the
+    /// lease table says the stored time is due (see [`crate::leases`]).
+    async fn renew_lease(&self, name: &str, patch: Value) -> Result<Value, ApiError> {
+        let now = std::time::Instant::now();
+        if !self.leases.renew(name, now)
+            && let Some(mut v) = self
+                .cache
+                .get(Kind::Node, &Kind::Node.key("", name))
+                .and_then(|o| o.decode::<Value>())
+        {
+            merge_patch(&mut v, &patch);
+            return Ok(v);
+        }
+        let v = self
+            .write(Kind::Node, "", name, None, |cur| {
+                let mut patched = cur.clone();
+                merge_patch(&mut patched, &patch);
+                Ok(Self::merge_update(
+                    Kind::Node,
+                    cur,
+                    &patched,
+                    Subresource::Status,
+                ))
+            })
+            .await?;
+        self.leases.persisted(name, now);
+        Ok(v)
     }
 
     /// What an update of `sub` with `body` makes of `cur`.
@@ -737,6 +780,7 @@ impl Registry {
                 }
             }
             Kind::Node => {
+                self.leases.forget(name);
                 let cidr = str_at(&v, "/spec/podCIDR");
                 if !cidr.is_empty()
                     && let Err(e) = self.pod_cidrs.release(cidr).await

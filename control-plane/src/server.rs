@@ -152,6 +152,11 @@ impl ControlPlane {
                 shutdown_rx.clone(),
             )));
         }
+        if let Some(cc) = &config.controllers {
+            registry
+                .leases()
+                .set_config(crate::leases::LeaseConfig::for_grace(cc.node_grace));
+        }
         if let Some(cc) = config.controllers.clone() {
             let elector = config
                 .elector
@@ -219,6 +224,7 @@ async fn lead(
             _ = shutdown.changed() => return,
         };
         tracing::info!("leading: starting the controllers");
+        registry.leases().set_leading(true);
         if let Err(e) = registry.repair_allocators().await {
             tracing::warn!(error = %e, "could not repair the allocators");
         }
@@ -229,6 +235,8 @@ async fn lead(
             _ = shutdown.changed() => true,
         };
         let _ = stop.send(true);
+        // From now on another server's controllers must see this one's lease renewals.
+        registry.leases().set_leading(false);
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

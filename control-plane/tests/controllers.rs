@@ -1,9 +1,11 @@
 //! Controllers driven end to end with hollow nodes: spreading, scaling, node loss, rolling
-//! updates, endpoints, unschedulable pods and the autoscaler.
+//! updates, endpoints, unschedulable pods and the autoscaler, each on the in-memory store and
+//! on SQLite; the scenarios that matter most with a store's latency (spreading, scaling, node
+//! loss, rolling updates) also on a real etcd started on loopback.
 
 mod common;
 
-use common::{deployment, eventually, fast_controllers, pod, start};
+use common::{Backend, deployment, eventually, fast_controllers, pod, start_with};
 use podd_api::{Deployment, Endpoints, HorizontalPodAutoscaler, Node, Pod, PodPhase, Service};
 use podd_client::{Api, ListParams};
 use podd_control_plane::hollow::{HollowConfig, HollowFleet};
@@ -31,9 +33,8 @@ async fn wait_running(api: &Api<Pod>, app: &str, n: usize, timeout: Duration) ->
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_spreads_scales_and_replaces_a_lost_node() {
-    let t = start(Some(fast_controllers())).await;
+async fn deployment_spreads_scales_and_replaces_a_lost_node(backend: Backend) {
+    let t = start_with(backend, Some(fast_controllers())).await;
     let fleet = HollowFleet::start(t.client.clone(), &names(3), HollowConfig::default())
         .await
         .unwrap();
@@ -162,9 +163,8 @@ async fn deployment_spreads_scales_and_replaces_a_lost_node() {
     fleet.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_update_never_drops_below_replicas_minus_max_unavailable() {
-    let t = start(Some(fast_controllers())).await;
+async fn rolling_update_never_drops_below_replicas_minus_max_unavailable(backend: Backend) {
+    let t = start_with(backend, Some(fast_controllers())).await;
     let fleet = HollowFleet::start(t.client.clone(), &names(3), HollowConfig::default())
         .await
         .unwrap();
@@ -250,9 +250,8 @@ async fn rolling_update_never_drops_below_replicas_minus_max_unavailable() {
     fleet.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_follow_readiness() {
-    let t = start(Some(fast_controllers())).await;
+async fn endpoints_follow_readiness(backend: Backend) {
+    let t = start_with(backend, Some(fast_controllers())).await;
     let svcs = t.client.api::<Service>(Some("default"));
     let eps = t.client.api::<Endpoints>(Some("default"));
     let pods = t.client.api::<Pod>(Some("default"));
@@ -338,9 +337,8 @@ async fn endpoints_follow_readiness() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unschedulable_pods_wait_for_a_fitting_node() {
-    let t = start(Some(fast_controllers())).await;
+async fn unschedulable_pods_wait_for_a_fitting_node(backend: Backend) {
+    let t = start_with(backend, Some(fast_controllers())).await;
     let pods = t.client.api::<Pod>(Some("default"));
     let mut p = pod("big", &[("app", "big")]);
     p.spec.containers[0].resources.requests.cpu = Some(podd_api::Cpu(3000));
@@ -397,9 +395,8 @@ async fn unschedulable_pods_wait_for_a_fitting_node() {
     f2.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autoscaler_follows_cpu_use() {
-    let t = start(Some(fast_controllers())).await;
+async fn autoscaler_follows_cpu_use(backend: Backend) {
+    let t = start_with(backend, Some(fast_controllers())).await;
     let fleet = HollowFleet::start(t.client.clone(), &names(2), HollowConfig::default())
         .await
         .unwrap();
@@ -463,3 +460,71 @@ async fn autoscaler_follows_cpu_use() {
     assert!(h.status.last_scale_time.is_some());
     fleet.shutdown().await;
 }
+
+/// Lease renewals are answered from the server's memory: the stored Nodes stop changing, and
+/// yet the lifecycle controller, which reads the renewals, keeps them Ready past the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_from_memory_keep_nodes_ready() {
+    let t = start_with(Backend::Memory, Some(fast_controllers())).await;
+    let fleet = HollowFleet::start(t.client.clone(), &names(2), HollowConfig::default())
+        .await
+        .unwrap();
+    let nodes = t.client.api::<Node>(None);
+    // Every node's first renewal through this server is written; later ones are not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before: Vec<String> = names(2)
+        .iter()
+        .map(|n| format!("/registry/nodes/{n}"))
+        .collect();
+    let mut revs = Vec::new();
+    for k in &before {
+        revs.push(t.store.get(k).await.unwrap().unwrap().mod_revision);
+    }
+    // Twice the grace (2 s) of renewals every 500 ms.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (k, rev) in before.iter().zip(&revs) {
+        assert_eq!(
+            t.store.get(k).await.unwrap().unwrap().mod_revision,
+            *rev,
+            "{k} was rewritten by a renewal"
+        );
+    }
+    for n in names(2) {
+        assert!(nodes.get(&n).await.unwrap().is_ready(), "{n} is Ready");
+    }
+    // The reply to a renewal carries the renewed time.
+    let renewed = nodes
+        .patch_status(
+            "hollow-0",
+            &serde_json::json!({"status": {"leaseRenewTime": "2030-01-01T00:00:00Z"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed.status.lease_renew_time.as_deref(),
+        Some("2030-01-01T00:00:00Z")
+    );
+    fleet.shutdown().await;
+}
+
+/// One test per store for a scenario: `scenario::memory`, `scenario::sqlite`, ...
+macro_rules! on_stores {
+    ($scenario:ident: $($backend:ident => $variant:ident),+) => {
+        mod $scenario {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    super::$scenario(super::Backend::$variant).await;
+                }
+            )+
+        }
+    };
+}
+
+on_stores!(deployment_spreads_scales_and_replaces_a_lost_node:
+    memory => Memory, sqlite => Sqlite, etcd => Etcd);
+on_stores!(rolling_update_never_drops_below_replicas_minus_max_unavailable:
+    memory => Memory, sqlite => Sqlite, etcd => Etcd);
+on_stores!(endpoints_follow_readiness: memory => Memory, sqlite => Sqlite);
+on_stores!(unschedulable_pods_wait_for_a_fitting_node: memory => Memory, sqlite => Sqlite);
+on_stores!(autoscaler_follows_cpu_use: memory => Memory, sqlite => Sqlite);

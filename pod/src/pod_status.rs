@@ -96,7 +96,11 @@ mod tests {
             ip,
         );
         assert!(!s.ready, "every container must be ready");
-        let s = pod_status(&rt(vec![(ContainerState::default(), false)], false), true, ip);
+        let s = pod_status(
+            &rt(vec![(ContainerState::default(), false)], false),
+            true,
+            ip,
+        );
         assert_eq!(s.phase, PodPhase::Pending);
         let s = pod_status(&rt(vec![(exited(0), false)], true), false, ip);
         assert_eq!(s.phase, PodPhase::Succeeded);

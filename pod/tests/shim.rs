@@ -104,6 +104,8 @@ impl TestPod {
                     volumes: &volumes,
                     etc_dir: &etc,
                     shm_dir: Some(&shm),
+                    // These pods ask for no CPU; the host's cgroup tree has no cpu controller.
+                    cpu_controller: false,
                 })
                 .unwrap();
                 let bundle = dir.join("containers").join(&c.name);

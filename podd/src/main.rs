@@ -159,6 +159,14 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let result = run(cli, &rt);
+    // Blocking tasks (a followed log, a DNS read) must not hold up a stop: everything that
+    // matters is on disk, and the pods keep running without us.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<()> {
     match cli.mode {
         None => rt.block_on(all_in_one(cli.server, cli.agent)),
         Some(Mode::Server { server }) => rt.block_on(async {

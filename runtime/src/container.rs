@@ -1136,9 +1136,7 @@ impl Container {
                     // Opened before the mount namespace changes what paths mean.
                     let cgroupns_fd = cgroupns
                         .as_ref()
-                        .map(|p| {
-                            std::fs::File::open(p).map_err(io_err("open cgroup namespace", p))
-                        })
+                        .map(|p| std::fs::File::open(p).map_err(io_err("open cgroup namespace", p)))
                         .transpose()?;
                     namespaces::join_all(&join)?;
                     Ok((clone_process(CloneFlags::empty(), cgroup_fd)?, cgroupns_fd))

@@ -304,7 +304,11 @@ impl Cluster {
 
     fn spawn_in(&mut self, netns: &str, log: &str, args: &[String]) -> Result<i32> {
         use std::os::unix::process::CommandExt;
-        let log = std::fs::File::create(self.state.dir.join(log))?;
+        // Appended to: a restarted server or agent keeps its earlier lines.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.dir.join(log))?;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/var/run/netns/{netns}"))
             .arg(self.state.bin_dir.join("podd"))
@@ -362,11 +366,14 @@ impl Cluster {
         }
     }
 
-    /// Stops node `i`'s agent gracefully (SIGTERM); its pods keep running.
-    pub fn stop_agent(&mut self, i: usize) {
+    /// Stops node `i`'s agent gracefully (SIGTERM); its pods keep running. Returns how long it
+    /// took to exit (SIGKILL follows after 5 s).
+    pub fn stop_agent(&mut self, i: usize) -> Duration {
+        let t = Instant::now();
         if let Some(pid) = self.state.nodes[i].agent_pid.take() {
             stop(pid);
         }
+        t.elapsed()
     }
 
     /// `podd token create NODE` against the server's data dir; the token it prints.

@@ -535,7 +535,7 @@ fn restarts_keep_serving(
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let requests = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0, 0);
+        let mut results: Vec<(Instant, Option<String>)> = Vec::new();
         while !stop2.load(Ordering::Relaxed) {
             let out = std::process::Command::new(&shim)
                 .arg("exec")
@@ -543,35 +543,72 @@ fn restarts_keep_serving(
                 .arg(&container)
                 .args(["--", "timeout", "2", "wget", "-q", "-O", "-", &url])
                 .output();
-            match out {
-                Ok(o) if o.status.success() => ok += 1,
-                _ => failed += 1,
-            }
+            let error = match out {
+                Ok(o) if o.status.success() => None,
+                Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            results.push((Instant::now(), error));
         }
-        (ok, failed)
+        results
     });
+    let t0 = Instant::now();
+    let mut phases: Vec<(&str, Instant)> = Vec::new();
     let outage = (|| -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
         let bi = node_index(c, backend);
         // Graceful, and back at once: within the node's 2 s lease grace.
-        c.stop_agent(bi);
+        phases.push(("agent stop", Instant::now()));
+        let took = c.stop_agent(bi);
+        anyhow::ensure!(
+            took < Duration::from_secs(2),
+            "the agent took {took:?} to stop on SIGTERM"
+        );
         c.start_agent(bi)?;
+        phases.push(("agent started", Instant::now()));
         std::thread::sleep(Duration::from_secs(3));
+        phases.push(("server stop", Instant::now()));
         c.stop_server();
         std::thread::sleep(Duration::from_secs(3));
+        phases.push(("server start", Instant::now()));
         c.start_server()?;
         c.wait_nodes_ready(Duration::from_secs(30))?;
+        phases.push(("nodes ready", Instant::now()));
         std::thread::sleep(Duration::from_secs(2));
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = requests
+    let results = requests
         .join()
         .map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
     outage?;
-    println!("agent restart and 3 s server outage: {ok} requests answered, {failed} failed");
-    assert_eq!(
-        failed, 0,
+    let ok = results.iter().filter(|(_, e)| e.is_none()).count();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(t, e)| {
+            e.as_ref()
+                .map(|e| format!("{:.2}s {e}", t.duration_since(t0).as_secs_f64()))
+        })
+        .collect();
+    println!(
+        "agent restart and 3 s server outage: {ok} requests answered, {} failed",
+        failed.len()
+    );
+    if !failed.is_empty() {
+        let at: Vec<String> = phases
+            .iter()
+            .map(|(p, t)| format!("{p} {:.2}s", t.duration_since(t0).as_secs_f64()))
+            .collect();
+        println!("phases: {at:?}\nfailures: {failed:#?}");
+        println!(
+            "server:\n{}\nagent of the backend's node:\n{}\nagent of the client's node:\n{}",
+            c.log("server.log"),
+            c.log(&format!("agent-{}.log", backend.node)),
+            c.log(&format!("agent-{}.log", client.node))
+        );
+    }
+    assert!(
+        failed.is_empty(),
         "requests failed while the agent or server restarted"
     );
     assert!(ok > 0, "no request was made");
@@ -677,7 +714,8 @@ fn scheduling_metrics(c: &Cluster) -> Result<()> {
         .find_map(|l| l.strip_prefix("podd_scheduling_duration_seconds_count "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .with_context(|| format!("no scheduling latency in /metrics:\n{text}"))?;
-    assert!(count >= 10, "only {count} pods counted as scheduled");
+    // Counted since the server's restart: the scale to 2 and the autoscaler's 2 replicas.
+    assert!(count >= 3, "only {count} pods counted as scheduled");
     assert!(text.contains("podd_objects{kind=\"pods\"}"), "{text}");
     println!("server /metrics: {count} pods scheduled");
     Ok(())

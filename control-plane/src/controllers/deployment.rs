@@ -10,7 +10,7 @@ use podd_api::{Deployment, Kind, Object, ObjectMeta, OwnerReference, Pod, PodPha
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
@@ -190,6 +190,19 @@ struct Controller {
     registry: Arc<Registry>,
     sched: SharedScheduler,
     config: ControllerConfig,
+    /// One budget of `write_concurrency` writes in flight for every reconcile running at once:
+    /// per reconcile, 16 deployments at a time would put 16 times as many writes in the
+    /// store's queue, which raises every write's latency (queue length over throughput) and
+    /// not the throughput.
+    writes: Arc<Semaphore>,
+}
+
+impl Controller {
+    /// Runs one write within the controller's write budget.
+    async fn limited<T>(&self, write: impl std::future::Future<Output = T>) -> T {
+        let _permit = self.writes.acquire().await;
+        write.await
+    }
 }
 
 impl Controller {
@@ -230,7 +243,7 @@ impl Controller {
             let futs: Vec<_> = p
                 .delete
                 .iter()
-                .map(|name| self.registry.delete(Kind::Pod, &ns, name, None))
+                .map(|name| self.limited(self.registry.delete(Kind::Pod, &ns, name, None)))
                 .collect();
             for r in bounded(futs, self.config.write_concurrency).await {
                 match r {
@@ -249,7 +262,7 @@ impl Controller {
         if p.create > 0 {
             let pod = pod_from_template(&d, &hash);
             let futs: Vec<_> = (0..p.create)
-                .map(|_| self.registry.create_obj(&pod))
+                .map(|_| self.limited(self.registry.create_obj(&pod)))
                 .collect();
             for r in bounded(futs, self.config.write_concurrency).await {
                 match r {
@@ -264,7 +277,10 @@ impl Controller {
         if status != d.status {
             let mut nd = d.clone();
             nd.status = status;
-            match self.registry.update_obj(&nd, Subresource::Status).await {
+            match self
+                .limited(self.registry.update_obj(&nd, Subresource::Status))
+                .await
+            {
                 Ok(u) => max_rev = max_rev.max(rev_of(u.metadata())),
                 Err(e) => tracing::debug!(error = %e, deployment = key, "status update failed"),
             }
@@ -287,6 +303,7 @@ pub async fn run(
         registry: registry.clone(),
         sched,
         config: config.clone(),
+        writes: Arc::new(Semaphore::new(config.write_concurrency.max(1))),
     };
     let mut queue = WorkQueue::default();
     // owner uid -> deployment key

@@ -7,6 +7,7 @@
 //! stale view (Kubernetes uses "expectations" for this).
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod hpa;
 pub mod nodelifecycle;

@@ -5,12 +5,18 @@
 //!
 //! Expiry is measured on the controller's own clock, from when it last *saw* the lease
 //! change, as Kubernetes' node lifecycle controller does: clock skew between nodes does not
-//! matter, and a restarted controller gives every node a full grace period.
+//! matter, and a restarted controller gives every node a full grace period. Renewals this
+//! server answered from memory (`crate::leases`) count as much as stored ones.
+//!
+//! When many nodes expire at once (see `disruption`), they are still marked NotReady but their
+//! pods are not failed: the control plane or the network is then the likelier culprit.
 
+use super::disruption::ZoneHealth;
 use super::{ControllerConfig, bounded};
 use crate::registry::{Registry, Subresource};
 use podd_api::{Kind, Node, NodeCondition, Pod, PodPhase};
-use std::collections::HashMap;
+use podd_scheduler::ZONE_LABEL;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -72,6 +78,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut seen: HashMap<String, Observed> = HashMap::new();
+    let mut holding = false;
     let mut tick = tokio::time::interval(config.node_monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -85,11 +92,16 @@ pub async fn run(
             .cache()
             .snapshot(Kind::Node, &Kind::Node.key_prefix(None));
         let now = Instant::now();
-        seen.retain(|name, _| objs.iter().any(|o| &o.name == name));
+        // A set, not a scan of `objs` per entry: that was quadratic, 25 M string compares a
+        // tick at 5,000 nodes, enough to keep a core busy on its own.
+        let names: HashSet<&str> = objs.iter().map(|o| o.name.as_str()).collect();
+        seen.retain(|name, _| names.contains(name.as_str()));
+        drop(names);
+        let mut health = ZoneHealth::default();
+        let mut nodes = Vec::with_capacity(objs.len());
         for o in objs {
-            let name = o.name.clone();
             let lease = json_str_field(&o.json, "leaseRenewTime");
-            let obs = seen.entry(name.clone()).or_insert(Observed {
+            let obs = seen.entry(o.name.clone()).or_insert(Observed {
                 lease: lease.clone(),
                 at: now,
             });
@@ -97,7 +109,28 @@ pub async fn run(
                 obs.lease = lease;
                 obs.at = now;
             }
-            let expired = now.duration_since(obs.at) > config.node_grace;
+            // A renewal this server took without writing it counts as much as a stored one.
+            let last = registry
+                .leases()
+                .last_renewal(&o.name)
+                .map_or(obs.at, |t| t.max(obs.at));
+            let expired = now.duration_since(last) > config.node_grace;
+            let zone = o.labels.get(ZONE_LABEL).cloned().unwrap_or_default();
+            health.add(&zone, !expired);
+            nodes.push((o, expired, zone));
+        }
+        let disrupted = nodes.iter().any(|(_, _, z)| !health.may_evict(z));
+        if disrupted != holding {
+            holding = disrupted;
+            if holding {
+                tracing::warn!(
+                    "most nodes stopped renewing their leases at once: the control plane or the network is more likely at fault than the nodes; their pods are not failed until they recover"
+                );
+            } else {
+                tracing::info!("zone disruption over; pods of lost nodes are failed again");
+            }
+        }
+        for (o, expired, zone) in nodes {
             // Only a node whose lease expired, or one that may be NotReady (some condition is
             // False), needs a closer look.
             if !expired && !contains(&o.json, br#""status":"False""#) {
@@ -106,14 +139,16 @@ pub async fn run(
             let Some(n) = o.decode::<Node>() else {
                 continue;
             };
+            let name = &o.name;
             let status = ready_status(&n);
+            let may_evict = health.may_evict(&zone);
             if expired && status != "False" {
-                tracing::info!(node = %name, "node lease expired; marking it NotReady and its pods lost");
+                tracing::info!(node = %name, may_evict, "node lease expired; marking it NotReady");
                 if let Err(e) = registry
                     .patch(
                         Kind::Node,
                         "",
-                        &name,
+                        name,
                         with_ready(&n, "False", "NodeLeaseExpired"),
                         Subresource::Status,
                     )
@@ -122,17 +157,22 @@ pub async fn run(
                     tracing::warn!(node = %name, error = %e, "could not mark the node NotReady");
                     continue;
                 }
-                fail_pods(&registry, &config, &name).await;
+                if may_evict {
+                    fail_pods(&registry, &config, name).await;
+                }
             } else if expired {
-                // Pods bound to a NotReady node after it went down are lost too.
-                fail_pods(&registry, &config, &name).await;
-            } else if !expired && status == "False" && !obs.lease.is_empty() {
+                // Pods bound to a NotReady node after it went down are lost too, and so are
+                // those held back during a disruption that is over.
+                if may_evict {
+                    fail_pods(&registry, &config, name).await;
+                }
+            } else if status == "False" && !seen.get(name).is_none_or(|s| s.lease.is_empty()) {
                 tracing::info!(node = %name, "node renewed its lease again; Ready, removing its stale pods");
                 if let Err(e) = registry
                     .patch(
                         Kind::Node,
                         "",
-                        &name,
+                        name,
                         with_ready(&n, "True", "NodeLeaseRenewed"),
                         Subresource::Status,
                     )
@@ -141,7 +181,7 @@ pub async fn run(
                     tracing::warn!(node = %name, error = %e, "could not mark the node Ready");
                     continue;
                 }
-                delete_stale_pods(&registry, &config, &name).await;
+                delete_stale_pods(&registry, &config, name).await;
             }
         }
     }

@@ -12,6 +12,8 @@ use podd_api::{EventType, Kind, Node, Pod, PodPhase};
 use podd_scheduler::{NodeInfo, PodInfo, Scheduler};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::sync::watch;
 
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
@@ -31,6 +33,8 @@ struct Loop {
     pending: BTreeSet<String>,
     /// pod key -> the cluster generation at which it did not fit.
     unschedulable: HashMap<String, u64>,
+    /// pod key -> when this loop first saw it pending, for the scheduling-latency metric.
+    first_seen: HashMap<String, Instant>,
 }
 
 impl Loop {
@@ -50,7 +54,11 @@ impl Loop {
         self.pending.clear();
         for o in &pods {
             if o.node_name.is_empty() {
-                self.pending.insert(format!("{}/{}", o.namespace, o.name));
+                let key = format!("{}/{}", o.namespace, o.name);
+                self.first_seen
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                self.pending.insert(key);
                 continue;
             }
             if let Some(p) = o.decode::<Pod>()
@@ -75,15 +83,20 @@ impl Loop {
         if ev.kind == EventType::Deleted {
             self.pending.remove(&key);
             self.unschedulable.remove(&key);
+            self.first_seen.remove(&key);
             self.lock().forget_pod(&key);
             return;
         }
         if ev.object.node_name.is_empty() {
+            self.first_seen
+                .entry(key.clone())
+                .or_insert_with(Instant::now);
             self.pending.insert(key);
             return;
         }
         self.pending.remove(&key);
         self.unschedulable.remove(&key);
+        self.first_seen.remove(&key);
         let Some(p) = ev.object.decode::<Pod>() else {
             return;
         };
@@ -120,6 +133,7 @@ impl Loop {
         }
         for k in gone {
             self.pending.remove(&k);
+            self.first_seen.remove(&k);
         }
         if batch.is_empty() {
             return 0;
@@ -133,6 +147,10 @@ impl Loop {
             match res {
                 Ok(node) => binds.push((pod, rev, info.key, node)),
                 Err(u) => {
+                    self.registry
+                        .metrics
+                        .unschedulable
+                        .fetch_add(1, Ordering::Relaxed);
                     self.unschedulable.insert(info.key.clone(), u.generation);
                     self.pending.insert(info.key);
                     if pod.status.reason != REASON_UNSCHEDULABLE || pod.status.message != u.message
@@ -167,10 +185,17 @@ impl Loop {
             })
             .collect();
         for (key, r) in bounded(bind_futs, self.config.write_concurrency).await {
-            if let Err(e) = r {
-                tracing::debug!(pod = %key, error = %e, "binding failed; will retry");
-                self.lock().forget_pod(&key);
-                self.pending.insert(key);
+            match r {
+                Ok(_) => {
+                    if let Some(t) = self.first_seen.remove(&key) {
+                        self.registry.metrics.scheduling.observe(t.elapsed());
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(pod = %key, error = %e, "binding failed; will retry");
+                    self.lock().forget_pod(&key);
+                    self.pending.insert(key);
+                }
             }
         }
         let status_futs: Vec<_> = failures
@@ -223,6 +248,7 @@ pub async fn run(
         config,
         pending: BTreeSet::new(),
         unschedulable: HashMap::new(),
+        first_seen: HashMap::new(),
     };
     l.rebuild();
     loop {

@@ -1,4 +1,5 @@
-//! Shared test helpers: a control plane on an in-memory store, with its socket in a temp dir.
+//! Shared test helpers: a control plane on an in-memory store (or SQLite, or a real etcd on
+//! loopback), with its socket in a temp dir.
 #![allow(dead_code)]
 
 use podd_control_plane::controllers::ControllerConfig;
@@ -13,6 +14,42 @@ pub struct TestPlane {
     pub store: Arc<dyn Store>,
     pub client: podd_client::Client,
     _dir: tempfile::TempDir,
+    /// What the store lives in (a SQLite file's directory, an etcd process); dropped last.
+    _backend: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// The store a test plane runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    /// A real etcd (Debian's etcd-server) started on loopback for the test.
+    Etcd,
+}
+
+/// A control plane on `backend`, with `controllers`.
+pub async fn start_with(backend: Backend, controllers: Option<ControllerConfig>) -> TestPlane {
+    let (store, guard): (Arc<dyn Store>, Option<Box<dyn std::any::Any + Send>>) = match backend {
+        Backend::Memory => (Arc::new(MemStore::new()), None),
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new()
+                .prefix("podd-cp-sqlite-")
+                .tempdir()
+                .unwrap();
+            let url = format!("sqlite://{}", dir.path().join("podd.db").display());
+            (podd_store::open(&url).await.unwrap(), Some(Box::new(dir)))
+        }
+        Backend::Etcd => {
+            let etcd = podd_store::testing::EtcdServer::start()
+                .await
+                .expect("start etcd (Debian: etcd-server)");
+            let store = podd_store::open(&etcd.url()).await.unwrap();
+            (store, Some(Box::new(etcd)))
+        }
+    };
+    let mut t = start_on(store, controllers).await;
+    t._backend = guard;
+    t
 }
 
 pub fn fast_controllers() -> ControllerConfig {
@@ -48,6 +85,7 @@ pub async fn start_on(store: Arc<dyn Store>, controllers: Option<ControllerConfi
         store,
         client,
         _dir: dir,
+        _backend: None,
     }
 }
 
