@@ -233,6 +233,7 @@ fn three_node_cluster_end_to_end() -> Result<()> {
 
     // --- the agent endpoint: logs and exec, on the Unix socket and across nodes over TCP ---
     agent_endpoint(&c, &web)?;
+    lb_connection_metrics(&c, &client, &vip)?;
     // --- podctl logs and exec through the API server, to pods on every node ---
     podctl_logs_and_exec(&c, &web)?;
 
@@ -627,6 +628,22 @@ fn restarts_keep_serving(
     wait_ready(c, "app=web", 2, Duration::from_secs(60))?;
     c.podctl(&["scale", "web", "--replicas", "1"])?;
     wait_ready(c, "app=web", 1, Duration::from_secs(60))
+}
+
+/// The client's node counted the connections its load balancer sent for the service.
+fn lb_connection_metrics(c: &Cluster, client: &PodRef, vip: &str) -> Result<()> {
+    let (code, metrics) = c.agent_request(node_index(c, client), "GET", "/metrics", None, None)?;
+    assert_eq!(code, 200, "{metrics}");
+    let series =
+        format!("podd_lb_connections_total{{vip=\"{vip}\",port=\"80\",protocol=\"tcp\"}} ");
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .with_context(|| format!("no {series} in the agent's /metrics:\n{metrics}"))?;
+    assert!(count >= 3, "only {count} connections counted for {vip}:80");
+    println!("agent /metrics: {count} connections balanced for {vip}:80");
+    Ok(())
 }
 
 /// `podctl logs` and `podctl exec` go to the API server (node-1's Unix socket), which proxies
