@@ -119,6 +119,10 @@ struct ServerArgs {
     /// Seconds without a lease renewal before a node is NotReady.
     #[arg(long = "node-grace-seconds", default_value_t = 2.0)]
     node_grace: f64,
+    /// After the server starts (or takes over as leader), the grace is at least this many
+    /// seconds while the agents reconnect.
+    #[arg(long = "node-startup-grace-seconds", default_value_t = 10.0)]
+    node_startup_grace: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -292,6 +296,7 @@ async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
         .with_context(|| format!("opening the store {}", a.store))?;
     let controllers = podd_control_plane::controllers::ControllerConfig {
         node_grace: Duration::from_secs_f64(a.node_grace),
+        node_startup_grace: Duration::from_secs_f64(a.node_startup_grace),
         ..Default::default()
     };
     let cfg = ControlPlaneConfig {

@@ -59,6 +59,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let c = Cluster::up(3)?;
+    let up_at = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let idle = agent_rss(&c);
     let idle_max = idle.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
@@ -185,7 +186,10 @@ fn main() -> Result<()> {
             }
             r
         });
-        std::thread::sleep(Duration::from_secs(1));
+        // Past the server's node-startup grace (10 s), so the crash meets the normal 2 s
+        // grace, as it would on a server that has been up a while.
+        let settle = Duration::from_secs(12).saturating_sub(up_at.elapsed());
+        std::thread::sleep(settle.max(Duration::from_secs(1)));
         crashed_at = Instant::now();
         let waited = (|| -> Result<(Duration, Duration)> {
             c.crash_node(crash_i)?;

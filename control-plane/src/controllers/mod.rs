@@ -31,6 +31,11 @@ pub struct ControllerConfig {
     pub node_grace: Duration,
     /// How often the node lifecycle controller checks leases.
     pub node_monitor_period: Duration,
+    /// For this long after the node lifecycle controller starts (a server restart, a new
+    /// leader), a node's grace is at least this: the agents are reconnecting, and the
+    /// controller has no history of its own yet (Kubernetes' node-startup grace is 60 s).
+    /// Zero in tests that time node loss from the start.
+    pub node_startup_grace: Duration,
     /// Most pods the scheduler loop places in one batch.
     pub scheduler_batch: usize,
     pub scheduler: SchedulerConfig,
@@ -54,6 +59,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(10),
             node_grace: Duration::from_secs(2),
             node_monitor_period: Duration::from_millis(200),
+            node_startup_grace: Duration::ZERO,
             scheduler_batch: 512,
             scheduler: SchedulerConfig::default(),
             hpa_period: Duration::from_secs(5),

@@ -18,7 +18,7 @@ use podd_api::{Kind, Node, NodeCondition, Pod, PodPhase};
 use podd_scheduler::ZONE_LABEL;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub const REASON_NODE_LOST: &str = "NodeLost";
@@ -72,6 +72,16 @@ struct Observed {
     at: Instant,
 }
 
+/// The grace a node gets `since_start` after this controller started: at least `startup`
+/// while the controller is younger than that, `grace` after.
+pub fn effective_grace(since_start: Duration, grace: Duration, startup: Duration) -> Duration {
+    if since_start < startup {
+        grace.max(startup)
+    } else {
+        grace
+    }
+}
+
 pub async fn run(
     registry: Arc<Registry>,
     config: ControllerConfig,
@@ -79,6 +89,7 @@ pub async fn run(
 ) {
     let mut seen: HashMap<String, Observed> = HashMap::new();
     let mut holding = false;
+    let started = Instant::now();
     let mut tick = tokio::time::interval(config.node_monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -92,6 +103,11 @@ pub async fn run(
             .cache()
             .snapshot(Kind::Node, &Kind::Node.key_prefix(None));
         let now = Instant::now();
+        let grace = effective_grace(
+            now.duration_since(started),
+            config.node_grace,
+            config.node_startup_grace,
+        );
         // A set, not a scan of `objs` per entry: that was quadratic, 25 M string compares a
         // tick at 5,000 nodes, enough to keep a core busy on its own.
         let names: HashSet<&str> = objs.iter().map(|o| o.name.as_str()).collect();
@@ -114,7 +130,7 @@ pub async fn run(
                 .leases()
                 .last_renewal(&o.name)
                 .map_or(obs.at, |t| t.max(obs.at));
-            let expired = now.duration_since(last) > config.node_grace;
+            let expired = now.duration_since(last) > grace;
             let zone = o.labels.get(ZONE_LABEL).cloned().unwrap_or_default();
             health.add(&zone, !expired);
             nodes.push((o, expired, zone));
@@ -242,6 +258,16 @@ async fn delete_stale_pods(registry: &Arc<Registry>, config: &ControllerConfig, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_young_controller_gives_nodes_the_startup_grace() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_grace(s(0), s(2), s(10)), s(10));
+        assert_eq!(effective_grace(s(9), s(2), s(10)), s(10));
+        assert_eq!(effective_grace(s(10), s(2), s(10)), s(2));
+        assert_eq!(effective_grace(s(0), s(2), s(0)), s(2), "no startup grace");
+        assert_eq!(effective_grace(s(0), s(40), s(10)), s(40), "never shorter");
+    }
 
     #[test]
     fn reads_fields_from_json() {
