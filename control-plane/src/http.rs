@@ -239,6 +239,7 @@ impl ApiServer {
             out,
             "# HELP podd_objects Objects in the store, by kind.\n# TYPE podd_objects gauge"
         );
+        let mut pods = Vec::new();
         for kind in Kind::ALL {
             let (objs, _) = cache.snapshot(kind, &kind.key_prefix(None));
             let _ = writeln!(
@@ -247,8 +248,10 @@ impl ApiServer {
                 kind.plural(),
                 objs.len()
             );
+            if kind == Kind::Pod {
+                pods = objs;
+            }
         }
-        let (pods, _) = cache.snapshot(Kind::Pod, &Kind::Pod.key_prefix(None));
         let mut phases: std::collections::BTreeMap<String, usize> = Default::default();
         for p in pods.iter().filter_map(|o| o.decode::<podd_api::Pod>()) {
             *phases.entry(format!("{:?}", p.status.phase)).or_default() += 1;

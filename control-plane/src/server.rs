@@ -152,12 +152,10 @@ impl ControlPlane {
                 shutdown_rx.clone(),
             )));
         }
-        if let Some(cc) = &config.controllers {
+        if let Some(cc) = config.controllers.clone() {
             registry
                 .leases()
                 .set_config(crate::leases::LeaseConfig::for_grace(cc.node_grace));
-        }
-        if let Some(cc) = config.controllers.clone() {
             let elector = config
                 .elector
                 .clone()

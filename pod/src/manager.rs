@@ -347,7 +347,8 @@ impl PodManager {
             fs::write(etc.join(file), text).map_err(io("write", &etc.join(file)))?;
         }
 
-        self.make_pod_cgroup(pod)?;
+        let controllers = self.root_controllers();
+        self.make_pod_cgroup(pod, &controllers)?;
 
         let shared = SharedNamespaces {
             net: sandbox.net_path().to_path_buf(),
@@ -356,7 +357,7 @@ impl PodManager {
         };
         let containers_dir = data.join("containers");
         fs::create_dir_all(&containers_dir).map_err(io("create", &containers_dir))?;
-        let cpu_controller = self.offers_controller("cpu");
+        let cpu_controller = offers(&controllers, "cpu");
         if !cpu_controller
             && pod
                 .spec
@@ -473,14 +474,14 @@ impl PodManager {
         })
     }
 
-    /// The pod cgroup carries the sum of its containers' limits, as the kubelet sets it.
-    /// Whether the node's cgroup root offers `controller` to its children.
-    fn offers_controller(&self, controller: &str) -> bool {
-        fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|a| a == controller))
+    /// The controllers the node's cgroup root offers to its children (`cgroup.controllers`).
+    fn root_controllers(&self) -> String {
+        fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers")).unwrap_or_default()
     }
 
-    fn make_pod_cgroup(&self, pod: &Pod) -> Result<(), PodError> {
+    /// The pod cgroup carries the sum of its containers' limits, as the kubelet sets it.
+    /// `available` is [`Self::root_controllers`].
+    fn make_pod_cgroup(&self, pod: &Pod, available: &str) -> Result<(), PodError> {
         let name = pod_name(pod);
         let dir = self.pod_cgroup(&pod.metadata.uid);
         fs::create_dir_all(&dir).map_err(|source| PodError::Io {
@@ -492,9 +493,7 @@ impl PodManager {
         let (cpu, memory) = pod_limits(pod);
         // Where the node offers them, the stats controllers are on for every pod, limits or
         // not, so that usage (memory.current, cpu.stat) is there for `top` and autoscaling.
-        let available =
-            fs::read_to_string(self.cfg.cgroup_root.join("cgroup.controllers")).unwrap_or_default();
-        let offered = |c: &str| available.split_whitespace().any(|a| a == c);
+        let offered = |c: &str| offers(available, c);
         for controller in STATS_CONTROLLERS {
             if offered(controller)
                 && let Err(e) = enable_controller(&self.cfg.cgroup_root, &dir, controller)
@@ -774,11 +773,16 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether a `cgroup.controllers` list names `controller`.
+fn offers(available: &str, controller: &str) -> bool {
+    available.split_whitespace().any(|a| a == controller)
+}
+
 /// Enables `controller` in the subtree_control of `root` and of every cgroup down to `dir`
 /// itself, so that `dir` has it and its children can use it.
 fn enable_controller(root: &Path, dir: &Path, controller: &str) -> io::Result<()> {
     let available = fs::read_to_string(root.join("cgroup.controllers"))?;
-    if !available.split_whitespace().any(|c| c == controller) {
+    if !offers(&available, controller) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "controller missing",

@@ -9,12 +9,10 @@
 
 use anyhow::{Context, Result};
 use podd_tests::cluster::{Cluster, shim_pids, wait_for};
+use podd_tests::workloads::{FOREVER, start_web_and_client};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Runs until SIGTERM, which it obeys as PID 1 (so deletes do not wait out the grace period).
-const FOREVER: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
 
 fn rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -112,20 +110,7 @@ fn main() -> Result<()> {
     })?;
 
     // --- failover ---
-    c.podctl(&[
-        "run",
-        "web",
-        "--image",
-        "busybox-httpd",
-        "--replicas",
-        "3",
-        "--port",
-        "8080",
-    ])?;
-    c.podctl(&["expose", "web", "--port", "80", "--target-port", "8080"])?;
-    c.podctl(&[
-        "run", "client", "--image", "busybox", "--", "sh", "-c", FOREVER,
-    ])?;
+    start_web_and_client(&c)?;
     wait_for(Duration::from_secs(60), "web and client ready", || {
         Ok(ready_count(&c, "app=web")?.0 == 3 && ready_count(&c, "app=client")?.0 == 1)
     })?;

@@ -1,4 +1,7 @@
-//! Container commands the end-to-end tests run, shared by the host and VM suites.
+//! Container commands and workloads the end-to-end tests and the e2e benchmark run, shared
+//! by the host and VM suites.
+
+use crate::cluster::Cluster;
 
 /// Runs until SIGTERM, which it obeys (as PID 1 of its container; a bare `sleep` would ignore
 /// it and every delete would wait out the grace period).
@@ -24,3 +27,24 @@ pub const AUTOSCALE_BURN: [&str; 10] = [
     "--scale-down-window",
     "10s",
 ];
+
+/// The service the tests measure: `web` (3 busybox-httpd replicas on 8080) exposed on port 80,
+/// and a `client` pod to send requests from.
+pub fn start_web_and_client(c: &Cluster) -> anyhow::Result<()> {
+    c.podctl(&[
+        "run",
+        "web",
+        "--image",
+        "busybox-httpd",
+        "--replicas",
+        "3",
+        "--port",
+        "8080",
+    ])?;
+    c.podctl(&["expose", "web", "--port", "80", "--target-port", "8080"])?;
+    // As PID 1, sleep would ignore SIGTERM and each delete would wait the 30 s grace period.
+    c.podctl(&[
+        "run", "client", "--image", "busybox", "--", "sh", "-c", FOREVER,
+    ])?;
+    Ok(())
+}

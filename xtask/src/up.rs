@@ -174,15 +174,15 @@ fn systemd_unit(podd: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
     #[test]
     fn the_unit_runs_the_installed_podd_and_spares_the_pods() {
-        let unit = super::systemd_unit(std::path::Path::new("/opt/bin/podd"));
+        let unit = systemd_unit(Path::new("/opt/bin/podd"));
         assert!(unit.contains("\nExecStart=/opt/bin/podd\n"), "{unit}");
         assert!(unit.contains("\nKillMode=process\n"), "{unit}");
     }
-
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn fake_podd(dir: &Path, script: &str) -> PathBuf {
         let path = dir.join("podd");

@@ -68,6 +68,9 @@ impl Loop {
             }
         }
         *self.lock() = s;
+        // Pods deleted while the watch lagged left no Deleted event to forget them by.
+        let pending = &self.pending;
+        self.first_seen.retain(|k, _| pending.contains(k));
     }
 
     fn on_node(&mut self, ev: &CacheEvent) {

@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use podd_tests::cluster::{Cluster, procs_under, wait_for};
-use podd_tests::workloads::{AUTOSCALE_BURN, BURN_WHILE_LOADED, FOREVER};
+use podd_tests::workloads::{AUTOSCALE_BURN, BURN_WHILE_LOADED, FOREVER, start_web_and_client};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -172,21 +172,7 @@ pub fn three_node_cluster_end_to_end() -> Result<()> {
     println!("cluster up: {:?}", c.ready_nodes()?);
 
     // --- run and expose ---
-    c.podctl(&[
-        "run",
-        "web",
-        "--image",
-        "busybox-httpd",
-        "--replicas",
-        "3",
-        "--port",
-        "8080",
-    ])?;
-    c.podctl(&["expose", "web", "--port", "80", "--target-port", "8080"])?;
-    // As PID 1, sleep would ignore SIGTERM and each delete would wait the 30 s grace period.
-    c.podctl(&[
-        "run", "client", "--image", "busybox", "--", "sh", "-c", FOREVER,
-    ])?;
+    start_web_and_client(&c)?;
     c.podctl(&[
         "run",
         "logger",
