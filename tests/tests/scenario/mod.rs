@@ -1,6 +1,5 @@
 //! The end-to-end scenario on a 3-node cluster made of network namespaces (see
-//! `podd_tests::cluster`), shared by `e2e_cluster` (this host) and `vm_e2e_cluster` (the VM,
-//! where cgroup v2 limits are real): podctl run/expose, requests through the VIP and the DNS
+//! `podd_tests::cluster`), run by `e2e_cluster`: podctl run/expose, requests through the VIP and the DNS
 //! name reaching every replica, logs and exec across nodes, a container restart, a node crash
 //! with the service measured through the failover, scaling, an agent restart and a server
 //! outage, readiness, autoscaling, metrics, and a teardown that leaves nothing behind.
