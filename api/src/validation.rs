@@ -36,12 +36,25 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+/// Problems listed in one answer at most: a hostile object with 300,000 bad labels must not
+/// make an error of 300,000 lines. Past this, one last entry says that more were left out.
+pub const MAX_REPORTED_ERRORS: usize = 1000;
+
 impl ValidationErrors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        match self.0.len() {
+            n if n < MAX_REPORTED_ERRORS => self.0.push(FieldError {
+                field: field.into(),
+                message: message.into(),
+            }),
+            MAX_REPORTED_ERRORS => self.0.push(FieldError {
+                field: "<object>".into(),
+                message: format!(
+                    "more problems were found; only the first {MAX_REPORTED_ERRORS} are listed"
+                ),
+            }),
+            _ => {}
+        }
     }
 
     fn into_result(self) -> Result<(), ValidationErrors> {
@@ -51,6 +64,16 @@ impl ValidationErrors {
 
 const DNS1123_LABEL_MAX: usize = 63;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
+
+/// The total size of an object's annotations, keys and values: 256 KiB, as Kubernetes
+/// (`TotalAnnotationSizeLimitB`).
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Containers plus init containers in one pod. Kubernetes sets no number (only its 1.5 MiB
+/// object size bounds them); podd caps them at 100, because each is a process, a cgroup and a
+/// log on the node, and a pod of 100,000 made the server hold hundreds of MB. The cap is
+/// checked on the JSON, before the pod is decoded.
+pub const MAX_CONTAINERS: usize = 100;
 
 /// A DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric, at
 /// most 63 characters. Returns why not, when not.
@@ -218,6 +241,20 @@ fn check_meta(
             errs.push(format!("{path}.annotations[{k}]"), e);
         }
     }
+    let annotations_bytes: usize = meta
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotations_bytes > MAX_ANNOTATIONS_BYTES {
+        errs.push(
+            format!("{path}.annotations"),
+            format!(
+                "too long: the annotations may hold at most {MAX_ANNOTATIONS_BYTES} bytes in \
+                 total, keys and values (these hold {annotations_bytes})"
+            ),
+        );
+    }
     for (i, o) in meta.owner_references.iter().enumerate() {
         check_owner(errs, &format!("{path}.ownerReferences[{i}]"), o);
     }
@@ -286,6 +323,16 @@ fn check_container(errs: &mut ValidationErrors, path: &str, c: &Container) {
             errs.push(ep, format!("duplicate variable {:?}", e.name));
         }
     }
+    if let Some(sc) = &c.security_context
+        && sc.privileged
+        && sc.allow_privilege_escalation == Some(false)
+    {
+        // As Kubernetes: a privileged container can always escalate.
+        errs.push(
+            format!("{path}.securityContext"),
+            "cannot set allowPrivilegeEscalation to false and privileged to true",
+        );
+    }
     let r = &c.resources;
     if let (Some(req), Some(lim)) = (r.requests.cpu, r.limits.cpu)
         && req > lim
@@ -349,6 +396,19 @@ fn check_port_name(s: &str) -> Option<String> {
     None
 }
 
+fn check_container_count(errs: &mut ValidationErrors, path: &str, containers: usize, init: usize) {
+    if containers + init > MAX_CONTAINERS {
+        errs.push(
+            format!("{path}.containers"),
+            format!(
+                "too many: a pod may have at most {MAX_CONTAINERS} containers and init \
+                 containers together (this one has {containers} and {init}); split it into \
+                 several pods"
+            ),
+        );
+    }
+}
+
 /// Validates a pod spec under `path` (e.g. `spec` or `spec.template.spec`).
 pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
@@ -357,6 +417,12 @@ pub fn validate_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &PodSpec
             "required: at least one container",
         );
     }
+    check_container_count(
+        errs,
+        path,
+        spec.containers.len(),
+        spec.init_containers.len(),
+    );
     let mut names = BTreeSet::new();
     for (list, cs) in [
         ("containers", &spec.containers),
@@ -729,6 +795,31 @@ pub fn validate_hpa(h: &HorizontalPodAutoscaler) -> Result<(), ValidationErrors>
     errs.into_result()
 }
 
+/// The limits that are cheap to check on the JSON and costly to check after decoding it (a
+/// pod of 100,000 containers): run on a request's object before it is decoded. Only these
+/// are reported when they fail; the object is refused before its other fields are looked at.
+pub fn check_limits_before_decode(
+    kind: crate::Kind,
+    v: &serde_json::Value,
+) -> Result<(), ValidationErrors> {
+    use crate::Kind;
+    let mut errs = ValidationErrors::default();
+    let spec_path = match kind {
+        Kind::Pod => Some(("spec", "/spec")),
+        Kind::Deployment => Some(("spec.template.spec", "/spec/template/spec")),
+        _ => None,
+    };
+    if let Some((path, ptr)) = spec_path {
+        let len = |field: &str| {
+            v.pointer(&format!("{ptr}/{field}"))
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len)
+        };
+        check_container_count(&mut errs, path, len("containers"), len("initContainers"));
+    }
+    errs.into_result()
+}
+
 /// Validates any object, given its kind and JSON form. The JSON must already have the shape of
 /// the kind (the caller decodes it); this checks the rules.
 pub fn validate_value(kind: crate::Kind, v: &serde_json::Value) -> Result<(), ValidationErrors> {
@@ -868,6 +959,43 @@ mod tests {
         .unwrap();
         let f2 = fields(validate_pod(&p2).unwrap_err());
         assert!(f2[0].starts_with("metadata.generateName"), "{f2:?}");
+    }
+
+    #[test]
+    fn limits_on_labels_annotations_and_containers() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p",
+                "labels": {"ok": "x".repeat(63), "long": "x".repeat(64), "Bad Key!": "v",
+                    format!("{}/n", "a".repeat(254)): "v", "n".repeat(64): "v"},
+                "annotations": {"big": "x".repeat(300 * 1024)}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}
+        }))
+        .unwrap();
+        let f = fields(validate_pod(&p).unwrap_err());
+        for want in [
+            "metadata.labels[long]: label value",
+            "metadata.labels[Bad Key!]: label key",
+            "metadata.annotations: too long",
+        ] {
+            assert!(
+                f.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {f:#?}"
+            );
+        }
+        assert_eq!(f.len(), 5, "{f:#?}");
+        let many: Vec<_> = (0..101)
+            .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+            .collect();
+        let v = json!({"metadata": {"name": "p"}, "spec": {"containers": many}});
+        let f = fields(check_limits_before_decode(crate::Kind::Pod, &v).unwrap_err());
+        assert!(f[0].starts_with("spec.containers: too many"), "{f:?}");
+        let d = json!({"spec": {"template": {"spec": {"containers": [], "initContainers": (0..101).map(|_| json!({})).collect::<Vec<_>>()}}}});
+        assert!(check_limits_before_decode(crate::Kind::Deployment, &d).is_err());
+        let mut e = ValidationErrors::default();
+        for i in 0..5000 {
+            e.push(format!("f{i}"), "bad");
+        }
+        assert_eq!(e.0.len(), MAX_REPORTED_ERRORS + 1);
     }
 
     #[test]

@@ -271,6 +271,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
         },
         cache: podd_control_plane::cache::CacheConfig {
             window: 200_000,
+            window_bytes: usize::MAX,
             fanout_buffer: 1 << 17,
         },
         controllers: Some(ControllerConfig {

@@ -2,12 +2,14 @@
 //!
 //! Over the Unix socket (root only, mode 0600) every request is trusted. Over TLS a request
 //! carries `Authorization: Bearer TOKEN`: the admin token may do anything; a node's agent token
-//! may read, may write its own Node (and its status), and may write the status of the pods
-//! bound to its node. A missing or unknown token is 401; a known token out of its scope, 403.
-//! Tokens live in `<data>/tokens/` (`admin`, and `nodes/<node>`), mode 0600. `podd token
-//! create NODE` writes a node's file while the server runs: the server reloads the node tokens
-//! whenever `tokens/nodes` changes (its mtime), so a new token works at once and a removed one
-//! (`podd token delete NODE`) stops working at once.
+//! may read, and may write only what [`authorize`] allows (an explicit allow-list: its own
+//! Node's registration and status, the status of pods bound to it). A missing or unknown token
+//! is 401; a known token out of its scope, 403.
+//! Tokens live in `<data>/tokens/` (`admin`, and `nodes/<node>`), files 0600 in 0700
+//! directories. `podd token create NODE` writes a node's file while the server runs: the server
+//! reloads the node tokens whenever `tokens/nodes` changes (its mtime), so a new token works at
+//! once and a removed one (`podd token delete NODE`) stops working at once. Nothing but that
+//! command issues a node token: the server never makes one up for a node on its own.
 
 use crate::error::ApiError;
 use rand::RngCore;
@@ -72,18 +74,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn write_secret(path: &Path, data: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
+        crate::tls::private_dir(p)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data.as_bytes())
+    crate::tls::write_private_file(path, data.as_bytes())
+}
+
+/// Sets `tokens/` and `tokens/nodes` to 0700 and every token file to 0600 (installs made by
+/// older versions had 0755 directories).
+fn tighten_tokens(tdir: &Path) -> std::io::Result<()> {
+    let ndir = tdir.join("nodes");
+    crate::tls::private_dir(tdir)?;
+    crate::tls::private_dir(&ndir)?;
+    crate::tls::tighten_file(&tdir.join("admin"))?;
+    for e in std::fs::read_dir(&ndir)?.flatten() {
+        crate::tls::tighten_file(&e.path())?;
+    }
+    Ok(())
 }
 
 impl Authenticator {
@@ -110,6 +117,7 @@ impl Authenticator {
             }
             Err(e) => return Err(e),
         };
+        tighten_tokens(&tdir)?;
         let (nodes, mtime) = read_node_tokens(&tdir);
         Ok(Authenticator {
             admin,
@@ -123,7 +131,8 @@ impl Authenticator {
         &self.admin
     }
 
-    /// Issues (or returns the existing) agent token of `node`.
+    /// Issues (or returns the existing) agent token of `node`: `podd token create`, an admin's
+    /// act. No request path calls it, so a revoked node cannot get a token back.
     pub fn issue_node_token(&self, node: &str) -> std::io::Result<String> {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some((t, _)) = nodes.iter().find(|(_, n)| *n == node) {
@@ -206,41 +215,177 @@ impl Authenticator {
     }
 }
 
-/// What a request wants to do, for authorisation.
+/// The kind of write a request makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    /// PUT: the body replaces the object (or its status).
+    Update,
+    /// PATCH: a JSON merge patch.
+    Patch,
+    Delete,
+}
+
+/// What a request wants to write, for authorisation.
 #[derive(Debug, Clone)]
 pub struct Action<'a> {
-    pub write: bool,
+    pub verb: Verb,
     pub kind: podd_api::Kind,
     /// The object's name (for create: the name in the body).
     pub name: &'a str,
     pub status: bool,
     /// Pods: the node the pod is bound to now.
     pub pod_node: Option<&'a str>,
+    /// The request body (None for delete).
+    pub body: Option<&'a serde_json::Value>,
+    /// The object as stored, when [`needs_current`] says the decision depends on it.
+    pub current: Option<&'a serde_json::Value>,
 }
 
+/// The label a node may (and does) set on its own Node at registration.
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// The InternalIP in a Node's `status.addresses` (the address recorded at registration, the
+/// one the API server reaches the node's agent at).
+pub fn internal_ip(addresses: Option<&serde_json::Value>) -> Option<&str> {
+    addresses?
+        .as_array()?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+}
+
+/// The `status.addresses` a status write leaves on the Node: Some(value) when the write sets
+/// them (Null when it removes them), None when it leaves them as they are.
+fn written_addresses(verb: Verb, body: Option<&serde_json::Value>) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let status = body.and_then(|b| b.get("status"));
+    match verb {
+        Verb::Patch => match status {
+            None => None,
+            Some(Value::Null) => Some(Value::Null),
+            Some(s) => s.get("addresses").cloned(),
+        },
+        _ => Some(
+            status
+                .and_then(|s| s.get("addresses"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
+    }
+}
+
+/// Whether authorising `a` for a node identity needs the stored object in `a.current`.
+pub fn needs_current(a: &Action<'_>) -> bool {
+    a.kind == podd_api::Kind::Node
+        && a.status
+        && matches!(a.verb, Verb::Update | Verb::Patch)
+        && written_addresses(a.verb, a.body).is_some()
+}
+
+fn forbidden(node: &str, a: &Action<'_>, why: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "node {node:?} may not {:?} {} {:?}{}: {why}",
+        a.verb,
+        a.kind.plural(),
+        a.name,
+        if a.status { "/status" } else { "" }
+    ))
+}
+
+/// What a node's registration (its create of its own Node) may carry: a name, the hostname
+/// label, and status. Labels, annotations and spec are read by the scheduler, the proxy and
+/// the controllers, so a node may not choose them.
+fn check_registration(node: &str, body: Option<&serde_json::Value>) -> Result<(), &'static str> {
+    let empty = serde_json::Value::Null;
+    let body = body.unwrap_or(&empty);
+    let meta = &body["metadata"];
+    if let Some(labels) = meta["labels"].as_object()
+        && labels
+            .iter()
+            .any(|(k, v)| k != HOSTNAME_LABEL || v.as_str() != Some(node))
+    {
+        return Err(
+            "a node may set only its kubernetes.io/hostname label; an admin sets the others",
+        );
+    }
+    for field in ["annotations", "ownerReferences", "finalizers"] {
+        if meta.get(field).is_some_and(|v| {
+            !v.is_null() && v != &serde_json::json!({}) && v != &serde_json::json!([])
+        }) {
+            return Err("a node may not set annotations, owner references or finalizers");
+        }
+    }
+    let spec = &body["spec"];
+    if spec["podCIDR"].as_str().is_some_and(|c| !c.is_empty())
+        || spec["unschedulable"].as_bool() == Some(true)
+        || spec["taints"].as_array().is_some_and(|t| !t.is_empty())
+    {
+        return Err(
+            "the spec of a Node (pod CIDR, taints, unschedulable) is the server's and the admin's",
+        );
+    }
+    Ok(())
+}
+
+/// The allow-list of what a node identity may write:
+/// - create its own Node (registration: name, hostname label, status; see
+///   [`check_registration`]);
+/// - write its own Node's status (conditions, capacity, lease), but not move the InternalIP it
+///   registered with, which the API server connects to;
+/// - write the status of pods bound to it.
+///
+/// Nothing else: not its Node's metadata or spec, not a delete of its Node (which would let it
+/// register again at another address), not other nodes, not any other kind.
 pub fn authorize(id: &Identity, a: &Action<'_>) -> Result<(), ApiError> {
     let node = match id {
         Identity::Local | Identity::Admin => return Ok(()),
-        Identity::Node(n) => n,
+        Identity::Node(n) => n.as_str(),
     };
-    if !a.write {
-        return Ok(());
-    }
     use podd_api::Kind;
-    let ok = match a.kind {
-        Kind::Node => a.name == node,
-        Kind::Pod => a.status && a.pod_node == Some(node.as_str()),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "node {node:?} may not write {} {:?}{}: an agent token may only write its own Node and the status of pods bound to it",
-            a.kind.plural(),
-            a.name,
-            if a.status { "/status" } else { "" }
-        )))
+    match a.kind {
+        Kind::Node if a.name != node => Err(forbidden(
+            node,
+            a,
+            "an agent token may write only its own Node",
+        )),
+        Kind::Node => match (a.verb, a.status) {
+            (Verb::Create, _) => {
+                check_registration(node, a.body).map_err(|why| forbidden(node, a, why))
+            }
+            (Verb::Update | Verb::Patch, true) => {
+                let Some(addresses) = written_addresses(a.verb, a.body) else {
+                    return Ok(());
+                };
+                let recorded = a
+                    .current
+                    .and_then(|c| internal_ip(c.pointer("/status/addresses")));
+                if internal_ip(Some(&addresses)) == recorded {
+                    Ok(())
+                } else {
+                    Err(forbidden(
+                        node,
+                        a,
+                        &format!(
+                            "the node's InternalIP is the one it registered with ({}); only an admin may change it",
+                            recorded.unwrap_or("none")
+                        ),
+                    ))
+                }
+            }
+            (Verb::Delete, _) => Err(forbidden(node, a, "only an admin may delete a Node")),
+            _ => Err(forbidden(
+                node,
+                a,
+                "a node may write only its Node's status; its metadata and spec are the admin's",
+            )),
+        },
+        Kind::Pod if a.status && a.verb != Verb::Delete && a.pod_node == Some(node) => Ok(()),
+        _ => Err(forbidden(
+            node,
+            a,
+            "an agent token may only register its own Node, write its status, and write the status of pods bound to it",
+        )),
     }
 }
 
@@ -271,19 +416,92 @@ mod tests {
         ));
         let n1 = Identity::Node("n1".into());
         let act = |kind, name, status, pod_node| Action {
-            write: true,
+            verb: Verb::Patch,
             kind,
             name,
             status,
             pod_node,
+            body: None,
+            current: None,
         };
         assert!(authorize(&n1, &act(Kind::Node, "n1", true, None)).is_ok());
+        assert!(authorize(&n1, &act(Kind::Node, "n1", false, None)).is_err());
         assert!(authorize(&n1, &act(Kind::Node, "n2", true, None)).is_err());
         assert!(authorize(&n1, &act(Kind::Pod, "p", true, Some("n1"))).is_ok());
         assert!(authorize(&n1, &act(Kind::Pod, "p", false, Some("n1"))).is_err());
         assert!(authorize(&n1, &act(Kind::Pod, "p", true, Some("n2"))).is_err());
         assert!(authorize(&n1, &act(Kind::Deployment, "d", false, None)).is_err());
         assert!(authorize(&Identity::Admin, &act(Kind::Deployment, "d", false, None)).is_ok());
+    }
+
+    #[test]
+    fn a_node_registers_and_writes_status_but_never_moves_or_decorates_itself() {
+        use serde_json::json;
+        let n1 = Identity::Node("n1".into());
+        let write =
+            |verb, status, body: &serde_json::Value, current: Option<&serde_json::Value>| {
+                let a = Action {
+                    verb,
+                    kind: Kind::Node,
+                    name: "n1",
+                    status,
+                    pod_node: None,
+                    body: Some(body),
+                    current,
+                };
+                assert_eq!(needs_current(&a), a.status && current.is_some());
+                authorize(&n1, &a)
+            };
+        let addr =
+            |ip: &str| json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        // Registration: the hostname label and status only.
+        let reg = json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+            "status": addr("10.0.0.1")["status"]});
+        assert!(write(Verb::Create, false, &reg, None).is_ok());
+        for bad in [
+            json!({"metadata": {"name": "n1", "labels": {"zone": "a"}}}),
+            json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n2"}}}),
+            json!({"metadata": {"name": "n1", "annotations": {"podd.io/agent-endpoint": "unix:///x"}}}),
+            json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.9.0/24"}}),
+            json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        ] {
+            assert!(write(Verb::Create, false, &bad, None).is_err(), "{bad}");
+        }
+        // Status: the lease and conditions yes; another InternalIP, or none, no.
+        let cur = addr("10.0.0.1");
+        let lease = json!({"status": {"leaseRenewTime": "t"}});
+        assert!(write(Verb::Patch, true, &lease, None).is_ok());
+        assert!(write(Verb::Patch, true, &addr("10.0.0.1"), Some(&cur)).is_ok());
+        assert!(write(Verb::Patch, true, &addr("10.0.0.2"), Some(&cur)).is_err());
+        assert!(write(Verb::Patch, true, &json!({"status": null}), Some(&cur)).is_err());
+        assert!(write(Verb::Update, true, &lease, Some(&cur)).is_err());
+        // Metadata, spec and delete: no.
+        let ann = json!({"metadata": {"annotations": {"podd.io/agent-endpoint": "http://x"}}});
+        assert!(write(Verb::Patch, false, &ann, None).is_err());
+        assert!(write(Verb::Update, false, &ann, None).is_err());
+        assert!(write(Verb::Delete, false, &json!(null), None).is_err());
+    }
+
+    #[test]
+    fn token_files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authenticator::load_or_init(dir.path()).unwrap();
+        a.issue_node_token("n1").unwrap();
+        let t = dir.path().join("tokens");
+        for d in [t.clone(), t.join("nodes")] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        for f in [t.join("admin"), t.join("nodes/n1")] {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Authenticator::load_or_init(dir.path()).unwrap();
+        assert_eq!(mode(&t), 0o700);
+        assert_eq!(mode(&t.join("admin")), 0o600);
+        assert_eq!(mode(&t.join("nodes/n1")), 0o600);
     }
 
     #[test]

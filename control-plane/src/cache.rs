@@ -94,6 +94,11 @@ pub fn set_resource_version(kind: Kind, v: &mut serde_json::Value, rev: Revision
     }
 }
 
+/// What one event of the window costs, by its objects' JSON.
+fn event_bytes(ev: &CacheEvent) -> usize {
+    ev.object.json.len() + ev.prev.as_ref().map_or(0, |p| p.json.len())
+}
+
 #[derive(Debug)]
 pub struct CacheEvent {
     pub revision: Revision,
@@ -116,6 +121,8 @@ struct KindState {
     /// node name -> keys of the pods bound to it.
     by_node: HashMap<String, BTreeSet<String>>,
     events: VecDeque<Arc<CacheEvent>>,
+    /// The JSON bytes `events` hold (each event's object and previous object).
+    events_bytes: usize,
     /// `events` hold every event with revision in (oldest, revision].
     oldest: Revision,
     tx: broadcast::Sender<Arc<CacheEvent>>,
@@ -189,6 +196,7 @@ impl KindState {
             by_owner: HashMap::new(),
             by_node: HashMap::new(),
             events: VecDeque::new(),
+            events_bytes: 0,
             oldest: at,
             tx: broadcast::channel(fanout).0,
         }
@@ -204,6 +212,11 @@ struct Inner {
 pub struct CacheConfig {
     /// Events kept per kind for watches that start in the past.
     pub window: usize,
+    /// The most JSON bytes those events may hold per kind. Without it, a deleted object stayed
+    /// in memory as long as its events were in the window (a 100,000-container pod kept the
+    /// server 700 MB larger after its delete). A watch from further back is served from the
+    /// store, or gets Expired and relists. Default 64 MiB.
+    pub window_bytes: usize,
     /// Events buffered per watcher before a slow watcher is cut off (it then relists).
     pub fanout_buffer: usize,
 }
@@ -212,6 +225,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             window: 50_000,
+            window_bytes: 64 << 20,
             fanout_buffer: 65_536,
         }
     }
@@ -344,9 +358,13 @@ impl WatchCache {
                 object: obj,
                 prev,
             });
+            st.events_bytes += event_bytes(&ev);
             st.events.push_back(ev.clone());
-            while st.events.len() > window {
+            while st.events.len() > window
+                || (st.events_bytes > self.config.window_bytes && st.events.len() > 1)
+            {
                 if let Some(old) = st.events.pop_front() {
+                    st.events_bytes -= event_bytes(&old);
                     st.oldest = old.revision;
                 }
             }
@@ -362,7 +380,9 @@ impl WatchCache {
         let mut inner = self.lock();
         for st in inner.kinds.values_mut() {
             while st.events.front().is_some_and(|e| e.revision <= rev) {
-                st.events.pop_front();
+                if let Some(old) = st.events.pop_front() {
+                    st.events_bytes -= event_bytes(&old);
+                }
             }
             st.oldest = st.oldest.max(rev);
         }
@@ -472,6 +492,7 @@ mod tests {
     fn events_replay_from_a_revision_and_expire_outside_the_window() {
         let c = WatchCache::new(CacheConfig {
             window: 3,
+            window_bytes: usize::MAX,
             fanout_buffer: 16,
         });
         c.reset(&[], 0);
@@ -494,5 +515,38 @@ mod tests {
         c.compact(4);
         assert!(c.subscribe(Kind::Pod, 3).is_err());
         assert!(c.subscribe(Kind::Pod, 4).is_ok());
+    }
+
+    #[test]
+    fn a_deleted_large_object_leaves_the_window_by_bytes() {
+        let c = WatchCache::new(CacheConfig {
+            window: 1000,
+            window_bytes: 64 << 10,
+            fanout_buffer: 16,
+        });
+        c.reset(&[], 0);
+        let key = "/registry/pods/default/big";
+        let big = serde_json::json!({"metadata": {"name": "big", "namespace": "default"},
+            "spec": {"filler": "x".repeat(40 << 10)}});
+        c.apply(EventKind::Created, kv(key, big.clone(), 1));
+        c.apply(EventKind::Deleted, kv(key, big, 2));
+        for i in 3..=20 {
+            let key = format!("/registry/pods/default/p{i}");
+            let v =
+                serde_json::json!({"metadata": {"name": format!("p{i}"), "namespace": "default"}});
+            c.apply(EventKind::Created, kv(&key, v, i));
+        }
+        let inner = c.lock();
+        let st = &inner.kinds[&Kind::Pod];
+        assert!(
+            st.events_bytes <= 64 << 10,
+            "{} bytes kept",
+            st.events_bytes
+        );
+        assert!(
+            st.events.iter().all(|e| e.object.name != "big"),
+            "the deleted object is still held by the window"
+        );
+        assert_eq!(st.events.len(), 18, "small events stay");
     }
 }

@@ -39,6 +39,18 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A request body or a stored object over its size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Over a cap on open watches (429); the client may retry after `retry_after_seconds`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_seconds: u32,
+    },
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    Timeout(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -57,6 +69,9 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Unavailable(_) => 503,
+            ApiError::TooLarge(_) => 413,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::Timeout(_) => 408,
             ApiError::Store(StoreError::Compacted { .. }) => 410,
             ApiError::Store(StoreError::Conflict { .. }) => 409,
             ApiError::Store(StoreError::AlreadyExists { .. }) => 409,
@@ -77,6 +92,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::Timeout(_) => "Timeout",
             ApiError::Store(StoreError::Compacted { .. }) => "Expired",
             ApiError::Store(StoreError::Conflict { .. }) => "Conflict",
             ApiError::Store(StoreError::AlreadyExists { .. }) => "AlreadyExists",

@@ -1,8 +1,9 @@
 //! The HTTP/JSON API: Kubernetes' paths and shapes over hyper, on a root-only Unix socket and on
 //! TCP with TLS and bearer tokens.
 
-use crate::auth::{Action, Authenticator, Identity, authorize};
+use crate::auth::{Action, Authenticator, Identity, Verb, authorize};
 use crate::cache::{CacheEvent, CachedObject};
+use crate::conn_limits::{ConnGate, ConnLimits, Gate, Permit, serve_http1};
 use crate::error::ApiError;
 use crate::registry::{FieldSelector, Filter, Registry, Subresource};
 use bytes::{Bytes, BytesMut};
@@ -20,8 +21,9 @@ use tokio::sync::{broadcast, watch};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 8 << 20;
+/// Largest request body accepted: 3 MiB, as kube-apiserver (`MaxRequestBodyBytes`). Stored
+/// objects are further limited to 1.5 MiB ([`crate::registry::MAX_OBJECT_BYTES`]).
+pub const MAX_BODY: usize = 3 << 20;
 
 /// How a connection came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,39 @@ pub enum Transport {
 pub struct ApiServer {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
+    /// How to reach and trust the node agents (pods/log, pods/exec, agent certificates).
+    pub agents: Arc<crate::agent_proxy::AgentLink>,
+    /// Connection and watch limits ([`crate::conn_limits`]).
+    pub limits: ConnLimits,
+    /// Open watches, per identity and in total (see [`watch_gate`]).
+    pub watches: Arc<Gate<String>>,
+}
+
+/// The watch gate for `limits`.
+pub fn watch_gate(limits: &ConnLimits) -> Arc<Gate<String>> {
+    Gate::new(
+        "watches",
+        limits.max_watches,
+        limits.max_watches_per_identity,
+    )
+}
+
+impl ApiServer {
+    /// A watch slot for `id`, or 429 TooManyRequests with a Retry-After.
+    fn admit_watch(&self, id: &Identity) -> Result<Permit<String>, ApiError> {
+        let key = match id {
+            // Local root is trusted: it counts only towards the total.
+            Identity::Local => None,
+            Identity::Admin => Some("admin".to_string()),
+            Identity::Node(n) => Some(format!("node {n}")),
+        };
+        self.watches
+            .admit(key)
+            .map_err(|r| ApiError::TooManyRequests {
+                message: format!("too many watches: {r}; close some, or retry later"),
+                retry_after_seconds: 10,
+            })
+    }
 }
 
 fn full(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -50,6 +85,24 @@ fn json_response(code: StatusCode, v: &serde_json::Value) -> Response<Body> {
 fn error_response(e: &ApiError) -> Response<Body> {
     let st = e.to_status();
     let code = StatusCode::from_u16(st.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let ApiError::TooManyRequests {
+        retry_after_seconds,
+        ..
+    } = e
+    {
+        // Kubernetes puts the delay in both the header and details.retryAfterSeconds.
+        let mut v = serde_json::to_value(&st).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "details".into(),
+                serde_json::json!({"retryAfterSeconds": retry_after_seconds}),
+            );
+        }
+        let mut r = json_response(code, &v);
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, (*retry_after_seconds).into());
+        return r;
+    }
     full(code, serde_json::to_vec(&st).unwrap_or_default())
 }
 
@@ -131,13 +184,83 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
     })
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
-    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?
-        .to_bytes();
-    serde_json::from_slice(&body)
+fn too_large(len: impl std::fmt::Display) -> ApiError {
+    ApiError::TooLarge(format!(
+        "the request body is too large: {len} bytes, and at most {MAX_BODY} are accepted"
+    ))
+}
+
+/// How much of a refused body is still read and thrown away, and for how long, before the
+/// connection closes: a client still sending when the 413 goes out would otherwise get a
+/// connection reset (the kernel resets a socket closed with unread data) instead of the answer.
+/// Go's net/http, and so kube-apiserver, does the same.
+const DRAIN_MAX: u64 = 4 * MAX_BODY as u64;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and discards what is left of a refused body, bounded by [`DRAIN_MAX`] and
+/// [`DRAIN_TIME`], in the background while the answer is written.
+fn drain(mut body: Incoming, already: u64) {
+    tokio::spawn(async move {
+        let mut seen = already;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while seen <= DRAIN_MAX {
+                match body.frame().await {
+                    Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes within `timeout`. A declared length over
+/// the limit is refused before anything is read.
+async fn read_json(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<serde_json::Value, ApiError> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if let Some(len) = declared
+        && len > MAX_BODY as u64
+    {
+        if len <= DRAIN_MAX {
+            drain(body, 0);
+        }
+        return Err(too_large(len));
+    }
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            })?;
+            if let Some(d) = frame.data_ref() {
+                if buf.len() + d.len() > MAX_BODY {
+                    return Err(too_large(format!("more than {MAX_BODY}")));
+                }
+                buf.extend_from_slice(d);
+            }
+        }
+        Ok(())
+    };
+    let read = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::Timeout(format!(
+            "the request body did not arrive within {timeout:?}"
+        ))
+    })?;
+    if let Err(e) = read {
+        if matches!(e, ApiError::TooLarge(_)) {
+            drain(body, buf.len() as u64);
+        }
+        return Err(e);
+    }
+    serde_json::from_slice(&buf)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
 }
 
@@ -318,12 +441,24 @@ impl ApiServer {
                 }
                 return crate::agent_proxy::proxy(
                     &self.registry,
-                    &self.auth,
+                    &self.agents,
                     &ns,
                     &name,
                     sub,
                     &method,
                     &query,
+                )
+                .await;
+            }
+            Some("certificate") if kind == Kind::Node && method == Method::POST => {
+                let name = route.name.clone().ok_or_else(|| {
+                    ApiError::BadRequest("nodes/certificate needs a node name".into())
+                })?;
+                return crate::agent_proxy::certificate(
+                    &self.registry,
+                    &self.agents,
+                    &identity,
+                    &name,
                 )
                 .await;
             }
@@ -350,8 +485,16 @@ impl ApiServer {
                     let timeout = query_param(&query, "timeoutSeconds")
                         .and_then(|t| t.parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    let permit = self.admit_watch(&identity)?;
                     return self
-                        .watch(kind, route.namespace.as_deref(), filter, &rv, timeout)
+                        .watch(
+                            kind,
+                            route.namespace.as_deref(),
+                            filter,
+                            &rv,
+                            timeout,
+                            permit,
+                        )
                         .await;
                 }
                 let (items, rev) = self
@@ -368,21 +511,35 @@ impl ApiServer {
                 Ok(json_response(StatusCode::OK, &v))
             }
             (&Method::POST, None) => {
-                let body = read_json(req).await?;
+                let body = read_json(req, self.limits.body_read_timeout).await?;
                 let name = body
                     .pointer("/metadata/name")
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_string();
-                self.check(&identity, kind, &ns, &name, true, false).await?;
+                self.check(
+                    &identity,
+                    kind,
+                    &ns,
+                    &name,
+                    Verb::Create,
+                    false,
+                    Some(&body),
+                )
+                .await?;
                 let v = self.registry.create(kind, &ns, body).await?;
                 Ok(json_response(StatusCode::CREATED, &v))
             }
             (&Method::PUT, Some(name)) | (&Method::PATCH, Some(name)) => {
                 let is_status = sub == Subresource::Status;
-                self.check(&identity, kind, &ns, name, true, is_status)
+                let verb = if method == Method::PUT {
+                    Verb::Update
+                } else {
+                    Verb::Patch
+                };
+                let body = read_json(req, self.limits.body_read_timeout).await?;
+                self.check(&identity, kind, &ns, name, verb, is_status, Some(&body))
                     .await?;
-                let body = read_json(req).await?;
                 let v = if method == Method::PUT {
                     self.registry.update(kind, &ns, name, body, sub).await?
                 } else {
@@ -394,7 +551,8 @@ impl ApiServer {
                 Ok(json_response(StatusCode::OK, &v))
             }
             (&Method::DELETE, Some(name)) => {
-                self.check(&identity, kind, &ns, name, true, false).await?;
+                self.check(&identity, kind, &ns, name, Verb::Delete, false, None)
+                    .await?;
                 let pre = query_param(&query, "resourceVersion").and_then(|r| r.parse().ok());
                 let v = self.registry.delete(kind, &ns, name, pre).await?;
                 Ok(json_response(StatusCode::OK, &v))
@@ -405,14 +563,18 @@ impl ApiServer {
         }
     }
 
+    /// Authorises a write; a node identity's against the allow-list in [`authorize`], which
+    /// may look at the body and the stored object.
+    #[allow(clippy::too_many_arguments)]
     async fn check(
         &self,
         id: &Identity,
         kind: Kind,
         ns: &str,
         name: &str,
-        write: bool,
+        verb: Verb,
         status: bool,
+        body: Option<&serde_json::Value>,
     ) -> Result<(), ApiError> {
         if !matches!(id, Identity::Node(_)) {
             return Ok(());
@@ -426,16 +588,22 @@ impl ApiServer {
         } else {
             None
         };
-        authorize(
-            id,
-            &Action {
-                write,
-                kind,
-                name,
-                status,
-                pod_node: pod_node.as_deref(),
-            },
-        )
+        let mut action = Action {
+            verb,
+            kind,
+            name,
+            status,
+            pod_node: pod_node.as_deref(),
+            body,
+            current: None,
+        };
+        let current = if crate::auth::needs_current(&action) {
+            self.registry.get(kind, ns, name).await.ok()
+        } else {
+            None
+        };
+        action.current = current.as_ref();
+        authorize(id, &action)
     }
 
     async fn watch(
@@ -445,6 +613,7 @@ impl ApiServer {
         filter: Filter,
         rv: &str,
         timeout: Option<Duration>,
+        permit: Permit<String>,
     ) -> Result<Response<Body>, ApiError> {
         let prefix = kind.key_prefix(ns.filter(|n| !n.is_empty()));
         let cache = self.registry.cache().clone();
@@ -464,7 +633,7 @@ impl ApiServer {
                     // Older than the cache's window: the store may still have that history
                     // (e.g. just after a restart); it answers Compacted when it has not.
                     return match self.registry.store().watch(&prefix, n).await {
-                        Ok(stream) => Ok(store_watch(kind, stream, filter, timeout)),
+                        Ok(stream) => Ok(store_watch(kind, stream, filter, timeout, permit)),
                         Err(podd_store::StoreError::Compacted { .. }) => {
                             Err(ApiError::Expired(format!(
                                 "resourceVersion {n} is older than the oldest one kept ({oldest})"
@@ -492,6 +661,8 @@ impl ApiServer {
         let (mut tx, body_rx) =
             futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         tokio::spawn(async move {
+            // The watch holds its slot until it ends.
+            let _permit = permit;
             let deadline = timeout.map(|t| Instant::now() + t);
             for line in initial {
                 if tx.send(Ok(Frame::data(line))).await.is_err() {
@@ -501,12 +672,13 @@ impl ApiServer {
             let mut rx = rx;
             let mut last = after;
             loop {
-                let next = match deadline {
-                    Some(d) => match tokio::time::timeout_at(d.into(), rx.recv()).await {
-                        Ok(r) => r,
-                        Err(_) => return,
+                let next = tokio::select! {
+                    r = until(deadline, rx.recv()) => match r {
+                        Some(r) => r,
+                        None => return,
                     },
-                    None => rx.recv().await,
+                    // A watcher that went away frees its slot without waiting for an event.
+                    _ = client_gone(&tx) => return,
                 };
                 match next {
                     Ok(ev) => {
@@ -551,6 +723,21 @@ impl ApiServer {
     }
 }
 
+/// `f`'s output, or None once `deadline` passes.
+async fn until<T>(deadline: Option<Instant>, f: impl std::future::Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+/// Resolves once the response body of a stream is dropped (its connection closed).
+async fn client_gone<T>(tx: &futures::channel::mpsc::Sender<T>) {
+    while !tx.is_closed() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 fn streaming(
     body_rx: futures::channel::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
 ) -> Response<Body> {
@@ -569,18 +756,20 @@ fn store_watch(
     mut stream: podd_store::WatchStream,
     filter: Filter,
     timeout: Option<Duration>,
+    permit: Permit<String>,
 ) -> Response<Body> {
     use futures::StreamExt;
     let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     tokio::spawn(async move {
+        let _permit = permit;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), stream.next()).await {
-                    Ok(r) => r,
-                    Err(_) => return,
+            let next = tokio::select! {
+                r = until(deadline, stream.next()) => match r {
+                    Some(r) => r,
+                    None => return,
                 },
-                None => stream.next().await,
+                _ = client_gone(&tx) => return,
             };
             let line = match next {
                 Some(Ok(ev)) => {
@@ -654,17 +843,14 @@ async fn serve_conn<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = api.limits.clone();
     let svc = hyper::service::service_fn(move |req| {
         let api = api.clone();
         async move { Ok::<_, Infallible>(api.handle(req, transport).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let conn = serve_http1(hyper_util::rt::TokioIo::new(io), &limits, svc);
     tokio::select! {
-        r = conn => if let Err(e) = r {
-            tracing::debug!(error = %e, "connection ended with an error");
-        },
+        end = conn => end.log("api"),
         _ = shutdown.changed() => {}
     }
 }
@@ -692,11 +878,19 @@ pub async fn serve_unix(
     path: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Local root only, but still bounded: a stuck local client must not exhaust the fds.
+    let gate = ConnGate::for_connections("connections to the API socket", &api.limits);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_conn(api.clone(), stream, Transport::Unix, shutdown.clone()));
+                    // Over the cap, the stream is dropped (closed) at once.
+                    let Ok(permit) = gate.admit(None) else { continue };
+                    let (api, sd) = (api.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        serve_conn(api, stream, Transport::Unix, sd).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept on the Unix socket failed");
@@ -717,19 +911,23 @@ pub async fn serve_tls(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let gate = ConnGate::for_connections("connections to the API port", &api.limits);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    // Over the caps, the stream is dropped (closed) at once, before any read.
+                    let Ok(permit) = gate.admit(Some(peer.ip())) else { continue };
                     let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let api = api.clone();
                     let sd = shutdown.clone();
                     tokio::spawn(async move {
-                        match acceptor.accept(stream).await {
+                        match crate::conn_limits::tls_accept(&acceptor, stream, &api.limits).await {
                             Ok(tls) => serve_conn(api, tls, Transport::Tls, sd).await,
                             Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => {

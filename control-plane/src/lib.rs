@@ -6,6 +6,7 @@ pub mod agent_proxy;
 pub mod alloc;
 pub mod auth;
 pub mod cache;
+pub mod conn_limits;
 pub mod controllers;
 pub mod error;
 pub mod hollow;

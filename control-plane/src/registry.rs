@@ -227,8 +227,31 @@ fn normalize(kind: Kind, v: Value) -> Result<Value, ApiError> {
     Ok(out)
 }
 
-fn to_bytes(v: &Value) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
+/// The largest object stored: 1.5 MiB, etcd's default request limit, which bounds every
+/// Kubernetes object (and so label counts and container lists). Larger writes get 413.
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// An object's stored form, refused with 413 RequestEntityTooLarge over [`MAX_OBJECT_BYTES`].
+fn to_stored_bytes(kind: Kind, name: &str, v: &Value) -> Result<Vec<u8>, ApiError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "{} {name:?} is too large to store: {} bytes, and an object may have at most \
+             {MAX_OBJECT_BYTES}; move bulky data out of labels, annotations and specs",
+            kind.name(),
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Refuses, before decoding, an object over the limits that are costly to decode.
+fn check_before_decode(kind: Kind, name: &str, v: &Value) -> Result<(), ApiError> {
+    podd_api::validation::check_limits_before_decode(kind, v).map_err(|errors| ApiError::Invalid {
+        kind,
+        name: name.to_string(),
+        errors,
+    })
 }
 
 fn parse_stored(kind: Kind, key: &str, bytes: &[u8]) -> Result<Value, ApiError> {
@@ -346,6 +369,7 @@ impl Registry {
                 "the body must be a JSON object".into(),
             ));
         }
+        check_before_decode(kind, str_at(&v, "/metadata/name"), &v)?;
         let body_ns = str_at(&v, "/metadata/namespace").to_string();
         if kind.namespaced() && !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::BadRequest(format!(
@@ -412,7 +436,11 @@ impl Registry {
             }
             let name = str_at(&v, "/metadata/name").to_string();
             let key = kind.key(ns, &name);
-            match self.store.create(&key, to_bytes(&v)?).await {
+            match self
+                .store
+                .create(&key, to_stored_bytes(kind, &name, &v)?)
+                .await
+            {
                 Ok(rev) => {
                     set_resource_version(kind, &mut v, rev);
                     return Ok(v);
@@ -635,6 +663,7 @@ impl Registry {
                     "the body must be a JSON object".into(),
                 ));
             }
+            check_before_decode(kind, name, &new)?;
             self.keep_immutable(kind, &cur, &mut new)?;
             let mut new = normalize(kind, new)?;
             if new.get("spec") != cur.get("spec") {
@@ -656,7 +685,11 @@ impl Registry {
             }
             match self
                 .store
-                .update(&key, to_bytes(&new)?, Some(kv.mod_revision))
+                .update(
+                    &key,
+                    to_stored_bytes(kind, name, &new)?,
+                    Some(kv.mod_revision),
+                )
                 .await
             {
                 Ok(rev) => {

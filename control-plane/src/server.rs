@@ -30,11 +30,16 @@ pub struct ControlPlaneConfig {
     pub admin_token: Option<String>,
     pub registry: RegistryConfig,
     pub cache: CacheConfig,
+    /// Connection, timeout and watch limits of the listeners.
+    pub limits: crate::conn_limits::ConnLimits,
     /// None: run no controllers (a standby API server, or a test that drives things itself).
     pub controllers: Option<ControllerConfig>,
     /// Who may run the controllers when several servers share one store (etcd). None: this
     /// server always leads (the embedded stores have one server).
     pub elector: Option<Arc<dyn LeaderElector>>,
+    /// The agent on this machine, reached over its Unix socket for pods/log and pods/exec;
+    /// every other node's agent is reached over TLS at its registered address.
+    pub local_agent: Option<crate::agent_proxy::LocalAgent>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -47,8 +52,10 @@ impl Default for ControlPlaneConfig {
             admin_token: None,
             registry: RegistryConfig::default(),
             cache: CacheConfig::default(),
+            limits: Default::default(),
             controllers: Some(ControllerConfig::default()),
             elector: None,
+            local_agent: None,
         }
     }
 }
@@ -120,6 +127,12 @@ impl ControlPlane {
         let api = Arc::new(ApiServer {
             registry: registry.clone(),
             auth: auth.clone(),
+            agents: Arc::new(crate::agent_proxy::AgentLink::new(
+                &tls,
+                config.local_agent.clone(),
+            )),
+            watches: http::watch_gate(&config.limits),
+            limits: config.limits.clone(),
         });
         if let Some(path) = &config.socket {
             let l = http::bind_unix(path).map_err(|source| StartError::Io {

@@ -1,5 +1,6 @@
 //! Authentication and authorisation over TLS: no token or a bad one is 401; an agent token is
-//! limited to its own Node and the status of its pods (403 otherwise); admin may do anything.
+//! limited to its own Node's status and the status of its pods (403 otherwise); admin may do
+//! anything.
 
 mod common;
 
@@ -74,7 +75,7 @@ async fn tls_tokens_and_scopes() {
             .len(),
         1
     );
-    // Its own node: yes (main and status).
+    // Its own node's status: yes; its metadata (labels the scheduler reads): 403.
     anodes
         .patch_status(
             "n1",
@@ -82,13 +83,14 @@ async fn tls_tokens_and_scopes() {
         )
         .await
         .unwrap();
-    anodes
+    let e = anodes
         .patch(
             "n1",
             &serde_json::json!({"metadata": {"labels": {"zone": "a"}}}),
         )
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(e.code(), Some(403), "{e}");
     // Another node: 403.
     let e = anodes
         .patch_status(

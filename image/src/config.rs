@@ -1,6 +1,5 @@
 //! The image config's process defaults, merged with a container spec the way Kubernetes does.
 
-use std::fs;
 use std::path::Path;
 
 use oci_spec::image::ImageConfiguration;
@@ -143,8 +142,8 @@ pub fn resolve_user(image_name: &str, user: &str, rootfs: &Path) -> Result<Resol
             additional_gids: vec![],
         });
     }
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let passwd = read_etc_file(rootfs, "/etc/passwd").map_err(&err)?;
+    let group = read_etc_file(rootfs, "/etc/group").map_err(&err)?;
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -204,9 +203,59 @@ pub fn resolve_user(image_name: &str, user: &str, rootfs: &Path) -> Result<Resol
     })
 }
 
+/// The most of /etc/passwd or /etc/group read (real ones are a few KiB).
+pub const MAX_ETC_FILE: u64 = 4 << 20;
+
+/// Reads `path` of the container's root filesystem, resolved inside `rootfs` (pathrs, with
+/// openat2 RESOLVE_IN_ROOT): a symlink in the image, even an absolute one, never reaches a
+/// host file. A missing file reads as empty; anything but a regular file, or a file over
+/// [`MAX_ETC_FILE`], is an error.
+fn read_etc_file(rootfs: &Path, path: &str) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let missing = |e: &pathrs::error::Error| {
+        e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
+    };
+    let root = match pathrs::Root::open(rootfs) {
+        Ok(r) => r,
+        Err(e) if missing(&e) => return Ok(String::new()),
+        Err(e) => {
+            return Err(format!(
+                "opening the root filesystem {}: {e}",
+                rootfs.display()
+            ));
+        }
+    };
+    let handle = match root.resolve(path) {
+        Ok(h) => h,
+        Err(e) if missing(&e) => return Ok(String::new()),
+        Err(e) => return Err(format!("resolving {path} inside the image: {e}")),
+    };
+    // Check the type on the O_PATH handle first: opening a FIFO would block, a device could
+    // be anything.
+    let st = rustix::fs::fstat(&handle).map_err(|e| format!("checking {path}: {e}"))?;
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if ft != rustix::fs::FileType::RegularFile {
+        return Err(format!(
+            "{path} in the image is a {ft:?}, not a regular file"
+        ));
+    }
+    let file = handle
+        .reopen(pathrs::flags::OpenFlags::O_RDONLY)
+        .map_err(|e| format!("opening {path}: {e}"))?;
+    let mut data = Vec::new();
+    file.take(MAX_ETC_FILE + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("reading {path}: {e}"))?;
+    if data.len() as u64 > MAX_ETC_FILE {
+        return Err(format!("{path} in the image is over {MAX_ETC_FILE} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -341,6 +390,35 @@ mod tests {
         );
         assert!(r("nobody").unwrap_err().to_string().contains("numeric uid"));
         assert!(r("www:nogroup").is_err());
+    }
+
+    #[test]
+    fn a_symlinked_passwd_resolves_inside_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        let host_passwd = host.path().join("passwd");
+        fs::write(&host_passwd, "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&host_passwd, root.path().join("etc/passwd")).unwrap();
+        let e = resolve_user("img", "hostonly", root.path()).unwrap_err();
+        assert!(e.to_string().contains("no such user"), "{e}");
+        // The same link, resolved in the root, finds the image's own file.
+        let inside = root.path().join(host_passwd.strip_prefix("/").unwrap());
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        fs::write(&inside, "imageuser:x:7:7::/:/bin/sh\n").unwrap();
+        assert_eq!(
+            resolve_user("img", "imageuser", root.path()).unwrap().uid,
+            7
+        );
+        // A FIFO is refused, not opened (which would block).
+        fs::remove_file(root.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &root.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let e = resolve_user("img", "x", root.path()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     proptest::proptest! {

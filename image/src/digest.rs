@@ -12,6 +12,13 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The digest a finished SHA-256 context computed.
+    pub(crate) fn from_sha256(d: ring::digest::Digest) -> Digest {
+        Digest {
+            hex: hex::encode(d),
+        }
+    }
+
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Digest {
         Digest {

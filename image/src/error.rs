@@ -80,6 +80,17 @@ pub enum ImageError {
         reason: String,
     },
 
+    #[error(
+        "image {image}: layer {layer} is over the {what} ({limit}); unpacking stopped and nothing of the layer was kept; {hint}"
+    )]
+    LimitExceeded {
+        image: String,
+        layer: String,
+        what: String,
+        limit: u64,
+        hint: String,
+    },
+
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: String,

@@ -161,8 +161,17 @@ impl Layout {
 
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
-        let data =
-            fs::read(&path).map_err(|e| ImageError::io("reading the image index", &path, e))?;
+        let mut data = Vec::new();
+        fs::File::open(&path)
+            .and_then(|f| f.take(MAX_METADATA_BLOB + 1).read_to_end(&mut data))
+            .map_err(|e| ImageError::io("reading the image index", &path, e))?;
+        if data.len() as u64 > MAX_METADATA_BLOB {
+            return Err(ImageError::Invalid {
+                image: self.root.display().to_string(),
+                what: "index.json".into(),
+                reason: format!("it is over the {MAX_METADATA_BLOB}-byte limit"),
+            });
+        }
         serde_json::from_slice(&data).map_err(|e| ImageError::Invalid {
             image: self.root.display().to_string(),
             what: "index.json".into(),
@@ -170,8 +179,10 @@ impl Layout {
         })
     }
 
-    /// Reads a small blob (manifest, config, index) and verifies its size and digest.
+    /// Reads a small blob (manifest, config, index) and verifies its size and digest. Its
+    /// declared size must be at most [`MAX_METADATA_BLOB`]: these are held in memory.
     pub fn read_blob(&self, image: &str, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+        check_metadata_size(image, digest, size)?;
         let path = self.blob_path(digest);
         let file = fs::File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -404,18 +415,46 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The largest manifest, index or config podd reads (they are parsed in memory; layers are
+/// streamed). Registries commonly cap manifests at 4 MiB; configs with long histories are larger.
+pub const MAX_METADATA_BLOB: u64 = 16 << 20;
+
+pub(crate) fn check_metadata_size(image: &str, digest: &Digest, size: u64) -> Result<()> {
+    if size > MAX_METADATA_BLOB {
+        return Err(ImageError::Invalid {
+            image: image.to_string(),
+            what: format!("blob {digest}"),
+            reason: format!(
+                "a manifest, index or config of {size} bytes is over the {MAX_METADATA_BLOB}-byte limit; the image is malformed or hostile"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a blob's size and digest against its descriptor.
 pub(crate) fn verify(image: &str, digest: &Digest, size: u64, data: &[u8]) -> Result<()> {
-    if data.len() as u64 != size {
+    check_blob(image, digest, size, &Digest::of(data), data.len() as u64)
+}
+
+/// Checks a blob's size and digest (computed while it was read or streamed) against its
+/// descriptor.
+pub(crate) fn check_blob(
+    image: &str,
+    digest: &Digest,
+    size: u64,
+    actual: &Digest,
+    actual_size: u64,
+) -> Result<()> {
+    if actual_size != size {
         return Err(ImageError::SizeMismatch {
             image: image.to_string(),
             blob: digest.to_string(),
             expected: size,
-            actual: data.len() as u64,
+            actual: actual_size,
         });
     }
-    let actual = Digest::of(data);
-    if &actual != digest {
+    if actual != digest {
         return Err(ImageError::DigestMismatch {
             image: image.to_string(),
             blob: digest.to_string(),

@@ -32,4 +32,4 @@ pub use layout::{LayerRef, Layout, LayoutRef, ResolvedImage};
 pub use media::Compression;
 pub use registry::RegistryOptions;
 pub use rootfs::OverlayRootfs;
-pub use store::{GcStats, ImageSource, ImageStore, PullPolicy, UnpackedImage};
+pub use store::{GcStats, ImageSource, ImageStore, PullPolicy, StoreLimits, UnpackedImage};

@@ -107,6 +107,7 @@ pub async fn pull(
         Err(e) => return Err(reg_err(e)),
     };
     let mut digest = Digest::of(&data);
+    layout::check_metadata_size(image, &digest, data.len() as u64)?;
     if let Some(want) = reference.digest() {
         check_digest(image, want, &digest)?;
     }
@@ -125,6 +126,7 @@ pub async fn pull(
             .map_err(reg_err)?;
         data = d;
         digest = Digest::of(&data);
+        layout::check_metadata_size(image, &digest, data.len() as u64)?;
         check_digest(image, chosen.digest().as_ref(), &digest)?;
         media_type = manifest_media_type(image, &data)?;
     }
@@ -170,7 +172,8 @@ pub async fn pull(
     Ok(resolved)
 }
 
-/// Downloads one blob into a temp file, verifies it, and renames it into the store.
+/// Downloads one blob into a temp file, hashing it as it arrives and stopping as soon as the
+/// registry sends more than the descriptor's size; renames it into the store only if it matches.
 async fn fetch_blob(
     store: &ImageStore,
     client: &Client,
@@ -192,34 +195,79 @@ async fn fetch_blob(
         .open(&tmp_path)
         .await
         .map_err(|e| ImageError::io("opening", &tmp_path, e))?;
-    let mut writer = tokio::io::BufWriter::new(file);
-    client
+    let mut writer = VerifyingWriter {
+        inner: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+        hasher: ring::digest::Context::new(&ring::digest::SHA256),
+        written: 0,
+        max: desc.size(),
+    };
+    let pulled = client
         .pull_blob(reference, digest.to_string().as_str(), &mut writer)
-        .await
-        .map_err(|e| registry_error(image, &registry, e))?;
-    writer
-        .flush()
-        .await
-        .map_err(|e| ImageError::io("writing", &tmp_path, e))?;
-    drop(writer);
-    // Verify from disk: what we store is exactly what we checked.
-    let file =
-        std::fs::File::open(&tmp_path).map_err(|e| ImageError::io("reading", &tmp_path, e))?;
-    let (actual, size) = crate::digest::HashingReader::new(std::io::BufReader::new(file))
-        .finish()
-        .map_err(|e| ImageError::io("reading", &tmp_path, e))?;
-    if size != desc.size() {
+        .await;
+    if writer.written > desc.size() {
         return Err(ImageError::SizeMismatch {
             image: image.to_string(),
             blob: digest.to_string(),
             expected: desc.size(),
-            actual: size,
+            actual: writer.written,
         });
     }
-    check_digest(image, &digest.to_string(), &actual)?;
+    pulled.map_err(|e| registry_error(image, &registry, e))?;
+    writer
+        .inner
+        .flush()
+        .await
+        .map_err(|e| ImageError::io("writing", &tmp_path, e))?;
+    let actual = Digest::from_sha256(writer.hasher.finish());
+    layout::check_blob(image, &digest, desc.size(), &actual, writer.written)?;
     tmp.persist(&path)
         .map_err(|e| ImageError::io("storing blob", &path, e.error))?;
     Ok(())
+}
+
+/// Hashes and counts what is written, and refuses a write past `max` bytes (a registry that
+/// sends more than the descriptor says is cut off, not stored).
+struct VerifyingWriter<W> {
+    inner: W,
+    hasher: ring::digest::Context,
+    written: u64,
+    max: u64,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for VerifyingWriter<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.written.saturating_add(buf.len() as u64) > this.max {
+            this.written = this.written.saturating_add(buf.len() as u64);
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the registry sent more bytes than the blob's descriptor says",
+            )));
+        }
+        let poll = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &poll {
+            this.hasher.update(&buf[..*n]);
+            this.written += *n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn check_digest(image: &str, expected: &str, actual: &Digest) -> Result<()> {

@@ -31,7 +31,10 @@ impl OverlayRootfs {
                 reason: "it has no layers, so there is no root filesystem".into(),
             });
         }
-        fs::create_dir(dir)
+        // 0700 from creation on: the upper dir below holds whatever the container writes
+        // (setuid binaries, device nodes), which no host user may reach.
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+            .create(dir)
             .map_err(|e| ImageError::io("creating the container rootfs directory", dir, e))?;
         // From here on, dropping `owner` removes what was made, so a failed mount leaks nothing.
         let mut owner = OverlayRootfs {
@@ -86,7 +89,9 @@ impl OverlayRootfs {
             Some("overlay"),
             &owner.rootfs,
             Some("overlay"),
-            MsFlags::empty(),
+            // nodev: a device node in an image layer or planted by the container never opens
+            // (the container's own /dev is a separate tmpfs).
+            MsFlags::MS_NODEV,
             Some(data.as_str()),
         )
         .map_err(|source| ImageError::Mount {

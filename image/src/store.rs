@@ -124,10 +124,46 @@ pub struct GcStats {
     pub tmp_removed: usize,
 }
 
+/// Caps on what the store unpacks, against decompression bombs and layers with millions of
+/// files. The defaults fit real images; raise them for a trusted image that needs more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Unpacked bytes of one layer (the uncompressed tar, and the file data written).
+    pub max_layer_bytes: u64,
+    /// Unpacked bytes of all the layers one `unpack` of an image adds to the store.
+    pub max_image_bytes: u64,
+    /// Tar entries in one layer.
+    pub max_layer_entries: u64,
+    /// Bytes of one entry path or link target.
+    pub max_path_len: u64,
+}
+
+impl StoreLimits {
+    pub const DEFAULT_MAX_LAYER_BYTES: u64 = unpack::UnpackLimits::DEFAULT_MAX_BYTES;
+    pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
+    pub const DEFAULT_MAX_LAYER_ENTRIES: u64 = unpack::UnpackLimits::DEFAULT_MAX_ENTRIES;
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_layer_bytes: Self::DEFAULT_MAX_LAYER_BYTES,
+            max_image_bytes: Self::DEFAULT_MAX_IMAGE_BYTES,
+            max_layer_entries: Self::DEFAULT_MAX_LAYER_ENTRIES,
+            max_path_len: unpack::UnpackLimits::DEFAULT_MAX_PATH_LEN,
+        }
+    }
+}
+
+/// The mode of every directory of the store: only root may reach image content (a layer may
+/// hold setuid-root binaries and device nodes).
+const STORE_DIR_MODE: u32 = 0o700;
+
 /// The image store rooted at one directory (default [`ImageStore::DEFAULT_ROOT`]).
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    limits: StoreLimits,
 }
 
 impl ImageStore {
@@ -136,6 +172,11 @@ impl ImageStore {
     /// Opens (creating if needed) the store at `root`. The path must not contain `:` or `,`,
     /// which overlayfs mount options cannot carry.
     pub fn open(root: impl Into<PathBuf>) -> Result<ImageStore> {
+        Self::open_with(root, StoreLimits::default())
+    }
+
+    /// [`ImageStore::open`] with limits other than the defaults.
+    pub fn open_with(root: impl Into<PathBuf>, limits: StoreLimits) -> Result<ImageStore> {
         let root = root.into();
         let root_str = root.to_string_lossy();
         if root_str.contains(':') || root_str.contains(',') {
@@ -147,12 +188,14 @@ impl ImageStore {
                 ),
             ));
         }
-        for sub in ["blobs/sha256", "layers", "locks", "tmp"] {
-            let d = root.join(sub);
-            fs::create_dir_all(&d)
-                .map_err(|e| ImageError::io("creating the image store directory", &d, e))?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .map_err(|e| ImageError::io("creating the image store's parent", parent, e))?;
         }
-        let store = ImageStore { root };
+        for sub in ["", "blobs", "blobs/sha256", "layers", "locks", "tmp"] {
+            private_dir(&root.join(sub))?;
+        }
+        let store = ImageStore { root, limits };
         let marker = store.root.join("oci-layout");
         if !marker.exists() {
             write_atomic(&store, &marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -171,6 +214,10 @@ impl ImageStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
     }
 
     /// The store as an OCI layout (its blobs and pulled images).
@@ -273,11 +320,16 @@ impl ImageStore {
         let mut manifest_size = 0;
         for d in &digests {
             let from = src.blob_path(d);
-            let data = fs::read(&from).map_err(|e| ImageError::io("reading", &from, e))?;
+            let file = File::open(&from).map_err(|e| ImageError::io("reading", &from, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| ImageError::io("reading", &from, e))?
+                .len();
             if *d == image.manifest_digest {
-                manifest_size = data.len() as u64;
+                manifest_size = size;
             }
-            self.put_blob(&image.name, d, data.len() as u64, &data)?;
+            // Streamed through the hasher: a layer is never held in memory.
+            self.put_blob_from(&image.name, d, size, file)?;
         }
         let desc = oci_spec::image::DescriptorBuilder::default()
             .media_type(oci_spec::image::MediaType::ImageManifest)
@@ -342,12 +394,44 @@ impl ImageStore {
         write_atomic(self, &path, data)
     }
 
+    /// Streams a blob into the store: through the hasher into a temp file in `tmp/`, renamed
+    /// into `blobs/` only if its size and digest match. Reads at most `size + 1` bytes.
+    pub(crate) fn put_blob_from(
+        &self,
+        image: &str,
+        digest: &Digest,
+        size: u64,
+        reader: impl Read,
+    ) -> Result<()> {
+        let path = self.layout().blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(|e| ImageError::io("creating a temp file in", self.tmp_dir(), e))?;
+        let mut hashing = HashingReader::new(reader.take(size.saturating_add(1)));
+        let mut out = io::BufWriter::with_capacity(256 * 1024, tmp.as_file());
+        io::copy(&mut hashing, &mut out)
+            .and_then(|_| out.flush())
+            .map_err(|e| ImageError::io("copying a blob to", tmp.path().to_path_buf(), e))?;
+        drop(out);
+        let (actual, actual_size) = hashing
+            .finish()
+            .map_err(|e| ImageError::io("reading blob", &path, e))?;
+        layout::check_blob(image, digest, size, &actual, actual_size)?;
+        tmp.persist(&path)
+            .map_err(|e| ImageError::io("storing blob", &path, e.error))?;
+        Ok(())
+    }
+
     /// Unpacks every layer of `image` not already in the store (each layer once, even when
     /// several threads or processes ask at the same time).
     pub fn unpack(&self, image: &ResolvedImage) -> Result<UnpackedImage> {
         let mut layer_dirs = Vec::with_capacity(image.layers.len());
+        // What this image may still add to the store (layers already there cost nothing).
+        let mut image_budget = self.limits.max_image_bytes;
         for layer in &image.layers {
-            layer_dirs.push(self.ensure_layer(image, layer)?);
+            layer_dirs.push(self.ensure_layer(image, layer, &mut image_budget)?);
         }
         Ok(UnpackedImage {
             name: image.name.clone(),
@@ -357,7 +441,12 @@ impl ImageStore {
         })
     }
 
-    fn ensure_layer(&self, image: &ResolvedImage, layer: &LayerRef) -> Result<PathBuf> {
+    fn ensure_layer(
+        &self,
+        image: &ResolvedImage,
+        layer: &LayerRef,
+        image_budget: &mut u64,
+    ) -> Result<PathBuf> {
         let dir = self.layer_dir(&layer.diff_id);
         if dir.is_dir() {
             return Ok(dir);
@@ -374,7 +463,16 @@ impl ImageStore {
             .map_err(|e| {
                 ImageError::io("creating a temporary layer directory in", self.tmp_dir(), e)
             })?;
-        let stats = unpack_layer_blob(image, layer, tmp.path())?;
+        let per_image = *image_budget < self.limits.max_layer_bytes;
+        let limits = unpack::UnpackLimits {
+            max_bytes: (*image_budget).min(self.limits.max_layer_bytes),
+            max_entries: self.limits.max_layer_entries,
+            max_path_len: self.limits.max_path_len,
+        };
+        // When the image's remaining budget is the tighter cap, a byte overrun names that limit.
+        let image_limit = per_image.then_some(self.limits.max_image_bytes);
+        let stats = unpack_layer_blob(image, layer, tmp.path(), &limits, image_limit)?;
+        *image_budget = image_budget.saturating_sub(stats.bytes);
         if let Err(e) = fs::rename(tmp.path(), &dir) {
             // Another unpacker finished first (only possible without the lock); theirs is as good.
             if !dir.is_dir() {
@@ -530,6 +628,8 @@ fn unpack_layer_blob(
     image: &ResolvedImage,
     layer: &LayerRef,
     dest: &Path,
+    limits: &unpack::UnpackLimits,
+    image_limit: Option<u64>,
 ) -> Result<unpack::UnpackStats> {
     let path = image.blobs.blob_path(&layer.digest);
     let file = File::open(&path).map_err(|e| {
@@ -548,42 +648,57 @@ fn unpack_layer_blob(
         layer: layer.digest.to_string(),
         reason: format!("{e} (is the blob truncated or not {}?)", layer.media_type),
     };
-    let mut blob = HashingReader::new(BufReader::with_capacity(256 * 1024, file));
+    // Never past the declared size (+1 to see a longer blob): the blob may be anything.
+    let mut blob = HashingReader::new(BufReader::with_capacity(
+        256 * 1024,
+        file.take(layer.size.saturating_add(1)),
+    ));
     let unpacked = {
         let decoder: Box<dyn Read + '_> = match layer.compression {
             Compression::None => Box::new(&mut blob),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
             Compression::Zstd => Box::new(ZstdFrames::new(&mut blob)),
         };
-        let mut tar_stream = HashingReader::new(decoder);
-        let result = unpack::unpack_tar(&mut tar_stream, dest);
+        // The tail after the tar's end is hashed too (it is part of the diff_id), but never
+        // more than the limit: a bomb can hide behind the end-of-archive blocks.
+        let mut tar_stream = HashingReader::new(decoder.take(limits.max_bytes.saturating_add(1)));
+        let result = unpack::unpack_tar_limited(&mut tar_stream, dest, limits);
+        if let Err(unpack::UnpackError::Limit { kind, limit }) = result {
+            // Stop here: reading the rest of a bomb to check its digest is what it wants.
+            return Err(limit_error(image, layer, kind, limit, image_limit));
+        }
         // Verify the digests before reporting a tar error: a corrupted blob is the better message.
         let diff = tar_stream.finish();
         (result, diff)
     };
     let (blob_digest, blob_size) = blob.finish().map_err(io_err)?;
-    if blob_size != layer.size {
-        return Err(ImageError::SizeMismatch {
-            image: image.name.clone(),
-            blob: layer.digest.to_string(),
-            expected: layer.size,
-            actual: blob_size,
-        });
-    }
-    if blob_digest != layer.digest {
-        return Err(ImageError::DigestMismatch {
-            image: image.name.clone(),
-            blob: layer.digest.to_string(),
-            expected: layer.digest.to_string(),
-            actual: blob_digest.to_string(),
-        });
-    }
+    layout::check_blob(
+        &image.name,
+        &layer.digest,
+        layer.size,
+        &blob_digest,
+        blob_size,
+    )?;
     let (result, diff) = unpacked;
-    let (diff_id, _) = diff.map_err(io_err)?;
-    let stats = result.map_err(|e| ImageError::Layer {
-        image: image.name.clone(),
-        layer: layer.digest.to_string(),
-        reason: e.0,
+    let (diff_id, diff_size) = diff.map_err(io_err)?;
+    if diff_size > limits.max_bytes {
+        return Err(limit_error(
+            image,
+            layer,
+            unpack::LimitKind::Bytes,
+            limits.max_bytes,
+            image_limit,
+        ));
+    }
+    let stats = result.map_err(|e| match e {
+        unpack::UnpackError::Entry(e) => ImageError::Layer {
+            image: image.name.clone(),
+            layer: layer.digest.to_string(),
+            reason: e.0,
+        },
+        unpack::UnpackError::Limit { kind, limit } => {
+            limit_error(image, layer, kind, limit, image_limit)
+        }
     })?;
     if diff_id != layer.diff_id {
         return Err(ImageError::DiffIdMismatch {
@@ -594,6 +709,70 @@ fn unpack_layer_blob(
         });
     }
     Ok(stats)
+}
+
+fn limit_error(
+    image: &ResolvedImage,
+    layer: &LayerRef,
+    kind: unpack::LimitKind,
+    limit: u64,
+    image_limit: Option<u64>,
+) -> ImageError {
+    let (what, limit, hint) = match (kind, image_limit) {
+        (unpack::LimitKind::Bytes, Some(image_limit)) => (
+            "per-image limit on unpacked bytes (all its new layers together)",
+            image_limit,
+            "if the image is trusted, raise StoreLimits::max_image_bytes (podd agent --image-max-image-bytes)",
+        ),
+        (unpack::LimitKind::Bytes, None) => (
+            "per-layer limit on unpacked bytes",
+            limit,
+            "if the image is trusted, raise StoreLimits::max_layer_bytes (podd agent --image-max-layer-bytes)",
+        ),
+        (unpack::LimitKind::Entries, _) => (
+            "per-layer limit on tar entries",
+            limit,
+            "if the image is trusted, raise StoreLimits::max_layer_entries (podd agent --image-max-layer-entries)",
+        ),
+        (unpack::LimitKind::PathLen, _) => (
+            "limit on the bytes of one path",
+            limit,
+            "a path longer than PATH_MAX cannot be unpacked; rebuild the image",
+        ),
+    };
+    ImageError::LimitExceeded {
+        image: image.name.clone(),
+        layer: layer.digest.to_string(),
+        what: what.into(),
+        limit,
+        hint: hint.into(),
+    }
+}
+
+/// Creates `dir` with mode 0700 (set at creation, so there is no window with a looser mode),
+/// or tightens an existing one that is looser. Refuses a symlink.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match fs::DirBuilder::new().mode(STORE_DIR_MODE).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ImageError::io("creating the image store directory", dir, e)),
+    }
+    let meta = fs::symlink_metadata(dir)
+        .map_err(|e| ImageError::io("checking the image store directory", dir, e))?;
+    if !meta.is_dir() {
+        return Err(ImageError::io(
+            "opening the image store",
+            dir,
+            io::Error::other("not a directory (a symlink is not accepted); remove it"),
+        ));
+    }
+    if meta.permissions().mode() & 0o7777 != STORE_DIR_MODE {
+        tracing::info!(dir = %dir.display(), "tightening the image store directory to 0700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(STORE_DIR_MODE))
+            .map_err(|e| ImageError::io("setting the mode of", dir, e))?;
+    }
+    Ok(())
 }
 
 /// A zstd stream of one or more frames; skippable frames (zstd:chunked keeps its table of

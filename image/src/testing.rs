@@ -3,7 +3,7 @@
 //! Other crates' tests use this to get real images without any network.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+/// The tar crate, for [`LayerTar::raw_entry`]'s header types.
+pub use tar;
 
 use crate::digest::Digest;
 use crate::layout::{LayoutRef, REF_NAME};
@@ -143,9 +145,131 @@ impl LayerTar {
         self
     }
 
+    /// Any entry, for hostile-layer tests: the raw `path` and `link` bytes go into the GNU
+    /// header as they are (`../../x`, `/abs/x`, a hard link to `../../host-file`), and
+    /// `tweak` may set any other header field (an extreme mtime, uid, device numbers).
+    pub fn raw_entry(
+        &mut self,
+        kind: tar::EntryType,
+        path: &[u8],
+        link: Option<&[u8]>,
+        tweak: impl FnOnce(&mut tar::Header),
+        data: &[u8],
+    ) -> &mut Self {
+        // Names longer than the header's 100 bytes go in GNU long-name records before it.
+        for (long_kind, bytes) in [
+            (tar::EntryType::GNULongName, Some(path)),
+            (tar::EntryType::GNULongLink, link),
+        ] {
+            if let Some(bytes) = bytes.filter(|b| b.len() > 100) {
+                let mut data = bytes.to_vec();
+                data.push(0);
+                let mut l = Self::header(long_kind, 0o644, data.len() as u64);
+                l.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
+                l.set_cksum();
+                self.builder.append(&l, &data[..]).expect("tar long name");
+            }
+        }
+        let mut h = Self::header(kind, 0o644, data.len() as u64);
+        {
+            let gnu = h.as_gnu_mut().expect("gnu header");
+            let n = path.len().min(100);
+            gnu.name[..n].copy_from_slice(&path[..n]);
+            if let Some(link) = link {
+                let n = link.len().min(100);
+                gnu.linkname[..n].copy_from_slice(&link[..n]);
+            }
+        }
+        tweak(&mut h);
+        h.set_cksum();
+        self.builder.append(&h, data).expect("tar raw");
+        self
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.builder.into_inner().expect("tar finish")
     }
+}
+
+/// Writes, streaming, a layer blob at `path`: a tar holding one file `name` of `size` zero
+/// bytes, uncompressed or gzip (flate2). Nothing of that size is ever in memory, so a test can
+/// make a gzip bomb (1 GiB of zeros is about 1 MiB of gzip) or a layer bigger than its RAM
+/// budget. Returns the blob's digest and size and the tar's diff_id.
+pub fn write_zeros_layer(
+    path: &Path,
+    name: &str,
+    size: u64,
+    compression: Compression,
+) -> io::Result<LayerBlob> {
+    let file = io::BufWriter::with_capacity(256 * 1024, fs::File::create(path)?);
+    let diff_id = match compression {
+        Compression::None => zeros_tar(HashingWriter::new(file), name, size)?.1,
+        Compression::Gzip => {
+            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            let (gz, diff_id) = zeros_tar(HashingWriter::new(gz), name, size)?;
+            gz.finish()?.flush()?;
+            diff_id
+        }
+        Compression::Zstd => {
+            return Err(io::Error::other("write_zeros_layer: zstd is not supported"));
+        }
+    };
+    let (digest, blob_size) = hash_file(path)?;
+    Ok(LayerBlob {
+        digest,
+        size: blob_size,
+        diff_id,
+        compression,
+    })
+}
+
+/// Streams the tar into `out`; returns the inner writer and the tar's digest.
+fn zeros_tar<W: Write>(out: HashingWriter<W>, name: &str, size: u64) -> io::Result<(W, Digest)> {
+    let mut b = tar::Builder::new(out);
+    let mut h = LayerTar::header(tar::EntryType::Regular, 0o644, size);
+    b.append_data(&mut h, name, io::repeat(0).take(size))?;
+    let mut out = b.into_inner()?;
+    out.flush()?;
+    Ok((out.inner, Digest::from_sha256(out.ctx.finish())))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    ctx: ring::digest::Context,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    crate::digest::HashingReader::new(io::BufReader::new(fs::File::open(path)?)).finish()
+}
+
+/// A layer blob already in a layout (see [`LayoutWriter::add_blob_file`]).
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub compression: Compression,
 }
 
 /// Compresses a layer tar. Results for big tars are cached per process, as tests compress the
@@ -290,6 +414,18 @@ impl LayoutWriter {
         Ok((d, data.len() as u64))
     }
 
+    /// Moves the file at `path` into the layout's blobs (streaming its digest); returns its
+    /// digest and size.
+    pub fn add_blob_file(&self, path: &Path) -> io::Result<(Digest, u64)> {
+        let (d, size) = hash_file(path)?;
+        let to = self.root.join("blobs/sha256").join(d.hex());
+        if fs::rename(path, &to).is_err() {
+            fs::copy(path, &to)?;
+            fs::remove_file(path)?;
+        }
+        Ok((d, size))
+    }
+
     /// Adds an image named `ref_name` (the ref.name annotation) from uncompressed layer tars,
     /// each compressed as given. Returns the manifest digest.
     pub fn add_image(
@@ -298,14 +434,31 @@ impl LayoutWriter {
         layers: &[(&[u8], Compression)],
         process: &ProcessConfig,
     ) -> io::Result<Digest> {
+        let mut blobs = Vec::new();
+        for (tar, c) in layers {
+            let (digest, size) = self.add_blob(&compress(tar, *c))?;
+            blobs.push(LayerBlob {
+                digest,
+                size,
+                diff_id: Digest::of(tar),
+                compression: *c,
+            });
+        }
+        self.add_image_blobs(ref_name, &blobs, process)
+    }
+
+    /// Adds an image whose layer blobs are already in the layout. Returns the manifest digest.
+    pub fn add_image_blobs(
+        &mut self,
+        ref_name: &str,
+        layers: &[LayerBlob],
+        process: &ProcessConfig,
+    ) -> io::Result<Digest> {
         let mut layer_descs = Vec::new();
         let mut diff_ids = Vec::new();
-        for (tar, c) in layers {
-            diff_ids.push(Digest::of(tar).to_string());
-            let (d, size) = self.add_blob(&compress(tar, *c))?;
-            layer_descs.push(
-                json!({"mediaType": c.oci_media_type(), "digest": d.to_string(), "size": size}),
-            );
+        for l in layers {
+            diff_ids.push(l.diff_id.to_string());
+            layer_descs.push(json!({"mediaType": l.compression.oci_media_type(), "digest": l.digest.to_string(), "size": l.size}));
         }
         let arch = host_arch();
         let mut cfg = serde_json::Map::new();

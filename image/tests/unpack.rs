@@ -136,3 +136,122 @@ fn applies_pax_xattrs_but_never_trusted_ones() {
     assert_eq!(get_xattr(&f, "user.podd").unwrap(), Some(b"yes".to_vec()));
     assert_eq!(get_xattr(&f, "trusted.overlay.redirect").unwrap(), None);
 }
+
+#[test]
+fn limits_stop_big_layers_many_entries_and_long_paths() {
+    use podd_image::unpack::{LimitKind, UnpackError, UnpackLimits, unpack_tar_limited};
+    let limits = UnpackLimits {
+        max_bytes: 64 * 1024,
+        max_entries: 10,
+        max_path_len: 64,
+    };
+    let run = |tar: &[u8]| {
+        let dest = tempfile::tempdir().unwrap();
+        unpack_tar_limited(tar, dest.path(), &limits)
+    };
+    let mut t = LayerTar::new();
+    t.file("big", 0o644, &vec![0u8; 128 * 1024]);
+    assert!(matches!(
+        run(&t.finish()),
+        Err(UnpackError::Limit {
+            kind: LimitKind::Bytes,
+            limit: 65536
+        })
+    ));
+    let mut t = LayerTar::new();
+    for i in 0..11 {
+        t.file(&format!("f{i}"), 0o644, b"");
+    }
+    assert!(matches!(
+        run(&t.finish()),
+        Err(UnpackError::Limit {
+            kind: LimitKind::Entries,
+            ..
+        })
+    ));
+    let mut t = LayerTar::new();
+    t.file(&"d/".repeat(40), 0o644, b"");
+    assert!(matches!(
+        run(&t.finish()),
+        Err(UnpackError::Limit {
+            kind: LimitKind::PathLen,
+            ..
+        })
+    ));
+    // Under every limit, the stats count the stream's bytes.
+    let mut t = LayerTar::new();
+    t.file("small", 0o644, &[1u8; 1000]);
+    let stats = run(&t.finish()).unwrap();
+    assert_eq!((stats.entries, stats.bytes % 512), (1, 0));
+}
+
+#[test]
+fn out_of_range_header_fields_are_errors() {
+    use podd_image::testing::tar::EntryType;
+    for tweak in [
+        (|h: &mut podd_image::testing::tar::Header| h.set_mtime(u64::MAX))
+            as fn(&mut podd_image::testing::tar::Header),
+        |h| h.set_uid(u64::from(u32::MAX)),
+        |h| h.set_gid(1 << 33),
+        |h| h.set_size(1 << 40),
+    ] {
+        let mut t = LayerTar::new();
+        t.raw_entry(EntryType::Regular, b"f", None, tweak, b"");
+        let dest = tempfile::tempdir().unwrap();
+        assert!(unpack_tar(&t.finish()[..], dest.path()).is_err());
+    }
+}
+
+#[test]
+fn a_bomb_after_the_end_of_the_archive_is_not_inflated_past_the_limit() {
+    use podd_image::testing::{LayerBlob, LayoutWriter, ProcessConfig};
+    use podd_image::{Compression, Digest, ImageError, ImageStore, StoreLimits};
+    use std::io::Write;
+    // Zero blocks end a tar at once; what follows is hashed for the diff_id. 64 MiB of zeros
+    // after an empty archive, as gzip, against an 8 MiB layer limit.
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&chunk).unwrap();
+    }
+    let blob = gz.finish().unwrap();
+    let mut w = LayoutWriter::create(&dir.path().join("layout")).unwrap();
+    let (digest, size) = w.add_blob(&blob).unwrap();
+    // The diff_id claims the tail is there, so only the limit can stop the hashing.
+    let diff_id = Digest::of(&vec![0u8; 64 << 20]);
+    w.add_image_blobs(
+        "tail:latest",
+        &[LayerBlob {
+            digest,
+            size,
+            diff_id,
+            compression: Compression::Gzip,
+        }],
+        &ProcessConfig::cmd(&["sh"]),
+    )
+    .unwrap();
+    let store = ImageStore::open_with(
+        dir.path().join("store"),
+        StoreLimits {
+            max_layer_bytes: 8 << 20,
+            ..StoreLimits::default()
+        },
+    )
+    .unwrap();
+    let image = store
+        .resolve_layout(&dir.path().join("layout"), "tail:latest")
+        .unwrap();
+    let err = store.unpack(&image).unwrap_err();
+    assert!(matches!(err, ImageError::LimitExceeded { .. }), "{err:?}");
+    assert_eq!(
+        fs::read_dir(dir.path().join("store/layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
+        0
+    );
+}

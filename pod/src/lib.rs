@@ -13,4 +13,5 @@ pub mod shim;
 pub mod spec;
 pub mod stats;
 pub mod timefmt;
+pub mod tree;
 pub mod volumes;

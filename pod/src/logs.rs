@@ -208,6 +208,14 @@ impl LogLine {
     }
 }
 
+/// Parses one record as read from a file, its newline included or not. A container may write
+/// any bytes, so text that is not UTF-8 is decoded lossily: failing the whole read instead
+/// would let a container hide its log from `podctl logs`.
+fn parse_record(line: &[u8]) -> Option<LogLine> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    LogLine::parse(&String::from_utf8_lossy(line))
+}
+
 /// The live file and the offset a read ended at.
 type LivePosition = (File, u64);
 
@@ -259,26 +267,34 @@ impl LogReader {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err(f, "open")(e)),
             };
-            for line in BufReader::new(file).lines() {
-                let line = line.map_err(io_err(f, "read"))?;
-                out.extend(LogLine::parse(&line));
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(io_err(f, "read"))?;
+                if n == 0 {
+                    break;
+                }
+                out.extend(parse_record(&line));
             }
         }
         let mut live_pos = None;
         if let Some(file) = live {
             let mut pos = 0u64;
             let mut reader = BufReader::new(&file);
-            let mut buf = String::new();
+            let mut buf = Vec::new();
             loop {
                 buf.clear();
                 let n = reader
-                    .read_line(&mut buf)
+                    .read_until(b'\n', &mut buf)
                     .map_err(io_err(&self.path, "read"))?;
-                if n == 0 || !buf.ends_with('\n') {
+                if n == 0 || !buf.ends_with(b"\n") {
                     break;
                 }
                 pos += n as u64;
-                out.extend(LogLine::parse(buf.trim_end_matches('\n')));
+                out.extend(parse_record(&buf));
             }
             live_pos = Some((file, pos));
         }
@@ -317,28 +333,27 @@ impl LogReader {
             },
         };
         let mut ino = inode(&file);
-        let mut partial = String::new();
+        let mut partial = Vec::new();
         while !stop() {
             let mut reader = BufReader::new(&file);
             reader
                 .seek(SeekFrom::Start(pos))
                 .map_err(io_err(&self.path, "seek"))?;
-            let mut buf = String::new();
+            let mut buf = Vec::new();
             loop {
                 buf.clear();
                 let n = reader
-                    .read_line(&mut buf)
+                    .read_until(b'\n', &mut buf)
                     .map_err(io_err(&self.path, "read"))?;
                 if n == 0 {
                     break;
                 }
                 pos += n as u64;
-                if !buf.ends_with('\n') {
-                    partial.push_str(&buf);
+                partial.extend_from_slice(&buf);
+                if !buf.ends_with(b"\n") {
                     continue;
                 }
-                partial.push_str(buf.trim_end_matches('\n'));
-                if let Some(line) = LogLine::parse(&partial)
+                if let Some(line) = parse_record(&partial)
                     && !emit(&line)
                 {
                     return Ok(());
@@ -434,6 +449,55 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(!lines[0].full && lines[1].full);
         assert_eq!(lines[0].text.len() + lines[1].text.len(), MAX_LINE + 10);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/cri_log.rs; input in
+    /// fuzz/artifacts-regressions/cri_log/): one line of bytes that are not UTF-8 made every
+    /// read of the log fail, so a container could hide everything it had logged.
+    #[test]
+    fn bytes_that_are_not_utf8_do_not_hide_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let rot = Rotation {
+            max_bytes: 120,
+            max_files: 3,
+        };
+        let mut w = LogWriter::open(&path, rot).unwrap();
+        w.write(Stream::Stdout, b"before\n").unwrap();
+        w.write(Stream::Stdout, b"\xff\xfe binary \xc3\x28\n")
+            .unwrap();
+        w.write(Stream::Stderr, b"carriage return\r\n").unwrap();
+        w.write(Stream::Stdout, b"after\n").unwrap();
+        w.write(Stream::Stdout, b"\xe2\x82 live\n").unwrap();
+        assert!(
+            rotated(&path, 1).exists(),
+            "the first lines are in a rotated file"
+        );
+        let expected = [
+            "before",
+            "\u{fffd}\u{fffd} binary \u{fffd}(",
+            "carriage return\r",
+            "after",
+            "\u{fffd} live",
+        ];
+        let lines = LogReader::new(&path)
+            .read(None)
+            .expect("a log with bytes that are not UTF-8 reads");
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, expected);
+        let mut followed = Vec::new();
+        LogReader::new(&path)
+            .follow(
+                None,
+                Duration::from_millis(1),
+                |l| {
+                    followed.push(l.text.clone());
+                    true
+                },
+                || true,
+            )
+            .expect("following it works too");
+        assert_eq!(followed, expected);
     }
 
     #[test]

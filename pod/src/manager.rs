@@ -9,6 +9,11 @@
 //! state; `<run>/{netns,ipcns,utsns}/<uid>` the sandbox; `<data>/pods/<uid>/` the volumes, the
 //! /etc files, the container logs and rootfs overlays; the cgroups are
 //! `<cgroup root>/<parent>/<uid>/<container>`.
+//!
+//! `<run>/pods` and `<data>/pods`, and each pod's directory in them, are 0700 and root's:
+//! they hold what containers wrote (upper directories, volumes), which may be setuid
+//! binaries or device nodes, so no host user may reach into them. They are created with that
+//! mode (no window at a wider one), and [`PodManager::new`] tightens them on an existing node.
 
 use crate::etc_files::{self, EtcConfig};
 use crate::shim::{PodRuntimeStatus, ShimContainer, ShimPlan, read_status};
@@ -109,6 +114,11 @@ pub struct PodConfig {
     /// What the node has: a pod whose limits add up to more is refused.
     pub node_cpu_millis: u64,
     pub node_memory_bytes: u64,
+    /// How often each pod's shim measures its disk-backed emptyDirs against their
+    /// sizeLimit (evicting the pod when one is over), and the most inodes one measurement
+    /// looks at. See `shim::volume_watch` for the overshoot this interval allows.
+    pub volume_check_interval: Duration,
+    pub volume_max_entries: u64,
 }
 
 impl PodConfig {
@@ -127,6 +137,10 @@ impl PodConfig {
             shm_bytes: 64 << 20,
             node_cpu_millis: node_cpu_millis(),
             node_memory_bytes: node_memory_bytes(),
+            volume_check_interval: Duration::from_millis(
+                crate::shim::plan::DEFAULT_VOLUME_CHECK_MS,
+            ),
+            volume_max_entries: crate::shim::plan::DEFAULT_VOLUME_MAX_ENTRIES,
         }
     }
 }
@@ -154,8 +168,24 @@ fn pod_name(pod: &Pod) -> String {
 }
 
 impl PodManager {
+    /// Also tightens the pod directories of an existing node (see the module docs); it
+    /// creates nothing, so that `podd reset` can build one too.
     pub fn new(cfg: PodConfig, net: Arc<NodeNetwork>) -> PodManager {
-        PodManager { cfg, net }
+        let m = PodManager { cfg, net };
+        for dir in m.private_roots() {
+            if let Err(e) = tighten_existing(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "making the pod directories private");
+            }
+        }
+        m
+    }
+
+    /// The directories under which every pod's content lives.
+    fn private_roots(&self) -> [PathBuf; 2] {
+        [
+            self.cfg.run_dir.join("pods"),
+            self.cfg.data_dir.join("pods"),
+        ]
     }
 
     pub fn config(&self) -> &PodConfig {
@@ -285,8 +315,8 @@ impl PodManager {
         };
         let state = self.state_dir(uid);
         let data = self.data_dir(uid);
-        for d in [&state, &data] {
-            fs::create_dir_all(d).map_err(io("create", d))?;
+        for d in self.private_roots().iter().chain([&state, &data]) {
+            private_dir(d).map_err(io("create", d))?;
         }
         fs::write(
             state.join(POD_FILE),
@@ -460,6 +490,11 @@ impl PodManager {
             backoff_initial_ms: self.cfg.backoff_initial.as_millis() as u64,
             backoff_max_ms: self.cfg.backoff_max.as_millis() as u64,
             containers,
+            volume_watch: crate::shim::VolumeWatch {
+                limits: volumes.size_limits(pod),
+                interval_ms: self.cfg.volume_check_interval.as_millis() as u64,
+                max_entries: self.cfg.volume_max_entries,
+            },
         };
         plan.save(&state)
             .map_err(io("write the shim plan in", &state))?;
@@ -728,6 +763,53 @@ impl PodManager {
     }
 }
 
+/// Creates `dir` 0700 (its missing parents as usual), or tightens it to 0700 if it exists.
+/// The mode is given to mkdir itself, so the directory is never reachable at a wider one.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => tighten(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets an existing directory to 0700; refuses anything that is not a directory (a symlink
+/// planted where the directory should be).
+fn tighten(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        ));
+    }
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Tightens `root` and each pod directory in it, if they exist (a node set up by an earlier
+/// podd, when they were 0755).
+fn tighten_existing(root: &Path) -> io::Result<()> {
+    match tighten(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for e in fs::read_dir(root)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            tighten(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// (cpu.stat usage_usec, memory working set) of one cgroup directory.
 fn cgroup_usage(dir: &Path) -> (Option<u64>, Option<u64>) {
     let cpu = fs::read_to_string(dir.join("cpu.stat"))
@@ -830,5 +912,38 @@ pub fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn pod_directories_are_made_private_and_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pods = tmp.path().join("data/pods");
+        private_dir(&pods.join("u1")).unwrap();
+        assert_eq!(mode(&pods.join("u1")), 0o700);
+        // An older install: 0755 everywhere.
+        fs::set_permissions(&pods, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(pods.join("u1"), fs::Permissions::from_mode(0o755)).unwrap();
+        tighten_existing(&pods).unwrap();
+        assert_eq!((mode(&pods), mode(&pods.join("u1"))), (0o700, 0o700));
+        // Missing roots are left alone; a symlink where a directory belongs is refused.
+        tighten_existing(&tmp.path().join("absent")).unwrap();
+        assert!(!tmp.path().join("absent").exists());
+        std::os::unix::fs::symlink("/tmp", tmp.path().join("link")).unwrap();
+        assert!(private_dir(&tmp.path().join("link")).is_err());
+        assert_eq!(
+            mode(Path::new("/tmp")) & 0o777,
+            0o777,
+            "the target is untouched"
+        );
     }
 }

@@ -19,6 +19,18 @@ pub fn pod_status(rt: &PodRuntimeStatus, shim_alive: bool, ip: Option<Ipv4Addr>)
         .containers
         .iter()
         .any(|c| matches!(c.state, ContainerState::Running { .. }));
+    if let Some(e) = &rt.evicted {
+        // Evicted: Failed for good, whatever the containers' last exit (the kubelet's way).
+        return PodStatus {
+            phase: PodPhase::Failed,
+            pod_ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            ready: false,
+            reason: e.reason.clone(),
+            message: e.message.clone(),
+            container_statuses: rt.containers.clone(),
+            ..PodStatus::default()
+        };
+    }
     let (phase, reason) = if all_terminated && (rt.stopped || !shim_alive) {
         if terminated.iter().all(|&c| c == 0) {
             (PodPhase::Succeeded, String::new())
@@ -60,6 +72,7 @@ mod tests {
                 })
                 .collect(),
             stopped,
+            evicted: None,
         }
     }
 
@@ -115,5 +128,16 @@ mod tests {
             (s.phase, s.reason.as_str(), s.ready),
             (PodPhase::Failed, "ShimLost", false)
         );
+        let mut evicted = rt(vec![(running(), true)], false);
+        evicted.evicted = Some(crate::shim::Eviction {
+            reason: "Evicted".into(),
+            message: "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\".".into(),
+        });
+        let s = pod_status(&evicted, true, ip);
+        assert_eq!(
+            (s.phase, s.reason.as_str(), s.ready),
+            (PodPhase::Failed, "Evicted", false)
+        );
+        assert!(s.message.contains("scratch"));
     }
 }

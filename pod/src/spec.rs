@@ -1,11 +1,22 @@
 //! The OCI runtime spec of one container of a pod: the image's process merged with the
 //! container's, the pod's shared namespaces joined by path, its own mount, PID and cgroup
 //! namespaces, volumes and the pod's /etc files bound in, and its resources as cgroup limits.
+//!
+//! Devices: every container gets the OCI default device allow-list as
+//! `linux.resources.devices` (deny all, then null, zero, full, random, urandom, tty, console,
+//! ptmx and the pts), which the runtime compiles into a cgroup device BPF program; volumes and
+//! the /etc files are bound `nodev` (the image root is mounted `nodev` by the image crate), so
+//! only the container's own /dev holds usable nodes. CAP_MKNOD stays in the default set, as in
+//! containerd's: a node made with it cannot be opened (the program refuses everything outside
+//! the list, and every other mount is `nodev`). `securityContext.privileged` is the one way out,
+//! as in Kubernetes: every capability podd holds, every device allowed and the host's device
+//! nodes, no masked or read-only paths, a writable /sys.
 
 use crate::volumes::ResolvedVolume;
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxMemoryBuilder,
+    Capabilities, Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
 };
@@ -27,6 +38,20 @@ pub enum SpecError {
         container: String,
         field: String,
         fix: String,
+    },
+    #[error(
+        "pod {pod}, container {container:?}: securityContext.privileged is true and allowPrivilegeEscalation is false, which contradict each other; drop one"
+    )]
+    PrivilegedWithoutEscalation { pod: String, container: String },
+    #[error(
+        "pod {pod}, container {container:?}: listing the host's devices in {dir} for the privileged container failed: {source}"
+    )]
+    HostDevices {
+        pod: String,
+        container: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("pod {pod}, container {container:?}: building the OCI spec failed: {source}")]
     Oci {
@@ -116,6 +141,13 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     );
     process.set_terminal(Some(false));
     let sc = c.security_context.clone().unwrap_or_default();
+    if sc.privileged && sc.allow_privilege_escalation == Some(false) {
+        // Kubernetes' validation refuses the pair too.
+        return Err(SpecError::PrivilegedWithoutEscalation {
+            pod: pod_name.clone(),
+            container: c.name.clone(),
+        });
+    }
     if sc.allow_privilege_escalation == Some(false) {
         process.set_no_new_privileges(Some(true));
     }
@@ -128,6 +160,21 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if sc.privileged {
+        // As Kubernetes gives a privileged container: /sys (and its cgroup) writable.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination().starts_with("/sys"))
+        {
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(
+                options
+                    .into_iter()
+                    .map(|o| if o == "ro" { "rw".to_string() } else { o })
+                    .collect(),
+            ));
+        }
+    }
     if let Some(shm) = plan.shm_dir {
         mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
         mounts.push(bind(shm, Path::new("/dev/shm"), false).map_err(oci)?);
@@ -143,7 +190,22 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces(plan.namespaces).map_err(oci)?));
     linux.set_cgroups_path(Some(PathBuf::from("/").join(&plan.cgroups_path)));
-    linux.set_resources(Some(resources(c, plan.cpu_controller).map_err(oci)?));
+    let mut resources = resources(c, plan.cpu_controller).map_err(oci)?;
+    resources.set_devices(Some(device_rules(sc.privileged).map_err(oci)?));
+    linux.set_resources(Some(resources));
+    if sc.privileged {
+        linux.set_masked_paths(Some(Vec::new()));
+        linux.set_readonly_paths(Some(Vec::new()));
+        let dev = Path::new("/dev");
+        linux.set_devices(Some(host_devices(dev).map_err(|source| {
+            SpecError::HostDevices {
+                pod: pod_name.clone(),
+                container: c.name.clone(),
+                dir: dev.to_path_buf(),
+                source,
+            }
+        })?));
+    }
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -167,8 +229,176 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
+/// Every capability of Linux 6.x, by number (CAP_CHOWN is 0): a privileged container holds
+/// those of them that the node's podd holds itself (containerd's `WithAllCurrentCapabilities`),
+/// since no process can grant more than it has.
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// [`ALL_CAPABILITIES`] that this process holds (its `CapEff`); all of them when that cannot
+/// be read.
+fn current_capabilities() -> Vec<&'static str> {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| eff & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The character devices every container may use, as (major, minor; None for all minors):
+/// the OCI default list that runc and containerd allow (null, zero, full, random, urandom,
+/// tty, console, ptmx, and the pts of its own devpts).
+pub const DEFAULT_DEVICES: [(i64, Option<i64>); 9] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// `linux.resources.devices`: deny every device, then allow [`DEFAULT_DEVICES`] (read,
+/// write, mknod); a privileged container may use every device.
+fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, OciSpecError> {
+    if privileged {
+        return Ok(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .access("rwm")
+                .build()?,
+        ]);
+    }
+    let mut rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ];
+    for (major, minor) in DEFAULT_DEVICES {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        rules.push(rule.build()?);
+    }
+    Ok(rules)
+}
+
+/// The host's device nodes under `dev`, for a privileged container's /dev, as containerd's
+/// `WithHostDevices` lists them: character and block devices, not the per-instance
+/// filesystems (pts, shm, mqueue), the fd links or the console, and not ptmx (the runtime
+/// links it to the container's own devpts).
+pub fn host_devices(dev: &Path) -> std::io::Result<Vec<LinuxDevice>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let path = entry.path();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                // Gone since read_dir (a hot-unplugged device).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let skip = [".lxc", ".lxd-mounts", ".udev", "fd", "mqueue", "pts", "shm"];
+                if !(dir == dev && skip.iter().any(|s| name == *s)) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            if dir == dev && (name == "console" || name == "ptmx") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let device = LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(nix::sys::stat::major(rdev) as i64)
+                .minor(nix::sys::stat::minor(rdev) as i64)
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build()
+                .map_err(std::io::Error::other)?;
+            out.push(device);
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    Ok(out)
+}
+
 /// The bounding, effective and permitted sets (as containerd sets them for Kubernetes:
-/// nothing inheritable or ambient, so a non-root process holds none).
+/// nothing inheritable or ambient, so a non-root process holds none). A privileged
+/// container holds every capability, and its add and drop lists do not apply.
 fn capabilities(
     pod: &str,
     c: &Container,
@@ -180,12 +410,6 @@ fn capabilities(
         field: field.to_string(),
         fix: fix.to_string(),
     };
-    if sc.privileged {
-        return Err(unsupported(
-            "privileged",
-            "add the capabilities the container needs under securityContext.capabilities.add",
-        ));
-    }
     let parse = |field: &str, name: &str| {
         serde_json::from_value::<Capability>(serde_json::Value::String(name.to_string())).map_err(
             |_| {
@@ -197,10 +421,15 @@ fn capabilities(
         )
     };
     let mut set = Capabilities::new();
-    for name in DEFAULT_CAPABILITIES {
+    let base: Vec<&str> = if sc.privileged {
+        current_capabilities()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
+    for name in base {
         set.insert(parse("capabilities", name)?);
     }
-    if let Some(caps) = &sc.capabilities {
+    if let Some(caps) = sc.capabilities.as_ref().filter(|_| !sc.privileged) {
         for name in &caps.drop {
             if name.eq_ignore_ascii_case("ALL") {
                 set.clear();
@@ -253,8 +482,13 @@ fn namespaces(shared: &SharedNamespaces) -> Result<Vec<LinuxNamespace>, OciSpecE
     ])
 }
 
+/// Binds are `nodev`: a device node in a volume, a hostPath or the pod's files never opens.
 fn bind(source: &Path, dest: &Path, read_only: bool) -> Result<Mount, OciSpecError> {
-    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    let mut options = vec![
+        "rbind".to_string(),
+        "rprivate".to_string(),
+        "nodev".to_string(),
+    ];
     options.push(if read_only { "ro" } else { "rw" }.to_string());
     MountBuilder::default()
         .destination(dest.to_path_buf())
@@ -480,13 +714,201 @@ mod tests {
         );
         let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
         assert!(e.contains("\"FLY\" is not a Linux capability"), "{e}");
-        pod.spec.containers[0].security_context =
-            Some(serde_json::from_value(serde_json::json!({"privileged": true})).unwrap());
-        let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
+    }
+
+    fn device_rules_of(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap()
+    }
+
+    /// Whether the rules (last match wins, as cgroup v1 and the runtime read them) let the
+    /// container read or write char device major:minor.
+    fn allows(rules: &[LinuxDeviceCgroup], major: i64, minor: i64) -> bool {
+        rules
+            .iter()
+            .rev()
+            .find(|r| {
+                r.typ()
+                    .is_none_or(|t| t == LinuxDeviceType::C || t == LinuxDeviceType::A)
+                    && r.major().is_none_or(|m| m == major)
+                    && r.minor().is_none_or(|m| m == minor)
+                    && r.access().as_deref().is_some_and(|a| a.contains('r'))
+            })
+            .is_some_and(|r| r.allow())
+    }
+
+    #[test]
+    fn a_default_container_may_use_only_the_oci_default_devices() {
+        let pod = pod();
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        let rules = device_rules_of(&spec);
         assert!(
-            e.contains("securityContext.privileged is not supported"),
-            "{e}"
+            !rules[0].allow() && rules[0].typ().is_none(),
+            "deny all first"
         );
+        for (major, minor) in [
+            (1, 3),
+            (1, 5),
+            (1, 7),
+            (1, 8),
+            (1, 9),
+            (5, 0),
+            (5, 1),
+            (5, 2),
+        ] {
+            assert!(allows(&rules, major, minor), "c {major}:{minor} allowed");
+        }
+        assert!(allows(&rules, 136, 4), "the container's pts");
+        // loop-control, tun, fuse, kmsg, mem, and the block devices.
+        for (major, minor) in [(10, 237), (10, 200), (10, 229), (1, 11), (1, 1), (7, 0)] {
+            assert!(
+                !allows(&rules, major, minor),
+                "c {major}:{minor} must be refused"
+            );
+        }
+        assert!(
+            rules
+                .iter()
+                .all(|r| !r.allow() || r.typ() == Some(LinuxDeviceType::C)),
+            "no block device is allowed: {rules:?}"
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.devices().as_ref().is_none_or(|d| d.is_empty()));
+        assert!(!linux.masked_paths().clone().unwrap().is_empty());
+        assert!(!linux.readonly_paths().clone().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_containers_own_dev_is_mounted_with_devices() {
+        let pod = pod();
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        for m in spec.mounts().as_ref().unwrap() {
+            let options = m.options().clone().unwrap_or_default();
+            if m.destination() == Path::new("/dev") {
+                assert_eq!(m.typ().as_deref(), Some("tmpfs"));
+                assert!(!options.contains(&"nodev".to_string()), "{m:?}");
+            } else if m.destination() != Path::new("/proc")
+                && m.destination() != Path::new("/dev/pts")
+            {
+                // proc has no device nodes and devpts holds the container's own terminals;
+                // every other mount is nodev.
+                assert!(options.contains(&"nodev".to_string()), "{m:?} is not nodev");
+            }
+        }
+    }
+
+    #[test]
+    fn privileged_is_the_explicit_way_out() {
+        let mut pod = pod();
+        pod.spec.containers[0].security_context = Some(
+            serde_json::from_value(serde_json::json!(
+                {"privileged": true, "capabilities": {"drop": ["ALL"]}}
+            ))
+            .unwrap(),
+        );
+        let spec = plan_spec(&pod, vec!["sh".into()]).unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        let eff = caps.effective().clone().unwrap();
+        assert_eq!(
+            eff.len(),
+            current_capabilities().len(),
+            "every capability podd has"
+        );
+        assert!(eff.contains(&Capability::SysAdmin) && eff.contains(&Capability::Mknod));
+        assert_eq!(caps.bounding(), caps.effective());
+
+        let rules = device_rules_of(&spec);
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].allow() && rules[0].typ().is_none() && rules[0].major().is_none());
+        let linux = spec.linux().as_ref().unwrap();
+        let devices = linux.devices().clone().unwrap();
+        assert!(
+            devices
+                .iter()
+                .any(|d| d.path() == Path::new("/dev/null") && d.major() == 1 && d.minor() == 3),
+            "the host's /dev: {devices:?}"
+        );
+        assert!(
+            !devices
+                .iter()
+                .any(|d| d.path().starts_with("/dev/pts") || d.path() == Path::new("/dev/console")),
+            "{devices:?}"
+        );
+        assert_eq!(linux.masked_paths().clone(), Some(vec![]));
+        assert_eq!(linux.readonly_paths().clone(), Some(vec![]));
+        let sys = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/sys"))
+            .unwrap();
+        let options = sys.options().clone().unwrap();
+        assert!(
+            options.contains(&"rw".to_string()) && !options.contains(&"ro".to_string()),
+            "{options:?}"
+        );
+        assert!(linux.seccomp().is_none());
+
+        pod.spec.containers[0].security_context = Some(
+            serde_json::from_value(serde_json::json!(
+                {"privileged": true, "allowPrivilegeEscalation": false}
+            ))
+            .unwrap(),
+        );
+        let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
+        assert!(e.contains("contradict"), "{e}");
+        // The API refuses the pair too, so such a pod never reaches a node.
+        let mut errs = podd_api::validation::ValidationErrors::default();
+        podd_api::validation::validate_pod_spec(&mut errs, "spec", &pod.spec);
+        assert!(
+            errs.to_string()
+                .contains("cannot set allowPrivilegeEscalation to false and privileged to true"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn host_devices_lists_device_nodes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        std::fs::create_dir(dir.path().join("pts")).unwrap();
+        std::fs::write(dir.path().join("plain"), "x").unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
+        let mk = |p: &str, major, minor| {
+            nix::sys::stat::mknod(
+                &dir.path().join(p),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o620),
+                nix::sys::stat::makedev(major, minor),
+            )
+            .unwrap()
+        };
+        mk("net/tun", 10, 200);
+        mk("pts/0", 136, 0);
+        mk("console", 5, 1);
+        let devices = host_devices(dir.path()).unwrap();
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        let tun = &devices[0];
+        assert_eq!(tun.path(), &dir.path().join("net/tun"));
+        assert_eq!(
+            (tun.typ(), tun.major(), tun.minor()),
+            (LinuxDeviceType::C, 10, 200)
+        );
+        assert!(tun.file_mode().is_some());
     }
 
     #[test]

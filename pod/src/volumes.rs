@@ -1,6 +1,7 @@
 //! Pod volumes: emptyDir (a per-pod directory, or a size-limited tmpfs) and hostPath (a bind
 //! mount). The pod's [`PodVolumes`] owns what it created and removes it with the pod.
 
+use crate::shim::VolumeLimit;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use podd_api::pod::{Pod, Volume};
 use std::collections::BTreeMap;
@@ -59,6 +60,8 @@ pub struct PodVolumes {
     root: PathBuf,
     pub volumes: BTreeMap<String, ResolvedVolume>,
     tmpfs_mounts: Vec<PathBuf>,
+    /// The pod's memory limit (the sum of its containers'), which also caps its tmpfs volumes.
+    pod_memory: Option<u64>,
 }
 
 fn pod_name(pod: &Pod) -> String {
@@ -89,6 +92,7 @@ impl PodVolumes {
             root: pod_dir.join("volumes"),
             volumes: BTreeMap::new(),
             tmpfs_mounts: Vec::new(),
+            pod_memory: crate::spec::pod_limits(pod).1,
         };
         for v in &pod.spec.volumes {
             match vols.make(v) {
@@ -141,7 +145,28 @@ impl PodVolumes {
             root,
             volumes,
             tmpfs_mounts,
+            pod_memory: crate::spec::pod_limits(pod).1,
         }
+    }
+
+    /// The disk-backed emptyDirs with a sizeLimit, which the pod's shim measures and evicts
+    /// the pod for (see `shim::volume_watch`). Memory-backed ones need no watch: their tmpfs
+    /// is mounted with the limit as its size.
+    pub fn size_limits(&self, pod: &Pod) -> Vec<VolumeLimit> {
+        pod.spec
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                let e = v.empty_dir.as_ref()?;
+                let limit = e.size_limit.filter(|_| e.medium != "Memory")?;
+                Some(VolumeLimit {
+                    name: v.name.clone(),
+                    path: self.volumes.get(&v.name)?.host_path.clone(),
+                    limit_bytes: limit.bytes(),
+                    limit: limit.to_string(),
+                })
+            })
+            .collect()
     }
 
     fn io(
@@ -176,9 +201,8 @@ impl PodVolumes {
         fs::create_dir_all(&dir).map_err(self.io(&v.name, "create", &dir))?;
         let tmpfs = e.medium == "Memory";
         if tmpfs {
-            let size = e
-                .size_limit
-                .map(|m| format!("size={}", m.bytes()))
+            let size = memory_volume_bytes(e.size_limit.map(|m| m.bytes()), self.pod_memory)
+                .map(|b| format!("size={b}"))
                 .unwrap_or_default();
             let opts = format!("mode=0777{}{size}", if size.is_empty() { "" } else { "," });
             mount(
@@ -216,6 +240,16 @@ impl PodVolumes {
     }
 }
 
+/// The size of a `medium: Memory` emptyDir's tmpfs: its sizeLimit, capped by the pod's
+/// memory limit, as Kubernetes sizes it (the pages are charged to the writing container's
+/// memory cgroup as well). None leaves the kernel's default (half the node's memory).
+fn memory_volume_bytes(size_limit: Option<u64>, pod_memory: Option<u64>) -> Option<u64> {
+    match (size_limit, pod_memory) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
     match (&v.empty_dir, &v.host_path) {
         (None, None) => Err(VolumeError::NoSource {
@@ -246,5 +280,25 @@ fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
             }
         }
         (Some(_), None) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_volumes_are_capped_by_the_pod_memory_limit() {
+        assert_eq!(
+            memory_volume_bytes(Some(1 << 20), Some(64 << 20)),
+            Some(1 << 20)
+        );
+        assert_eq!(
+            memory_volume_bytes(Some(64 << 20), Some(1 << 20)),
+            Some(1 << 20)
+        );
+        assert_eq!(memory_volume_bytes(None, Some(8 << 20)), Some(8 << 20));
+        assert_eq!(memory_volume_bytes(Some(8 << 20), None), Some(8 << 20));
+        assert_eq!(memory_volume_bytes(None, None), None);
     }
 }

@@ -134,6 +134,7 @@ impl TestPod {
             backoff_initial_ms: 100,
             backoff_max_ms: 400,
             containers,
+            volume_watch: Default::default(),
         };
         plan.save(&dir).unwrap();
         let shim = Command::new(env!("CARGO_BIN_EXE_podd-shim"))

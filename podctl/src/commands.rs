@@ -415,6 +415,11 @@ async fn describe(client: &Client, ns: &str, kind: &str, name: &str) -> Result<(
         .await
         .map_err(|e| not_found_hint(e, &kind.name().to_lowercase(), name, ns))?;
     print!("{}", serde_yaml::to_string(&obj)?);
+    if kind == Kind::Pod
+        && let Ok(pod) = serde_json::from_value::<Pod>(obj.clone())
+    {
+        print!("{}", security_summary(&pod));
+    }
     if kind == Kind::Deployment || kind == Kind::Service {
         let selector = obj
             .pointer(if kind == Kind::Deployment {
@@ -440,6 +445,38 @@ async fn describe(client: &Client, ns: &str, kind: &str, name: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Each container's security context in one line, privileged ones first in the eye:
+/// `Privileged: true` is the pod's way to the node's devices and every capability.
+fn security_summary(pod: &Pod) -> String {
+    let mut out = String::from("Security:\n");
+    for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let mut parts = vec![format!("Privileged: {}", sc.privileged)];
+        if let Some(u) = sc.run_as_user {
+            parts.push(format!("RunAsUser: {u}"));
+        }
+        if let Some(g) = sc.run_as_group {
+            parts.push(format!("RunAsGroup: {g}"));
+        }
+        if sc.read_only_root_filesystem {
+            parts.push("ReadOnlyRootFilesystem: true".into());
+        }
+        if let Some(a) = sc.allow_privilege_escalation {
+            parts.push(format!("AllowPrivilegeEscalation: {a}"));
+        }
+        if let Some(caps) = sc.capabilities.as_ref().filter(|_| !sc.privileged) {
+            if !caps.add.is_empty() {
+                parts.push(format!("Capabilities add: {}", caps.add.join(",")));
+            }
+            if !caps.drop.is_empty() {
+                parts.push(format!("Capabilities drop: {}", caps.drop.join(",")));
+            }
+        }
+        out.push_str(&format!("  {}: {}\n", c.name, parts.join(", ")));
+    }
+    out
 }
 
 fn hyper_get() -> podd_client_method::Method {
@@ -754,5 +791,25 @@ mod tests {
         assert_eq!(pod_name("web-1"), "web-1");
         assert_eq!(pod_name("pod/web-1"), "web-1");
         assert_eq!(pod_name("pods/web-1"), "web-1");
+    }
+
+    #[test]
+    fn describe_shows_each_containers_security_context() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "plain", "image": "busybox"},
+                {"name": "root", "image": "busybox", "securityContext": {"privileged": true}},
+                {"name": "tight", "image": "busybox", "securityContext": {
+                    "runAsUser": 1000, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            security_summary(&pod),
+            "Security:\n  plain: Privileged: false\n  root: Privileged: true\n  tight: Privileged: false, RunAsUser: 1000, ReadOnlyRootFilesystem: true, AllowPrivilegeEscalation: false, Capabilities add: NET_BIND_SERVICE, Capabilities drop: ALL\n"
+        );
     }
 }

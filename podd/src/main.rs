@@ -29,6 +29,56 @@ struct Cli {
     server: ServerArgs,
     #[command(flatten)]
     agent: AgentArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Connection and watch limits of the API server and the agent endpoint; each defaults to
+/// podd_control_plane::conn_limits::ConnLimits::default() (documented there).
+#[derive(Args, Debug, Clone)]
+struct LimitArgs {
+    /// Seconds a request's headers may take from their first byte [default: 10].
+    #[arg(long = "header-timeout-seconds", global = true)]
+    header_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open [default: 90].
+    #[arg(long = "idle-timeout-seconds", global = true)]
+    idle_timeout: Option<f64>,
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long = "tls-handshake-timeout-seconds", global = true)]
+    tls_handshake_timeout: Option<f64>,
+    /// Connections open at once from one address [default: 256].
+    #[arg(long = "max-connections-per-ip", global = true)]
+    max_connections_per_ip: Option<usize>,
+    /// Connections open at once per listener [default: 4096].
+    #[arg(long = "max-connections", global = true)]
+    max_connections: Option<usize>,
+    /// Watches open at once by one identity [default: 100].
+    #[arg(long = "max-watches-per-identity", global = true)]
+    max_watches_per_identity: Option<usize>,
+    /// Watches open at once on the server [default: 2048].
+    #[arg(long = "max-watches", global = true)]
+    max_watches: Option<usize>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> podd_control_plane::conn_limits::ConnLimits {
+        let d = podd_control_plane::conn_limits::ConnLimits::default();
+        let secs = |v: Option<f64>, d: Duration| v.map_or(d, Duration::from_secs_f64);
+        podd_control_plane::conn_limits::ConnLimits {
+            header_read_timeout: secs(self.header_timeout, d.header_read_timeout),
+            idle_timeout: secs(self.idle_timeout, d.idle_timeout),
+            tls_handshake_timeout: secs(self.tls_handshake_timeout, d.tls_handshake_timeout),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(d.max_connections_per_ip),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_watches_per_identity: self
+                .max_watches_per_identity
+                .unwrap_or(d.max_watches_per_identity),
+            max_watches: self.max_watches.unwrap_or(d.max_watches),
+            ..d
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +198,15 @@ struct AgentArgs {
     insecure_registry: Vec<String>,
     #[arg(long = "bpf-pin-dir", default_value = "/sys/fs/bpf/podd")]
     bpf_pin_dir: PathBuf,
+    /// Most bytes one image layer may unpack to (stops decompression bombs).
+    #[arg(long = "image-max-layer-bytes", default_value_t = podd_image::StoreLimits::DEFAULT_MAX_LAYER_BYTES)]
+    image_max_layer_bytes: u64,
+    /// Most bytes the new layers of one image may unpack to, together.
+    #[arg(long = "image-max-image-bytes", default_value_t = podd_image::StoreLimits::DEFAULT_MAX_IMAGE_BYTES)]
+    image_max_image_bytes: u64,
+    /// Most tar entries in one image layer.
+    #[arg(long = "image-max-layer-entries", default_value_t = podd_image::StoreLimits::DEFAULT_MAX_LAYER_ENTRIES)]
+    image_max_layer_entries: u64,
 }
 
 fn init_logging() {
@@ -159,6 +218,7 @@ fn init_logging() {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
+    podd_control_plane::conn_limits::set_process_limits(cli.limits.limits());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -187,7 +247,9 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<()> {
         }) => rt.block_on(async {
             let ca = ca.unwrap_or_else(|| agent.agent_data_dir.join("pki/ca.crt"));
             let mut agent_cfg = agent_config(&agent)?;
-            agent_cfg.agent_token = Some(token.clone());
+            // A joined node serves logs and exec on 10250 over mutual TLS; its token never
+            // leaves the connection to the server.
+            agent_cfg.serve_tcp = true;
             let cfg = podd_client::ClientConfig {
                 server,
                 ca: Some(ca),
@@ -286,10 +348,23 @@ fn token(cmd: TokenCmd, data_dir: &std::path::Path) -> Result<()> {
 }
 
 async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
+    start_server_with(a, None).await
+}
+
+async fn start_server_with(
+    a: &ServerArgs,
+    local_agent: Option<podd_control_plane::agent_proxy::LocalAgent>,
+) -> Result<ControlPlane> {
     if let Some(path) = a.store.strip_prefix("sqlite://")
         && let Some(dir) = std::path::Path::new(path).parent()
     {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // New directories 0700; the store tightens the one holding the database.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let (store, elector) = podd_store::open_with_elector(&a.store, &paths::hostname())
         .await
@@ -308,6 +383,8 @@ async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
             .unwrap_or_default(),
         controllers: Some(controllers),
         elector: Some(elector),
+        local_agent,
+        limits: podd_control_plane::conn_limits::process_limits().clone(),
         ..ControlPlaneConfig::default()
     };
     let plane = ControlPlane::start(store, cfg)
@@ -318,11 +395,16 @@ async fn start_server(a: &ServerArgs) -> Result<ControlPlane> {
 }
 
 async fn all_in_one(server: ServerArgs, agent: AgentArgs) -> Result<()> {
-    let plane = start_server(&server).await?;
+    let cfg = agent_config(&agent)?;
+    // This machine's agent is reached over its Unix socket, by configuration.
+    let local = podd_control_plane::agent_proxy::LocalAgent {
+        node: cfg.node_name.clone(),
+        socket: agent::socket_path(&cfg.run_dir),
+    };
+    let plane = start_server_with(&server, Some(local)).await?;
     let client = plane
         .local_client()
         .context("the server has no local socket")?;
-    let cfg = agent_config(&agent)?;
     let result = run_agent_until_stopped(client, cfg).await;
     plane.shutdown().await;
     result
@@ -345,8 +427,14 @@ fn agent_config(a: &AgentArgs) -> Result<agent::AgentConfig> {
         insecure_registries: a.insecure_registry.clone(),
         lb_on_host: true,
         bpf_pin_dir: a.bpf_pin_dir.clone(),
+        image_limits: podd_image::StoreLimits {
+            max_layer_bytes: a.image_max_layer_bytes,
+            max_image_bytes: a.image_max_image_bytes,
+            max_layer_entries: a.image_max_layer_entries,
+            ..podd_image::StoreLimits::default()
+        },
         cluster_domain: "cluster.local".into(),
-        agent_token: None,
+        serve_tcp: false,
     })
 }
 

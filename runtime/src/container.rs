@@ -43,7 +43,7 @@ use crate::rootfs;
 use crate::seccomp;
 use crate::state::{self, OciState, State, Status};
 use crate::sync::{Msg, recv_msg, send_msg};
-use crate::{devices, hooks, spec};
+use crate::{devices, fds, hooks, spec};
 
 /// Where and how to create a container.
 #[derive(Debug, Clone)]
@@ -162,12 +162,7 @@ impl ProcessPlan {
                 .map_err(io_err("write", "/proc/self/oom_score_adj"))?;
         }
         process::set_rlimits(&self.process)?;
-        let cwd = self.process.cwd();
-        if !cwd.exists() {
-            fs::create_dir_all(cwd).map_err(io_err("create process.cwd", cwd))?;
-        }
-        nix::unistd::chdir(cwd)
-            .map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
+        enter_cwd(self.process.cwd())?;
         let env: Vec<String> = self.process.env().clone().unwrap_or_default();
         let arg0 = self
             .process
@@ -193,22 +188,61 @@ impl ProcessPlan {
             .map_err(|_| Error::InvalidSpec("program path has a NUL byte".into()))
     }
 
-    /// Last steps: the seccomp filter (when no_new_privs), close extra fds, execve.
-    fn exec(&self, program: &CString) -> Result<std::convert::Infallible> {
+    /// The fds a setup process keeps (see the audit in [`fds`]): stdio, the preserved fds, the
+    /// console socket and `extra` (the setup socket, init's fifo handle).
+    fn keep(&self, extra: &[RawFd]) -> Vec<RawFd> {
+        let mut keep: Vec<RawFd> = (0..3 + self.preserve_fds as RawFd).collect();
+        keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend_from_slice(extra);
+        keep
+    }
+
+    /// Close every fd but stdio, the preserved ones and the setup socket.
+    fn close_for_exec(&self, sock: &OwnedFd) {
+        let mut keep: Vec<RawFd> = (0..3 + self.preserve_fds as RawFd).collect();
+        keep.push(sock.as_raw_fd());
+        fds::close_all_except(&keep);
+    }
+
+    /// Last steps: close every fd but stdio, the preserved ones and the setup socket (whatever
+    /// setup opened, e.g. a procfs handle, must not be open while execve resolves the program
+    /// path), the seccomp filter (when no_new_privs), execve.
+    fn exec(&self, program: &CString, sock: &OwnedFd) -> Result<std::convert::Infallible> {
+        self.close_for_exec(sock);
+        fds::cloexec_from(3 + self.preserve_fds);
         if self.nnp {
             seccomp::install(&self.seccomp)?;
         }
-        close_fds_from(3 + self.preserve_fds);
         let e = nix::unistd::execve(program, &self.args, &self.env).unwrap_err();
         Err(sys_err(format!("execve {program:?}"))(e))
     }
 }
 
-/// Mark every fd from `first` close-on-exec.
-fn close_fds_from(first: u32) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes fd flags; no memory is passed.
-    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+/// chdir to `process.cwd`, resolved inside the current root (the container's, after pivot_root
+/// or setns) by pathrs: symlinks stay in the root and magic links such as `/proc/self/fd/N` are
+/// refused. A missing directory is created. Then the cwd is verified to be under the root.
+fn enter_cwd(cwd: &Path) -> Result<()> {
+    let refused = |e: pathrs::error::Error| {
+        Error::InvalidSpec(format!(
+            "process.cwd {} cannot be entered inside the container's root (a magic link such \
+             as /proc/self/fd/N, or a path that does not resolve to a directory in it): {}",
+            cwd.display(),
+            crate::error::chain(&e)
+        ))
+    };
+    let root = pathrs::Root::open("/").map_err(refused)?;
+    let dir = match root.resolve(cwd) {
+        Ok(h) => h,
+        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => root
+            .mkdir_all(cwd, &fs::Permissions::from_mode(0o755))
+            .map_err(refused)?,
+        Err(e) => return Err(refused(e)),
+    };
+    nix::unistd::fchdir(std::os::fd::AsFd::as_fd(&dir).as_raw_fd())
+        .map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
+    drop(dir);
+    drop(root);
+    fds::check_cwd_in_root(cwd)
 }
 
 /// Open a pty in the container's devpts, send the master to the console socket and make the
@@ -373,9 +407,12 @@ fn fail_child(sock: &OwnedFd, e: Error) -> ! {
 
 /// Stage 1: join the cgroup and the given namespaces, clone init into the new ones.
 fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
-    let run = || -> Result<i32> {
+    // Nothing of the caller's crosses into the container but what the audit in `fds` lists.
+    fds::close_all_except(&plan.proc.keep(&[sock.as_raw_fd()]));
+    let mut cgroup_fd = None;
+    let mut run = || -> Result<i32> {
         // Opened before joining namespaces: a joined mount namespace would hide the path.
-        let cgroup_fd = plan.cgroup.as_ref().map(open_cgroup).transpose()?;
+        cgroup_fd = plan.cgroup.as_ref().map(open_cgroup).transpose()?;
         namespaces::join_all(&plan.ns.join)?;
         let mut new = plan.ns.new;
         let time = namespaces::flag(LinuxNamespaceType::Time);
@@ -389,7 +426,13 @@ fn stage1(plan: &InitPlan, sock: &OwnedFd) -> ! {
         new.remove(CloneFlags::CLONE_NEWCGROUP);
         clone_process(new, cgroup_fd)
     };
-    match run() {
+    let r = run();
+    // The host's cgroup directory must not reach the container: closed in both processes as
+    // soon as clone3 has used it.
+    if let Some(fd) = cgroup_fd {
+        let _ = nix::unistd::close(fd);
+    }
+    match r {
         Ok(0) => init(plan, sock),
         Ok(pid) => {
             let _ = send_msg(sock, &Msg::Pid(pid));
@@ -435,22 +478,22 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
     umask(Mode::empty());
     let has_mountns = plan.ns.has(LinuxNamespaceType::Mount);
-    if has_mountns {
-        rootfs::prepare(
-            &plan.rootfs,
-            linux.and_then(|l| l.rootfs_propagation().as_deref()),
-        )?;
-        for m in spec.mounts().iter().flatten() {
-            rootfs::mount_one(&plan.rootfs, m)?;
-        }
+    if !has_mountns {
+        return Err(Error::InvalidSpec(
+            "linux.namespaces needs a mount namespace".into(),
+        ));
+    }
+    rootfs::prepare(
+        &plan.rootfs,
+        linux.and_then(|l| l.rootfs_propagation().as_deref()),
+    )?;
+    // Opened after the rootfs is bind-mounted onto itself, so lookups see that mount.
+    let root = rootfs::InRoot::open(&plan.rootfs)?;
+    for m in spec.mounts().iter().flatten() {
+        rootfs::mount_one(&root, m)?;
     }
     let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-    rootfs::create_devices(
-        &plan.rootfs,
-        &devices,
-        has_mountns && rootfs::has_fresh_dev(spec),
-        in_userns,
-    )?;
+    rootfs::create_devices(&root, &devices, rootfs::has_fresh_dev(spec), in_userns)?;
 
     let mut state = plan.state.clone();
     let hooks = spec.hooks().as_ref();
@@ -466,30 +509,42 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         &state,
     )?;
 
-    // Keep a way to the fifo across pivot_root: an O_PATH fd, reopened through the host's
-    // /proc/self/fd (which works even if the container has no /proc).
-    let fd_dir = open(
-        "/proc/self/fd",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(sys_err("open /proc/self/fd"))?;
+    // Keep a way to the fifo across pivot_root: an O_PATH fd (a non-directory: it cannot be
+    // walked out of), reopened for writing through a procfs of our own once released.
     let fifo = open(&plan.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys_err(format!("open {}", plan.fifo.display())))?;
+    // SAFETY: open returned a fresh fd that nothing else owns.
+    let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
 
-    if has_mountns {
-        rootfs::pivot(&plan.rootfs)?;
-        if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
-            let flags = rootfs::propagation_flag(p).ok_or_else(|| {
-                Error::InvalidSpec(format!(
-                    "linux.rootfsPropagation {p:?} is not a propagation"
-                ))
-            })?;
-            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
-                .map_err(sys_err("set rootfs propagation"))?;
-        }
-    } else {
-        rootfs::chroot(&plan.rootfs)?;
+    // sysctls, then read-only and masked paths (in that order: /proc/sys becomes read-only),
+    // all resolved inside the root before pivot_root, with the host's /proc at hand for
+    // mounting onto resolved fds.
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        rootfs::write_sysctls(&root, sysctl)?;
+    }
+    rootfs::readonly_paths(
+        &root,
+        linux
+            .and_then(|l| l.readonly_paths().as_deref())
+            .unwrap_or_default(),
+    )?;
+    rootfs::mask_paths(
+        &root,
+        linux
+            .and_then(|l| l.masked_paths().as_deref())
+            .unwrap_or_default(),
+    )?;
+    drop(root);
+
+    rootfs::pivot(&plan.rootfs)?;
+    if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        let flags = rootfs::propagation_flag(p).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "linux.rootfsPropagation {p:?} is not a propagation"
+            ))
+        })?;
+        nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(sys_err("set rootfs propagation"))?;
     }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(sys_err(format!("sethostname {h}")))?;
@@ -500,60 +555,56 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
             return Err(sys_err(format!("setdomainname {d}"))(nix::Error::last()));
         }
     }
-    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        for (k, v) in sysctl {
-            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            fs::write(&path, v).map_err(io_err("write sysctl", path))?;
-        }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        rootfs::readonly_root()?;
     }
-    if has_mountns {
-        rootfs::readonly_paths(
-            linux
-                .and_then(|l| l.readonly_paths().as_deref())
-                .unwrap_or_default(),
-        )?;
-        rootfs::mask_paths(
-            linux
-                .and_then(|l| l.masked_paths().as_deref())
-                .unwrap_or_default(),
-        )?;
-        if spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false)
-        {
-            rootfs::readonly_root()?;
-        }
-    }
+    // From here on paths are the container's: whatever setup opened on the host is closed
+    // before the first lookup (the cwd, the console's /dev/ptmx, the program).
+    fds::close_all_except(&plan.proc.keep(&[sock.as_raw_fd(), fifo.as_raw_fd()]));
     let program = plan.proc.prepare()?;
     send_msg(sock, &Msg::Ready)?;
 
     // Block until `start` opens the fifo for reading.
-    let fifo_name = fifo.to_string();
-    let w = loop {
-        match openat(
-            Some(fd_dir),
-            fifo_name.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
+    let procfs = pathrs::procfs::ProcfsHandle::new().map_err(|e| {
+        Error::Init(format!(
+            "open a procfs handle to reopen exec.fifo: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
+    let fifo_fd = format!("fd/{}", fifo.as_raw_fd());
+    let mut w = loop {
+        match procfs.open_follow(
+            pathrs::procfs::ProcfsBase::ProcSelf,
+            &fifo_fd,
+            pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
         ) {
-            Err(nix::Error::EINTR) => continue,
-            r => break r.map_err(sys_err("open exec.fifo"))?,
+            Ok(f) => break f,
+            Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EINTR)) => {}
+            Err(e) => {
+                return Err(Error::Init(format!(
+                    "open exec.fifo for writing: {}",
+                    crate::error::chain(&e)
+                )));
+            }
         }
     };
-    // SAFETY: openat returned a fresh fd that nothing else owns.
-    let mut w = unsafe { fs::File::from_raw_fd(w) };
     let _ = w.write_all(b"0");
     drop(w);
-    let _ = nix::unistd::close(fifo);
-    let _ = nix::unistd::close(fd_dir);
+    drop(procfs);
+    drop(fifo);
+    // pathrs keeps its procfs handle cached: gone too before the hooks run in the container.
+    plan.proc.close_for_exec(sock);
     hooks::run_all(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,
     )?;
-    plan.proc.exec(&program)
+    plan.proc.exec(&program, sock)
 }
 
 fn now_secs() -> u64 {
@@ -1131,8 +1182,11 @@ impl Container {
         let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
                 drop(parent_sock);
-                let run = || -> Result<(i32, Option<std::fs::File>)> {
-                    let cgroup_fd = cgroup.as_ref().map(open_cgroup).transpose()?;
+                // Nothing of the caller's crosses into the container but what `fds` lists.
+                fds::close_all_except(&plan.keep(&[child_sock.as_raw_fd()]));
+                let mut cgroup_fd = None;
+                let mut run = || -> Result<(i32, Option<std::fs::File>)> {
+                    cgroup_fd = cgroup.as_ref().map(open_cgroup).transpose()?;
                     // Opened before the mount namespace changes what paths mean.
                     let cgroupns_fd = cgroupns
                         .as_ref()
@@ -1141,18 +1195,24 @@ impl Container {
                     namespaces::join_all(&join)?;
                     Ok((clone_process(CloneFlags::empty(), cgroup_fd)?, cgroupns_fd))
                 };
-                match run() {
+                let r = run();
+                // The host's cgroup directory is closed in both processes once clone3 used it.
+                if let Some(fd) = cgroup_fd {
+                    let _ = nix::unistd::close(fd);
+                }
+                match r {
                     Ok((0, cgroupns_fd)) => {
                         if let Some(fd) = cgroupns_fd {
                             nix::sched::setns(&fd, CloneFlags::CLONE_NEWCGROUP)
                                 .map_err(sys_err("join the container's cgroup namespace"))
                                 .unwrap_or_else(|e| fail_child(&child_sock, e));
+                            drop(fd);
                         }
                         let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
                         nix::unistd::setsid()
                             .map_err(sys_err("setsid"))
                             .unwrap_or_else(|e| fail_child(&child_sock, e));
-                        match plan.prepare().and_then(|p| plan.exec(&p)) {
+                        match plan.prepare().and_then(|p| plan.exec(&p, &child_sock)) {
                             Ok(never) => match never {},
                             Err(e) => fail_child(&child_sock, e),
                         }

@@ -23,6 +23,17 @@ pub enum Error {
         /// The errno.
         source: nix::Error,
     },
+    /// Resolving or creating a container-side path inside the rootfs failed (pathrs: symlinks
+    /// stay inside the root, magic links are refused).
+    #[error("{what} {path} inside the container's root: {why}", path = path.display(), why = chain(source))]
+    InRoot {
+        /// What was being done.
+        what: &'static str,
+        /// The container-side path.
+        path: PathBuf,
+        /// Why it failed.
+        source: pathrs::error::Error,
+    },
     /// config.json could not be read or parsed.
     #[error("invalid bundle config {path}: {message}", path = path.display())]
     BadConfig {
@@ -113,6 +124,27 @@ pub(crate) fn io_err(
 ) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { what, path, source }
+}
+
+/// An error with its sources, "outer: inner: ..." (pathrs' own Display names only the step).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+/// Wrap a pathrs error with what and which container-side path.
+pub(crate) fn root_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(pathrs::error::Error) -> Error {
+    let path = path.into();
+    move |source| Error::InRoot { what, path, source }
 }
 
 /// Wrap a `nix::Error` with a description.

@@ -3,16 +3,19 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::stat::{Mode, SFlag, makedev};
 use nix::unistd::{chdir, fchdir, pivot_root};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use pathrs::error::ErrorKind;
+use pathrs::{Handle, InodeType, Root};
 
-use crate::error::{Error, Result, io_err, sys_err};
+use crate::error::{Error, Result, io_err, root_err, sys_err};
 
 /// Mount flags and the data string from OCI mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,51 +99,109 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
-/// Join `path` under `root`, resolving symlinks as if `root` were `/`, so that no link in the
-/// rootfs can point a mount outside of it.
-pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
-    let mut resolved = PathBuf::new(); // relative to root
-    let mut pending: Vec<PathBuf> = path
-        .components()
-        .rev()
-        .map(|c| PathBuf::from(c.as_os_str()))
-        .collect();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        match part.components().next() {
-            None
-            | Some(Component::RootDir)
-            | Some(Component::CurDir)
-            | Some(Component::Prefix(_)) => continue,
-            Some(Component::ParentDir) => {
-                resolved.pop();
-                continue;
-            }
-            Some(Component::Normal(_)) => {}
-        }
-        let candidate = resolved.join(&part);
-        let full = root.join(&candidate);
-        match fs::symlink_metadata(&full) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 255 {
-                    return Err(Error::InvalidSpec(format!(
-                        "too many symlinks resolving {}",
-                        path.display()
-                    )));
-                }
-                let target = fs::read_link(&full).map_err(io_err("readlink", full.clone()))?;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                for c in target.components().rev() {
-                    pending.push(PathBuf::from(c.as_os_str()));
-                }
-            }
-            _ => resolved = candidate,
+/// The container's root filesystem, opened once. Every container-side path (mount destinations,
+/// /dev entries, masked and read-only paths) is resolved inside it by pathrs, with
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: a symlink in the image is clamped to the
+/// root and `/proc/.../fd` magic links are refused. The runtime then acts on the resolved fd (a
+/// mount onto `/proc/self/fd/N`, mknodat/symlinkat relative to the parent), so swapping a path
+/// component for a symlink after the check (a volume shared with a running container, the
+/// CVE-2021-30465 race) cannot move the operation out of the root.
+pub struct InRoot {
+    root: Root,
+}
+
+fn errno_is(e: &pathrs::error::Error, errno: i32) -> bool {
+    e.kind() == ErrorKind::OsError(Some(errno))
+}
+
+impl InRoot {
+    /// Open `rootfs` (a host path) as the root.
+    pub fn open(rootfs: &Path) -> Result<InRoot> {
+        Ok(InRoot {
+            root: Root::open(rootfs).map_err(root_err("open the rootfs", rootfs))?,
+        })
+    }
+
+    /// `path` resolved inside the root (symlinks followed, but never out of it); `None` when a
+    /// component is missing.
+    pub fn resolve(&self, path: &Path) -> Result<Option<Handle>> {
+        match self.root.resolve(path) {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if errno_is(&e, libc::ENOENT) => Ok(None),
+            Err(e) => Err(root_err("resolve", path)(e)),
         }
     }
-    Ok(root.join(resolved))
+
+    /// Whether `path` exists, without following a symlink in its last component.
+    pub fn exists_nofollow(&self, path: &Path) -> Result<bool> {
+        match self.root.resolve_nofollow(path) {
+            Ok(_) => Ok(true),
+            Err(e) if errno_is(&e, libc::ENOENT) => Ok(false),
+            Err(e) => Err(root_err("resolve", path)(e)),
+        }
+    }
+
+    /// Create `path` and its missing parents as directories (mode 0755 under the umask).
+    pub fn mkdir_all(&self, path: &Path) -> Result<Handle> {
+        self.root
+            .mkdir_all(path, &fs::Permissions::from_mode(0o755))
+            .map_err(root_err("create directory", path))
+    }
+
+    /// Create one inode; an existing one is left alone.
+    pub fn create(&self, path: &Path, inode: &InodeType) -> Result<()> {
+        match self.root.create(path, inode) {
+            Ok(()) => Ok(()),
+            Err(e) if errno_is(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(root_err("create", path)(e)),
+        }
+    }
+
+    /// `path` as a mount point: created when missing (an empty file when `is_file`, else a
+    /// directory), then resolved.
+    pub fn target(&self, path: &Path, is_file: bool) -> Result<Handle> {
+        if let Some(h) = self.resolve(path)? {
+            return Ok(h);
+        }
+        if !is_file {
+            return self.mkdir_all(path);
+        }
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent)?;
+        }
+        self.create(path, &InodeType::File(fs::Permissions::from_mode(0o644)))?;
+        self.existing(path)
+    }
+
+    /// `path`, which must exist (e.g. a mount point just mounted on: the handle is the new top
+    /// mount, as a remount needs).
+    pub fn existing(&self, path: &Path) -> Result<Handle> {
+        self.root.resolve(path).map_err(root_err("resolve", path))
+    }
+}
+
+/// The path through which mount(2) and friends reach a resolved handle: the host's
+/// `/proc/self/fd/N` (init uses these before pivot_root, with the host's /proc at /proc).
+fn fd_path(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// Mount onto a resolved handle; errors name the container-side path.
+fn mount_at(
+    src: Option<&Path>,
+    target: &Handle,
+    shown: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(src, &fd_path(target), fstype, flags, data).map_err(sys_err(format!(
+        "mount {} on {} in the container (type {}, flags {flags:?}, data {:?})",
+        src.map(|s| s.display().to_string()).unwrap_or_default(),
+        shown.display(),
+        fstype.unwrap_or("none"),
+        data.unwrap_or("")
+    )))
 }
 
 fn do_mount(
@@ -200,75 +261,44 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
     )
 }
 
-fn mkdir_all(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(io_err("create mount point", dir))
-}
-
-fn ensure_target(dst: &Path, is_file: bool) -> Result<()> {
-    if dst.exists() {
-        return Ok(());
-    }
-    if is_file {
-        if let Some(parent) = dst.parent() {
-            mkdir_all(parent)?;
-        }
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dst)
-            .map_err(io_err("create mount point", dst))?;
-    } else {
-        mkdir_all(dst)?;
-    }
-    Ok(())
-}
-
-/// Mount one entry of `spec.mounts` under `rootfs`.
-pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
+/// Mount one entry of `spec.mounts` inside the root.
+pub fn mount_one(root: &InRoot, m: &Mount) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("");
-    let dst = resolve_in_root(rootfs, m.destination())?;
+    let dest = m.destination();
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.flags.contains(MsFlags::MS_BIND) || typ == "bind" {
         let src = m.source().as_ref().ok_or_else(|| {
-            Error::InvalidSpec(format!(
-                "bind mount on {} has no source",
-                m.destination().display()
-            ))
+            Error::InvalidSpec(format!("bind mount on {} has no source", dest.display()))
         })?;
         let meta = fs::metadata(src).map_err(io_err("bind mount source", src))?;
-        ensure_target(&dst, !meta.is_dir())?;
+        let target = root.target(dest, !meta.is_dir())?;
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        do_mount(Some(src), &dst, None, bind, None)?;
+        mount_at(Some(src), &target, dest, None, bind, None)?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
+            let top = root.existing(dest)?;
             let flags = MsFlags::MS_BIND
                 | MsFlags::MS_REMOUNT
                 | extra
-                | (current_flags(&dst) - opts.cleared);
-            do_mount(None, &dst, None, flags, None)?;
+                | (current_flags(&fd_path(&top)) - opts.cleared);
+            mount_at(None, &top, dest, None, flags, None)?;
         }
     } else {
-        ensure_target(&dst, false)?;
+        let target = root.target(dest, false)?;
         let fstype = match typ {
             "" => {
                 return Err(Error::InvalidSpec(format!(
                     "mount on {} has no type",
-                    m.destination().display()
+                    dest.display()
                 )));
             }
             "cgroup" => "cgroup2",
             t => t,
         };
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
-        let r = do_mount(Some(&src), &dst, Some(fstype), opts.flags, data);
+        let r = mount_at(Some(&src), &target, dest, Some(fstype), opts.flags, data);
         match r {
             // mqueue and sysfs need namespaces they may not own (a joined netns in a userns):
             // fall back to a bind of the host's, as runc does for sysfs.
@@ -281,22 +311,27 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
                 } else {
                     "/dev/mqueue"
                 };
-                do_mount(
+                mount_at(
                     Some(Path::new(host)),
-                    &dst,
+                    &target,
+                    dest,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
-                let flags =
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags | current_flags(&dst);
-                do_mount(None, &dst, None, flags, None)?;
+                let top = root.existing(dest)?;
+                let flags = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | opts.flags
+                    | current_flags(&fd_path(&top));
+                mount_at(None, &top, dest, None, flags, None)?;
             }
             r => r?,
         }
     }
     for p in &opts.propagation {
-        do_mount(None, &dst, None, *p, None)?;
+        let top = root.existing(dest)?;
+        mount_at(None, &top, dest, None, *p, None)?;
     }
     Ok(())
 }
@@ -314,7 +349,7 @@ pub fn default_devices() -> Vec<(&'static str, u64, u64)> {
 }
 
 fn make_device(
-    rootfs: &Path,
+    root: &InRoot,
     path: &Path,
     typ: SFlag,
     major: u64,
@@ -322,30 +357,34 @@ fn make_device(
     mode: u32,
     bind: bool,
 ) -> Result<()> {
-    let dst = resolve_in_root(rootfs, path)?;
-    if dst.exists() {
+    if root.exists_nofollow(path)? {
         return Ok(());
     }
     if bind {
         // In a user namespace mknod is refused: bind the host's node instead.
-        ensure_target(&dst, true)?;
-        return do_mount(Some(path), &dst, None, MsFlags::MS_BIND, None);
+        let target = root.target(path, true)?;
+        return mount_at(Some(path), &target, path, None, MsFlags::MS_BIND, None);
     }
-    if let Some(parent) = dst.parent() {
-        mkdir_all(parent)?;
+    if let Some(parent) = path.parent() {
+        root.mkdir_all(parent)?;
     }
-    mknod(
-        &dst,
-        typ,
-        Mode::from_bits_truncate(mode),
-        makedev(major, minor),
-    )
-    .map_err(sys_err(format!("mknod {}", dst.display())))
+    let perm = fs::Permissions::from_mode(mode & 0o7777);
+    let dev = makedev(major, minor);
+    let inode = if typ == SFlag::S_IFBLK {
+        InodeType::BlockDevice(perm, dev)
+    } else if typ == SFlag::S_IFIFO {
+        InodeType::Fifo(perm)
+    } else {
+        InodeType::CharacterDevice(perm, dev)
+    };
+    root.create(path, &inode)
 }
 
-/// Create the spec's devices, and when /dev is a fresh mount the default ones and links.
+/// Create the spec's devices, and when /dev is a fresh mount the default ones and links; all
+/// inside the root, so an image whose /dev is a symlink to a host directory gets them in the
+/// directory the link names *inside* the rootfs.
 pub fn create_devices(
-    rootfs: &Path,
+    root: &InRoot,
     spec_devices: &[LinuxDevice],
     fresh_dev: bool,
     in_userns: bool,
@@ -358,7 +397,7 @@ pub fn create_devices(
             LinuxDeviceType::A => continue,
         };
         make_device(
-            rootfs,
+            root,
             d.path(),
             typ,
             d.major() as u64,
@@ -366,9 +405,19 @@ pub fn create_devices(
             d.file_mode().unwrap_or(0o666),
             in_userns,
         )?;
-        if let (Some(uid), Some(gid)) = (d.uid(), d.gid()) {
-            let dst = resolve_in_root(rootfs, d.path())?;
-            let _ = nix::unistd::chown(&dst, Some(uid.into()), Some(gid.into()));
+        if let (Some(uid), Some(gid)) = (d.uid(), d.gid())
+            && let Ok(h) = root.existing(d.path())
+        {
+            // SAFETY: fchownat on a live O_PATH fd with an empty, NUL-terminated path.
+            unsafe {
+                libc::fchownat(
+                    h.as_fd().as_raw_fd(),
+                    c"".as_ptr(),
+                    uid,
+                    gid,
+                    libc::AT_EMPTY_PATH,
+                )
+            };
         }
     }
     if !fresh_dev {
@@ -376,7 +425,7 @@ pub fn create_devices(
     }
     for (name, major, minor) in default_devices() {
         make_device(
-            rootfs,
+            root,
             &Path::new("/dev").join(name),
             SFlag::S_IFCHR,
             major,
@@ -385,7 +434,6 @@ pub fn create_devices(
             in_userns,
         )?;
     }
-    let dev = rootfs.join("dev");
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -393,14 +441,30 @@ pub fn create_devices(
         ("/proc/self/fd/2", "stderr"),
         ("/proc/kcore", "core"),
     ];
-    if dev.join("pts/ptmx").exists() {
+    if root.resolve(Path::new("/dev/pts/ptmx"))?.is_some() {
         links.push(("pts/ptmx", "ptmx"));
     }
     for (target, name) in links {
-        let link = dev.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            symlink(target, &link).map_err(io_err("symlink", link.clone()))?;
+        let link = Path::new("/dev").join(name);
+        if !root.exists_nofollow(&link)? {
+            root.create(&link, &InodeType::Symlink(PathBuf::from(target)))?;
         }
+    }
+    Ok(())
+}
+
+/// Write the spec's sysctls through the container's /proc/sys, resolved inside the root.
+pub fn write_sysctls(
+    root: &InRoot,
+    sysctl: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    for (k, v) in sysctl {
+        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        let h = root.existing(&path)?;
+        let mut f = h
+            .reopen(pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC)
+            .map_err(root_err("open sysctl", path.clone()))?;
+        std::io::Write::write_all(&mut f, v.as_bytes()).map_err(io_err("write sysctl", path))?;
     }
     Ok(())
 }
@@ -443,56 +507,64 @@ pub fn chroot(rootfs: &Path) -> Result<()> {
     chdir("/").map_err(sys_err("chdir /"))
 }
 
-/// Hide each path: /dev/null over files, an empty read-only tmpfs over directories.
-pub fn mask_paths(paths: &[String]) -> Result<()> {
+/// Hide each path (resolved inside the root): the host's /dev/null over files, an empty read-only
+/// tmpfs over directories. Runs before pivot_root.
+pub fn mask_paths(root: &InRoot, paths: &[String]) -> Result<()> {
     for p in paths {
         let path = Path::new(p);
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
-            Err(_) => continue,
+        let Some(h) = root.resolve(path)? else {
+            continue;
         };
-        let r = if meta.is_dir() {
-            do_mount(
+        let is_dir = nix::sys::stat::fstat(h.as_fd().as_raw_fd())
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+            .map_err(sys_err(format!("stat masked path {p}")))?;
+        if is_dir {
+            mount_at(
                 Some(Path::new("tmpfs")),
+                &h,
                 path,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
                 None,
-            )
+            )?;
         } else {
-            do_mount(
+            mount_at(
                 Some(Path::new("/dev/null")),
+                &h,
                 path,
                 None,
                 MsFlags::MS_BIND,
                 None,
-            )
-        };
-        r?;
+            )?;
+        }
     }
     Ok(())
 }
 
-/// Make each path read-only with a recursive bind remount.
-pub fn readonly_paths(paths: &[String]) -> Result<()> {
+/// Make each path (resolved inside the root) read-only with a recursive bind remount. Runs
+/// before pivot_root.
+pub fn readonly_paths(root: &InRoot, paths: &[String]) -> Result<()> {
     for p in paths {
         let path = Path::new(p);
-        if fs::symlink_metadata(path).is_err() {
+        let Some(h) = root.resolve(path)? else {
             continue;
-        }
-        do_mount(
-            Some(path),
+        };
+        let here = fd_path(&h);
+        mount_at(
+            Some(&here),
+            &h,
             path,
             None,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        let top = root.existing(path)?;
         let flags = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
             | MsFlags::MS_REC
-            | current_flags(path);
-        do_mount(None, path, None, flags, None)?;
+            | current_flags(&fd_path(&top));
+        mount_at(None, &top, path, None, flags, None)?;
     }
     Ok(())
 }
@@ -541,24 +613,75 @@ mod tests {
         assert!(!rw.flags.contains(MsFlags::MS_RDONLY));
     }
 
+    /// Where a handle really is, on the host.
+    fn real(h: &Handle) -> PathBuf {
+        fs::read_link(fd_path(h)).unwrap()
+    }
+
     #[test]
     fn symlinks_stay_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("real")).unwrap();
-        symlink("/real", root.join("abs")).unwrap();
-        symlink("../../../../etc", root.join("escape")).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("real/x")).unwrap();
+        fs::create_dir_all(root.join("etc/passwd")).unwrap();
+        fs::create_dir_all(root.join("x")).unwrap();
+        std::os::unix::fs::symlink("/real", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", root.join("escape")).unwrap();
+        let r = InRoot::open(&root).unwrap();
+        let at = |p: &str| real(&r.resolve(Path::new(p)).unwrap().expect(p));
+        assert_eq!(at("/abs/x"), root.join("real/x"));
+        assert_eq!(at("/escape/passwd"), root.join("etc/passwd"));
+        assert_eq!(at("/../../x"), root.join("x"));
+    }
+
+    #[test]
+    fn created_entries_stay_inside_the_root() {
+        // An image whose /dev links to a host directory: creating through it lands in the
+        // rootfs, and the host directory stays empty.
+        let host = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(host.path(), root.join("dev")).unwrap();
+        let r = InRoot::open(&root).unwrap();
+        // Dangling inside the root: refused, nothing created anywhere.
+        assert!(r.mkdir_all(Path::new("/dev/pts")).is_err());
+        assert!(r.target(Path::new("/dev/null"), true).is_err());
+        let inside = root.join(host.path().strip_prefix("/").unwrap());
+        assert!(!inside.exists());
+        // Present inside the root: the entries land there.
+        fs::create_dir_all(&inside).unwrap();
+        r.mkdir_all(Path::new("/dev/pts")).unwrap();
+        r.create(
+            Path::new("/dev/fd"),
+            &InodeType::Symlink(PathBuf::from("/proc/self/fd")),
+        )
+        .unwrap();
+        let t = r.target(Path::new("/dev/shm/file"), true).unwrap();
+        assert_eq!(real(&t), inside.join("shm/file"));
+        assert!(inside.join("pts").is_dir());
+        assert!(fs::symlink_metadata(inside.join("fd")).is_ok());
         assert_eq!(
-            resolve_in_root(root, Path::new("/abs/x")).unwrap(),
-            root.join("real/x")
+            fs::read_dir(host.path()).unwrap().count(),
+            0,
+            "the host directory was written to"
         );
-        assert_eq!(
-            resolve_in_root(root, Path::new("/escape/passwd")).unwrap(),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            resolve_in_root(root, Path::new("/../../x")).unwrap(),
-            root.join("x")
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // The rootfs's /proc is the host's procfs, as a proc mount is before pivot_root.
+        std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
+        let outside = fs::File::open("/").unwrap();
+        let r = InRoot::open(&root).unwrap();
+        let p = format!("/proc/self/fd/{}", outside.as_raw_fd());
+        // A symlink to /proc resolves to <root>/proc, which does not exist here: either way the
+        // host's fd is never reached.
+        assert!(
+            r.resolve(Path::new(&p))
+                .map(|h| h.is_none())
+                .unwrap_or(true)
         );
     }
 }

@@ -22,6 +22,14 @@ use crate::{Revision, StoreError, WatchEvent, WatchStream};
 /// revisions it scans under the hub lock at most.
 const BATCH: usize = 1024;
 const SCAN_LIMIT: usize = 8192;
+/// The most key and value bytes a bounded cache (SQLite's) holds, whatever its event count:
+/// 8192 events of 1.5 MiB objects would otherwise pin 12 GiB. Older events are read from the
+/// backend log.
+const CACHE_BYTES: usize = 64 << 20;
+
+fn event_bytes(e: &WatchEvent) -> usize {
+    e.kv.key.len() + e.kv.value.len()
+}
 
 pub(crate) struct EventHub {
     /// Watchers scan under the read lock in parallel; only publish and compact write.
@@ -34,6 +42,8 @@ pub(crate) struct EventHub {
 struct HubState {
     /// Events with revisions `first..=latest`, contiguous.
     events: VecDeque<Arc<WatchEvent>>,
+    /// The key and value bytes `events` hold.
+    bytes: usize,
     first: Revision,
     latest: Revision,
     compacted: Revision,
@@ -77,6 +87,7 @@ impl EventHub {
         EventHub {
             state: RwLock::new(HubState {
                 events: VecDeque::new(),
+                bytes: 0,
                 first: latest + 1,
                 latest,
                 compacted,
@@ -116,13 +127,17 @@ impl EventHub {
             // Should never happen; recover by starting the cache afresh so that watchers behind
             // read the backend log instead of seeing a gap.
             st.events.clear();
+            st.bytes = 0;
             st.first = rev;
         }
+        st.bytes += event_bytes(&event);
         st.events.push_back(Arc::new(event));
         st.latest = rev;
         if let Some(cap) = st.capacity {
-            while st.events.len() > cap {
-                st.events.pop_front();
+            while st.events.len() > cap || (st.bytes > CACHE_BYTES && st.events.len() > 1) {
+                if let Some(old) = st.events.pop_front() {
+                    st.bytes -= event_bytes(&old);
+                }
                 st.first += 1;
             }
         }
@@ -137,7 +152,9 @@ impl EventHub {
         }
         st.compacted = revision;
         while st.events.front().is_some_and(|e| e.revision() <= revision) {
-            st.events.pop_front();
+            if let Some(old) = st.events.pop_front() {
+                st.bytes -= event_bytes(&old);
+            }
         }
         st.first = st.first.max(revision + 1);
     }
@@ -276,5 +293,36 @@ impl Watcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, KeyValue};
+
+    #[test]
+    fn a_bounded_cache_holds_at_most_its_byte_budget() {
+        let hub = EventHub::new(0, 0, Some(8192));
+        for rev in 1..=6 {
+            hub.publish(WatchEvent {
+                kind: EventKind::Modified,
+                kv: KeyValue {
+                    key: "/registry/nodes/n1".into(),
+                    value: vec![b'x'; 20 << 20],
+                    create_revision: 1,
+                    mod_revision: rev,
+                },
+            });
+        }
+        let st = hub.read_lock();
+        assert!(st.bytes <= CACHE_BYTES, "{} bytes cached", st.bytes);
+        assert_eq!(st.events.len(), 3);
+        assert_eq!(st.first, 4, "older events are left to the backend log");
+        assert!(matches!(hub_read_older(&hub), HubRead::Older));
+    }
+
+    fn hub_read_older(hub: &EventHub) -> HubRead {
+        hub.read("/", 1, 10)
     }
 }

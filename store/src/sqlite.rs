@@ -13,6 +13,7 @@
 //! the writer commits.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -98,6 +99,50 @@ fn backend<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> 
         op,
         message: format!("sqlite {}: {e}", path.display()),
     }
+}
+
+/// Creates the database's directory 0700, or tightens it to 0700. A shared directory (sticky,
+/// such as /tmp) or one owned by another user is left alone: the files themselves are 0600.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let m = std::fs::metadata(dir)?;
+    let mode = m.permissions().mode() & 0o7777;
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let shared = mode & 0o1000 != 0 || m.uid() != euid;
+    if mode != 0o700 && !shared {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates the database file 0600 before SQLite opens it (SQLite gives its -wal and -shm the
+/// database file's mode), and sets an existing database, WAL, shared memory and lock file to
+/// 0600 (older installs made podd.db 0644).
+fn private_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o7777 != 0o600 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, sync: SqliteSync) -> Result<Connection, rusqlite::Error> {
@@ -187,9 +232,9 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+            private_dir(dir).map_err(|e| StoreError::Backend {
                 op: "open",
-                message: format!("creating {}: {e}", dir.display()),
+                message: format!("creating {} (mode 0700): {e}", dir.display()),
             })?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
@@ -197,6 +242,7 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| StoreError::Backend {
                 op: "open",
@@ -210,6 +256,10 @@ impl SqliteStore {
             ),
         })?;
 
+        private_files(&path).map_err(|e| StoreError::Backend {
+            op: "open",
+            message: format!("making {} and its WAL mode 0600: {e}", path.display()),
+        })?;
         let conn = open_connection(&path, options.sync).map_err(backend("open", &path))?;
         conn.execute_batch(SCHEMA).map_err(backend("open", &path))?;
         let revision = meta(&conn, "revision").map_err(backend("open", &path))?;
@@ -707,5 +757,42 @@ mod tests {
         assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_end("\u{10FFFF}"), None);
         assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+    }
+
+    fn mode(p: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn database_wal_and_directory_are_private_also_for_old_installs() {
+        use crate::Store;
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("podd");
+        let db = dir.join("podd.db");
+        let wal = dir.join("podd.db-wal");
+        let shm = dir.join("podd.db-shm");
+        {
+            let s = super::SqliteStore::open(&db).unwrap();
+            s.create("/k", b"v".to_vec()).await.unwrap();
+            assert_eq!(mode(&dir), 0o700);
+            for f in [&db, &wal, &shm] {
+                assert_eq!(mode(f), 0o600, "{}", f.display());
+            }
+        }
+        // An install made by an older podd: 0755 directory, 0644 database.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in [&db, &wal, &shm] {
+            if f.exists() {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let s = super::SqliteStore::open(&db).unwrap();
+        s.create("/k2", b"v".to_vec()).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in [&db, &wal, &shm] {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
     }
 }

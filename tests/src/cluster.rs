@@ -520,9 +520,10 @@ impl Cluster {
     }
 
     /// One HTTP request to node `node`'s agent endpoint; (status, body). `from` None goes
-    /// through the agent's Unix socket; `Some(j)` over TCP to `<node ip>:10250` from inside
-    /// node `j`'s netns, with `token` as the bearer token. The body is read until `until`
-    /// appears in it (for streamed logs) or the server closes.
+    /// through the agent's Unix socket; `Some(j)` in plain HTTP over TCP to `<node ip>:10250`
+    /// from inside node `j`'s netns, with `token` as the bearer token (which the agent, serving
+    /// only mutual TLS there, must refuse). The body is read until `until` appears in it (for
+    /// streamed logs) or the server closes.
     pub fn agent_request(
         &self,
         node: usize,

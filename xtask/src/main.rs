@@ -6,6 +6,7 @@
 mod bench;
 mod build_ebpf;
 mod cluster;
+mod fuzz;
 mod prereqs;
 mod process;
 mod quickstart;
@@ -34,7 +35,7 @@ enum Command {
     BuildEbpf,
     /// Run every `vm_*` integration test target inside one QEMU boot of Debian 12's kernel.
     VmTest(VmTestArgs),
-    /// The whole suite: build-ebpf, fmt, clippy, host tests, the VM suite and the
+    /// The whole suite: build-ebpf, fmt, clippy, host tests, fuzzing, the VM suite and the
     /// deliberate-failure check. Ends with `N passed, N failed`.
     Test,
     /// Set up this Debian 12 node (apt prerequisites, release build, install) and start podd.
@@ -47,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Build the cargo-fuzz targets (fuzz/) and run each for a bounded time on its corpus.
+    Fuzz(fuzz::FuzzArgs),
     /// Run a benchmark: `cargo xtask bench NAME` (no NAME lists them).
     Bench {
         /// Benchmark name, e.g. scheduler, runtime, lb, pods, control-plane, e2e.
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Cluster {
             action: ClusterAction::Down,
         } => cluster::down().map(|()| true),
+        Command::Fuzz(args) => fuzz::run_cli(&args),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args).map(|()| true),
     };
     match result {

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole suite, in order: build-ebpf, fmt, clippy, the daemon's
-//! binaries, the host tests (`cargo test --workspace`, as root), the VM suite, the check
-//! that the VM suite can fail, and the README's quickstart run as written from a fresh clone.
+//! binaries, the host tests (`cargo test --workspace`, as root), the fuzz targets (30 s each,
+//! `cargo xtask fuzz`), the VM suite, the check that the VM suite can fail, and the README's
+//! quickstart run as written from a fresh clone.
 //! Every step runs even when an earlier one failed; the summary ends with `N passed, N failed`,
 //! counting each test and each check step.
 
@@ -72,6 +73,7 @@ pub fn run() -> Result<bool> {
         check(cargo().args(["build", "-p", "podd", "-p", "podd-pod", "-p", "podctl"]))
     });
     step("host tests", &mut host_tests);
+    step("fuzz", &mut crate::fuzz::test_step);
     step("vm tests", &mut || {
         let report = vm::vm_test(&vm::VmOptions::workspace())?;
         let (passed, failed) = report.counts();

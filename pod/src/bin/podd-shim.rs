@@ -10,6 +10,9 @@ use anyhow::{Context, bail};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
+    // Both modes fork processes that enter containers: run from an unwritable copy of this binary
+    // so a container cannot reach the host's file through /proc/<pid>/exe (CVE-2019-5736).
+    podd_runtime::sealed_exe::ensure("podd-shim")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == "exec") {
         let code = exec(&args[1..])?;

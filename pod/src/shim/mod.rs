@@ -11,9 +11,10 @@
 pub mod plan;
 pub mod status;
 mod supervisor;
+pub mod volume_watch;
 
-pub use plan::{ShimContainer, ShimPlan};
-pub use status::{PodRuntimeStatus, read_status};
+pub use plan::{ShimContainer, ShimPlan, VolumeLimit, VolumeWatch};
+pub use status::{Eviction, PodRuntimeStatus, read_status};
 pub use supervisor::run;
 
 /// Runs `argv` inside the pod's running container `container` with the caller's stdio and

@@ -23,7 +23,49 @@ pub struct ShimPlan {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     pub containers: Vec<ShimContainer>,
+    /// The emptyDirs the shim measures, evicting the pod when one is over its sizeLimit.
+    #[serde(default)]
+    pub volume_watch: VolumeWatch,
 }
+
+/// The pod's disk-backed emptyDirs that have a sizeLimit, and how they are measured. The
+/// shim measures each one every `interval_ms` (stretched so that measuring takes at most a
+/// tenth of the time) and evicts the pod when one is over its limit, as the kubelet does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VolumeWatch {
+    pub limits: Vec<VolumeLimit>,
+    pub interval_ms: u64,
+    /// The most inodes one measurement of a volume looks at, which bounds its cost; a
+    /// volume holding more is evicted too, since its usage cannot be known.
+    pub max_entries: u64,
+}
+
+impl Default for VolumeWatch {
+    fn default() -> Self {
+        VolumeWatch {
+            limits: Vec::new(),
+            interval_ms: DEFAULT_VOLUME_CHECK_MS,
+            max_entries: DEFAULT_VOLUME_MAX_ENTRIES,
+        }
+    }
+}
+
+/// One emptyDir whose disk usage is limited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeLimit {
+    pub name: String,
+    /// The volume's directory on the node.
+    pub path: PathBuf,
+    pub limit_bytes: u64,
+    /// The limit as the pod spec gives it ("1Mi"), for the eviction message.
+    pub limit: String,
+}
+
+/// The default interval between two measurements of a pod's limited emptyDirs.
+pub const DEFAULT_VOLUME_CHECK_MS: u64 = 1000;
+/// The default cap on the inodes one measurement of a volume looks at.
+pub const DEFAULT_VOLUME_MAX_ENTRIES: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimContainer {

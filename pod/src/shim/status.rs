@@ -13,6 +13,19 @@ pub struct PodRuntimeStatus {
     pub pids: Vec<i32>,
     /// Set when the shim has stopped every container and is about to exit.
     pub stopped: bool,
+    /// Set when the shim evicted the pod (an emptyDir over its sizeLimit): the pod is Failed
+    /// with this reason and message, and is not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<Eviction>,
+}
+
+/// Why a pod was evicted, as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eviction {
+    /// "Evicted".
+    pub reason: String,
+    /// `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi".`
+    pub message: String,
 }
 
 impl PodRuntimeStatus {

@@ -3,6 +3,7 @@
 
 use super::plan::{ShimContainer, ShimPlan};
 use super::status::PodRuntimeStatus;
+use super::volume_watch;
 use crate::backoff::{Backoff, should_restart};
 use crate::logs::{LogWriter, Rotation, Stream};
 use crate::probe::{Outcome, ProbeState, check_http, check_tcp};
@@ -115,6 +116,7 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
             .collect(),
         pids: vec![0; n],
         stopped: false,
+        evicted: None,
     };
     status.save(dir).map_err(|source| ShimError::Status {
         dir: dir.to_path_buf(),
@@ -134,8 +136,15 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
         if let Ok(sig) = signals.wait() {
             tracing::info!(%sig, pod = %watcher.plan.pod, "stopping the pod");
         }
-        stop_all(&watcher);
+        stop_all(
+            &watcher,
+            Duration::from_secs(watcher.plan.grace_period_seconds),
+        );
     });
+    if !shared.plan.volume_watch.limits.is_empty() {
+        let w = shared.clone();
+        std::thread::spawn(move || watch_volumes(&w));
+    }
     if shared
         .plan
         .containers
@@ -158,8 +167,9 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
     Ok(())
 }
 
-/// SIGTERM to every running container, SIGKILL after the grace period.
-fn stop_all(shared: &Shared) {
+/// SIGTERM to every running container, SIGKILL after the grace period (at once when it is
+/// zero), repeated until no container runs, so that one starting meanwhile goes too.
+fn stop_all(shared: &Shared, grace: Duration) {
     shared.stop.store(true, Ordering::SeqCst);
     shared.wake.1.notify_all();
     let signal_all = |sig: Signal| {
@@ -169,16 +179,40 @@ fn stop_all(shared: &Shared) {
             }
         }
     };
-    signal_all(Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(shared.plan.grace_period_seconds);
-    while Instant::now() < deadline {
-        let running = (0..shared.plan.containers.len()).any(|i| shared.pid(i) != 0);
-        if !running {
+    let running = || (0..shared.plan.containers.len()).any(|i| shared.pid(i) != 0);
+    if !grace.is_zero() {
+        signal_all(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        signal_all(Signal::SIGKILL);
+        if !running() || Instant::now() >= deadline {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    signal_all(Signal::SIGKILL);
+}
+
+/// Measures the pod's limited emptyDirs; evicts the pod (SIGKILL to every container, no
+/// restart) when one is over its sizeLimit.
+fn watch_volumes(shared: &Shared) {
+    let eviction = volume_watch::watch(
+        &shared.plan.volume_watch,
+        |d| shared.sleep(d),
+        || shared.stopping(),
+    );
+    if let Some(eviction) = eviction {
+        tracing::warn!(pod = %shared.plan.pod, message = %eviction.message, "evicting the pod");
+        shared.update(|s| s.evicted = Some(eviction));
+        stop_all(shared, Duration::ZERO);
+    }
 }
 
 fn supervise(shared: &Shared, i: usize) {

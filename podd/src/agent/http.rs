@@ -2,8 +2,10 @@
 //! server's proxy of `pods/{name}/log|exec` and for Prometheus.
 //!
 //! Served on a root-only Unix socket `<run_dir>/agent.sock` (trusted, like the API socket) and,
-//! when the agent has a token, on TCP `<node_ip>:10250`, where each request must carry
-//! `Authorization: Bearer <the node's own agent token>`.
+//! on a joined node, on TCP `<node_ip>:10250` with TLS only: the agent presents the serving
+//! certificate the server issued at join and requires a client certificate from the cluster CA
+//! with clientAuth use, which only the API server has. Nothing else (plain HTTP, TLS without
+//! that certificate, a bearer token) is accepted on TCP.
 //!
 //! - `GET /pods/{uid}/log?container=C&follow=true&tailLines=N`: the container's log as text,
 //!   streamed while following.
@@ -26,16 +28,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const AGENT_PORT: u16 = 10250;
-/// The Node annotation naming where the agent's endpoint is.
-pub const ENDPOINT_ANNOTATION: &str = "podd.io/agent-endpoint";
+use podd_control_plane::conn_limits::{
+    ConnGate, ConnPermit, process_limits as limits, serve_http1,
+};
+
+pub use podd_control_plane::agent_proxy::AGENT_PORT;
 
 type Body = BoxBody<Bytes, Infallible>;
 
 pub struct AgentHttp {
     pub manager: Arc<PodManager>,
-    /// The token TCP requests must present; None disables the TCP listener.
-    pub token: Option<String>,
+    /// The TLS config of the TCP listener (this node's certificate, client certificates
+    /// required); None disables the TCP listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub lb: Option<Arc<Mutex<podd_lb::LoadBalancer>>>,
 }
 
@@ -45,8 +50,8 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
 }
 
 impl AgentHttp {
-    /// Binds the Unix socket (and TCP when there is a token and a node IP), then serves in
-    /// background tasks. Returns the endpoint to publish on the Node.
+    /// Binds the Unix socket (and TCP with TLS when there is a TLS config and a node IP), then
+    /// serves in background tasks. Returns where it listens, for the log.
     pub fn start(
         self,
         run_dir: &Path,
@@ -63,28 +68,43 @@ impl AgentHttp {
         }
         let mut endpoint = format!("unix://{}", path.display());
         let t = this.clone();
+        // Connection caps and timeouts: podd_control_plane::conn_limits.
+        let unix_gate = ConnGate::for_connections("connections to the agent socket", limits());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = unix.accept().await else {
+                    // Out of fds and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                serve_conn(t.clone(), TokioIo::new(stream), false);
+                // Over the cap, the stream is dropped (closed) at once.
+                let Ok(permit) = unix_gate.admit(None) else {
+                    continue;
+                };
+                serve_conn(t.clone(), TokioIo::new(stream), permit);
             }
         });
-        if let (Some(_), Some(ip)) = (&this.token, node_ip) {
+        if let (Some(tls), Some(ip)) = (&this.tls, node_ip) {
             let addr = SocketAddr::from((ip, AGENT_PORT));
             let std_l = std::net::TcpListener::bind(addr)?;
             std_l.set_nonblocking(true)?;
             let tcp = tokio::net::TcpListener::from_std(std_l)?;
-            endpoint = format!("http://{addr}");
+            endpoint = format!("{endpoint} and https://{addr} (client certificate required)");
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             let t = this.clone();
+            let gate = ConnGate::for_connections("connections to the agent port", limits());
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = tcp.accept().await else {
+                    let Ok((stream, peer)) = tcp.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    // Over the caps, the stream is dropped (closed) at once, before any read.
+                    let Ok(permit) = gate.admit(Some(peer.ip())) else {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    serve_conn(t.clone(), TokioIo::new(stream), true);
+                    serve_tls_conn(t.clone(), stream, acceptor.clone(), permit);
                 }
             });
         }
@@ -93,21 +113,39 @@ impl AgentHttp {
     }
 }
 
-fn serve_conn<I>(this: Arc<AgentHttp>, io: I, need_token: bool)
+/// A TCP connection: served only after a TLS handshake in which the client proved a
+/// cluster-CA client certificate (rustls refuses the handshake otherwise).
+fn serve_tls_conn(
+    this: Arc<AgentHttp>,
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    permit: ConnPermit,
+) {
+    tokio::spawn(async move {
+        let peer = stream.peer_addr().ok();
+        let handshake_timeout = limits().tls_handshake_timeout;
+        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_conn(this, TokioIo::new(tls), permit),
+            Ok(Err(e)) => {
+                tracing::debug!(?peer, error = %e, "agent endpoint: TLS handshake refused")
+            }
+            Err(_) => tracing::debug!(?peer, "agent endpoint: TLS handshake timed out"),
+        }
+    });
+}
+
+fn serve_conn<I>(this: Arc<AgentHttp>, io: I, permit: ConnPermit)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let svc = hyper::service::service_fn(move |req| {
             let this = this.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, need_token).await) }
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
         });
-        if let Err(e) = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, svc)
-            .await
-        {
-            tracing::debug!(error = %e, "agent endpoint connection");
-        }
+        // Idle and header timeouts; the permit holds the connection's slot until it ends.
+        serve_http1(io, limits(), svc).await.log("agent");
+        drop(permit);
     });
 }
 
@@ -165,33 +203,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl AgentHttp {
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
-            return false;
-        };
-        let Some(h) = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let given = h.strip_prefix("Bearer ").unwrap_or_default().trim();
-        given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, need_token: bool) -> Response<Body> {
-        if need_token && !self.authorized(&req) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "send Authorization: Bearer <this node's agent token>",
-            );
-        }
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or_default().to_string();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -7,6 +7,8 @@ mod pods;
 mod routes;
 mod services;
 
+pub use http::socket_path;
+
 use anyhow::{Context, Result};
 use podd_client::Client;
 use podd_image::{ImageStore, RegistryOptions};
@@ -36,10 +38,13 @@ pub struct AgentConfig {
     pub lb_on_host: bool,
     /// Directory on a bpffs for the load balancer's pins.
     pub bpf_pin_dir: PathBuf,
+    /// Caps on what the image store unpacks (`--image-max-*` flags).
+    pub image_limits: podd_image::StoreLimits,
     pub cluster_domain: String,
-    /// This node's agent token: TCP requests to the agent endpoint must present it. Without
-    /// one the endpoint is served on the Unix socket only.
-    pub agent_token: Option<String>,
+    /// Serve the agent endpoint on `<node_ip>:10250` too, over TLS with the certificate the
+    /// server issues at join (a joined node). Without it (the all-in-one node, whose server
+    /// reaches it over the Unix socket) the endpoint is served on the Unix socket only.
+    pub serve_tcp: bool,
 }
 
 impl AgentConfig {
@@ -126,31 +131,34 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         }
     };
 
-    let endpoint = http::AgentHttp {
-        manager: manager.clone(),
-        token: cfg.agent_token.clone(),
-        lb: lb.clone(),
-    }
-    .start(&cfg.run_dir, cfg.node_ip);
-    match endpoint {
-        Ok(ep) => {
-            let patch =
-                serde_json::json!({"metadata": {"annotations": {http::ENDPOINT_ANNOTATION: ep}}});
-            if let Err(e) = client
-                .api::<podd_api::Node>(None)
-                .patch(&cfg.node_name, &patch)
-                .await
-            {
-                tracing::warn!(error = %e, "could not publish the agent endpoint on the Node");
+    // The server finds this endpoint itself (the Unix socket of its own machine's agent, or
+    // the registered InternalIP): nothing about it is published on the Node.
+    let tls = if cfg.serve_tcp {
+        match node::agent_tls(&client, &cfg.node_name).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "the agent endpoint is not served on TCP: logs and exec of this node's pods fail"
+                );
+                None
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "the agent endpoint (logs, exec, metrics) is not served")
-        }
+    } else {
+        None
+    };
+    if let Err(e) = (http::AgentHttp {
+        manager: manager.clone(),
+        tls,
+        lb: lb.clone(),
+    })
+    .start(&cfg.run_dir, cfg.node_ip)
+    {
+        tracing::error!(error = %e, "the agent endpoint (logs, exec, metrics) is not served");
     }
 
-    let images =
-        ImageStore::open(cfg.data_dir.join("images")).context("opening the image store")?;
+    let images = ImageStore::open_with(cfg.data_dir.join("images"), cfg.image_limits)
+        .context("opening the image store")?;
     let registry = RegistryOptions {
         plain_http: cfg.insecure_registries.clone(),
         ..RegistryOptions::default()

@@ -88,6 +88,30 @@ pub async fn register(client: &Client, r: &Registration) -> Result<Node> {
     Ok(stored)
 }
 
+/// This node's agent endpoint TLS config: the serving certificate the server issues for this
+/// node's registered address (asked over the server's TLS port with the node's token), and the
+/// cluster CA, whose client certificate (the server's) every TCP client must present. The key
+/// stays in memory; a restarted agent asks again.
+pub async fn agent_tls(
+    client: &Client,
+    name: &str,
+) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    let path = format!(
+        "{}/certificate",
+        podd_client::resource_path(podd_api::Kind::Node, None, Some(name))
+    );
+    let cert: podd_control_plane::agent_proxy::AgentCertificate = client
+        .request(hyper::Method::POST, &path, None, "application/json")
+        .await
+        .with_context(|| format!("asking the server for the agent certificate of node {name}"))?;
+    let pair = podd_control_plane::tls::CertAndKey {
+        cert_pem: cert.certificate,
+        key_pem: cert.key,
+    };
+    podd_control_plane::tls::agent_server_config(&pair, &cert.ca)
+        .context("building the agent endpoint's TLS config")
+}
+
 /// Renews the node's lease every `every` until the process ends; a failed renewal is retried
 /// at the next tick (the server marks the node NotReady only after its grace period).
 pub async fn renew_lease(client: Client, name: String, every: Duration) {

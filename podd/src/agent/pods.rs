@@ -11,6 +11,7 @@ use podd_image::{ImageStore, PullPolicy, RegistryOptions, UnpackedImage};
 use podd_pod::backoff::Backoff;
 use podd_pod::manager::PodManager;
 use podd_pod::pod_status::pod_status;
+use podd_pod::shim::volume_watch::EVICTED;
 use podd_pod::stats::{CpuSample, millicores};
 use podd_pod::timefmt::rfc3339;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -52,6 +53,9 @@ struct State {
     usage: HashMap<String, PodUsage>,
     /// A pod's IP is fixed for its life: looked up once (status file + netlink), not per tick.
     ips: HashMap<String, Ipv4Addr>,
+    /// Pods evicted on this node (an emptyDir over its sizeLimit): torn down once their
+    /// Failed status is in the API, and never started again while the API still has them.
+    evicted: HashSet<String>,
     last_usage: Instant,
 }
 
@@ -70,6 +74,7 @@ impl PodLoop {
             cpu: HashMap::new(),
             usage: HashMap::new(),
             ips: HashMap::new(),
+            evicted: HashSet::new(),
             last_usage: Instant::now(),
         };
         let mut synced = false;
@@ -149,8 +154,9 @@ impl PodLoop {
             }
         }
         let now = Instant::now();
+        st.evicted.retain(|uid| st.desired.contains_key(uid));
         for (uid, pod) in &st.desired {
-            if running.contains(uid) || st.busy.contains(uid) {
+            if running.contains(uid) || st.busy.contains(uid) || st.evicted.contains(uid) {
                 continue;
             }
             if pod.status.phase == PodPhase::Succeeded || pod.status.phase == PodPhase::Failed {
@@ -174,6 +180,37 @@ impl PodLoop {
         }
         self.sample_usage(st, &running);
         self.report(st, &running).await;
+        self.remove_evicted(st, &running, done);
+    }
+
+    /// Tears down the pods the shim evicted once the API has their Failed status (as the
+    /// kubelet frees an evicted pod's volumes and containers while the object stays, for a
+    /// controller to replace). Until then the on-disk status keeps saying why.
+    fn remove_evicted(
+        &self,
+        st: &mut State,
+        running: &HashSet<String>,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        for uid in running {
+            let reported_evicted = st
+                .reported
+                .get(uid)
+                .is_some_and(|r| r.phase == PodPhase::Failed && r.reason == EVICTED);
+            if !reported_evicted || st.busy.contains(uid) {
+                continue;
+            }
+            st.evicted.insert(uid.clone());
+            st.busy.insert(uid.clone());
+            tracing::info!(pod = %uid, "removing an evicted pod");
+            let (m, uid, done) = (self.manager.clone(), uid.clone(), done.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = m.stop_pod(&uid) {
+                    tracing::error!(pod = %uid, error = %e, "removing an evicted pod");
+                }
+                let _ = done.send(Done::Stopped(uid));
+            });
+        }
     }
 
     async fn start(&self, pod: &Pod) -> Result<(), (&'static str, String)> {

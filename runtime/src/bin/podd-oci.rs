@@ -462,6 +462,14 @@ fn log_error(cli: &Cli, msg: &str) {
 
 fn main() {
     let cli = Cli::parse();
+    // The commands whose processes enter a container run from a sealed copy of this binary, so
+    // the container cannot reach (and overwrite) the host's file through /proc/<pid>/exe.
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec { .. })
+        && let Err(e) = podd_runtime::sealed_exe::ensure("podd-oci")
+    {
+        let _ = writeln!(std::io::stderr(), "podd-oci: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = init_logging(&cli) {
         let _ = writeln!(std::io::stderr(), "podd-oci: {e:#}");
         std::process::exit(1);
