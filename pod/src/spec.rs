@@ -21,6 +21,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
 };
 use podd_api::pod::{Container, Pod};
+use podd_runtime::devices::DEFAULT_DEVICES;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -294,21 +295,6 @@ fn current_capabilities() -> Vec<&'static str> {
         .map(|(_, name)| *name)
         .collect()
 }
-
-/// The character devices every container may use, as (major, minor; None for all minors):
-/// the OCI default list that runc and containerd allow (null, zero, full, random, urandom,
-/// tty, console, ptmx, and the pts of its own devpts).
-pub const DEFAULT_DEVICES: [(i64, Option<i64>); 9] = [
-    (1, Some(3)),
-    (1, Some(5)),
-    (1, Some(7)),
-    (1, Some(8)),
-    (1, Some(9)),
-    (5, Some(0)),
-    (5, Some(1)),
-    (5, Some(2)),
-    (136, None),
-];
 
 /// `linux.resources.devices`: deny every device, then allow [`DEFAULT_DEVICES`] (read,
 /// write, mknod); a privileged container may use every device.

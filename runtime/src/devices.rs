@@ -53,6 +53,22 @@ fn dev_type(t: Option<LinuxDeviceType>) -> Option<u32> {
     }
 }
 
+/// The character devices every container may use, as (major, minor; None for all minors):
+/// the OCI default list that runc and containerd allow (null, zero, full, random, urandom,
+/// tty, console, ptmx, and the pts of its own devpts). The runtime always allows them; the pod
+/// layer writes them into each spec too, so the spec says what the container may use.
+pub const DEFAULT_DEVICES: [(i64, Option<i64>); 9] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+];
+
 fn num(n: Option<i64>) -> Option<u32> {
     n.filter(|n| *n >= 0).map(|n| n as u32)
 }
@@ -78,19 +94,9 @@ pub fn rules(spec_rules: &[LinuxDeviceCgroup], spec_devices: &[LinuxDevice]) -> 
     };
     out.push(allow(DEV_CHAR, None, None, 1));
     out.push(allow(DEV_BLOCK, None, None, 1));
-    for (major, minor) in [
-        (1, 3),
-        (1, 5),
-        (1, 7),
-        (1, 8),
-        (1, 9),
-        (5, 0),
-        (5, 1),
-        (5, 2),
-    ] {
-        out.push(allow(DEV_CHAR, Some(major), Some(minor), ACC_ALL));
+    for (major, minor) in DEFAULT_DEVICES {
+        out.push(allow(DEV_CHAR, num(Some(major)), num(minor), ACC_ALL));
     }
-    out.push(allow(DEV_CHAR, Some(136), None, ACC_ALL));
     for d in spec_devices {
         if let Some(t) = dev_type(Some(d.typ())) {
             out.push(allow(

@@ -221,19 +221,23 @@ fn an_evicted_deployment_pod_is_replaced_and_removed_from_the_node() -> anyhow::
             }
         }))?,
     )?;
+    // podd's deployment controller deletes a terminal pod as soon as it has replaced it, so
+    // the Failed/Evicted object may live only for a moment: watch for it rather than poll.
+    let evicted = watch_for_evicted(&c.state.server_socket);
     c.podctl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
-    let mut evicted = serde_json::Value::Null;
-    wait_for(Duration::from_secs(60), "an evicted filler pod", || {
-        let pods = c.get_items("pods", Some("app=filler"))?;
-        if let Some(p) = pods
-            .iter()
-            .find(|p| p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted")
-        {
-            evicted = p.clone();
-            return Ok(true);
+    let evicted = match evicted.recv_timeout(Duration::from_secs(60)) {
+        Ok(p) => serde_json::to_value(p)?,
+        Err(e) => {
+            let pods = c.get_items("pods", Some("app=filler")).unwrap_or_default();
+            let statuses: Vec<_> = pods.iter().map(|p| &p["status"]).collect();
+            anyhow::bail!(
+                "no filler pod was seen Failed/Evicted within 60 s ({e})\npods' status: \
+                 {statuses:#?}\nagent log:\n{}\nserver log:\n{}",
+                c.log("agent-node-1.log"),
+                c.log("server.log")
+            );
         }
-        Ok(false)
-    })?;
+    };
     let uid = evicted["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
@@ -262,4 +266,40 @@ fn an_evicted_deployment_pod_is_replaced_and_removed_from_the_node() -> anyhow::
     )?;
     c.podctl(&["delete", "deployment", "filler"])?;
     c.down()
+}
+
+/// The first filler pod the API shows Failed with reason Evicted, seen through a watch started
+/// before this returns (so no transition is missed).
+fn watch_for_evicted(socket: &Path) -> std::sync::mpsc::Receiver<Pod> {
+    use futures::StreamExt;
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the watch");
+        rt.block_on(async move {
+            let client = podd_client::Client::unix(socket);
+            let pods = client.api::<Pod>(Some("default"));
+            let lp = podd_client::ListParams::labels("app=filler");
+            let mut events = match pods.watch(&lp, "0").await {
+                Ok(e) => e,
+                Err(e) => panic!("watching the filler pods: {e}"),
+            };
+            let _ = started_tx.send(());
+            while let Some(Ok(ev)) = events.next().await {
+                let st = &ev.object.status;
+                if st.phase == PodPhase::Failed && st.reason == "Evicted" {
+                    let _ = tx.send(ev.object);
+                    return;
+                }
+            }
+        });
+    });
+    started
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the watch on the filler pods started");
+    rx
 }
