@@ -59,15 +59,7 @@ fuzz_target!(|data: &[u8]| {
 
     let _ok = unpack(data, &layer);
 
-    let names: BTreeSet<String> = fs::read_dir(root.path())
-        .expect("list the temporary root")
-        .map(|e| {
-            e.expect("a directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let names: BTreeSet<String> = entry_names(root.path()).into_iter().collect();
     assert_eq!(
         names,
         BTreeSet::from(["layer".to_string(), "outside".to_string()]),
@@ -118,9 +110,10 @@ struct Snapshot {
     victim_ino: u64,
 }
 
-fn snapshot(dir: &Path) -> Snapshot {
+/// The names in a directory, sorted.
+fn entry_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("list a victim directory")
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
         .map(|e| {
             e.expect("a directory entry")
                 .file_name()
@@ -129,6 +122,11 @@ fn snapshot(dir: &Path) -> Snapshot {
         })
         .collect();
     names.sort();
+    names
+}
+
+fn snapshot(dir: &Path) -> Snapshot {
+    let names = entry_names(dir);
     let d = fs::symlink_metadata(dir).expect("stat a victim directory");
     let victim = dir.join("victim");
     let v = fs::symlink_metadata(&victim).expect("the victim is still there");
