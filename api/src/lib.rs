@@ -1,90 +1,55 @@
-//! podd's object model: the shapes of Kubernetes' core objects, reduced to what podd supports.
-//!
-//! Every object is `metadata` + `spec` + `status`, serialised in camelCase as Kubernetes does,
-//! so that apps/v1 and v1 manifests for the supported fields read as they are.
+//! podd's object model is Kubernetes' own: the wire and storage types are `k8s-openapi`'s
+//! (generated from Kubernetes' OpenAPI, API version 1.34), so every field a client sends is
+//! kept. This crate adds what podd decides on top of them: the kinds it serves ([`Kind`]),
+//! validation with field paths ([`validation`]), defaulting ([`defaults`]), label and field
+//! selectors ([`selector`]), and CPU and memory arithmetic over quantities ([`quantity`]).
 
-pub mod meta;
-pub mod node;
+pub mod defaults;
+pub mod kind;
+pub mod metrics;
 pub mod object;
-pub mod pod;
+pub mod patch;
+pub mod protobuf;
 pub mod quantity;
-pub mod service;
+pub mod resources;
+pub mod schema;
+pub mod selector;
 pub mod validation;
-pub mod workloads;
 
-pub use meta::{LabelSelector, ObjectMeta, OwnerReference};
-pub use node::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
-pub use object::{
-    EventType, List, ListMeta, Object, Status, StatusCause, StatusDetails, WatchEvent,
-};
-pub use pod::{
-    Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodCondition, PodPhase,
-    PodSpec, PodStatus, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
-};
+pub use k8s_openapi;
+pub use kube_core::ResourceExt;
+
+pub use kind::Kind;
+pub use object::{Object, WatchEventType, status_failure};
 pub use quantity::{Cpu, Memory, QuantityError};
-pub use service::{EndpointAddress, EndpointPort, Endpoints, Service, ServicePort, ServiceSpec};
 pub use validation::{FieldError, ValidationErrors};
-pub use workloads::{Deployment, DeploymentSpec, HorizontalPodAutoscaler, PodTemplateSpec};
 
-/// The object kinds the API serves, with their wire names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Kind {
-    Pod,
-    Deployment,
-    Service,
-    Endpoints,
-    Node,
-    HorizontalPodAutoscaler,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Pod,
-        Kind::Deployment,
-        Kind::Service,
-        Kind::Endpoints,
-        Kind::Node,
-        Kind::HorizontalPodAutoscaler,
-    ];
-
-    /// The plural, lower-case resource name used in API paths (`pods`, `deployments`, ...).
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Pod => "pods",
-            Kind::Deployment => "deployments",
-            Kind::Service => "services",
-            Kind::Endpoints => "endpoints",
-            Kind::Node => "nodes",
-            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
-        }
-    }
-
-    /// Nodes are cluster-scoped; everything else lives in a namespace.
-    pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node)
-    }
-
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::Deployment => "apps/v1",
-            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
-            _ => "v1",
-        }
-    }
-
-    pub fn from_plural(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| {
-            k.plural() == s
-                || k.plural().trim_end_matches('s') == s
-                || matches!(
-                    (k, s),
-                    (Kind::Pod, "po")
-                        | (Kind::Deployment, "deploy")
-                        | (Kind::Service, "svc")
-                        | (Kind::Endpoints, "ep")
-                        | (Kind::Node, "no")
-                        | (Kind::HorizontalPodAutoscaler, "hpa")
-                )
-        })
-    }
-}
+// The types podd's crates use most, under their Kubernetes names.
+pub use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
+    ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+};
+pub use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    HorizontalPodAutoscalerStatus, MetricSpec, MetricStatus, MetricTarget, ResourceMetricSource,
+};
+pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+pub use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, ContainerState, ContainerStateRunning,
+    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EmptyDirVolumeSource,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, EnvVar, Event, ExecAction,
+    HTTPGetAction, HostPathVolumeSource, Node, NodeAddress, NodeAffinity, NodeCondition,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, NodeSpec, NodeStatus, ObjectReference,
+    Pod, PodCondition, PodIP, PodSpec, PodStatus, PodTemplateSpec, Probe, ResourceRequirements,
+    SecurityContext, Service, ServicePort, ServiceSpec, ServiceStatus, TCPSocketAction, Taint,
+    Toleration, Volume, VolumeMount,
+};
+pub use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+pub use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, LabelSelectorRequirement, ListMeta, MicroTime, ObjectMeta,
+    OwnerReference, Status, StatusCause, StatusDetails, Time,
+};
+pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+pub use k8s_openapi::jiff;
+pub use k8s_openapi::{List, Metadata, Resource};

@@ -1,188 +1,150 @@
-//! What every stored kind has in common, and the API's wire envelopes: lists, watch events and
-//! the Status object used for errors.
+//! What every served kind has in common, a way to run generic code on the type of a runtime
+//! [`Kind`] ([`with_kind_type!`]), and the Status object errors are answered with.
 
-use crate::meta::ObjectMeta;
-use crate::{Deployment, Endpoints, HorizontalPodAutoscaler, Kind, Node, Pod, Service};
+use crate::Kind;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Status, StatusDetails};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A kind the API serves: typed access to its metadata and its place in the API.
-pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    const KIND: Kind;
-    fn metadata(&self) -> &ObjectMeta;
-    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+/// A kind the API serves, as its k8s-openapi type.
+pub trait Object:
+    k8s_openapi::Resource
+    + k8s_openapi::ListableResource
+    + k8s_openapi::Metadata<Ty = ObjectMeta>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Default
+    + PartialEq
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const API_KIND: Kind;
 }
 
 macro_rules! object {
     ($t:ty, $k:expr) => {
         impl Object for $t {
-            const KIND: Kind = $k;
-            fn metadata(&self) -> &ObjectMeta {
-                &self.metadata
+            const API_KIND: Kind = $k;
+        }
+    };
+}
+object!(crate::Pod, Kind::Pod);
+object!(crate::Service, Kind::Service);
+object!(crate::Endpoints, Kind::Endpoints);
+object!(crate::Node, Kind::Node);
+object!(crate::Event, Kind::Event);
+object!(crate::Deployment, Kind::Deployment);
+object!(crate::ReplicaSet, Kind::ReplicaSet);
+object!(
+    crate::HorizontalPodAutoscaler,
+    Kind::HorizontalPodAutoscaler
+);
+object!(crate::EndpointSlice, Kind::EndpointSlice);
+object!(crate::Lease, Kind::Lease);
+
+/// Runs `$body` with `$t` bound to the k8s-openapi type of the runtime kind `$kind`:
+/// `with_kind_type!(kind, T => serde_json::from_slice::<T>(bytes).map(|_| ()))`.
+#[macro_export]
+macro_rules! with_kind_type {
+    ($kind:expr, $t:ident => $body:expr) => {
+        match $kind {
+            $crate::Kind::Pod => {
+                type $t = $crate::Pod;
+                $body
             }
-            fn metadata_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
+            $crate::Kind::Service => {
+                type $t = $crate::Service;
+                $body
+            }
+            $crate::Kind::Endpoints => {
+                type $t = $crate::Endpoints;
+                $body
+            }
+            $crate::Kind::Node => {
+                type $t = $crate::Node;
+                $body
+            }
+            $crate::Kind::Event => {
+                type $t = $crate::Event;
+                $body
+            }
+            $crate::Kind::Deployment => {
+                type $t = $crate::Deployment;
+                $body
+            }
+            $crate::Kind::ReplicaSet => {
+                type $t = $crate::ReplicaSet;
+                $body
+            }
+            $crate::Kind::HorizontalPodAutoscaler => {
+                type $t = $crate::HorizontalPodAutoscaler;
+                $body
+            }
+            $crate::Kind::EndpointSlice => {
+                type $t = $crate::EndpointSlice;
+                $body
+            }
+            $crate::Kind::Lease => {
+                type $t = $crate::Lease;
+                $body
             }
         }
     };
 }
-object!(Pod, Kind::Pod);
-object!(Deployment, Kind::Deployment);
-object!(Service, Kind::Service);
-object!(Endpoints, Kind::Endpoints);
-object!(Node, Kind::Node);
-object!(HorizontalPodAutoscaler, Kind::HorizontalPodAutoscaler);
 
-impl Kind {
-    /// The `kind` field of one object (`Pod`, `Deployment`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Pod => "Pod",
-            Kind::Deployment => "Deployment",
-            Kind::Service => "Service",
-            Kind::Endpoints => "Endpoints",
-            Kind::Node => "Node",
-            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
-        }
-    }
-
-    /// The URL prefix of the kind's API group (`/api/v1`, `/apis/apps/v1`, ...).
-    pub fn group_prefix(self) -> &'static str {
-        match self {
-            Kind::Deployment => "/apis/apps/v1",
-            Kind::HorizontalPodAutoscaler => "/apis/autoscaling/v2",
-            _ => "/api/v1",
-        }
-    }
-
-    /// The store key prefix of the kind in `namespace` (all namespaces when None).
-    pub fn key_prefix(self, namespace: Option<&str>) -> String {
-        match (self.namespaced(), namespace) {
-            (true, Some(ns)) => format!("/registry/{}/{}/", self.plural(), ns),
-            _ => format!("/registry/{}/", self.plural()),
-        }
-    }
-
-    /// The store key of one object.
-    pub fn key(self, namespace: &str, name: &str) -> String {
-        if self.namespaced() {
-            format!("/registry/{}/{}/{}", self.plural(), namespace, name)
-        } else {
-            format!("/registry/{}/{}", self.plural(), name)
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ListMeta {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub resource_version: String,
-}
-
-/// `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"N"},"items":[...]}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct List<T> {
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub metadata: ListMeta,
-    #[serde(default = "Vec::new")]
-    pub items: Vec<T>,
-}
-
-impl<T> List<T> {
-    /// The revision the list was read at, to watch from.
-    pub fn revision(&self) -> i64 {
-        self.metadata.resource_version.parse().unwrap_or(0)
-    }
-}
-
+/// The `type` of a watch event on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum EventType {
+pub enum WatchEventType {
     Added,
     Modified,
     Deleted,
-    /// An error in the stream; `object` is a Status.
+    Bookmark,
+    /// An error in the stream; the object is a Status.
     Error,
 }
 
-/// One line of a watch stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WatchEvent<T> {
-    #[serde(rename = "type")]
-    pub kind: EventType,
-    pub object: T,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct StatusCause {
-    pub field: String,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct StatusDetails {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub causes: Vec<StatusCause>,
-}
-
-/// Kubernetes' error object.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Status {
-    pub kind: String,
-    pub api_version: String,
-    pub status: String,
-    pub message: String,
-    /// NotFound, AlreadyExists, Conflict, Invalid, Expired, Unauthorized, Forbidden, BadRequest.
-    pub reason: String,
-    pub code: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<StatusDetails>,
-}
-
-impl Status {
-    pub fn failure(code: u16, reason: &str, message: impl Into<String>) -> Status {
-        Status {
-            kind: "Status".into(),
-            api_version: "v1".into(),
-            status: "Failure".into(),
-            message: message.into(),
-            reason: reason.into(),
-            code,
-            details: None,
+impl WatchEventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchEventType::Added => "ADDED",
+            WatchEventType::Modified => "MODIFIED",
+            WatchEventType::Deleted => "DELETED",
+            WatchEventType::Bookmark => "BOOKMARK",
+            WatchEventType::Error => "ERROR",
         }
     }
+}
 
-    pub fn invalid(kind: Kind, name: &str, errs: &crate::validation::ValidationErrors) -> Status {
-        let mut s = Status::failure(
-            422,
-            "Invalid",
-            format!("{} {name:?} is invalid: {errs}", kind.name()),
-        );
-        s.details = Some(StatusDetails {
-            name: name.into(),
-            kind: kind.plural().into(),
-            causes: errs
-                .0
-                .iter()
-                .map(|e| StatusCause {
-                    field: e.field.clone(),
-                    message: e.message.clone(),
-                })
-                .collect(),
-        });
-        s
+/// A Kubernetes failure Status: `code` (HTTP), `reason` (NotFound, AlreadyExists, Conflict,
+/// Invalid, Expired, Gone, Unauthorized, Forbidden, BadRequest, ...) and a message.
+pub fn status_failure(code: u16, reason: &str, message: impl Into<String>) -> Status {
+    Status {
+        status: Some("Failure".into()),
+        message: Some(message.into()),
+        reason: Some(reason.into()),
+        code: Some(i32::from(code)),
+        details: None,
+        metadata: Default::default(),
     }
+}
+
+/// The 422 Invalid Status for `errs` on the object `name` of `kind`, one cause per problem.
+pub fn status_invalid(kind: Kind, name: &str, errs: &crate::ValidationErrors) -> Status {
+    let mut s = status_failure(
+        422,
+        "Invalid",
+        format!("{} {name:?} is invalid: {errs}", kind.name()),
+    );
+    s.details = Some(StatusDetails {
+        name: Some(name.into()),
+        group: Some(kind.group().into()).filter(|g: &String| !g.is_empty()),
+        kind: Some(kind.name().into()),
+        causes: Some(errs.causes()),
+        ..Default::default()
+    });
+    s
 }

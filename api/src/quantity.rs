@@ -169,6 +169,33 @@ macro_rules! string_serde {
 string_serde!(Cpu);
 string_serde!(Memory);
 
+/// Kubernetes' quantity on the wire ([`crate::Quantity`]) as podd's CPU and memory.
+impl TryFrom<&crate::Quantity> for Cpu {
+    type Error = QuantityError;
+    fn try_from(q: &crate::Quantity) -> Result<Self, Self::Error> {
+        q.0.parse()
+    }
+}
+
+impl TryFrom<&crate::Quantity> for Memory {
+    type Error = QuantityError;
+    fn try_from(q: &crate::Quantity) -> Result<Self, Self::Error> {
+        q.0.parse()
+    }
+}
+
+impl From<Cpu> for crate::Quantity {
+    fn from(c: Cpu) -> Self {
+        crate::Quantity(c.to_string())
+    }
+}
+
+impl From<Memory> for crate::Quantity {
+    fn from(m: Memory) -> Self {
+        crate::Quantity(m.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! A typed async client for the podd API, over the node's Unix socket or over TLS with a bearer
-//! token.
+//! A typed async client for the podd API (Kubernetes' API), over the node's Unix socket or
+//! over TLS with a bearer token. Objects are k8s-openapi's types, as `podd_api` re-exports
+//! them; every kind in [`podd_api::Kind`] is reachable through [`Client::api`].
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), podd_client::Error> {
@@ -10,14 +11,21 @@
 //! ```
 //!
 //! Connections are HTTP/1.1 with keep-alive, pooled and shared by every clone of a `Client`;
-//! each watch takes a connection of its own. `Api::watcher` lists, then watches from the
-//! list's resourceVersion, and relists by itself when the server answers 410 Expired.
+//! each watch takes a connection of its own. `watcher` lists, then watches from the list's
+//! resourceVersion, and relists by itself when the server answers 410 Expired.
 
+mod api;
 mod config;
 mod conn;
+mod params;
 mod watcher;
 
+pub use api::{Api, Deleted, EventStream, WatchEvent};
 pub use config::{ClientConfig, ConfigError};
+pub use params::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Propagation, content_type,
+};
+pub use podd_api::patch::PatchType;
 pub use watcher::{WatcherEvent, watcher};
 
 use bytes::Bytes;
@@ -25,15 +33,14 @@ use conn::Connector;
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
-use podd_api::{Kind, List, Object, Status, WatchEvent};
-use std::marker::PhantomData;
+use podd_api::{Kind, Object, Status};
 use std::pin::Pin;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with a Kubernetes Status (404, 409, 410, 422, ...).
-    #[error("{} ({})", .0.message, .0.code)]
+    #[error("{}", status_text(.0))]
     Api(Box<Status>),
     #[error("could not connect to the podd API at {endpoint}: {source}")]
     Connect {
@@ -48,20 +55,70 @@ pub enum Error {
     Tls(String),
 }
 
+/// `Deployment.apps "web" is invalid: spec.replicas: ... (422 Invalid)`, with every cause that
+/// the message does not already name.
+fn status_text(s: &Status) -> String {
+    let message = s.message.as_deref().unwrap_or("");
+    let mut out = match (s.code, s.reason.as_deref()) {
+        (Some(c), Some(r)) => format!("{message} ({c} {r})"),
+        (Some(c), None) => format!("{message} ({c})"),
+        (None, Some(r)) => format!("{message} ({r})"),
+        (None, None) => message.to_string(),
+    };
+    let causes = s.details.as_ref().and_then(|d| d.causes.as_ref());
+    for c in causes.into_iter().flatten() {
+        let field = c.field.as_deref().unwrap_or("");
+        let msg = c.message.as_deref().unwrap_or("");
+        if !message.contains(msg) {
+            out.push_str(&format!("\n  {field}: {msg}"));
+        }
+    }
+    out
+}
+
 impl Error {
+    /// The Status of an API error.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::Api(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The HTTP status code, for API errors.
     pub fn code(&self) -> Option<u16> {
-        match self {
-            Error::Api(s) => Some(s.code),
-            _ => None,
-        }
+        self.status()
+            .and_then(|s| s.code)
+            .and_then(|c| u16::try_from(c).ok())
     }
+
+    /// The Status reason (`NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `Expired`, ...).
     pub fn reason(&self) -> Option<&str> {
-        match self {
-            Error::Api(s) => Some(&s.reason),
-            _ => None,
-        }
+        self.status().and_then(|s| s.reason.as_deref())
     }
+
+    /// The Status message.
+    pub fn message(&self) -> Option<&str> {
+        self.status().and_then(|s| s.message.as_deref())
+    }
+
+    /// The Status's `details.causes`: `(field, reason, message)` of each problem.
+    pub fn causes(&self) -> Vec<(&str, &str, &str)> {
+        self.status()
+            .and_then(|s| s.details.as_ref())
+            .and_then(|d| d.causes.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.field.as_deref().unwrap_or(""),
+                    c.reason.as_deref().unwrap_or(""),
+                    c.message.as_deref().unwrap_or(""),
+                )
+            })
+            .collect()
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(404)
     }
@@ -73,47 +130,7 @@ impl Error {
     }
 }
 
-/// What a list or watch selects.
-#[derive(Debug, Clone, Default)]
-pub struct ListParams {
-    /// `app=web,tier!=db`.
-    pub label_selector: Option<String>,
-    /// `spec.nodeName=node-1`.
-    pub field_selector: Option<String>,
-    /// Ends a watch after this many seconds.
-    pub timeout_seconds: Option<u64>,
-}
-
-impl ListParams {
-    pub fn labels(s: &str) -> ListParams {
-        ListParams {
-            label_selector: Some(s.to_string()),
-            ..ListParams::default()
-        }
-    }
-    pub fn fields(s: &str) -> ListParams {
-        ListParams {
-            field_selector: Some(s.to_string()),
-            ..ListParams::default()
-        }
-    }
-
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        if let Some(l) = &self.label_selector {
-            q.push(("labelSelector", l.clone()));
-        }
-        if let Some(f) = &self.field_selector {
-            q.push(("fieldSelector", f.clone()));
-        }
-        if let Some(t) = self.timeout_seconds {
-            q.push(("timeoutSeconds", t.to_string()));
-        }
-        q
-    }
-}
-
-fn encode_component(s: &str) -> String {
+pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -125,7 +142,7 @@ fn encode_component(s: &str) -> String {
     out
 }
 
-fn with_query(path: String, q: &[(&str, String)]) -> String {
+pub(crate) fn with_query(path: String, q: &[(&str, String)]) -> String {
     if q.is_empty() {
         return path;
     }
@@ -138,7 +155,7 @@ fn with_query(path: String, q: &[(&str, String)]) -> String {
 
 /// The API path of a kind, a namespace (None: all namespaces / cluster-scoped) and a name.
 pub fn resource_path(kind: Kind, ns: Option<&str>, name: Option<&str>) -> String {
-    let mut p = kind.group_prefix().to_string();
+    let mut p = kind.group_prefix();
     if kind.namespaced()
         && let Some(ns) = ns
     {
@@ -167,10 +184,12 @@ pub struct RawResponse {
     pub body: Bytes,
 }
 
-fn decode_error(status: StatusCode, body: &[u8]) -> Error {
+/// The Status of a non-2xx answer (or one made from the HTTP status when the body is not a
+/// Status).
+pub(crate) fn decode_error(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<Status>(body) {
-        Ok(s) if s.code != 0 => Error::Api(Box::new(s)),
-        _ => Error::Api(Box::new(Status::failure(
+        Ok(s) if s.code.is_some_and(|c| c != 0) => Error::Api(Box::new(s)),
+        _ => Error::Api(Box::new(podd_api::status_failure(
             status.as_u16(),
             status.canonical_reason().unwrap_or("Unknown"),
             String::from_utf8_lossy(body).into_owned(),
@@ -248,216 +267,9 @@ impl Client {
 
     /// A typed handle on one kind in one namespace (None: all namespaces, or cluster-scoped).
     pub fn api<T: Object>(&self, ns: Option<&str>) -> Api<T> {
-        Api {
-            client: self.clone(),
-            ns: ns.map(String::from),
-            _t: PhantomData,
-        }
-    }
-}
-
-/// Typed operations on one kind.
-pub struct Api<T> {
-    client: Client,
-    ns: Option<String>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for Api<T> {
-    fn clone(&self) -> Self {
-        Api {
-            client: self.client.clone(),
-            ns: self.ns.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<WatchEvent<T>, Error>> + Send>>;
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(|e| Error::Decode(e.to_string()))
-}
-
-const JSON: &str = "application/json";
-const MERGE_PATCH: &str = "application/merge-patch+json";
-
-impl<T: Object> Api<T> {
-    fn ns_for_write(&self, obj: Option<&T>) -> Option<String> {
-        if !T::KIND.namespaced() {
-            return None;
-        }
-        self.ns
-            .clone()
-            .or_else(|| {
-                obj.map(|o| o.metadata().namespace.clone())
-                    .filter(|n| !n.is_empty())
-            })
-            .or_else(|| Some("default".into()))
+        Api::new(self.clone(), ns)
     }
 
-    fn path(&self, ns: Option<&str>, name: Option<&str>) -> String {
-        resource_path(T::KIND, ns, name)
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub async fn get(&self, name: &str) -> Result<T, Error> {
-        let ns = self.ns_for_write(None);
-        self.client
-            .request(
-                Method::GET,
-                &self.path(ns.as_deref(), Some(name)),
-                None,
-                JSON,
-            )
-            .await
-    }
-
-    /// Like `get`, but None when the object does not exist.
-    pub async fn get_opt(&self, name: &str) -> Result<Option<T>, Error> {
-        match self.get(name).await {
-            Ok(o) => Ok(Some(o)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn list(&self, lp: &ListParams) -> Result<List<T>, Error> {
-        let path = with_query(self.path(self.ns.as_deref(), None), &lp.query());
-        self.client.request(Method::GET, &path, None, JSON).await
-    }
-
-    pub async fn create(&self, obj: &T) -> Result<T, Error> {
-        let ns = self.ns_for_write(Some(obj));
-        self.client
-            .request(
-                Method::POST,
-                &self.path(ns.as_deref(), None),
-                Some(to_json(obj)?),
-                JSON,
-            )
-            .await
-    }
-
-    /// Replaces the object; fails with 409 if its resourceVersion is not the stored one.
-    pub async fn update(&self, obj: &T) -> Result<T, Error> {
-        let ns = self.ns_for_write(Some(obj));
-        let p = self.path(ns.as_deref(), Some(&obj.metadata().name));
-        self.client
-            .request(Method::PUT, &p, Some(to_json(obj)?), JSON)
-            .await
-    }
-
-    /// Replaces the object's status.
-    pub async fn update_status(&self, obj: &T) -> Result<T, Error> {
-        let ns = self.ns_for_write(Some(obj));
-        let p = format!(
-            "{}/status",
-            self.path(ns.as_deref(), Some(&obj.metadata().name))
-        );
-        self.client
-            .request(Method::PUT, &p, Some(to_json(obj)?), JSON)
-            .await
-    }
-
-    /// Applies a JSON merge patch.
-    pub async fn patch(&self, name: &str, patch: &serde_json::Value) -> Result<T, Error> {
-        let ns = self.ns_for_write(None);
-        let p = self.path(ns.as_deref(), Some(name));
-        self.client
-            .request(Method::PATCH, &p, Some(to_json(patch)?), MERGE_PATCH)
-            .await
-    }
-
-    /// Applies a JSON merge patch to the status.
-    pub async fn patch_status(&self, name: &str, patch: &serde_json::Value) -> Result<T, Error> {
-        let ns = self.ns_for_write(None);
-        let p = format!("{}/status", self.path(ns.as_deref(), Some(name)));
-        self.client
-            .request(Method::PATCH, &p, Some(to_json(patch)?), MERGE_PATCH)
-            .await
-    }
-
-    /// Deletes the object (and, on the server, what it owns); returns it as it was.
-    pub async fn delete(&self, name: &str) -> Result<T, Error> {
-        let ns = self.ns_for_write(None);
-        self.client
-            .request(
-                Method::DELETE,
-                &self.path(ns.as_deref(), Some(name)),
-                None,
-                JSON,
-            )
-            .await
-    }
-
-    /// Sets a Deployment's replicas through the scale subresource.
-    pub async fn scale(&self, name: &str, replicas: u32) -> Result<serde_json::Value, Error> {
-        let ns = self.ns_for_write(None);
-        let p = format!("{}/scale", self.path(ns.as_deref(), Some(name)));
-        let body = serde_json::json!({"spec": {"replicas": replicas}});
-        self.client
-            .request(Method::PUT, &p, Some(to_json(&body)?), JSON)
-            .await
-    }
-
-    /// Events after `resource_version` ("0" or "": the current objects as ADDED first). A
-    /// compacted version fails with a 410 error; so does an ERROR event in the stream.
-    pub async fn watch(
-        &self,
-        lp: &ListParams,
-        resource_version: &str,
-    ) -> Result<EventStream<T>, Error> {
-        let mut q = lp.query();
-        q.push(("watch", "true".into()));
-        q.push(("resourceVersion", resource_version.to_string()));
-        let path = with_query(self.path(self.ns.as_deref(), None), &q);
-        let resp = self
-            .client
-            .conn
-            .send(Method::GET, &path, None, JSON, true)
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.client.conn.http_err(e))?
-                .to_bytes();
-            return Err(decode_error(status, &body));
-        }
-        let endpoint = self.client.endpoint().to_string();
-        let body = resp.into_body().into_data_stream();
-        let lines = conn::lines(body, endpoint);
-        Ok(lines
-            .map(|line| {
-                let line = line?;
-                let raw: WatchEvent<serde_json::Value> = serde_json::from_slice(&line)
-                    .map_err(|e| Error::Decode(format!("watch event: {e}")))?;
-                if raw.kind == podd_api::EventType::Error {
-                    let st: Status = serde_json::from_value(raw.object)
-                        .map_err(|e| Error::Decode(e.to_string()))?;
-                    return Err(Error::Api(Box::new(st)));
-                }
-                let object: T = serde_json::from_value(raw.object)
-                    .map_err(|e| Error::Decode(format!("watch event object: {e}")))?;
-                Ok(WatchEvent {
-                    kind: raw.kind,
-                    object,
-                })
-            })
-            .boxed())
-    }
-}
-
-/// A response body read chunk by chunk as it arrives (`podctl logs -f`).
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
-
-impl Client {
     /// Sends a GET-like request and streams a 2xx body as it arrives; other answers are
     /// decoded into an Error.
     pub async fn stream(&self, method: Method, path: &str) -> Result<ByteStream, Error> {
@@ -479,7 +291,32 @@ impl Client {
             .map(move |r| r.map_err(|e| conn.http_err(e)))
             .boxed())
     }
+
+    /// Streams the newline-separated lines of a 2xx body (watch streams).
+    pub(crate) async fn stream_lines(
+        &self,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + use<>, Error> {
+        let resp = self.conn.send(Method::GET, path, None, JSON, true).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.conn.http_err(e))?
+                .to_bytes();
+            return Err(decode_error(status, &body));
+        }
+        let endpoint = self.endpoint().to_string();
+        Ok(conn::lines(resp.into_body().into_data_stream(), endpoint))
+    }
 }
+
+pub(crate) const JSON: &str = "application/json";
+
+/// A response body read chunk by chunk as it arrives (`podctl logs -f`).
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
 
 #[cfg(test)]
 mod tests {
@@ -497,8 +334,30 @@ mod tests {
         );
         assert_eq!(resource_path(Kind::Pod, None, None), "/api/v1/pods");
         assert_eq!(
-            with_query("/p".into(), &ListParams::labels("app=web").query()),
-            "/p?labelSelector=app%3Dweb"
+            resource_path(Kind::Lease, Some("kube-node-lease"), Some("n1")),
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
         );
+        assert_eq!(
+            with_query("/p".into(), &ListParams::labels("app in (web)").query()),
+            "/p?labelSelector=app%20in%20%28web%29"
+        );
+    }
+
+    #[test]
+    fn errors_carry_the_status() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure",
+            "message":"Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+            "reason":"Invalid","code":422,
+            "details":{"name":"web","kind":"Deployment","causes":[{"reason":"FieldValueInvalid",
+            "message":"Invalid value: -1: must be greater than or equal to 0","field":"spec.replicas"}]}}"#;
+        let e = decode_error(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(e.code(), Some(422));
+        assert_eq!(e.reason(), Some("Invalid"));
+        assert_eq!(e.causes()[0].0, "spec.replicas");
+        assert!(e.to_string().contains("422 Invalid"), "{e}");
+
+        let e = decode_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(e.code(), Some(502));
+        assert!(e.to_string().contains("upstream down"));
     }
 }

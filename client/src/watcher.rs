@@ -3,7 +3,7 @@
 
 use crate::{Api, Error, EventStream, ListParams};
 use futures::{Stream, StreamExt};
-use podd_api::{EventType, Object};
+use podd_api::{Object, WatchEventType};
 use std::time::Duration;
 
 /// What a watcher yields.
@@ -22,19 +22,24 @@ enum State<T> {
     Streaming { rv: String, stream: EventStream<T> },
 }
 
-/// Lists, then watches from the list's resourceVersion; relists on 410 Expired. Transient
-/// errors are yielded (for logging) and retried after a short pause; the stream never ends.
+/// Lists, then watches from the list's resourceVersion (with bookmarks, which only move the
+/// resume point); relists on 410 Expired. Transient errors are yielded (for logging) and
+/// retried after a short pause; the stream never ends.
 pub fn watcher<T: Object>(
     api: Api<T>,
     lp: ListParams,
 ) -> impl Stream<Item = Result<WatcherEvent<T>, Error>> + Send {
+    let lp = ListParams {
+        allow_bookmarks: true,
+        ..lp
+    };
     futures::stream::unfold((api, lp, State::<T>::List), |(api, lp, state)| async move {
         let mut state = state;
         loop {
             match state {
                 State::List => match api.list(&lp).await {
                     Ok(list) => {
-                        let rv = list.metadata.resource_version.clone();
+                        let rv = list.metadata.resource_version.clone().unwrap_or_default();
                         return Some((
                             Ok(WatcherEvent::Restarted(list.items)),
                             (api, lp, State::Watch { rv }),
@@ -55,12 +60,21 @@ pub fn watcher<T: Object>(
                 },
                 State::Streaming { rv, mut stream } => match stream.next().await {
                     Some(Ok(ev)) => {
-                        let new_rv = ev.object.metadata().resource_version.clone();
+                        let rv = ev
+                            .object
+                            .metadata()
+                            .resource_version
+                            .clone()
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or(rv);
                         let out = match ev.kind {
-                            EventType::Deleted => WatcherEvent::Deleted(ev.object),
+                            WatchEventType::Bookmark => {
+                                state = State::Streaming { rv, stream };
+                                continue;
+                            }
+                            WatchEventType::Deleted => WatcherEvent::Deleted(ev.object),
                             _ => WatcherEvent::Applied(ev.object),
                         };
-                        let rv = if new_rv.is_empty() { rv } else { new_rv };
                         return Some((Ok(out), (api, lp, State::Streaming { rv, stream })));
                     }
                     Some(Err(e)) if e.is_expired() => state = State::List,

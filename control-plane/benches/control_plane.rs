@@ -252,7 +252,8 @@ async fn open_store(
 
 fn is_running(json: &[u8]) -> bool {
     let has = |needle: &[u8]| json.windows(needle.len()).any(|w| w == needle);
-    has(br#""phase":"Running""#) && has(br#""ready":true"#)
+    // Running with its containers ready (as hollow nodes report), and not being deleted.
+    has(br#""phase":"Running""#) && has(br#""ready":true"#) && !has(br#""deletionTimestamp""#)
 }
 
 async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResult, String> {
@@ -382,7 +383,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
             let ready = cache
                 .get(Kind::Node, &Kind::Node.key("", &victim))
                 .and_then(|o| o.decode::<podd_api::Node>())
-                .is_some_and(|n| n.is_ready());
+                .is_some_and(|n| podd_api::resources::node_is_ready(&n));
             if !ready {
                 detect = Some(t1.elapsed());
             }
@@ -432,7 +433,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
 
 fn track(running: &mut HashMap<String, String>, ev: &podd_control_plane::cache::CacheEvent) {
     let key = &ev.object.key;
-    if ev.kind == podd_api::EventType::Deleted || !is_running(&ev.object.json) {
+    if ev.kind == podd_api::WatchEventType::Deleted || !is_running(&ev.object.json) {
         running.remove(key);
     } else {
         running.insert(key.clone(), ev.object.node_name.clone());

@@ -18,7 +18,7 @@ use crate::registry::Registry;
 use crate::tls::{CertAndKey, TlsMaterial};
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -129,6 +129,9 @@ pub async fn certificate(
         .unwrap_or_default())
 }
 
+/// Forwards `pods/{name}/{sub}` to the agent of the pod's node; `body` is the request's body
+/// (exec's stdin).
+#[allow(clippy::too_many_arguments)]
 pub async fn proxy(
     registry: &Registry,
     link: &AgentLink,
@@ -137,6 +140,7 @@ pub async fn proxy(
     sub: &str,
     method: &Method,
     query: &str,
+    body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let pod = registry.get(Kind::Pod, ns, pod_name).await?;
     let uid = pod["metadata"]["uid"]
@@ -161,7 +165,7 @@ pub async fn proxy(
         .method(method.clone())
         .uri(&path)
         .header(hyper::header::HOST, "agent")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(body))
         .map_err(|e| ApiError::Internal(format!("building the agent request: {e}")))?;
     let resp = match &link.local {
         Some(local) if local.node == node => {
@@ -235,7 +239,7 @@ fn unavailable<'a>(
 
 async fn send<I>(
     io: I,
-    req: Request<Empty<Bytes>>,
+    req: Request<Full<Bytes>>,
 ) -> Result<Response<hyper::body::Incoming>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

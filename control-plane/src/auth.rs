@@ -231,6 +231,8 @@ pub enum Verb {
 pub struct Action<'a> {
     pub verb: Verb,
     pub kind: podd_api::Kind,
+    /// The request's namespace (empty for cluster-scoped kinds).
+    pub namespace: &'a str,
     /// The object's name (for create: the name in the body).
     pub name: &'a str,
     pub status: bool,
@@ -244,6 +246,15 @@ pub struct Action<'a> {
 
 /// The label a node may (and does) set on its own Node at registration.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// The other well-known labels a kubelet sets on its own Node, which Kubernetes'
+/// NodeRestriction lets it set (their values describe the machine itself).
+const SELF_LABELS: [&str; 4] = [
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+];
 
 /// The InternalIP in a Node's `status.addresses` (the address recorded at registration, the
 /// one the API server reaches the node's agent at).
@@ -301,12 +312,16 @@ fn check_registration(node: &str, body: Option<&serde_json::Value>) -> Result<()
     let body = body.unwrap_or(&empty);
     let meta = &body["metadata"];
     if let Some(labels) = meta["labels"].as_object()
-        && labels
-            .iter()
-            .any(|(k, v)| k != HOSTNAME_LABEL || v.as_str() != Some(node))
+        && labels.iter().any(|(k, v)| {
+            if k == HOSTNAME_LABEL {
+                v.as_str() != Some(node)
+            } else {
+                !SELF_LABELS.contains(&k.as_str())
+            }
+        })
     {
         return Err(
-            "a node may set only its kubernetes.io/hostname label; an admin sets the others",
+            "a node may set only its kubernetes.io/hostname, os and arch labels; an admin sets the others",
         );
     }
     for field in ["annotations", "ownerReferences", "finalizers"] {
@@ -333,10 +348,14 @@ fn check_registration(node: &str, body: Option<&serde_json::Value>) -> Result<()
 ///   [`check_registration`]);
 /// - write its own Node's status (conditions, capacity, lease), but not move the InternalIP it
 ///   registered with, which the API server connects to;
-/// - write the status of pods bound to it.
+/// - write the status of pods bound to it, and delete them (the final delete of a terminating
+///   pod once its containers are stopped, with gracePeriodSeconds=0);
+/// - create and write its own heartbeat Lease in kube-node-lease;
+/// - create and update Events (the agent's Pulling, Started, Killing, ...);
+/// - post its own node's usage report (authorised in the HTTP layer, outside the registry).
 ///
 /// Nothing else: not its Node's metadata or spec, not a delete of its Node (which would let it
-/// register again at another address), not other nodes, not any other kind.
+/// register again at another address), not other nodes' Leases, not any other kind.
 pub fn authorize(id: &Identity, a: &Action<'_>) -> Result<(), ApiError> {
     let node = match id {
         Identity::Local | Identity::Admin => return Ok(()),
@@ -381,10 +400,25 @@ pub fn authorize(id: &Identity, a: &Action<'_>) -> Result<(), ApiError> {
             )),
         },
         Kind::Pod if a.status && a.verb != Verb::Delete && a.pod_node == Some(node) => Ok(()),
+        Kind::Pod if a.verb == Verb::Delete && a.pod_node == Some(node) => Ok(()),
+        Kind::Lease
+            if a.namespace == crate::registry::NODE_LEASE_NAMESPACE
+                && a.name == node
+                && a.verb != Verb::Delete =>
+        {
+            Ok(())
+        }
+        Kind::Lease => Err(forbidden(
+            node,
+            a,
+            "a node may write only its own Lease in kube-node-lease",
+        )),
+        Kind::Event if a.verb != Verb::Delete => Ok(()),
         _ => Err(forbidden(
             node,
             a,
-            "an agent token may only register its own Node, write its status, and write the status of pods bound to it",
+            "an agent token may only register its own Node, write its status and Lease, write \
+             the status of pods bound to it and delete them, and write Events",
         )),
     }
 }
@@ -418,6 +452,7 @@ mod tests {
         let act = |kind, name, status, pod_node| Action {
             verb: Verb::Patch,
             kind,
+            namespace: "default",
             name,
             status,
             pod_node,
@@ -432,6 +467,30 @@ mod tests {
         assert!(authorize(&n1, &act(Kind::Pod, "p", true, Some("n2"))).is_err());
         assert!(authorize(&n1, &act(Kind::Deployment, "d", false, None)).is_err());
         assert!(authorize(&Identity::Admin, &act(Kind::Deployment, "d", false, None)).is_ok());
+        // Its own Lease in kube-node-lease, and no other.
+        let lease = |ns, name, verb| Action {
+            verb,
+            kind: Kind::Lease,
+            namespace: ns,
+            name,
+            status: false,
+            pod_node: None,
+            body: None,
+            current: None,
+        };
+        assert!(authorize(&n1, &lease("kube-node-lease", "n1", Verb::Create)).is_ok());
+        assert!(authorize(&n1, &lease("kube-node-lease", "n1", Verb::Patch)).is_ok());
+        assert!(authorize(&n1, &lease("kube-node-lease", "n2", Verb::Patch)).is_err());
+        assert!(authorize(&n1, &lease("default", "n1", Verb::Patch)).is_err());
+        assert!(authorize(&n1, &lease("kube-node-lease", "n1", Verb::Delete)).is_err());
+        // The final delete of its own pods only.
+        let del = |pod_node| Action {
+            verb: Verb::Delete,
+            ..act(Kind::Pod, "p", false, pod_node)
+        };
+        assert!(authorize(&n1, &del(Some("n1"))).is_ok());
+        assert!(authorize(&n1, &del(Some("n2"))).is_err());
+        assert!(authorize(&n1, &del(None)).is_err());
     }
 
     #[test]
@@ -443,6 +502,7 @@ mod tests {
                 let a = Action {
                     verb,
                     kind: Kind::Node,
+                    namespace: "",
                     name: "n1",
                     status,
                     pod_node: None,
@@ -455,7 +515,8 @@ mod tests {
         let addr =
             |ip: &str| json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
         // Registration: the hostname label and status only.
-        let reg = json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+        let reg = json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1",
+            "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
             "status": addr("10.0.0.1")["status"]});
         assert!(write(Verb::Create, false, &reg, None).is_ok());
         for bad in [

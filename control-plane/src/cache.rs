@@ -8,7 +8,7 @@
 //! relists, as with kube-apiserver's watch cache.
 
 use bytes::Bytes;
-use podd_api::{EventType, Kind};
+use podd_api::{Kind, WatchEventType as EventType};
 use podd_store::{EventKind, KeyValue, Revision, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ pub struct CachedObject {
     pub labels: BTreeMap<String, String>,
     /// Pods only: spec.nodeName.
     pub node_name: String,
+    /// Pods only: status.phase.
+    pub phase: String,
     /// The uids in metadata.ownerReferences, for cascading deletes.
     pub owners: Vec<String>,
     pub revision: Revision,
@@ -53,6 +55,14 @@ impl CachedObject {
             .and_then(|x| x.as_str())
             .unwrap_or_default()
             .to_string();
+        let phase = if kind == Kind::Pod {
+            v.pointer("/status/phase")
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            String::new()
+        };
         let owners = meta
             .and_then(|m| m.get("ownerReferences"))
             .and_then(|o| o.as_array())
@@ -70,6 +80,7 @@ impl CachedObject {
             uid: s("uid"),
             labels,
             node_name,
+            phase,
             revision: rev,
             json: Bytes::from(serde_json::to_vec(&v).ok()?),
         })
@@ -240,9 +251,7 @@ pub struct WatchCache {
 pub const REGISTRY_PREFIX: &str = "/registry/";
 
 fn kind_of_key(key: &str) -> Option<Kind> {
-    let rest = key.strip_prefix(REGISTRY_PREFIX)?;
-    let plural = rest.split('/').next()?;
-    Kind::ALL.into_iter().find(|k| k.plural() == plural)
+    Kind::from_key(key)
 }
 
 impl WatchCache {
@@ -457,6 +466,11 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, inner.revision, st.tx.subscribe())
+    }
+
+    /// The oldest revision a watch or a continued list of `kind` may start from.
+    pub fn oldest(&self, kind: Kind) -> Revision {
+        self.lock().kinds[&kind].oldest
     }
 
     /// The events after `after` and a receiver for the rest; Err(oldest) when `after` is

@@ -497,7 +497,9 @@ where
         // ours start at the first byte. Hers is only a backstop.
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.idle_timeout + limits.header_read_timeout)
-        .serve_connection(io, svc);
+        .serve_connection(io, svc)
+        // `kubectl exec` upgrades to a WebSocket; the upgraded stream leaves these limits.
+        .with_upgrades();
     tokio::select! {
         r = conn => match r {
             Ok(()) => ConnEnd::Closed,

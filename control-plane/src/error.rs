@@ -2,13 +2,22 @@
 
 use podd_api::validation::ValidationErrors;
 use podd_api::{Kind, Status};
+
 use podd_store::StoreError;
+
+/// The resource name Kubernetes' messages use (`pods "web" not found`).
+fn plural(kind: &str) -> &str {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .map_or(kind, |k| k.plural())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{kind} {name:?} not found")]
+    #[error("{} {name:?} not found", plural(kind))]
     NotFound { kind: &'static str, name: String },
-    #[error("{kind} {name:?} already exists")]
+    #[error("{} {name:?} already exists", plural(kind))]
     AlreadyExists { kind: &'static str, name: String },
     #[error(
         "the object has been modified: {kind} {name:?} is at resourceVersion {actual}, the request had {expected}; read it again and retry"
@@ -48,6 +57,23 @@ pub enum ApiError {
         message: String,
         retry_after_seconds: u32,
     },
+    /// A request body in a media type the server does not take (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client accepts no media type the server answers with (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// A conflict other than a resourceVersion mismatch (409): an apply's field conflicts, a
+    /// precondition on uid.
+    #[error("{0}")]
+    ConflictMsg(String),
+    /// A server-side apply that would change fields other managers own (409), one cause per
+    /// field.
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<podd_api::StatusCause>,
+    },
     /// The request body did not arrive in time (408).
     #[error("{0}")]
     Timeout(String),
@@ -61,7 +87,12 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound { .. } | ApiError::NotFoundPath(_) => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ConflictMsg(_)
+            | ApiError::ApplyConflict { .. } => 409,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::NotAcceptable(_) => 406,
             ApiError::Invalid { .. } => 422,
             ApiError::Expired(_) => 410,
             ApiError::BadRequest(_) => 400,
@@ -84,7 +115,11 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NotFoundPath(_) => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. }
+            | ApiError::ConflictMsg(_)
+            | ApiError::ApplyConflict { .. } => "Conflict",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::Expired(_) => "Expired",
             ApiError::BadRequest(_) => "BadRequest",
@@ -103,10 +138,45 @@ impl ApiError {
         }
     }
 
+    /// The metav1 Status this error is answered with (`kind: Status, apiVersion: v1`).
     pub fn to_status(&self) -> Status {
-        match self {
-            ApiError::Invalid { kind, name, errors } => Status::invalid(*kind, name, errors),
-            other => Status::failure(other.code(), other.reason(), other.to_string()),
+        let mut st = match self {
+            ApiError::Invalid { kind, name, errors } => {
+                podd_api::object::status_invalid(*kind, name, errors)
+            }
+            other => podd_api::status_failure(other.code(), other.reason(), other.to_string()),
+        };
+        if let ApiError::ApplyConflict { causes, .. } = self {
+            st.details = Some(podd_api::StatusDetails {
+                causes: Some(causes.clone()),
+                ..Default::default()
+            });
         }
+        if let ApiError::NotFound { kind, name } | ApiError::AlreadyExists { kind, name } = self {
+            let k = podd_api::Kind::ALL.into_iter().find(|k| k.name() == *kind);
+            st.details = Some(podd_api::StatusDetails {
+                name: Some(name.clone()),
+                kind: k.map(|k| k.plural().to_string()),
+                group: k.map(|k| k.group().to_string()).filter(|g| !g.is_empty()),
+                ..Default::default()
+            });
+        }
+        st
     }
+
+    /// The Status as JSON, with its `kind` and `apiVersion`.
+    pub fn to_status_json(&self) -> serde_json::Value {
+        status_json(&self.to_status())
+    }
+}
+
+/// A Status as JSON, with `kind: Status` and `apiVersion: v1` whatever the type's serializer
+/// writes.
+pub fn status_json(st: &Status) -> serde_json::Value {
+    let mut v = serde_json::to_value(st).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), "Status".into());
+        o.insert("apiVersion".into(), "v1".into());
+    }
+    v
 }

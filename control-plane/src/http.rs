@@ -5,14 +5,19 @@ use crate::auth::{Action, Authenticator, Identity, Verb, authorize};
 use crate::cache::{CacheEvent, CachedObject};
 use crate::conn_limits::{ConnGate, ConnLimits, Gate, Permit, serve_http1};
 use crate::error::ApiError;
-use crate::registry::{FieldSelector, Filter, Registry, Subresource};
+use crate::registry::{
+    DeleteOptions, FieldSelector, Filter, ListOptions, Propagation, Registry, Subresource,
+    WriteOptions, Written,
+};
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use podd_api::meta::Selector;
-use podd_api::{EventType, Kind};
+use podd_api::patch::PatchType;
+use podd_api::schema::FieldValidation;
+use podd_api::selector::Selector;
+use podd_api::{Kind, WatchEventType as EventType};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +58,71 @@ pub fn watch_gate(limits: &ConnLimits) -> Arc<Gate<String>> {
 }
 
 impl ApiServer {
+    /// `kubectl exec` over WebSocket: accepts the upgrade with the best channel protocol
+    /// both sides speak, then runs the command on the pod's node with the stdin the client
+    /// sends (see [`crate::streaming`]).
+    fn exec_websocket(
+        &self,
+        req: Request<Incoming>,
+        ns: String,
+        name: String,
+        query: String,
+    ) -> Result<Response<Body>, ApiError> {
+        let protocol = crate::streaming::negotiate(req.headers()).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "pods/exec speaks the WebSocket protocols {}; the client offered none of them",
+                crate::streaming::PROTOCOLS.join(", ")
+            ))
+        })?;
+        let resp = crate::streaming::accept(req.headers(), protocol).ok_or_else(|| {
+            ApiError::BadRequest("the WebSocket upgrade has no Sec-WebSocket-Key".into())
+        })?;
+        let argv: Vec<String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| percent_decode(k) == "command")
+            .map(|(_, v)| percent_decode(v))
+            .collect();
+        let stdin = query_param(&query, "stdin").is_some_and(|v| v == "true" || v == "1");
+        let (registry, agents) = (self.registry.clone(), self.agents.clone());
+        tokio::spawn(async move {
+            let io = match hyper::upgrade::on(req).await {
+                Ok(u) => hyper_util::rt::TokioIo::new(u),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the exec WebSocket upgrade failed");
+                    return;
+                }
+            };
+            let run = |input: Vec<u8>| async move {
+                let resp = crate::agent_proxy::proxy(
+                    &registry,
+                    &agents,
+                    &ns,
+                    &name,
+                    "exec",
+                    &Method::POST,
+                    &query,
+                    Bytes::from(input),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let ok = resp.status().is_success();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the agent's answer: {e}"))?
+                    .to_bytes();
+                if !ok {
+                    return Err(String::from_utf8_lossy(&body).into_owned());
+                }
+                crate::streaming::exec_output_from_agent(&body)
+            };
+            crate::streaming::serve_exec(io, stdin, argv, run).await;
+        });
+        Ok(resp)
+    }
+
     /// A watch slot for `id`, or 429 TooManyRequests with a Retry-After.
     fn admit_watch(&self, id: &Identity) -> Result<Permit<String>, ApiError> {
         let key = match id {
@@ -84,14 +154,14 @@ fn json_response(code: StatusCode, v: &serde_json::Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     let st = e.to_status();
-    let code = StatusCode::from_u16(st.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let ApiError::TooManyRequests {
         retry_after_seconds,
         ..
     } = e
     {
         // Kubernetes puts the delay in both the header and details.retryAfterSeconds.
-        let mut v = serde_json::to_value(&st).unwrap_or_default();
+        let mut v = crate::error::status_json(&st);
         if let Some(o) = v.as_object_mut() {
             o.insert(
                 "details".into(),
@@ -103,11 +173,11 @@ fn error_response(e: &ApiError) -> Response<Body> {
             .insert(hyper::header::RETRY_AFTER, (*retry_after_seconds).into());
         return r;
     }
-    full(code, serde_json::to_vec(&st).unwrap_or_default())
+    json_response(code, &crate::error::status_json(&st))
 }
 
 /// Decodes `%XX` and `+` in a query component.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -131,7 +201,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (percent_decode(k) == key).then(|| percent_decode(v))
@@ -151,11 +221,13 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let not_found = || ApiError::NotFoundPath(format!("no API resource at {path}"));
     let (group, rest) = match segs.as_slice() {
-        ["api", "v1", rest @ ..] => ("/api/v1", rest),
-        ["apis", "apps", "v1", rest @ ..] => ("/apis/apps/v1", rest),
-        ["apis", "autoscaling", "v2", rest @ ..] => ("/apis/autoscaling/v2", rest),
+        ["api", "v1", rest @ ..] => ("/api/v1".to_string(), rest),
+        ["apis", g, v, rest @ ..] => (format!("/apis/{g}/{v}"), rest),
         _ => return Err(not_found()),
     };
+    if rest.is_empty() {
+        return Err(not_found());
+    }
     let (namespace, rest) = match rest {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
         _ => (None, rest),
@@ -168,7 +240,7 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
     };
     let kind = Kind::ALL
         .into_iter()
-        .find(|k| k.plural() == plural && k.group_prefix() == group)
+        .find(|k| k.plural() == plural && k.group_prefix() == group.as_str())
         .ok_or_else(not_found)?;
     if !kind.namespaced() && namespace.is_some() {
         return Err(not_found());
@@ -214,12 +286,66 @@ fn drain(mut body: Incoming, already: u64) {
     });
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes within `timeout`. A declared length over
-/// the limit is refused before anything is read.
-async fn read_json(
+/// How a request's body is encoded, by its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyType {
+    Json,
+    /// Kubernetes' protobuf (kubectl's generators send it).
+    Protobuf,
+    /// A server-side apply body: YAML, of which JSON is a part.
+    Yaml,
+}
+
+/// Reads an object body in the encoding its Content-Type names, as JSON. A body that is not
+/// what its Content-Type says gets a 400 that says which it looks like.
+async fn read_object(
     req: Request<Incoming>,
+    body_type: BodyType,
     timeout: Duration,
 ) -> Result<serde_json::Value, ApiError> {
+    let buf = read_body(req, timeout).await?;
+    let looks_protobuf = buf.starts_with(podd_api::protobuf::MAGIC);
+    match body_type {
+        BodyType::Protobuf => podd_api::protobuf::decode(&buf).map_err(|e| {
+            let hint = if buf.first() == Some(&b'{') {
+                "; the body looks like JSON: send it with Content-Type application/json"
+            } else {
+                ""
+            };
+            ApiError::BadRequest(format!(
+                "the protobuf request body could not be read: {e}{hint}"
+            ))
+        }),
+        _ if looks_protobuf => Err(ApiError::BadRequest(format!(
+            "the request body is Kubernetes protobuf, but its Content-Type says otherwise; send \
+             it with Content-Type {PROTOBUF}"
+        ))),
+        BodyType::Json => serde_json::from_slice(&buf)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
+        BodyType::Yaml => serde_json::from_slice(&buf).or_else(|_| {
+            serde_yaml::from_slice(&buf).map_err(|e| {
+                ApiError::BadRequest(format!("the apply body is neither JSON nor YAML: {e}"))
+            })
+        }),
+    }
+}
+
+/// A JSON body that may be absent (DELETE's DeleteOptions).
+async fn read_optional_json(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let buf = read_body(req, timeout).await?;
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes within `timeout`.
+async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -260,18 +386,36 @@ async fn read_json(
         }
         return Err(e);
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+    Ok(buf)
 }
 
-fn list_body(kind: Kind, items: &[Arc<CachedObject>], rev: i64) -> Bytes {
+/// A list's metadata: its revision, and the continue token and remaining count of a page.
+fn list_meta(rev: i64, cont: &Option<String>, remaining: Option<usize>) -> serde_json::Value {
+    let mut m = serde_json::json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        m["continue"] = c.clone().into();
+    }
+    if let Some(r) = remaining {
+        m["remainingItemCount"] = r.into();
+    }
+    m
+}
+
+fn list_body(
+    kind: Kind,
+    items: &[Arc<CachedObject>],
+    rev: i64,
+    cont: &Option<String>,
+    remaining: Option<usize>,
+) -> Bytes {
     let mut out =
         BytesMut::with_capacity(128 + items.iter().map(|o| o.json.len() + 1).sum::<usize>());
     out.extend_from_slice(
         format!(
-            r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rev}"}},"items":["#,
+            r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
             kind.name(),
-            kind.api_version()
+            kind.api_version(),
+            list_meta(rev, cont, remaining),
         )
         .as_bytes(),
     );
@@ -285,13 +429,177 @@ fn list_body(kind: Kind, items: &[Arc<CachedObject>], rev: i64) -> Bytes {
     out.freeze()
 }
 
-fn event_line(ty: EventType, json: &[u8]) -> Bytes {
-    let t = match ty {
-        EventType::Added => "ADDED",
-        EventType::Modified => "MODIFIED",
-        EventType::Deleted => "DELETED",
-        EventType::Error => "ERROR",
+/// Kubernetes' protobuf media type: read in request bodies, never sent (clients that send it
+/// accept JSON too).
+const PROTOBUF: &str = podd_api::protobuf::CONTENT_TYPE;
+
+fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// 406 for a client that accepts only protobuf (kubectl also accepts JSON, and gets it).
+fn check_accept(accept: &str) -> Result<(), ApiError> {
+    if accept.is_empty() {
+        return Ok(());
+    }
+    let json_ok = accept.split(',').any(|m| {
+        let t = m.split(';').next().unwrap_or("").trim();
+        t == "application/json" || t == "*/*" || t == "application/*" || t.is_empty()
+    });
+    if !json_ok && accept.contains(PROTOBUF) {
+        return Err(ApiError::NotAcceptable(format!(
+            "only application/json is served, and the request accepts only {accept:?}; accept application/json"
+        )));
+    }
+    Ok(())
+}
+
+/// The encoding of a create or update body: JSON or Kubernetes' protobuf; 415 otherwise.
+fn body_type(content_type: &str) -> Result<BodyType, ApiError> {
+    let t = content_type.split(';').next().unwrap_or("").trim();
+    if t == PROTOBUF {
+        return Ok(BodyType::Protobuf);
+    }
+    if t.is_empty() || t == "application/json" || t.ends_with("+json") || t == "*/*" {
+        return Ok(BodyType::Json);
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "the body's media type {t:?} is not supported; send application/json or {PROTOBUF}"
+    )))
+}
+
+/// The patch type of a PATCH's Content-Type; 415 for anything else.
+fn patch_type(content_type: &str) -> Result<PatchType, ApiError> {
+    PatchType::from_content_type(content_type).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "the body of a PATCH must be application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml, not {content_type:?}"
+        ))
+    })
+}
+
+/// Whether the Accept header asks for a meta.k8s.io Table (as kubectl get does).
+pub(crate) fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.split(';').any(|p| p.trim() == "as=Table"))
+}
+
+/// `dryRun` and `fieldValidation` of a write.
+fn write_options(query: &str) -> Result<WriteOptions, ApiError> {
+    let dry_run = match query_param(query, "dryRun").as_deref() {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid dry run value: {other:?}; the only value is All"
+            )));
+        }
     };
+    let field_validation = match query_param(query, "fieldValidation").as_deref() {
+        None | Some("") => FieldValidation::default(),
+        Some(v) => FieldValidation::parse(v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "fieldValidation {v:?} is not one of Ignore, Warn or Strict"
+            ))
+        })?,
+    };
+    Ok(WriteOptions {
+        dry_run,
+        field_validation,
+        field_manager: query_param(query, "fieldManager"),
+        force: query_param(query, "force").is_some_and(|f| f == "true"),
+    })
+}
+
+/// A `Warning:` header value (RFC 7234 warn-code 299, as kube-apiserver sends).
+fn warning_header(text: &str) -> Option<hyper::header::HeaderValue> {
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    hyper::header::HeaderValue::from_str(&format!("299 - \"{escaped}\"")).ok()
+}
+
+/// A write's answer: the object, with its warnings as headers.
+fn written(code: StatusCode, w: &Written) -> Response<Body> {
+    let mut r = json_response(code, &w.object);
+    for warning in &w.warnings {
+        if let Some(h) = warning_header(warning) {
+            r.headers_mut().append(hyper::header::WARNING, h);
+        }
+    }
+    r
+}
+
+/// DeleteOptions from the body (metav1 DeleteOptions) and the query, the query winning.
+fn delete_options(
+    query: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<DeleteOptions, ApiError> {
+    let empty = serde_json::Value::Null;
+    let b = body.unwrap_or(&empty);
+    let mut opts = DeleteOptions::default();
+    let propagation = query_param(query, "propagationPolicy")
+        .or_else(|| b["propagationPolicy"].as_str().map(String::from));
+    let orphan = query_param(query, "orphanDependents")
+        .map(|o| o == "true")
+        .or_else(|| b["orphanDependents"].as_bool());
+    opts.propagation = match (propagation, orphan) {
+        (Some(p), _) if !p.is_empty() => Propagation::parse(&p)?,
+        (_, Some(true)) => Propagation::Orphan,
+        _ => Propagation::Background,
+    };
+    opts.grace_period_seconds = match query_param(query, "gracePeriodSeconds") {
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!("gracePeriodSeconds {g:?} is not a number"))
+        })?),
+        None => b["gracePeriodSeconds"].as_i64(),
+    };
+    if opts.grace_period_seconds.is_some_and(|g| g < 0) {
+        opts.grace_period_seconds = Some(0);
+    }
+    opts.precondition_rv = query_param(query, "resourceVersion")
+        .or_else(|| {
+            b.pointer("/preconditions/resourceVersion")
+                .and_then(|r| r.as_str())
+                .map(String::from)
+        })
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse()
+                .map_err(|_| ApiError::BadRequest(format!("resourceVersion {r:?} is not a number")))
+        })
+        .transpose()?;
+    opts.precondition_uid = b
+        .pointer("/preconditions/uid")
+        .and_then(|u| u.as_str())
+        .map(String::from);
+    let body_dry = b["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "All"));
+    opts.dry_run = write_options(query)?.dry_run || body_dry;
+    Ok(opts)
+}
+
+/// Authorises a write outside the registry (the usage report): a node may post only its own
+/// node's usage.
+fn authorize_other(id: &Identity, method: &Method, path: &str) -> Result<(), ApiError> {
+    let Identity::Node(node) = id else {
+        return Ok(());
+    };
+    let own_usage = format!("/apis/podd.dev/v1/nodes/{node}/usage");
+    if *method == Method::POST && path.trim_end_matches('/') == own_usage {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "node {node:?} may not {method} {path}: an agent token may post only its own node's usage"
+    )))
+}
+
+fn event_line(ty: EventType, json: &[u8]) -> Bytes {
+    let t = ty.as_str();
     let mut b = BytesMut::with_capacity(json.len() + 32);
     b.extend_from_slice(br#"{"type":""#);
     b.extend_from_slice(t.as_bytes());
@@ -377,7 +685,9 @@ impl ApiServer {
         }
         let mut phases: std::collections::BTreeMap<String, usize> = Default::default();
         for p in pods.iter().filter_map(|o| o.decode::<podd_api::Pod>()) {
-            *phases.entry(format!("{:?}", p.status.phase)).or_default() += 1;
+            *phases
+                .entry(podd_api::resources::pod_phase(&p).to_string())
+                .or_default() += 1;
         }
         let _ = writeln!(
             out,
@@ -412,22 +722,43 @@ impl ApiServer {
         if path == "/metrics" {
             return Ok(full(StatusCode::OK, self.metrics_text()));
         }
-        if path == "/version" {
-            return Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "podd"}),
-            ));
-        }
-        let route = parse_path(&path)?;
+        let accept = header(&req, hyper::header::ACCEPT);
+        let content_type = header(&req, hyper::header::CONTENT_TYPE);
+        check_accept(&accept)?;
+        let route = match parse_path(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                let method = req.method().clone();
+                if method != Method::GET && method != Method::HEAD {
+                    authorize_other(&identity, &method, &path)?;
+                }
+                if let Some(node) = crate::discovery::usage_report_node(&method, &path) {
+                    let node = node.to_string();
+                    let body = read_body(req, self.limits.body_read_timeout).await?;
+                    return crate::discovery::record_usage(self, &node, &body);
+                }
+                if let Some(r) =
+                    crate::discovery::route(self, &method, &path, &query, req.headers())
+                {
+                    return Ok(r);
+                }
+                if path == "/version" || path == "/version/" {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"major": "1", "minor": "34",
+                            "gitVersion": "v1.34.0-podd", "platform": "linux/amd64"}),
+                    ));
+                }
+                return Err(e);
+            }
+        };
         let ns = route.namespace.clone().unwrap_or_default();
         let kind = route.kind;
         let method = req.method().clone();
         let sub = match route.sub.as_deref() {
             None => Subresource::Main,
-            Some("status") if kind != Kind::Service && kind != Kind::Endpoints => {
-                Subresource::Status
-            }
-            Some("scale") if kind == Kind::Deployment => Subresource::Scale,
+            Some("status") if kind.has_status() => Subresource::Status,
+            Some("scale") if kind.info().has_scale => Subresource::Scale,
             Some(sub @ ("log" | "exec")) if kind == Kind::Pod => {
                 let name = route
                     .name
@@ -439,6 +770,9 @@ impl ApiServer {
                         "an agent token may not use pods/{sub}"
                     )));
                 }
+                if sub == "exec" && crate::streaming::is_websocket_upgrade(req.headers()) {
+                    return self.exec_websocket(req, ns, name, query);
+                }
                 return crate::agent_proxy::proxy(
                     &self.registry,
                     &self.agents,
@@ -447,6 +781,7 @@ impl ApiServer {
                     sub,
                     &method,
                     &query,
+                    Bytes::new(),
                 )
                 .await;
             }
@@ -463,19 +798,31 @@ impl ApiServer {
                 .await;
             }
             Some(other) => {
+                if let Some(r) =
+                    crate::discovery::route(self, &method, &path, &query, req.headers())
+                {
+                    return Ok(r);
+                }
                 return Err(ApiError::NotFoundPath(format!(
                     "{} has no subresource {other:?}",
                     kind.plural()
                 )));
             }
         };
+        let table = wants_table(&accept);
+        let include_object =
+            query_param(&query, "includeObject").unwrap_or_else(|| "Metadata".into());
+        let write_opts = write_options(&query)?;
         match (&method, &route.name) {
             (&Method::GET, None) => {
                 let filter = Filter {
                     labels: query_param(&query, "labelSelector")
+                        .filter(|s| !s.is_empty())
                         .map(|s| Selector::parse(&s))
                         .transpose()
-                        .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                        .map_err(|e| {
+                            ApiError::BadRequest(format!("unable to parse requirement: {e}"))
+                        })?,
                     fields: FieldSelector::parse(
                         &query_param(&query, "fieldSelector").unwrap_or_default(),
                     )?,
@@ -486,32 +833,72 @@ impl ApiServer {
                         .and_then(|t| t.parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let permit = self.admit_watch(&identity)?;
+                    let opts = WatchOptions {
+                        bookmarks: query_param(&query, "allowWatchBookmarks")
+                            .is_some_and(|b| b == "true" || b == "1"),
+                        table: table.then_some(include_object),
+                        timeout,
+                        bookmark_every: BOOKMARK_EVERY,
+                    };
                     return self
-                        .watch(
-                            kind,
-                            route.namespace.as_deref(),
-                            filter,
-                            &rv,
-                            timeout,
-                            permit,
-                        )
+                        .watch(kind, route.namespace.as_deref(), filter, &rv, opts, permit)
                         .await;
                 }
-                let (items, rev) = self
+                let opts = ListOptions {
+                    filter,
+                    limit: query_param(&query, "limit")
+                        .map(|l| {
+                            l.parse::<usize>().map_err(|_| {
+                                ApiError::BadRequest(format!("limit {l:?} is not a number"))
+                            })
+                        })
+                        .transpose()?,
+                    continue_token: query_param(&query, "continue").filter(|c| !c.is_empty()),
+                    resource_version: query_param(&query, "resourceVersion").unwrap_or_default(),
+                    resource_version_match: query_param(&query, "resourceVersionMatch")
+                        .filter(|m| !m.is_empty()),
+                };
+                let page = self
                     .registry
-                    .list(kind, route.namespace.as_deref(), &filter)
+                    .list_page(kind, route.namespace.as_deref(), &opts)
                     .await?;
-                Ok(full(StatusCode::OK, list_body(kind, &items, rev)))
+                if table {
+                    let items: Vec<serde_json::Value> =
+                        page.items.iter().filter_map(|o| o.decode()).collect();
+                    let mut t = crate::table::to_table(kind, &items, &include_object);
+                    if let Some(o) = t.as_object_mut() {
+                        o.insert(
+                            "metadata".into(),
+                            list_meta(page.revision, &page.continue_token, page.remaining),
+                        );
+                    }
+                    return Ok(json_response(StatusCode::OK, &t));
+                }
+                Ok(full(
+                    StatusCode::OK,
+                    list_body(
+                        kind,
+                        &page.items,
+                        page.revision,
+                        &page.continue_token,
+                        page.remaining,
+                    ),
+                ))
             }
             (&Method::GET, Some(name)) => {
                 let v = self.registry.get(kind, &ns, name).await?;
                 if sub == Subresource::Scale {
                     return Ok(json_response(StatusCode::OK, &scale_of(&v)));
                 }
+                if table {
+                    let t = crate::table::to_table(kind, &[v], &include_object);
+                    return Ok(json_response(StatusCode::OK, &t));
+                }
                 Ok(json_response(StatusCode::OK, &v))
             }
             (&Method::POST, None) => {
-                let body = read_json(req, self.limits.body_read_timeout).await?;
+                let ty = body_type(&content_type)?;
+                let body = read_object(req, ty, self.limits.body_read_timeout).await?;
                 let name = body
                     .pointer("/metadata/name")
                     .and_then(|v| v.as_str())
@@ -527,34 +914,51 @@ impl ApiServer {
                     Some(&body),
                 )
                 .await?;
-                let v = self.registry.create(kind, &ns, body).await?;
-                Ok(json_response(StatusCode::CREATED, &v))
+                let w = self
+                    .registry
+                    .create_with(kind, &ns, body, &write_opts)
+                    .await?;
+                Ok(written(StatusCode::CREATED, &w))
             }
             (&Method::PUT, Some(name)) | (&Method::PATCH, Some(name)) => {
                 let is_status = sub == Subresource::Status;
-                let verb = if method == Method::PUT {
-                    Verb::Update
+                let (verb, patch_type, ty) = if method == Method::PUT {
+                    (Verb::Update, None, body_type(&content_type)?)
                 } else {
-                    Verb::Patch
+                    let p = patch_type(&content_type)?;
+                    let ty = if p == PatchType::Apply {
+                        BodyType::Yaml
+                    } else {
+                        BodyType::Json
+                    };
+                    (Verb::Patch, Some(p), ty)
                 };
-                let body = read_json(req, self.limits.body_read_timeout).await?;
+                let body = read_object(req, ty, self.limits.body_read_timeout).await?;
                 self.check(&identity, kind, &ns, name, verb, is_status, Some(&body))
                     .await?;
-                let v = if method == Method::PUT {
-                    self.registry.update(kind, &ns, name, body, sub).await?
-                } else {
-                    self.registry.patch(kind, &ns, name, body, sub).await?
+                let w = match patch_type {
+                    None => {
+                        self.registry
+                            .update_with(kind, &ns, name, body, sub, &write_opts)
+                            .await?
+                    }
+                    Some(ty) => {
+                        self.registry
+                            .patch_with(kind, &ns, name, ty, body, sub, &write_opts)
+                            .await?
+                    }
                 };
                 if sub == Subresource::Scale {
-                    return Ok(json_response(StatusCode::OK, &scale_of(&v)));
+                    return Ok(json_response(StatusCode::OK, &scale_of(&w.object)));
                 }
-                Ok(json_response(StatusCode::OK, &v))
+                Ok(written(StatusCode::OK, &w))
             }
             (&Method::DELETE, Some(name)) => {
                 self.check(&identity, kind, &ns, name, Verb::Delete, false, None)
                     .await?;
-                let pre = query_param(&query, "resourceVersion").and_then(|r| r.parse().ok());
-                let v = self.registry.delete(kind, &ns, name, pre).await?;
+                let body = read_optional_json(req, self.limits.body_read_timeout).await?;
+                let opts = delete_options(&query, body.as_ref())?;
+                let v = self.registry.delete_with(kind, &ns, name, &opts).await?;
                 Ok(json_response(StatusCode::OK, &v))
             }
             _ => Err(ApiError::MethodNotAllowed(format!(
@@ -591,6 +995,7 @@ impl ApiServer {
         let mut action = Action {
             verb,
             kind,
+            namespace: ns,
             name,
             status,
             pod_node: pod_node.as_deref(),
@@ -612,18 +1017,22 @@ impl ApiServer {
         ns: Option<&str>,
         filter: Filter,
         rv: &str,
-        timeout: Option<Duration>,
+        opts: WatchOptions,
         permit: Permit<String>,
     ) -> Result<Response<Body>, ApiError> {
         let prefix = kind.key_prefix(ns.filter(|n| !n.is_empty()));
         let cache = self.registry.cache().clone();
+        let render = Renderer {
+            kind,
+            table: opts.table.clone(),
+        };
         let (initial, after, rx) = match rv.parse::<i64>() {
             Ok(n) if n > 0 => match cache.subscribe(kind, n) {
                 Ok(s) => (
                     s.backlog
                         .iter()
                         .filter_map(|ev| {
-                            translate(ev, &prefix, &filter).map(|t| event_line(t, &ev.object.json))
+                            translate(ev, &prefix, &filter).map(|t| render.line(t, &ev.object.json))
                         })
                         .collect::<Vec<_>>(),
                     n,
@@ -633,12 +1042,10 @@ impl ApiServer {
                     // Older than the cache's window: the store may still have that history
                     // (e.g. just after a restart); it answers Compacted when it has not.
                     return match self.registry.store().watch(&prefix, n).await {
-                        Ok(stream) => Ok(store_watch(kind, stream, filter, timeout, permit)),
-                        Err(podd_store::StoreError::Compacted { .. }) => {
-                            Err(ApiError::Expired(format!(
-                                "resourceVersion {n} is older than the oldest one kept ({oldest})"
-                            )))
-                        }
+                        Ok(stream) => Ok(store_watch(kind, stream, filter, opts, permit)),
+                        Err(podd_store::StoreError::Compacted { .. }) => Err(ApiError::Expired(
+                            format!("too old resource version: {n} ({oldest})"),
+                        )),
                         Err(e) => Err(e.into()),
                     };
                 }
@@ -648,7 +1055,7 @@ impl ApiServer {
                 let lines = items
                     .iter()
                     .filter(|o| filter.matches(o))
-                    .map(|o| event_line(EventType::Added, &o.json))
+                    .map(|o| render.line(EventType::Added, &o.json))
                     .collect();
                 (lines, rev, rx)
             }
@@ -663,7 +1070,7 @@ impl ApiServer {
         tokio::spawn(async move {
             // The watch holds its slot until it ends.
             let _permit = permit;
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = opts.timeout.map(|t| Instant::now() + t);
             for line in initial {
                 if tx.send(Ok(Frame::data(line))).await.is_err() {
                     return;
@@ -671,27 +1078,47 @@ impl ApiServer {
             }
             let mut rx = rx;
             let mut last = after;
+            let mut bookmark = tokio::time::interval_at(
+                tokio::time::Instant::now() + opts.bookmark_every,
+                opts.bookmark_every,
+            );
             loop {
                 let next = tokio::select! {
                     r = until(deadline, rx.recv()) => match r {
-                        Some(r) => r,
-                        None => return,
+                        Some(r) => Some(r),
+                        None => {
+                            // Timed out: a last bookmark tells the client where to resume.
+                            if opts.bookmarks {
+                                let rev = drain_then_revision(&cache, &mut rx, &mut last, &prefix, &filter, &render, &mut tx).await;
+                                let _ = tx.send(Ok(Frame::data(render.bookmark(rev)))).await;
+                            }
+                            return;
+                        }
                     },
+                    _ = bookmark.tick(), if opts.bookmarks => None,
                     // A watcher that went away frees its slot without waiting for an event.
                     _ = client_gone(&tx) => return,
                 };
+                let Some(next) = next else {
+                    let Some(rev) = drain_then_revision(
+                        &cache, &mut rx, &mut last, &prefix, &filter, &render, &mut tx,
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    if tx
+                        .send(Ok(Frame::data(render.bookmark(Some(rev)))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                };
                 match next {
                     Ok(ev) => {
-                        if ev.revision <= last {
-                            continue;
-                        }
-                        last = ev.revision;
-                        if let Some(t) = translate(&ev, &prefix, &filter)
-                            && tx
-                                .send(Ok(Frame::data(event_line(t, &ev.object.json))))
-                                .await
-                                .is_err()
-                        {
+                        if !send_event(&ev, &mut last, &prefix, &filter, &render, &mut tx).await {
                             return;
                         }
                     }
@@ -699,7 +1126,7 @@ impl ApiServer {
                         let st = ApiError::Expired(format!(
                             "the watcher fell {n} events behind and was cut off"
                         ))
-                        .to_status();
+                        .to_status_json();
                         let json = serde_json::to_vec(&st).unwrap_or_default();
                         let _ = tx
                             .send(Ok(Frame::data(event_line(EventType::Error, &json))))
@@ -709,7 +1136,7 @@ impl ApiServer {
                     Err(broadcast::error::RecvError::Closed) => {
                         // The cache relisted; the client must too.
                         let st = ApiError::Expired("the server's watch cache was reset".into())
-                            .to_status();
+                            .to_status_json();
                         let json = serde_json::to_vec(&st).unwrap_or_default();
                         let _ = tx
                             .send(Ok(Frame::data(event_line(EventType::Error, &json))))
@@ -721,6 +1148,102 @@ impl ApiServer {
         });
         Ok(streaming(body_rx))
     }
+}
+
+/// How often a watch that allows bookmarks gets one.
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+
+/// What a watch sends besides events.
+#[derive(Debug, Clone)]
+struct WatchOptions {
+    bookmarks: bool,
+    /// Objects as one-row Tables, with this `includeObject`.
+    table: Option<String>,
+    timeout: Option<Duration>,
+    bookmark_every: Duration,
+}
+
+/// Renders a watch's lines: objects as they are, or as Tables.
+struct Renderer {
+    kind: Kind,
+    table: Option<String>,
+}
+
+impl Renderer {
+    fn line(&self, ty: EventType, json: &[u8]) -> Bytes {
+        match &self.table {
+            None => event_line(ty, json),
+            Some(include) => {
+                let obj: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+                let t = crate::table::to_table(self.kind, &[obj], include);
+                event_line(ty, &serde_json::to_vec(&t).unwrap_or_default())
+            }
+        }
+    }
+
+    /// A BOOKMARK: an object of the kind with only its resourceVersion.
+    fn bookmark(&self, rev: Option<i64>) -> Bytes {
+        let obj = serde_json::json!({
+            "kind": self.kind.name(),
+            "apiVersion": self.kind.api_version(),
+            "metadata": {"resourceVersion": rev.unwrap_or_default().to_string()},
+        });
+        event_line(
+            EventType::Bookmark,
+            &serde_json::to_vec(&obj).unwrap_or_default(),
+        )
+    }
+}
+
+type FrameTx = futures::channel::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+/// Sends what the watcher sees of `ev`; false once the client is gone.
+async fn send_event(
+    ev: &CacheEvent,
+    last: &mut i64,
+    prefix: &str,
+    filter: &Filter,
+    render: &Renderer,
+    tx: &mut FrameTx,
+) -> bool {
+    if ev.revision <= *last {
+        return true;
+    }
+    *last = ev.revision;
+    match translate(ev, prefix, filter) {
+        Some(t) => tx
+            .send(Ok(Frame::data(render.line(t, &ev.object.json))))
+            .await
+            .is_ok(),
+        None => true,
+    }
+}
+
+/// The revision a bookmark may carry: the cache's, once every event up to it that is already
+/// queued for this watcher has been sent (the cache queues an event before its revision
+/// moves). None when the client is gone or the watch must end.
+async fn drain_then_revision(
+    cache: &crate::cache::WatchCache,
+    rx: &mut broadcast::Receiver<Arc<CacheEvent>>,
+    last: &mut i64,
+    prefix: &str,
+    filter: &Filter,
+    render: &Renderer,
+    tx: &mut FrameTx,
+) -> Option<i64> {
+    let rev = cache.revision();
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => {
+                if !send_event(&ev, last, prefix, filter, render, tx).await {
+                    return None;
+                }
+            }
+            Err(broadcast::error::TryRecvError::Empty) => break,
+            Err(_) => return None,
+        }
+    }
+    Some(rev.max(*last))
 }
 
 /// `f`'s output, or None once `deadline` passes.
@@ -755,9 +1278,14 @@ fn store_watch(
     kind: Kind,
     mut stream: podd_store::WatchStream,
     filter: Filter,
-    timeout: Option<Duration>,
+    opts: WatchOptions,
     permit: Permit<String>,
 ) -> Response<Body> {
+    let timeout = opts.timeout;
+    let render = Renderer {
+        kind,
+        table: opts.table,
+    };
     use futures::StreamExt;
     let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     tokio::spawn(async move {
@@ -789,10 +1317,10 @@ fn store_watch(
                         podd_store::EventKind::Modified => EventType::Modified,
                         podd_store::EventKind::Deleted => EventType::Deleted,
                     };
-                    event_line(ty, &o.json)
+                    render.line(ty, &o.json)
                 }
                 Some(Err(e)) => {
-                    let st = ApiError::from(e).to_status();
+                    let st = ApiError::from(e).to_status_json();
                     let json = serde_json::to_vec(&st).unwrap_or_default();
                     let _ = tx
                         .send(Ok(Frame::data(event_line(EventType::Error, &json))))
@@ -973,6 +1501,73 @@ mod tests {
                 .kind,
             Kind::HorizontalPodAutoscaler
         );
+    }
+
+    #[test]
+    fn every_kind_has_its_group_path() {
+        for kind in Kind::ALL {
+            let ns = if kind.namespaced() {
+                "namespaces/x/"
+            } else {
+                ""
+            };
+            let p = format!("{}/{ns}{}/n", kind.group_prefix(), kind.plural());
+            assert_eq!(parse_path(&p).unwrap().kind, kind, "{p}");
+            let list = format!("{}/{}", kind.group_prefix(), kind.plural());
+            assert_eq!(parse_path(&list).unwrap().kind, kind, "{list}");
+        }
+        assert!(parse_path("/api/v1").is_err());
+        assert!(parse_path("/apis/apps/v1").is_err());
+        assert!(parse_path("/apis/podd.dev/v1/nodes/n1/usage").is_err());
+    }
+
+    #[test]
+    fn media_types() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert!(wants_table(kubectl));
+        assert!(!wants_table("application/json"));
+        assert!(check_accept(kubectl).is_ok());
+        assert!(check_accept("application/vnd.kubernetes.protobuf, */*").is_ok());
+        assert!(matches!(
+            check_accept("application/vnd.kubernetes.protobuf"),
+            Err(ApiError::NotAcceptable(_))
+        ));
+        assert_eq!(
+            body_type("application/json; charset=utf-8").unwrap(),
+            BodyType::Json
+        );
+        assert_eq!(
+            body_type("application/vnd.kubernetes.protobuf").unwrap(),
+            BodyType::Protobuf
+        );
+        assert!(matches!(
+            body_type("text/plain"),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert_eq!(
+            warning_header(r#"unknown field "spec.foo""#).unwrap(),
+            r#"299 - "unknown field \"spec.foo\"""#
+        );
+    }
+
+    #[test]
+    fn delete_options_from_body_and_query() {
+        let body = serde_json::json!({"kind": "DeleteOptions", "propagationPolicy": "Orphan",
+            "gracePeriodSeconds": 5, "preconditions": {"uid": "u", "resourceVersion": "7"}});
+        let o = delete_options("", Some(&body)).unwrap();
+        assert_eq!(o.propagation, Propagation::Orphan);
+        assert_eq!(o.grace_period_seconds, Some(5));
+        assert_eq!(o.precondition_uid.as_deref(), Some("u"));
+        assert_eq!(o.precondition_rv, Some(7));
+        let o = delete_options(
+            "propagationPolicy=Foreground&gracePeriodSeconds=0&dryRun=All",
+            Some(&body),
+        )
+        .unwrap();
+        assert_eq!(o.propagation, Propagation::Foreground);
+        assert_eq!(o.grace_period_seconds, Some(0));
+        assert!(o.dry_run);
+        assert!(delete_options("propagationPolicy=Sometimes", None).is_err());
     }
 
     #[test]

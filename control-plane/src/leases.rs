@@ -1,8 +1,8 @@
 //! Node lease renewals, served from memory.
 //!
-//! Agents renew their node's lease (`status.leaseRenewTime`) every heartbeat. Writing each
-//! renewal through the store would cost a durable write and a Node watch event fanned out to
-//! every watcher, at (nodes / heartbeat) per second, for a timestamp no one else reads. So the
+//! Agents renew their node's Lease (`spec.renewTime` of the coordination.k8s.io Lease named
+//! after the node in kube-node-lease) every heartbeat. Writing each renewal through the store
+//! would cost a durable write and a Lease watch event fanned out to every watcher, at (nodes / heartbeat) per second, for a timestamp no one else reads. So the
 //! server that receives a renewal records it here and writes it to the store only every so
 //! often:
 //! - while this server runs the controllers (the node lifecycle controller reads this table
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
-    /// How stale the stored leaseRenewTime may get while this server leads.
+    /// How stale the stored renewTime may get while this server leads.
     pub persist_leading: Duration,
     /// ... and while another server leads; keep it under half the node grace.
     pub persist_standby: Duration,
@@ -124,15 +124,15 @@ impl LeaseTable {
     }
 }
 
-/// Whether a merge patch of a Node's status only renews its lease.
+/// Whether a merge patch of a node Lease only renews it (`{"spec":{"renewTime":"..."}}`).
 pub fn is_lease_renewal(patch: &serde_json::Value) -> bool {
     let only = |v: &serde_json::Value, key: &str| {
         v.as_object()
             .is_some_and(|o| o.len() == 1 && o.contains_key(key))
     };
-    only(patch, "status")
-        && only(&patch["status"], "leaseRenewTime")
-        && patch["status"]["leaseRenewTime"].is_string()
+    only(patch, "spec")
+        && only(&patch["spec"], "renewTime")
+        && patch["spec"]["renewTime"].is_string()
 }
 
 #[cfg(test)]
@@ -144,16 +144,18 @@ mod tests {
     #[test]
     fn recognises_pure_renewals_only() {
         assert!(is_lease_renewal(
-            &json!({"status": {"leaseRenewTime": "2026-01-01T00:00:00Z"}})
+            &json!({"spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}})
         ));
-        assert!(!is_lease_renewal(&json!({"status": {"leaseRenewTime": 5}})));
+        assert!(!is_lease_renewal(&json!({"spec": {"renewTime": 5}})));
         assert!(!is_lease_renewal(
-            &json!({"status": {"leaseRenewTime": "t", "conditions": []}})
+            &json!({"spec": {"renewTime": "t", "holderIdentity": "n2"}})
         ));
         assert!(!is_lease_renewal(
-            &json!({"status": {"leaseRenewTime": "t"}, "metadata": {"resourceVersion": "3"}})
+            &json!({"spec": {"renewTime": "t"}, "metadata": {"resourceVersion": "3"}})
         ));
-        assert!(!is_lease_renewal(&json!({"spec": {"unschedulable": true}})));
+        assert!(!is_lease_renewal(
+            &json!({"status": {"leaseRenewTime": "t"}})
+        ));
     }
 
     #[test]

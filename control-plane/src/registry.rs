@@ -1,24 +1,38 @@
 //! The registry: the API's semantics over the store, independent of HTTP.
 //!
-//! Objects are stored as JSON under `/registry/<plural>/<ns>/<name>`; their resourceVersion is
-//! the store's mod_revision (never stored inside the value). Create sets uid and
-//! creationTimestamp, fills generateName, allocates Service VIPs and node pod CIDRs; updates
-//! check resourceVersion, keep what is immutable, bump generation when the spec changes, and
-//! skip writes that change nothing; deletes cascade along ownerReferences.
+//! Objects are stored as their k8s-openapi type's JSON under `Kind::key(ns, name)`; their
+//! resourceVersion is the store's mod_revision (never stored inside the value). Every write
+//! goes through the kind's type ([`admit`]): decoded (unknown fields reported or refused as
+//! `fieldValidation` says), defaulted and validated, so what is stored is what the type holds.
+//! Create sets uid and creationTimestamp, fills generateName, allocates Service clusterIPs and
+//! node podCIDRs; updates check resourceVersion, keep what is immutable, bump generation when
+//! the spec changes, and skip writes that change nothing (so no watch event). Deletes honour
+//! preconditions, finalizers, graceful pod deletion and the propagation policy.
 
 use crate::alloc::{AllocError, RangeAllocator};
 use crate::cache::{CachedObject, WatchCache, set_resource_version};
 use crate::error::ApiError;
 use crate::leases::{LeaseTable, is_lease_renewal};
-use podd_api::meta::Selector;
-use podd_api::validation::validate_value;
-use podd_api::{Kind, Object};
+use podd_api::patch::PatchType;
+use podd_api::schema::FieldValidation;
+use podd_api::selector::Selector;
+use podd_api::{FieldError, Kind, Object, ValidationErrors};
 use podd_store::{Revision, Store, StoreError};
 use rand::Rng;
 use serde_json::Value;
+use std::future::Future;
 use std::net::Ipv4Addr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use podd_api::patch::merge_patch;
+
+/// The namespace node heartbeat Leases live in.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The finalizer a Foreground delete puts on the owner while its dependents go.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,46 +42,31 @@ pub enum Subresource {
     Scale,
 }
 
-/// Field selectors: `spec.nodeName=N`, `metadata.name=N`, `metadata.namespace=N` (and `!=`).
+/// Field selectors: `metadata.name`, `metadata.namespace`, `spec.nodeName` and
+/// `status.phase` (pods), with `=`, `==` and `!=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(podd_api::selector::FieldSelector);
 
 impl FieldSelector {
+    pub const FIELDS: [&str; 4] = [
+        "metadata.name",
+        "metadata.namespace",
+        "spec.nodeName",
+        "status.phase",
+    ];
+
     pub fn parse(s: &str) -> Result<FieldSelector, ApiError> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
-                (f, false, v)
-            } else if let Some((f, v)) = part.split_once("==") {
-                (f, true, v)
-            } else if let Some((f, v)) = part.split_once('=') {
-                (f, true, v)
-            } else {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid field selector {part:?}: use field=value"
-                )));
-            };
-            match field.trim() {
-                "spec.nodeName" | "metadata.name" | "metadata.namespace" => {}
-                other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "field selector on {other:?} is not supported: use spec.nodeName, metadata.name or metadata.namespace"
-                    )));
-                }
-            }
-            out.push((field.trim().to_string(), eq, value.trim().to_string()));
-        }
-        Ok(FieldSelector(out))
+        podd_api::selector::FieldSelector::parse(s, &Self::FIELDS)
+            .map(FieldSelector)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 
     pub fn matches(&self, o: &CachedObject) -> bool {
-        self.0.iter().all(|(f, eq, v)| {
-            let actual = match f.as_str() {
-                "spec.nodeName" => &o.node_name,
-                "metadata.name" => &o.name,
-                _ => &o.namespace,
-            };
-            (actual == v) == *eq
+        self.0.matches(|f| match f {
+            "spec.nodeName" => &o.node_name,
+            "metadata.name" => &o.name,
+            "status.phase" => &o.phase,
+            _ => &o.namespace,
         })
     }
 }
@@ -83,6 +82,108 @@ impl Filter {
     pub fn matches(&self, o: &CachedObject) -> bool {
         self.labels.as_ref().is_none_or(|s| s.matches(&o.labels)) && self.fields.matches(o)
     }
+}
+
+/// How a list is read: `limit`/`continue` and `resourceVersion`/`resourceVersionMatch`.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub filter: Filter,
+    pub limit: Option<usize>,
+    /// The `continue` token of the previous page.
+    pub continue_token: Option<String>,
+    /// `""` (most recent), `"0"` (any), or a revision.
+    pub resource_version: String,
+    /// `NotOlderThan` or `Exact` (with a resourceVersion).
+    pub resource_version_match: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub items: Vec<Arc<CachedObject>>,
+    pub revision: Revision,
+    /// The token for the next page, when there is one.
+    pub continue_token: Option<String>,
+    /// How many matching objects follow this page.
+    pub remaining: Option<usize>,
+}
+
+/// What a continue token holds: the list's revision and the last key served.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, last_key: &str) -> String {
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: last_key.into(),
+    };
+    hex::encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+fn decode_continue(s: &str) -> Result<ContinueToken, ApiError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("continue key {s:?} is not valid")))
+}
+
+/// How a write is made: `dryRun=All`, `fieldValidation`, and server-side apply's
+/// `fieldManager` and `force`.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    pub field_manager: Option<String>,
+    pub force: bool,
+}
+
+/// What a write returns: the object (as stored, or as it would be with dry run) and the
+/// warnings for the client (`Warning:` headers).
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+/// A delete's `propagationPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// The owner goes at once and its dependents after it (the default).
+    #[default]
+    Background,
+    /// The dependents go first; the owner waits with a `foregroundDeletion` finalizer.
+    Foreground,
+    /// The dependents stay, without the owner's reference.
+    Orphan,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Result<Propagation, ApiError> {
+        match s {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::BadRequest(format!(
+                "propagationPolicy {other:?} is not supported: use Background, Foreground or Orphan"
+            ))),
+        }
+    }
+}
+
+/// A delete's options (metav1 DeleteOptions).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Propagation,
+    /// None: the object's own (a pod's terminationGracePeriodSeconds); 0 deletes at once.
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_rv: Option<Revision>,
+    pub precondition_uid: Option<String>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -117,14 +218,8 @@ pub struct Registry {
     service_ips: RangeAllocator,
     pod_cidrs: RangeAllocator,
     leases: LeaseTable,
-}
-
-/// Kinds whose `status` is written only through the status subresource.
-fn has_status(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Pod | Kind::Deployment | Kind::Node | Kind::HorizontalPodAutoscaler
-    )
+    /// The agents' newest usage reports (metrics.k8s.io, the autoscaler).
+    pub usage: crate::usage::UsageTable,
 }
 
 fn alloc_err(e: AllocError, kind: Kind, name: &str, field: &str) -> ApiError {
@@ -133,31 +228,16 @@ fn alloc_err(e: AllocError, kind: Kind, name: &str, field: &str) -> ApiError {
         other => ApiError::Invalid {
             kind,
             name: name.to_string(),
-            errors: podd_api::ValidationErrors(vec![podd_api::FieldError {
-                field: field.into(),
-                message: other.to_string(),
-            }]),
+            errors: ValidationErrors(vec![FieldError::invalid(field, "", other)]),
         },
     }
 }
 
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    if let Value::Object(p) = patch {
-        if !target.is_object() {
-            *target = Value::Object(serde_json::Map::new());
-        }
-        if let Value::Object(t) = target {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-    } else {
-        *target = patch.clone();
+fn invalid(kind: Kind, name: &str, e: FieldError) -> ApiError {
+    ApiError::Invalid {
+        kind,
+        name: name.to_string(),
+        errors: ValidationErrors(vec![e]),
     }
 }
 
@@ -185,6 +265,11 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// Now, as a metav1 Time on the wire (through the type's own serializer).
+fn now_time() -> Value {
+    serde_json::to_value(podd_api::Time(podd_api::jiff::Timestamp::now())).unwrap_or_default()
+}
+
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
@@ -203,28 +288,60 @@ fn meta_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
     m.as_object_mut().expect("made an object above")
 }
 
-/// Decodes into the kind's type and back, so every stored object has the kind's shape.
-fn normalize(kind: Kind, v: Value) -> Result<Value, ApiError> {
-    fn rt<T: Object>(v: Value) -> Result<Value, ApiError> {
-        let t: T = serde_json::from_value(v).map_err(|e| {
-            ApiError::BadRequest(format!("the body is not a valid {}: {e}", T::KIND.name()))
-        })?;
-        serde_json::to_value(&t).map_err(|e| ApiError::Internal(e.to_string()))
+fn spec_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    let obj = v.as_object_mut().expect("objects only");
+    let s = obj
+        .entry("spec")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !s.is_object() {
+        *s = Value::Object(serde_json::Map::new());
     }
-    let mut out = match kind {
-        Kind::Pod => rt::<podd_api::Pod>(v)?,
-        Kind::Deployment => rt::<podd_api::Deployment>(v)?,
-        Kind::Service => rt::<podd_api::Service>(v)?,
-        Kind::Endpoints => rt::<podd_api::Endpoints>(v)?,
-        Kind::Node => rt::<podd_api::Node>(v)?,
-        Kind::HorizontalPodAutoscaler => rt::<podd_api::HorizontalPodAutoscaler>(v)?,
-    };
-    if let Some(o) = out.as_object_mut() {
-        o.insert("kind".into(), kind.name().into());
-        o.insert("apiVersion".into(), kind.api_version().into());
+    s.as_object_mut().expect("made an object above")
+}
+
+fn finalizers(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/finalizers")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn is_terminating(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// The typed round trip of one write: decode into the kind's type (every type error at once,
+/// unknown fields as `fieldValidation` says), default, validate, and back to the JSON that is
+/// stored (with kind and apiVersion, without resourceVersion). Returns the warnings.
+pub fn admit(
+    kind: Kind,
+    name: &str,
+    v: Value,
+    fv: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    fn typed<T: Object>(
+        name: &str,
+        v: Value,
+        fv: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let kind = T::API_KIND;
+        let as_invalid = |errors| ApiError::Invalid {
+            kind,
+            name: name.to_string(),
+            errors,
+        };
+        let (mut t, warnings) = podd_api::schema::decode::<T>(v, fv).map_err(as_invalid)?;
+        podd_api::defaults::apply(&mut t);
+        podd_api::validation::validate(&t).map_err(as_invalid)?;
+        let mut out = serde_json::to_value(&t).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("kind".into(), kind.name().into());
+            o.insert("apiVersion".into(), kind.api_version().into());
+        }
+        meta_mut(&mut out).remove("resourceVersion");
+        Ok((out, warnings))
     }
-    meta_mut(&mut out).remove("resourceVersion");
-    Ok(out)
+    podd_api::with_kind_type!(kind, T => typed::<T>(name, v, fv))
 }
 
 /// The largest object stored: 1.5 MiB, etcd's default request limit, which bounds every
@@ -260,6 +377,22 @@ fn parse_stored(kind: Kind, key: &str, bytes: &[u8]) -> Result<Value, ApiError> 
     })
 }
 
+fn not_found(kind: Kind, name: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: kind.name(),
+        name: name.into(),
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the write loop decided for one round.
+enum Outcome {
+    Write(Value),
+    /// The change leaves a terminating object without finalizers: it goes.
+    Remove(Value),
+}
+
 impl Registry {
     pub fn new(
         store: Arc<dyn Store>,
@@ -283,6 +416,7 @@ impl Registry {
             store,
             cache,
             leases: LeaseTable::default(),
+            usage: Default::default(),
         })
     }
 
@@ -319,10 +453,7 @@ impl Registry {
             .store
             .get(&key)
             .await?
-            .ok_or_else(|| ApiError::NotFound {
-                kind: kind.name(),
-                name: name.into(),
-            })?;
+            .ok_or_else(|| not_found(kind, name))?;
         let mut v = parse_stored(kind, &key, &kv.value)?;
         set_resource_version(kind, &mut v, kv.mod_revision);
         Ok(v)
@@ -360,8 +491,100 @@ impl Registry {
         Ok((items, list.revision))
     }
 
-    /// Creates an object in `ns` (ignored for cluster-scoped kinds).
-    async fn create_untimed(&self, kind: Kind, ns: &str, body: Value) -> Result<Value, ApiError> {
+    /// A list with Kubernetes' options: pages of `limit` objects continued by an opaque token
+    /// (the list's revision and the last key; 410 Expired once that revision is compacted),
+    /// and `resourceVersion` semantics (`""` most recent, `"0"` any, `N` not older than N, or
+    /// exactly N with `resourceVersionMatch=Exact`). Pages after the first are served from
+    /// the cache's current objects after the last key.
+    pub async fn list_page(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
+        let prefix = kind.key_prefix(ns.filter(|n| !n.is_empty()));
+        let (items, revision, start) = if let Some(tok) = &opts.continue_token {
+            let t = decode_continue(tok)?;
+            let oldest = self.cache.oldest(kind);
+            if t.rv < oldest {
+                return Err(ApiError::Expired(format!(
+                    "the provided continue parameter is too old to display a consistent list \
+                     result (revision {} is older than {oldest}); start a new list without it",
+                    t.rv
+                )));
+            }
+            let (items, _) = self.cache.snapshot(kind, &prefix);
+            (items, t.rv, Some(t.start))
+        } else {
+            let rv = opts.resource_version.as_str();
+            let exact = opts.resource_version_match.as_deref() == Some("Exact");
+            match opts.resource_version_match.as_deref() {
+                None | Some("NotOlderThan") | Some("Exact") => {}
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "resourceVersionMatch {other:?} is not supported: use NotOlderThan or Exact"
+                    )));
+                }
+            }
+            if rv.is_empty() {
+                if exact {
+                    return Err(ApiError::BadRequest(
+                        "resourceVersionMatch=Exact needs a resourceVersion".into(),
+                    ));
+                }
+                let (items, rev) = self.list(kind, ns, &Filter::default()).await?;
+                (items, rev, None)
+            } else {
+                let n: Revision = rv.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("resourceVersion {rv:?} is not a number"))
+                })?;
+                if n > 0 && !self.cache.wait_for(n, Duration::from_secs(3)).await {
+                    return Err(ApiError::Timeout(format!(
+                        "Too large resource version: {n}, current: {}",
+                        self.cache.revision()
+                    )));
+                }
+                let (items, rev) = self.cache.snapshot(kind, &prefix);
+                if exact && n != rev {
+                    // The cache keeps only the current objects; an older state is gone.
+                    return Err(ApiError::Expired(format!(
+                        "resourceVersion {n} is not the current one ({rev}); list with \
+                         resourceVersionMatch=NotOlderThan or without a resourceVersion"
+                    )));
+                }
+                (items, rev, None)
+            }
+        };
+        let mut matching = items
+            .into_iter()
+            .filter(|o| start.as_ref().is_none_or(|s| o.key.as_str() > s.as_str()))
+            .filter(|o| opts.filter.matches(o));
+        let mut page: Vec<Arc<CachedObject>> = match opts.limit.filter(|l| *l > 0) {
+            Some(l) => matching.by_ref().take(l).collect(),
+            None => matching.by_ref().collect(),
+        };
+        let rest = matching.count();
+        let continue_token = (rest > 0)
+            .then(|| page.last().map(|o| encode_continue(revision, &o.key)))
+            .flatten();
+        page.shrink_to_fit();
+        Ok(ListPage {
+            items: page,
+            revision,
+            continue_token,
+            remaining: (rest > 0).then_some(rest),
+        })
+    }
+
+    // ---- create ----
+
+    async fn create_untimed(
+        &self,
+        kind: Kind,
+        ns: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let ns = Self::ns_for(kind, ns);
         let mut v = body;
         if !v.is_object() {
@@ -373,8 +596,18 @@ impl Registry {
         let body_ns = str_at(&v, "/metadata/namespace").to_string();
         if kind.namespaced() && !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::BadRequest(format!(
-                "the namespace of the object ({body_ns}) does not match the namespace of the request ({ns})"
+                "the namespace of the provided object ({body_ns}) does not match the namespace \
+                 sent on the request ({ns})"
             )));
+        }
+        let generated = str_at(&v, "/metadata/name").is_empty()
+            && !str_at(&v, "/metadata/generateName").is_empty();
+        if str_at(&v, "/metadata/name").is_empty() && !generated {
+            return Err(invalid(
+                kind,
+                "",
+                FieldError::required("metadata.name", "name or generateName is required"),
+            ));
         }
         {
             let m = meta_mut(&mut v);
@@ -384,53 +617,53 @@ impl Registry {
                 m.remove("namespace");
             }
             m.insert("uid".into(), new_uid().into());
-            m.insert(
-                "creationTimestamp".into(),
-                crate::time::now_rfc3339().into(),
-            );
+            m.insert("creationTimestamp".into(), now_time());
             m.insert("generation".into(), 1.into());
             m.remove("resourceVersion");
             m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            if generated {
+                let g = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                m.insert("name".into(), format!("{g}{}", random_suffix()).into());
+            }
         }
-        if has_status(kind) && kind != Kind::Node {
+        if kind.has_status() && kind != Kind::Node {
             v.as_object_mut()
                 .expect("checked above")
                 .insert("status".into(), serde_json::json!({}));
         }
-        let generated = str_at(&v, "/metadata/name").is_empty()
-            && !str_at(&v, "/metadata/generateName").is_empty();
-        // Validate before allocating anything.
-        let mut probe = normalize(kind, v.clone())?;
-        if generated {
-            let g = str_at(&probe, "/metadata/generateName").to_string();
-            meta_mut(&mut probe).insert("name".into(), format!("{g}{}", random_suffix()).into());
+        let name = str_at(&v, "/metadata/name").to_string();
+        // Decode, default and validate before allocating anything.
+        let (mut v, warnings) = admit(kind, &name, v, opts.field_validation)?;
+        if opts.dry_run {
+            return Ok(Written {
+                object: v,
+                warnings,
+            });
         }
-        let name_for_errors = str_at(&probe, "/metadata/name").to_string();
-        validate_value(kind, &probe).map_err(|errors| ApiError::Invalid {
-            kind,
-            name: name_for_errors.clone(),
-            errors,
-        })?;
-        let allocated = self.admit_create(kind, &name_for_errors, &mut v).await?;
+        let allocated = self.admit_create(kind, &name, &mut v).await?;
         let result = self.store_create(kind, &ns, v, generated).await;
         if result.is_err()
             && let Some((alloc, value)) = allocated
         {
             let _ = alloc.release(&value).await;
         }
-        result
+        result.map(|object| Written { object, warnings })
     }
 
     async fn store_create(
         &self,
         kind: Kind,
         ns: &str,
-        v: Value,
+        mut v: Value,
         generated: bool,
     ) -> Result<Value, ApiError> {
-        for _ in 0..8 {
-            let mut v = normalize(kind, v.clone())?;
-            if generated {
+        for attempt in 0..8 {
+            if generated && attempt > 0 {
                 let g = str_at(&v, "/metadata/generateName").to_string();
                 meta_mut(&mut v).insert("name".into(), format!("{g}{}", random_suffix()).into());
             }
@@ -460,52 +693,49 @@ impl Registry {
         ))
     }
 
-    /// Allocations at create: Service clusterIP, Node podCIDR. Returns what to release if the
-    /// create then fails.
+    /// Allocations at create: Service clusterIP(s), Node podCIDR(s). Returns what to release
+    /// if the create then fails.
     async fn admit_create(
         &self,
         kind: Kind,
         name: &str,
         v: &mut Value,
     ) -> Result<Option<(&RangeAllocator, String)>, ApiError> {
-        match kind {
-            Kind::Service => {
-                let ip = str_at(v, "/spec/clusterIP").to_string();
-                if ip == "None" {
-                    return Ok(None);
-                }
-                let want = (!ip.is_empty()).then_some(ip.as_str());
-                let got = self
-                    .service_ips
-                    .allocate(want)
-                    .await
-                    .map_err(|e| alloc_err(e, kind, name, "spec.clusterIP"))?;
-                if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert("clusterIP".into(), got.clone().into());
-                }
-                Ok(Some((&self.service_ips, got)))
-            }
-            Kind::Node => {
-                let cidr = str_at(v, "/spec/podCIDR").to_string();
-                let want = (!cidr.is_empty()).then_some(cidr.as_str());
-                let got = self
-                    .pod_cidrs
-                    .allocate(want)
-                    .await
-                    .map_err(|e| alloc_err(e, kind, name, "spec.podCIDR"))?;
-                let obj = v.as_object_mut().expect("checked by the caller");
-                let spec = obj.entry("spec").or_insert_with(|| serde_json::json!({}));
-                if let Some(spec) = spec.as_object_mut() {
-                    spec.insert("podCIDR".into(), got.clone().into());
-                }
-                Ok(Some((&self.pod_cidrs, got)))
-            }
-            _ => Ok(None),
+        let (alloc, field, list_field) = match kind {
+            Kind::Service => (&self.service_ips, "clusterIP", "clusterIPs"),
+            Kind::Node => (&self.pod_cidrs, "podCIDR", "podCIDRs"),
+            _ => return Ok(None),
+        };
+        let asked = str_at(v, &format!("/spec/{field}")).to_string();
+        let asked = if asked.is_empty() {
+            v.pointer(&format!("/spec/{list_field}/0"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            asked
+        };
+        if kind == Kind::Service && asked == "None" {
+            let spec = spec_mut(v);
+            spec.insert(field.into(), "None".into());
+            spec.insert(list_field.into(), serde_json::json!(["None"]));
+            return Ok(None);
         }
+        let want = (!asked.is_empty()).then_some(asked.as_str());
+        let got = alloc
+            .allocate(want)
+            .await
+            .map_err(|e| alloc_err(e, kind, name, &format!("spec.{field}")))?;
+        let spec = spec_mut(v);
+        spec.insert(field.into(), got.clone().into());
+        spec.insert(list_field.into(), serde_json::json!([got.clone()]));
+        Ok(Some((alloc, got)))
     }
 
-    /// Replaces an object (or its status, or its scale). With `precondition`, the write fails
-    /// with Conflict unless the stored resourceVersion is that.
+    // ---- update and patch ----
+
+    /// Replaces an object (or its status, or its scale). A metadata.resourceVersion in the
+    /// body is a precondition (409 Conflict when it is not the stored one).
     async fn update_untimed(
         &self,
         kind: Kind,
@@ -513,7 +743,8 @@ impl Registry {
         name: &str,
         body: Value,
         sub: Subresource,
-    ) -> Result<Value, ApiError> {
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let rv = str_at(&body, "/metadata/resourceVersion").to_string();
         let precondition = if rv.is_empty() {
             None
@@ -525,64 +756,179 @@ impl Registry {
         let body_name = str_at(&body, "/metadata/name");
         if sub != Subresource::Scale && !body_name.is_empty() && body_name != name {
             return Err(ApiError::BadRequest(format!(
-                "the name of the object ({body_name}) does not match the name in the URL ({name})"
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        self.write(kind, ns, name, precondition, |cur| {
+        self.write(kind, ns, name, precondition, opts, |cur| {
             Ok(Self::merge_update(kind, cur, &body, sub))
         })
         .await
     }
 
-    /// Applies a JSON merge patch.
+    /// Applies a patch of type `ty`.
+    #[allow(clippy::too_many_arguments)]
     async fn patch_untimed(
         &self,
         kind: Kind,
         ns: &str,
         name: &str,
+        ty: PatchType,
         patch: Value,
         sub: Subresource,
-    ) -> Result<Value, ApiError> {
-        if kind == Kind::Node && sub == Subresource::Status && is_lease_renewal(&patch) {
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if kind == Kind::Lease
+            && ns == NODE_LEASE_NAMESPACE
+            && matches!(ty, PatchType::Merge | PatchType::Strategic)
+            && sub == Subresource::Main
+            && !opts.dry_run
+            && is_lease_renewal(&patch)
+        {
             return self.renew_lease(name, patch).await;
         }
-        let rv = str_at(&patch, "/metadata/resourceVersion").to_string();
-        let precondition = rv.parse::<Revision>().ok();
-        self.write(kind, ns, name, precondition, |cur| {
-            let mut patched = cur.clone();
-            merge_patch(&mut patched, &patch);
+        if ty == PatchType::Apply {
+            return self.apply_untimed(kind, ns, name, patch, sub, opts).await;
+        }
+        let precondition = if ty == PatchType::Json {
+            None
+        } else {
+            str_at(&patch, "/metadata/resourceVersion")
+                .parse::<Revision>()
+                .ok()
+        };
+        self.write(kind, ns, name, precondition, opts, |cur| {
+            let patched = Self::apply_patch(kind, name, ty, cur, &patch)?;
             Ok(Self::merge_update(kind, cur, &patched, sub))
         })
         .await
     }
 
-    /// A node's lease renewal: recorded in memory, and written to the store only when the
-    /// lease table says the stored time is due (see [`crate::leases`]).
-    async fn renew_lease(&self, name: &str, patch: Value) -> Result<Value, ApiError> {
+    /// Server-side apply by `opts.field_manager` (required): creates the object when it does
+    /// not exist; 409 with one cause per field when the apply would change fields another
+    /// manager owns, unless `opts.force`.
+    async fn apply_untimed(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        applied: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let manager = opts
+            .field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "PATCH with application/apply-patch+yaml requires the fieldManager query \
+                     parameter"
+                        .into(),
+                )
+            })?;
+        let applied_name = str_at(&applied, "/metadata/name");
+        if !applied_name.is_empty() && applied_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let now = now_time().as_str().unwrap_or_default().to_string();
+        let apply = |live: Option<&Value>| {
+            podd_api::patch::server_side_apply(kind, live, &applied, &manager, opts.force, &now)
+                .map_err(|e| match e {
+                    podd_api::patch::ApplyError::Conflicts(cs) => ApiError::ApplyConflict {
+                        message: podd_api::patch::ApplyError::Conflicts(cs.clone()).to_string(),
+                        causes: cs.iter().map(|c| c.cause()).collect(),
+                    },
+                    podd_api::patch::ApplyError::Invalid(m) => ApiError::BadRequest(m),
+                })
+        };
+        match self.get(kind, ns, name).await {
+            Err(ApiError::NotFound { .. }) if sub == Subresource::Main => {
+                let mut body = apply(None)?;
+                meta_mut(&mut body).insert("name".into(), name.into());
+                return self.create_untimed(kind, ns, body, opts).await;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.write(kind, ns, name, None, opts, |cur| {
+            let merged = apply(Some(cur))?;
+            Ok(Self::merge_update(kind, cur, &merged, sub))
+        })
+        .await
+    }
+
+    /// `cur` with `patch` of type `ty` applied.
+    fn apply_patch(
+        kind: Kind,
+        name: &str,
+        ty: PatchType,
+        cur: &Value,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        use podd_api::patch::PatchError;
+        let failed = |e: PatchError| match e {
+            PatchError::Malformed(m) => {
+                ApiError::BadRequest(format!("the patch is malformed: {m}"))
+            }
+            PatchError::Failed(m) => invalid(kind, name, FieldError::invalid("<patch>", "", m)),
+        };
+        match ty {
+            PatchType::Merge => {
+                if !patch.is_object() {
+                    return Err(ApiError::BadRequest(
+                        "a merge patch must be a JSON object".into(),
+                    ));
+                }
+                let mut out = cur.clone();
+                merge_patch(&mut out, patch);
+                Ok(out)
+            }
+            PatchType::Json => podd_api::patch::json_patch(cur, patch).map_err(failed),
+            PatchType::Strategic => {
+                podd_api::patch::strategic_merge(kind, cur, patch).map_err(failed)
+            }
+            PatchType::Apply => Err(ApiError::UnsupportedMediaType(
+                "server-side apply is not supported yet".into(),
+            )),
+        }
+    }
+
+    /// A node's lease renewal (a merge patch of only `spec.renewTime` of its Lease in
+    /// kube-node-lease): recorded in memory, and written to the store only when the lease
+    /// table says the stored time is due (see [`crate::leases`]).
+    async fn renew_lease(&self, name: &str, patch: Value) -> Result<Written, ApiError> {
         let now = std::time::Instant::now();
+        let key = Kind::Lease.key(NODE_LEASE_NAMESPACE, name);
         if !self.leases.renew(name, now)
             && let Some(mut v) = self
                 .cache
-                .get(Kind::Node, &Kind::Node.key("", name))
+                .get(Kind::Lease, &key)
                 .and_then(|o| o.decode::<Value>())
         {
             merge_patch(&mut v, &patch);
-            return Ok(v);
+            return Ok(Written {
+                object: v,
+                warnings: Vec::new(),
+            });
         }
-        let v = self
-            .write(Kind::Node, "", name, None, |cur| {
-                let mut patched = cur.clone();
-                merge_patch(&mut patched, &patch);
-                Ok(Self::merge_update(
-                    Kind::Node,
-                    cur,
-                    &patched,
-                    Subresource::Status,
-                ))
-            })
+        let w = self
+            .write(
+                Kind::Lease,
+                NODE_LEASE_NAMESPACE,
+                name,
+                None,
+                &WriteOptions::default(),
+                |cur| {
+                    let mut patched = cur.clone();
+                    merge_patch(&mut patched, &patch);
+                    Ok(patched)
+                },
+            )
             .await?;
         self.leases.persisted(name, now);
-        Ok(v)
+        Ok(w)
     }
 
     /// What an update of `sub` with `body` makes of `cur`.
@@ -600,10 +946,8 @@ impl Registry {
             }
             Subresource::Scale => {
                 let mut out = cur.clone();
-                if let Some(r) = body.pointer("/spec/replicas").cloned()
-                    && let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut)
-                {
-                    spec.insert("replicas".into(), r);
+                if let Some(r) = body.pointer("/spec/replicas").cloned() {
+                    spec_mut(&mut out).insert("replicas".into(), r);
                 }
                 out
             }
@@ -612,7 +956,7 @@ impl Registry {
                 if !out.is_object() {
                     out = Value::Object(serde_json::Map::new());
                 }
-                if has_status(kind)
+                if kind.has_status()
                     && let Some(o) = out.as_object_mut()
                 {
                     match cur.get("status") {
@@ -625,16 +969,18 @@ impl Registry {
         }
     }
 
-    /// The read-modify-write loop behind update and patch: keeps what is immutable, bumps the
-    /// generation, validates, and writes with compare-and-swap.
+    /// The read-modify-write loop behind update and patch: keeps what is immutable, goes
+    /// through the type, bumps the generation, skips writes that change nothing, and writes
+    /// with compare-and-swap. A terminating object whose last finalizer goes is removed.
     async fn write(
         &self,
         kind: Kind,
         ns: &str,
         name: &str,
         precondition: Option<Revision>,
-        f: impl Fn(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Value, ApiError> {
+        opts: &WriteOptions,
+        f: impl Fn(&Value) -> Result<Value, ApiError> + Send + Sync,
+    ) -> Result<Written, ApiError> {
         let ns = Self::ns_for(kind, ns);
         let key = kind.key(&ns, name);
         for _ in 0..16 {
@@ -642,10 +988,7 @@ impl Registry {
                 .store
                 .get(&key)
                 .await?
-                .ok_or_else(|| ApiError::NotFound {
-                    kind: kind.name(),
-                    name: name.into(),
-                })?;
+                .ok_or_else(|| not_found(kind, name))?;
             if let Some(p) = precondition
                 && p != kv.mod_revision
             {
@@ -656,16 +999,17 @@ impl Registry {
                     actual: kv.mod_revision.to_string(),
                 });
             }
-            let cur = normalize(kind, parse_stored(kind, &key, &kv.value)?)?;
-            let mut new = f(&cur)?;
+            let cur = parse_stored(kind, &key, &kv.value)?;
+            let new = f(&cur)?;
             if !new.is_object() {
                 return Err(ApiError::BadRequest(
                     "the body must be a JSON object".into(),
                 ));
             }
             check_before_decode(kind, name, &new)?;
+            let mut new = new;
             self.keep_immutable(kind, &cur, &mut new)?;
-            let mut new = normalize(kind, new)?;
+            let (mut new, warnings) = admit(kind, name, new, opts.field_validation)?;
             if new.get("spec") != cur.get("spec") {
                 let g = cur
                     .pointer("/metadata/generation")
@@ -673,29 +1017,59 @@ impl Registry {
                     .unwrap_or(0);
                 meta_mut(&mut new).insert("generation".into(), (g + 1).into());
             }
-            validate_value(kind, &new).map_err(|errors| ApiError::Invalid {
-                kind,
-                name: name.into(),
-                errors,
-            })?;
             if new == cur {
-                let mut out = cur;
-                set_resource_version(kind, &mut out, kv.mod_revision);
-                return Ok(out);
+                let mut object = cur;
+                set_resource_version(kind, &mut object, kv.mod_revision);
+                return Ok(Written { object, warnings });
             }
-            match self
-                .store
-                .update(
-                    &key,
-                    to_stored_bytes(kind, name, &new)?,
-                    Some(kv.mod_revision),
-                )
-                .await
-            {
-                Ok(rev) => {
-                    set_resource_version(kind, &mut new, rev);
-                    return Ok(new);
+            let outcome = if is_terminating(&new) && finalizers(&new).is_empty() {
+                Outcome::Remove(new)
+            } else {
+                Outcome::Write(new)
+            };
+            if opts.dry_run {
+                let (Outcome::Write(mut object) | Outcome::Remove(mut object)) = outcome;
+                set_resource_version(kind, &mut object, kv.mod_revision);
+                return Ok(Written { object, warnings });
+            }
+            let result = match outcome {
+                Outcome::Write(mut new) => self
+                    .store
+                    .update(
+                        &key,
+                        to_stored_bytes(kind, name, &new)?,
+                        Some(kv.mod_revision),
+                    )
+                    .await
+                    .map(|rev| {
+                        set_resource_version(kind, &mut new, rev);
+                        new
+                    }),
+                Outcome::Remove(new) => {
+                    match self
+                        .remove(
+                            kind,
+                            &ns,
+                            name,
+                            kv.mod_revision,
+                            new,
+                            Propagation::Background,
+                        )
+                        .await
+                    {
+                        Ok(v) => {
+                            return Ok(Written {
+                                object: v,
+                                warnings,
+                            });
+                        }
+                        Err(ApiError::Store(e)) => Err(e),
+                        Err(e) => return Err(e),
+                    }
                 }
+            };
+            match result {
+                Ok(object) => return Ok(Written { object, warnings }),
                 Err(StoreError::Conflict { actual, .. }) if precondition.is_some() => {
                     return Err(ApiError::Conflict {
                         kind: kind.name(),
@@ -705,12 +1079,7 @@ impl Registry {
                     });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound { .. }) => {
-                    return Err(ApiError::NotFound {
-                        kind: kind.name(),
-                        name: name.into(),
-                    });
-                }
+                Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -722,6 +1091,8 @@ impl Registry {
         })
     }
 
+    /// Keeps the server's metadata, the deletion marks, and the allocated addresses (which
+    /// may be left out, but not changed).
     fn keep_immutable(&self, kind: Kind, cur: &Value, new: &mut Value) -> Result<(), ApiError> {
         let cur_meta = cur.get("metadata").cloned().unwrap_or_default();
         let m = meta_mut(new);
@@ -732,81 +1103,244 @@ impl Registry {
             "creationTimestamp",
             "generation",
             "generateName",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
         ] {
             match cur_meta.get(field) {
                 Some(v) => m.insert(field.into(), v.clone()),
                 None => m.remove(field),
             };
         }
-        let immutable = |ptr: &str, field: &str, new: &mut Value| -> Result<(), ApiError> {
-            let old = str_at(cur, ptr).to_string();
-            let now = str_at(new, ptr).to_string();
+        let name = str_at(cur, "/metadata/name").to_string();
+        let immutable = |field: &str, list_field: &str, new: &mut Value| -> Result<(), ApiError> {
+            let old = str_at(cur, &format!("/spec/{field}")).to_string();
+            let old_list = cur
+                .pointer(&format!("/spec/{list_field}"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let now = str_at(new, &format!("/spec/{field}")).to_string();
             if now.is_empty() && !old.is_empty() {
-                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert(field.into(), old.into());
-                }
+                spec_mut(new).insert(field.into(), old.clone().into());
             } else if now != old {
-                return Err(ApiError::Invalid {
+                return Err(invalid(
                     kind,
-                    name: str_at(cur, "/metadata/name").into(),
-                    errors: podd_api::ValidationErrors(vec![podd_api::FieldError {
-                        field: format!("spec.{field}"),
-                        message: format!("field is immutable (it is {old})"),
-                    }]),
-                });
+                    &name,
+                    FieldError::invalid(
+                        format!("spec.{field}"),
+                        now,
+                        format!("field is immutable (it is {old})"),
+                    ),
+                ));
+            }
+            match new.pointer(&format!("/spec/{list_field}")) {
+                None | Some(Value::Null) => {
+                    if !old_list.is_null() {
+                        spec_mut(new).insert(list_field.into(), old_list);
+                    }
+                }
+                Some(l) if *l != old_list && !old_list.is_null() => {
+                    return Err(invalid(
+                        kind,
+                        &name,
+                        FieldError::invalid(
+                            format!("spec.{list_field}"),
+                            l,
+                            "field is immutable".to_string(),
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
             Ok(())
         };
         match kind {
-            Kind::Service => immutable("/spec/clusterIP", "clusterIP", new),
-            Kind::Node => immutable("/spec/podCIDR", "podCIDR", new),
+            Kind::Service => immutable("clusterIP", "clusterIPs", new),
+            Kind::Node => immutable("podCIDR", "podCIDRs", new),
             _ => Ok(()),
         }
     }
 
-    /// Deletes an object and, after it, everything that names it in ownerReferences.
+    // ---- delete ----
+
+    /// Whether a Pod must wait for its node to stop it: bound to a node that exists and is
+    /// Ready. Otherwise nothing runs it (or nothing will report back) and it goes at once.
+    fn pod_needs_node(&self, pod: &Value) -> bool {
+        let node = str_at(pod, "/spec/nodeName");
+        if node.is_empty() {
+            return false;
+        }
+        self.cache
+            .get(Kind::Node, &Kind::Node.key("", node))
+            .and_then(|o| o.decode::<podd_api::Node>())
+            .is_some_and(|n| podd_api::resources::node_is_ready(&n))
+    }
+
+    /// Deletes an object as DeleteOptions say: preconditions; finalizers and graceful pod
+    /// deletion leave it terminating (deletionTimestamp set) and return it; otherwise it is
+    /// removed and its dependents follow the propagation policy.
+    pub fn delete_with<'a>(
+        &'a self,
+        kind: Kind,
+        ns: &'a str,
+        name: &'a str,
+        opts: &'a DeleteOptions,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(self.timed(self.delete_untimed(kind, ns, name, opts)))
+    }
+
     async fn delete_untimed(
         &self,
         kind: Kind,
         ns: &str,
         name: &str,
-        precondition: Option<Revision>,
+        opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
         let ns = Self::ns_for(kind, ns);
         let key = kind.key(&ns, name);
-        let kv = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| ApiError::NotFound {
-                kind: kind.name(),
-                name: name.into(),
-            })?;
-        let expected = precondition.unwrap_or(kv.mod_revision);
-        let rev = match self.store.delete(&key, Some(expected)).await {
-            Ok(r) => r,
-            Err(StoreError::Conflict { actual, .. }) => {
+        for _ in 0..16 {
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(kind, name))?;
+            if let Some(p) = opts.precondition_rv
+                && p != kv.mod_revision
+            {
                 return Err(ApiError::Conflict {
                     kind: kind.name(),
                     name: name.into(),
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
+                    expected: p.to_string(),
+                    actual: kv.mod_revision.to_string(),
                 });
             }
-            Err(StoreError::NotFound { .. }) => {
-                return Err(ApiError::NotFound {
-                    kind: kind.name(),
-                    name: name.into(),
-                });
+            let mut cur = parse_stored(kind, &key, &kv.value)?;
+            let uid = str_at(&cur, "/metadata/uid").to_string();
+            if let Some(want) = &opts.precondition_uid
+                && *want != uid
+            {
+                return Err(ApiError::ConflictMsg(format!(
+                    "Operation cannot be fulfilled on {} {name:?}: Precondition failed: UID in \
+                     precondition: {want}, UID in object meta: {uid}",
+                    kind.plural()
+                )));
             }
+            let force = opts.grace_period_seconds == Some(0);
+            let graceful = kind == Kind::Pod && !force && self.pod_needs_node(&cur);
+            let has_finalizers = !finalizers(&cur).is_empty();
+            let foreground =
+                opts.propagation == Propagation::Foreground && !self.dependents(&uid).is_empty();
+            if opts.dry_run {
+                set_resource_version(kind, &mut cur, kv.mod_revision);
+                return Ok(cur);
+            }
+            if opts.propagation == Propagation::Orphan {
+                self.orphan_dependents(&uid).await;
+            }
+            if is_terminating(&cur) && (has_finalizers || graceful) {
+                // Already going; a second delete changes nothing until the node (or the
+                // finalizers' owners) are done.
+                set_resource_version(kind, &mut cur, kv.mod_revision);
+                return Ok(cur);
+            }
+            if has_finalizers || graceful || foreground {
+                let mut marked = cur.clone();
+                let m = meta_mut(&mut marked);
+                m.insert("deletionTimestamp".into(), now_time());
+                let grace = if kind == Kind::Pod {
+                    opts.grace_period_seconds
+                        .or_else(|| {
+                            cur.pointer("/spec/terminationGracePeriodSeconds")
+                                .and_then(Value::as_i64)
+                        })
+                        .unwrap_or(30)
+                } else {
+                    0
+                };
+                m.insert("deletionGracePeriodSeconds".into(), grace.into());
+                if foreground {
+                    let mut f = finalizers(&cur);
+                    f.push(FOREGROUND_FINALIZER.into());
+                    m.insert("finalizers".into(), serde_json::json!(f));
+                }
+                match self
+                    .store
+                    .update(
+                        &key,
+                        to_stored_bytes(kind, name, &marked)?,
+                        Some(kv.mod_revision),
+                    )
+                    .await
+                {
+                    Ok(rev) => {
+                        set_resource_version(kind, &mut marked, rev);
+                        if foreground {
+                            return self.finish_foreground(kind, &ns, name, &uid).await;
+                        }
+                        return Ok(marked);
+                    }
+                    Err(StoreError::Conflict { .. }) if opts.precondition_rv.is_none() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return self
+                .remove(kind, &ns, name, kv.mod_revision, cur, opts.propagation)
+                .await;
+        }
+        Err(ApiError::Conflict {
+            kind: kind.name(),
+            name: name.into(),
+            expected: "any".into(),
+            actual: "changing too often".into(),
+        })
+    }
+
+    /// A Foreground delete after the owner was marked: deletes the dependents, then drops the
+    /// `foregroundDeletion` finalizer (which removes the owner when it was the last).
+    async fn finish_foreground(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Value, ApiError> {
+        self.delete_dependents(uid, Propagation::Foreground).await;
+        let w = self
+            .write(kind, ns, name, None, &WriteOptions::default(), |cur| {
+                let mut out = cur.clone();
+                let f: Vec<String> = finalizers(cur)
+                    .into_iter()
+                    .filter(|f| f != FOREGROUND_FINALIZER)
+                    .collect();
+                meta_mut(&mut out).insert("finalizers".into(), serde_json::json!(f));
+                Ok(out)
+            })
+            .await?;
+        Ok(w.object)
+    }
+
+    /// Removes an object from the store (at `expected`), releases what it held, and deals
+    /// with its dependents.
+    async fn remove(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        expected: Revision,
+        mut v: Value,
+        propagation: Propagation,
+    ) -> Result<Value, ApiError> {
+        let key = kind.key(ns, name);
+        let rev = match self.store.delete(&key, Some(expected)).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
             Err(e) => return Err(e.into()),
         };
-        let mut v = parse_stored(kind, &key, &kv.value)?;
         set_resource_version(kind, &mut v, rev);
         match kind {
             Kind::Service => {
                 let ip = str_at(&v, "/spec/clusterIP");
                 if !ip.is_empty()
+                    && ip != "None"
                     && let Err(e) = self.service_ips.release(ip).await
                 {
                     tracing::warn!(error = %e, service = name, "could not release the service IP; the next repair frees it");
@@ -814,6 +1348,7 @@ impl Registry {
             }
             Kind::Node => {
                 self.leases.forget(name);
+                self.usage.forget(name);
                 let cidr = str_at(&v, "/spec/podCIDR");
                 if !cidr.is_empty()
                     && let Err(e) = self.pod_cidrs.release(cidr).await
@@ -825,35 +1360,76 @@ impl Registry {
         }
         let uid = str_at(&v, "/metadata/uid").to_string();
         if !uid.is_empty() {
-            self.delete_dependents(&ns, &uid).await;
+            match propagation {
+                Propagation::Orphan => self.orphan_dependents(&uid).await,
+                _ => self.delete_dependents(&uid, Propagation::Background).await,
+            }
         }
         Ok(v)
     }
 
-    /// Background-style cascading: deletes every object owned by `owner_uid`, recursively.
-    async fn delete_dependents(&self, ns: &str, owner_uid: &str) {
+    /// The objects whose ownerReferences name `owner_uid`, as (kind, namespace, name).
+    fn dependents(&self, owner_uid: &str) -> Vec<(Kind, String, String)> {
+        Kind::ALL
+            .into_iter()
+            .flat_map(|k| {
+                self.cache
+                    .owned_by(k, owner_uid)
+                    .into_iter()
+                    .map(move |o| (k, o.namespace.clone(), o.name.clone()))
+            })
+            .collect()
+    }
+
+    async fn caught_up(&self) {
         if let Ok(want) = self.store.revision().await {
             self.cache.wait_for(want, Duration::from_secs(2)).await;
         }
-        let mut stack = vec![owner_uid.to_string()];
-        while let Some(uid) = stack.pop() {
-            for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
-                let (items, _) = self.cache.snapshot(kind, &kind.key_prefix(Some(ns)));
-                for o in items.iter().filter(|o| o.owners.contains(&uid)) {
-                    match self.store.delete(&o.key, None).await {
-                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, key = %o.key, "cascading delete failed");
-                            continue;
+    }
+
+    /// Cascading: deletes (with their own grace and finalizers) every object owned by
+    /// `owner_uid`; theirs follow in turn.
+    async fn delete_dependents(&self, owner_uid: &str, propagation: Propagation) {
+        self.caught_up().await;
+        let opts = DeleteOptions {
+            propagation,
+            ..Default::default()
+        };
+        for (kind, ns, name) in self.dependents(owner_uid) {
+            match self.delete_with(kind, &ns, &name, &opts).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = kind.name(), %ns, %name, "cascading delete failed");
+                }
+            }
+        }
+    }
+
+    /// Orphaning: removes the references to `owner_uid` from its dependents.
+    fn orphan_dependents<'a>(&'a self, owner_uid: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.orphan_dependents_inner(owner_uid))
+    }
+
+    async fn orphan_dependents_inner(&self, owner_uid: &str) {
+        self.caught_up().await;
+        for (kind, ns, name) in self.dependents(owner_uid) {
+            let r = self
+                .write(kind, &ns, &name, None, &WriteOptions::default(), |cur| {
+                    let mut out = cur.clone();
+                    if let Some(refs) = out
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
+                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+                        if refs.is_empty() {
+                            meta_mut(&mut out).remove("ownerReferences");
                         }
                     }
-                    if let Some(child_uid) = o
-                        .decode::<Value>()
-                        .map(|v| str_at(&v, "/metadata/uid").to_string())
-                    {
-                        stack.push(child_uid);
-                    }
-                }
+                    Ok(out)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, kind = kind.name(), %ns, %name, "orphaning a dependent failed");
             }
         }
     }
@@ -871,7 +1447,7 @@ impl Registry {
         let ips: Vec<String> = svcs
             .iter()
             .filter_map(|o| o.decode::<podd_api::Service>())
-            .map(|s| s.spec.cluster_ip)
+            .filter_map(|s| s.spec.and_then(|s| s.cluster_ip))
             .filter(|ip| !ip.is_empty() && ip != "None")
             .collect();
         self.service_ips
@@ -882,7 +1458,7 @@ impl Registry {
         let cidrs: Vec<String> = nodes
             .iter()
             .filter_map(|o| o.decode::<podd_api::Node>())
-            .map(|n| n.spec.pod_cidr)
+            .filter_map(|n| n.spec.and_then(|s| s.pod_cidr))
             .filter(|c| !c.is_empty())
             .collect();
         self.pod_cidrs
@@ -907,9 +1483,24 @@ impl Registry {
         r
     }
 
+    // ---- the verbs ----
+
     /// Creates an object in `ns` (ignored for cluster-scoped kinds).
     pub async fn create(&self, kind: Kind, ns: &str, body: Value) -> Result<Value, ApiError> {
-        self.timed(self.create_untimed(kind, ns, body)).await
+        self.create_with(kind, ns, body, &WriteOptions::default())
+            .await
+            .map(|w| w.object)
+    }
+
+    /// Creates with options (dry run, field validation).
+    pub async fn create_with(
+        &self,
+        kind: Kind,
+        ns: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.timed(self.create_untimed(kind, ns, body, opts)).await
     }
 
     /// Replaces an object (or its status, or its scale); a metadata.resourceVersion in the
@@ -922,7 +1513,21 @@ impl Registry {
         body: Value,
         sub: Subresource,
     ) -> Result<Value, ApiError> {
-        self.timed(self.update_untimed(kind, ns, name, body, sub))
+        self.update_with(kind, ns, name, body, sub, &WriteOptions::default())
+            .await
+            .map(|w| w.object)
+    }
+
+    pub async fn update_with(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        body: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.timed(self.update_untimed(kind, ns, name, body, sub, opts))
             .await
     }
 
@@ -935,11 +1540,37 @@ impl Registry {
         patch: Value,
         sub: Subresource,
     ) -> Result<Value, ApiError> {
-        self.timed(self.patch_untimed(kind, ns, name, patch, sub))
+        self.patch_with(
+            kind,
+            ns,
+            name,
+            PatchType::Merge,
+            patch,
+            sub,
+            &WriteOptions::default(),
+        )
+        .await
+        .map(|w| w.object)
+    }
+
+    /// Applies a patch of any type.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_with(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        ty: PatchType,
+        patch: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.timed(self.patch_untimed(kind, ns, name, ty, patch, sub, opts))
             .await
     }
 
-    /// Deletes an object and, after it, everything that names it in ownerReferences.
+    /// Deletes an object (Background propagation, the object's own grace period); see
+    /// [`Registry::delete_with`].
     pub async fn delete(
         &self,
         kind: Kind,
@@ -947,33 +1578,41 @@ impl Registry {
         name: &str,
         precondition: Option<Revision>,
     ) -> Result<Value, ApiError> {
-        self.timed(self.delete_untimed(kind, ns, name, precondition))
-            .await
+        let opts = DeleteOptions {
+            precondition_rv: precondition,
+            ..Default::default()
+        };
+        self.delete_with(kind, ns, name, &opts).await
     }
 
     // ---- typed helpers for the in-process controllers ----
 
     pub async fn get_obj<T: Object>(&self, ns: &str, name: &str) -> Result<T, ApiError> {
-        let v = self.get(T::KIND, ns, name).await?;
+        let v = self.get(T::API_KIND, ns, name).await?;
         serde_json::from_value(v).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// The objects of a kind as the cache has them now (no waiting): what a controller reads.
     pub fn cached<T: Object>(&self, ns: Option<&str>) -> Vec<T> {
-        let (items, _) = self.cache.snapshot(T::KIND, &T::KIND.key_prefix(ns));
+        let (items, _) = self
+            .cache
+            .snapshot(T::API_KIND, &T::API_KIND.key_prefix(ns));
         items.iter().filter_map(|o| o.decode()).collect()
     }
 
     pub async fn create_obj<T: Object>(&self, obj: &T) -> Result<T, ApiError> {
         let v = serde_json::to_value(obj).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let out = self.create(T::KIND, &obj.metadata().namespace, v).await?;
+        let ns = obj.metadata().namespace.clone().unwrap_or_default();
+        let out = self.create(T::API_KIND, &ns, v).await?;
         serde_json::from_value(out).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     pub async fn update_obj<T: Object>(&self, obj: &T, sub: Subresource) -> Result<T, ApiError> {
         let m = obj.metadata();
         let v = serde_json::to_value(obj).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let out = self.update(T::KIND, &m.namespace, &m.name, v, sub).await?;
+        let ns = m.namespace.clone().unwrap_or_default();
+        let name = m.name.clone().unwrap_or_default();
+        let out = self.update(T::API_KIND, &ns, &name, v, sub).await?;
         serde_json::from_value(out).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
@@ -984,7 +1623,7 @@ impl Registry {
         patch: Value,
         sub: Subresource,
     ) -> Result<T, ApiError> {
-        let out = self.patch(T::KIND, ns, name, patch, sub).await?;
+        let out = self.patch(T::API_KIND, ns, name, patch, sub).await?;
         serde_json::from_value(out).map_err(|e| ApiError::Internal(e.to_string()))
     }
 }
@@ -992,16 +1631,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_rfc7386() {
-        let mut t = serde_json::json!({"a": {"b": 1, "c": 2}, "d": [1, 2]});
-        merge_patch(
-            &mut t,
-            &serde_json::json!({"a": {"b": null, "e": 3}, "d": [3]}),
-        );
-        assert_eq!(t, serde_json::json!({"a": {"c": 2, "e": 3}, "d": [3]}));
-    }
 
     #[test]
     fn uids_and_suffixes() {
@@ -1018,7 +1647,7 @@ mod tests {
         let o = CachedObject::from_stored(
             Kind::Pod,
             "/registry/pods/default/p",
-            br#"{"metadata":{"name":"p","namespace":"default"},"spec":{"nodeName":"n1"}}"#,
+            br#"{"metadata":{"name":"p","namespace":"default"},"spec":{"nodeName":"n1"},"status":{"phase":"Running"}}"#,
             3,
         )
         .unwrap();
@@ -1028,6 +1657,18 @@ mod tests {
                 .unwrap()
                 .matches(&o)
         );
-        assert!(FieldSelector::parse("status.phase=Running").is_err());
+        assert!(
+            FieldSelector::parse("status.phase=Running,metadata.name!=q")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(FieldSelector::parse("spec.restartPolicy=Never").is_err());
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let t = decode_continue(&encode_continue(42, "/registry/pods/a/b")).unwrap();
+        assert_eq!((t.rv, t.start.as_str()), (42, "/registry/pods/a/b"));
+        assert!(decode_continue("zz").is_err());
     }
 }

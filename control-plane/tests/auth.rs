@@ -1,11 +1,12 @@
 //! Authentication and authorisation over TLS: no token or a bad one is 401; an agent token is
-//! limited to its own Node's status and the status of its pods (403 otherwise); admin may do
-//! anything.
+//! limited to its own Node's status, its own Lease, its own usage report, and the status and
+//! final delete of its pods (403 otherwise); admin may do anything.
 
 mod common;
 
 use common::{deployment, pod, start};
-use podd_api::{Deployment, Node, Pod};
+use hyper::Method;
+use podd_api::{Deployment, Lease, Node, Pod, ResourceExt};
 use podd_client::{Client, ListParams};
 
 fn addr(t: &common::TestPlane) -> String {
@@ -19,16 +20,17 @@ async fn tls_tokens_and_scopes() {
     // Admin over TLS can do anything.
     let nodes = admin.api::<Node>(None);
     for name in ["n1", "n2"] {
-        let mut n = Node::default();
-        n.metadata.name = name.into();
-        nodes.create(&n).await.unwrap();
+        nodes.create(&common::node(name)).await.unwrap();
     }
     let pods = admin.api::<Pod>(Some("default"));
     let mut p1 = pod("on-n1", &[]);
-    p1.spec.node_name = "n1".into();
+    p1.spec.as_mut().unwrap().node_name = Some("n1".into());
     pods.create(&p1).await.unwrap();
+    let mut p1b = pod("on-n1-b", &[]);
+    p1b.spec.as_mut().unwrap().node_name = Some("n1".into());
+    pods.create(&p1b).await.unwrap();
     let mut p2 = pod("on-n2", &[]);
-    p2.spec.node_name = "n2".into();
+    p2.spec.as_mut().unwrap().node_name = Some("n2".into());
     pods.create(&p2).await.unwrap();
 
     // No token, or a wrong one: 401.
@@ -73,16 +75,52 @@ async fn tls_tokens_and_scopes() {
             .unwrap()
             .items
             .len(),
-        1
+        2
     );
     // Its own node's status: yes; its metadata (labels the scheduler reads): 403.
     anodes
         .patch_status(
             "n1",
-            &serde_json::json!({"status": {"leaseRenewTime": "2026-01-01T00:00:00Z"}}),
+            &serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         )
         .await
         .unwrap();
+    // Its own heartbeat Lease in kube-node-lease: create and renew; another node's: 403.
+    let lease = |node: &str| -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": node, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": 40}
+        }))
+        .unwrap()
+    };
+    let leases = agent.api::<Lease>(Some("kube-node-lease"));
+    leases.create(&lease("n1")).await.unwrap();
+    leases
+        .patch(
+            "n1",
+            &serde_json::json!({"spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}}),
+        )
+        .await
+        .unwrap();
+    let e = leases.create(&lease("n2")).await.unwrap_err();
+    assert_eq!(e.code(), Some(403), "{e}");
+    let e = agent
+        .api::<Lease>(Some("default"))
+        .create(&lease("n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(403), "{e}");
+    // Its own usage report may be posted (served by discovery); another node's: 403.
+    let r = agent
+        .raw(
+            Method::POST,
+            "/apis/podd.dev/v1/nodes/n2/usage",
+            Some(b"{}".to_vec()),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 403);
     let e = anodes
         .patch(
             "n1",
@@ -93,10 +131,7 @@ async fn tls_tokens_and_scopes() {
     assert_eq!(e.code(), Some(403), "{e}");
     // Another node: 403.
     let e = anodes
-        .patch_status(
-            "n2",
-            &serde_json::json!({"status": {"leaseRenewTime": "x"}}),
-        )
+        .patch_status("n2", &serde_json::json!({"status": {"conditions": []}}))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
@@ -125,7 +160,9 @@ async fn tls_tokens_and_scopes() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
-    let e = apods.delete("on-n1").await.unwrap_err();
+    // Deleting its own pod (the final delete after stopping it): yes; another node's: 403.
+    apods.delete("on-n1-b").await.unwrap();
+    let e = apods.delete("on-n2").await.unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
     // Anything else: 403.
     let e = agent
@@ -134,12 +171,15 @@ async fn tls_tokens_and_scopes() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(403), "{e}");
-    let mut n3 = Node::default();
-    n3.metadata.name = "n3".into();
-    assert_eq!(anodes.create(&n3).await.unwrap_err().code(), Some(403));
+    assert_eq!(
+        anodes.create(&common::node("n3")).await.unwrap_err().code(),
+        Some(403)
+    );
     // Nothing was changed by the refused requests.
     let p = pods.get("on-n2").await.unwrap();
-    assert_eq!(p.status.phase, podd_api::PodPhase::Pending);
+    assert_eq!(podd_api::resources::pod_phase(&p), "Pending");
+    assert!(p.metadata.deletion_timestamp.is_none());
+    assert!(p.labels().is_empty());
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! controllers, and the other takes over when the leader goes away. Runs against a real etcd
 //! that the test starts on loopback (Debian's etcd-server).
 
-use podd_api::{Deployment, Pod, PodPhase};
+use podd_api::{Deployment, Pod};
 use podd_client::ListParams;
 use podd_control_plane::controllers::ControllerConfig;
 use podd_control_plane::hollow::{HollowConfig, HollowFleet};
@@ -30,7 +30,10 @@ async fn wait_running(client: &podd_client::Client, app: &str, n: usize) {
             .items;
         let running = items
             .iter()
-            .filter(|p| p.status.phase == PodPhase::Running && p.status.ready)
+            .filter(|p| {
+                podd_api::resources::pod_phase(p) == "Running"
+                    && podd_api::resources::pod_is_ready(p)
+            })
             .count();
         if running == n && items.len() == n {
             return;

@@ -6,7 +6,7 @@ mod common;
 
 use common::{pod, start};
 use futures::StreamExt;
-use podd_api::{EventType, Pod};
+use podd_api::{Pod, ResourceExt, WatchEventType as EventType};
 use podd_client::{ListParams, WatcherEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +23,8 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
         .await
         .unwrap()
         .metadata
-        .resource_version;
+        .resource_version
+        .unwrap();
     let mut full = pods.watch(&ListParams::default(), &start_rv).await.unwrap();
     // A second, filtered watch over TLS (another transport, the same fan-out).
     let admin = t.plane.admin_tls_client().unwrap();
@@ -51,10 +52,10 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
                         )
                         .await
                     }
-                    _ => pods.delete(&name).await,
+                    _ => pods.delete(&name).await.map(|d| d.object().unwrap()),
                 };
                 if let Ok(p) = r {
-                    revs.push(p.metadata.resource_version.parse::<i64>().unwrap());
+                    revs.push(p.resource_version().unwrap().parse::<i64>().unwrap());
                 }
             }
             revs
@@ -76,17 +77,17 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
             .expect("watch stalled")
             .unwrap()
             .unwrap();
-        let rv: i64 = ev.object.metadata.resource_version.parse().unwrap();
+        let rv: i64 = ev.object.resource_version().unwrap().parse().unwrap();
         if let Some(prev) = seen_revs.last() {
             assert!(rv > *prev, "events out of order: {rv} after {prev}");
         }
         seen_revs.push(rv);
         match ev.kind {
             EventType::Deleted => {
-                state.remove(&ev.object.metadata.name);
+                state.remove(&ev.object.name_any());
             }
             _ => {
-                state.insert(ev.object.metadata.name.clone(), ev.object);
+                state.insert(ev.object.name_any(), ev.object);
             }
         }
     }
@@ -99,11 +100,11 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
     let listed: BTreeMap<String, String> = list
         .items
         .iter()
-        .map(|p| (p.metadata.name.clone(), p.metadata.resource_version.clone()))
+        .map(|p| (p.name_any(), p.resource_version().unwrap()))
         .collect();
     let replayed: BTreeMap<String, String> = state
         .iter()
-        .map(|(k, p)| (k.clone(), p.metadata.resource_version.clone()))
+        .map(|(k, p)| (k.clone(), p.resource_version().unwrap()))
         .collect();
     assert_eq!(listed, replayed);
 
@@ -115,10 +116,10 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
             _ => break,
         };
         assert_eq!(
-            ev.object.metadata.labels.get("parity").map(String::as_str),
+            ev.object.labels().get("parity").map(String::as_str),
             Some("even")
         );
-        let rv: i64 = ev.object.metadata.resource_version.parse().unwrap();
+        let rv: i64 = ev.object.resource_version().unwrap().parse().unwrap();
         assert!(rv > prev);
         prev = rv;
     }
@@ -138,7 +139,13 @@ async fn concurrent_writers_never_lose_or_reorder_events() {
             .unwrap()
             .unwrap()
             .unwrap();
-        got.push(ev.object.metadata.resource_version.parse::<i64>().unwrap());
+        got.push(
+            ev.object
+                .resource_version()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
     }
     assert_eq!(got, want);
 }
@@ -155,7 +162,7 @@ async fn watcher_relists_after_expiry() {
     }
     pods.create(&pod("b", &[])).await.unwrap();
     match w.next().await.unwrap().unwrap() {
-        WatcherEvent::Applied(p) => assert_eq!(p.metadata.name, "b"),
+        WatcherEvent::Applied(p) => assert_eq!(p.name_any(), "b"),
         other => panic!("{other:?}"),
     }
     // The watcher is lazy: after a list it watches only when polled. Writes and a
@@ -170,7 +177,7 @@ async fn watcher_relists_after_expiry() {
     let d = pods.create(&pod("d", &[])).await.unwrap();
     t.plane
         .registry
-        .compact(d.metadata.resource_version.parse().unwrap())
+        .compact(d.resource_version().unwrap().parse().unwrap())
         .await
         .unwrap();
     let next = tokio::time::timeout(Duration::from_secs(5), w.next())
@@ -180,7 +187,7 @@ async fn watcher_relists_after_expiry() {
         .unwrap();
     match next {
         WatcherEvent::Restarted(items) => {
-            let names: Vec<_> = items.iter().map(|p| p.metadata.name.as_str()).collect();
+            let names: Vec<_> = items.iter().map(|p| p.name_any()).collect();
             assert_eq!(names, vec!["a", "b", "c", "d"]);
         }
         other => panic!("expected a relist after 410, got {other:?}"),
@@ -192,7 +199,7 @@ async fn watcher_relists_after_expiry() {
         .unwrap()
         .unwrap()
     {
-        WatcherEvent::Applied(p) => assert_eq!(p.metadata.name, "e"),
+        WatcherEvent::Applied(p) => assert_eq!(p.name_any(), "e"),
         other => panic!("{other:?}"),
     }
 }
@@ -212,7 +219,7 @@ async fn the_leader_compacts_old_history() {
         "a 410 for the first revision",
         || async {
             match pods
-                .watch(&ListParams::default(), &first.metadata.resource_version)
+                .watch(&ListParams::default(), &first.resource_version().unwrap())
                 .await
             {
                 Err(e) if e.is_expired() => Some(()),
@@ -221,4 +228,80 @@ async fn the_leader_compacts_old_history() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn bookmarks_carry_the_revision_and_unchanged_writes_send_nothing() {
+    let t = start(None).await;
+    let pods = t.client.api::<Pod>(Some("default"));
+    let a = pods.create(&pod("a", &[("k", "v")])).await.unwrap();
+    let lp = ListParams {
+        allow_bookmarks: true,
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let mut w = pods
+        .watch(&lp, &a.resource_version().unwrap())
+        .await
+        .unwrap();
+    // The same labels again: no write, so no event.
+    pods.patch(
+        "a",
+        &serde_json::json!({"metadata": {"labels": {"k": "v"}}}),
+    )
+    .await
+    .unwrap();
+    let b = pods.create(&pod("b", &[])).await.unwrap();
+    let mut events = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("the watch ends at its timeout")
+    {
+        let ev = ev.unwrap();
+        events.push((ev.kind, ev.object.name_any(), ev.object.resource_version()));
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!((events[0].0, events[0].1.as_str()), (EventType::Added, "b"));
+    assert_eq!(events[1].0, EventType::Bookmark, "{events:?}");
+    let bookmark_rv: i64 = events[1].2.as_ref().unwrap().parse().unwrap();
+    assert!(bookmark_rv >= b.resource_version().unwrap().parse::<i64>().unwrap());
+    // Resuming from the bookmark misses nothing and repeats nothing.
+    let mut w = pods
+        .watch(&ListParams::default(), &bookmark_rv.to_string())
+        .await
+        .unwrap();
+    pods.delete("a").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.kind, ev.object.name_any().as_str()),
+        (EventType::Deleted, "a")
+    );
+}
+
+#[tokio::test]
+async fn a_compacted_watch_version_is_410_gone_with_an_expired_status() {
+    let t = start(None).await;
+    let pods = t.client.api::<Pod>(Some("default"));
+    let a = pods.create(&pod("a", &[])).await.unwrap();
+    pods.create(&pod("b", &[])).await.unwrap();
+    let now = t.store.revision().await.unwrap();
+    t.plane.registry.compact(now).await.unwrap();
+    let r = common::request(
+        &t,
+        hyper::Method::GET,
+        &format!(
+            "/api/v1/namespaces/default/pods?watch=true&resourceVersion={}",
+            a.resource_version().unwrap()
+        ),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert_eq!(r.body["kind"], "Status");
+    assert_eq!(r.body["reason"], "Expired");
 }

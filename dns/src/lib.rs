@@ -1,7 +1,9 @@
 //! podd-dns: the node's cluster DNS server.
 //!
 //! Answers `NAME.NAMESPACE.svc.DOMAIN` (default domain `cluster.local`) with the service's
-//! virtual IP, authoritatively: a name inside the cluster domain that is not a service gets
+//! virtual IP (its `spec.clusterIP`), or, for a headless Service (`clusterIP: None`), with the
+//! ready addresses of its Endpoints (and `HOSTNAME.NAME.NAMESPACE.svc.DOMAIN` for addresses
+//! that carry a `hostname`), authoritatively: a name inside the cluster domain that is not a service gets
 //! NXDOMAIN. Every other name is forwarded verbatim to the node's upstream resolver, or answered
 //! NXDOMAIN when there is none. Short names (`web`, `web.default`) work through the search
 //! domains of the pods' resolv.conf ([`pod_resolv_conf`]): the pod's resolver expands them.
@@ -11,6 +13,7 @@
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+use podd_api::{Endpoints, ResourceExt, Service};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -60,7 +63,8 @@ impl DnsConfig {
     }
 }
 
-/// One service's DNS record.
+/// One A record of a Service: `name.namespace.svc.DOMAIN` -> `ip`. A headless Service has
+/// one record per ready endpoint address, under the same name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRecord {
     pub name: String,
@@ -68,18 +72,77 @@ pub struct ServiceRecord {
     pub ip: Ipv4Addr,
 }
 
-/// Records for every Service with an IPv4 cluster IP (headless ones have none).
-pub fn records_from_api(services: &[podd_api::Service]) -> Vec<ServiceRecord> {
-    services
+/// Records for every Service with an IPv4 cluster IP. Headless Services need their
+/// Endpoints: see [`service_records`].
+pub fn records_from_api(services: &[Service]) -> Vec<ServiceRecord> {
+    service_records(services, &[])
+}
+
+/// Records for every Service: its IPv4 cluster IP, or, when headless (`clusterIP: None`),
+/// the ready addresses (`subsets[].addresses`, never `notReadyAddresses`) of the Endpoints
+/// of the same name, plus a `HOSTNAME.SERVICE` record for each address with a hostname.
+/// Services without an IP yet (not allocated, or ExternalName) get none.
+pub fn service_records(services: &[Service], endpoints: &[Endpoints]) -> Vec<ServiceRecord> {
+    let by_key: HashMap<(String, String), &Endpoints> = endpoints
         .iter()
-        .filter_map(|s| {
-            Some(ServiceRecord {
-                name: s.metadata.name.clone(),
-                namespace: s.metadata.namespace.clone(),
-                ip: s.spec.cluster_ip.parse().ok()?,
-            })
-        })
-        .collect()
+        .map(|e| ((namespace_of(e), e.name_any()), e))
+        .collect();
+    let mut out = Vec::new();
+    for s in services {
+        let (namespace, name) = (namespace_of(s), s.name_any());
+        let cluster_ip = s
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.cluster_ip.as_deref())
+            .unwrap_or("");
+        if cluster_ip != HEADLESS {
+            if let Ok(ip) = cluster_ip.parse() {
+                out.push(ServiceRecord {
+                    name,
+                    namespace,
+                    ip,
+                });
+            }
+            continue;
+        }
+        let Some(ep) = by_key.get(&(namespace.clone(), name.clone())) else {
+            continue;
+        };
+        let ready = ep
+            .subsets
+            .iter()
+            .flatten()
+            .flat_map(|ss| ss.addresses.iter().flatten());
+        let mut ips: Vec<(Ipv4Addr, Option<&str>)> = ready
+            .filter_map(|a| Some((a.ip.parse().ok()?, a.hostname.as_deref())))
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        for (ip, hostname) in ips {
+            if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+                out.push(ServiceRecord {
+                    name: format!("{h}.{name}"),
+                    namespace: namespace.clone(),
+                    ip,
+                });
+            }
+            out.push(ServiceRecord {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                ip,
+            });
+        }
+    }
+    out
+}
+
+/// `spec.clusterIP` of a headless Service.
+const HEADLESS: &str = "None";
+
+fn namespace_of<K: ResourceExt>(o: &K) -> String {
+    o.namespace()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 /// The resolv.conf a pod in `namespace` gets, as Kubernetes writes it: the node's DNS address,
@@ -100,7 +163,9 @@ pub fn upstream_from_resolv_conf(text: &str, skip: Option<Ipv4Addr>) -> Option<S
         .map(|a| SocketAddr::new(a, 53))
 }
 
-type Table = HashMap<String, Ipv4Addr>;
+/// Lower-cased full name -> its addresses (one for a ClusterIP Service, the ready endpoints
+/// for a headless one).
+pub type Table = HashMap<String, Vec<Ipv4Addr>>;
 
 /// What to do with one query.
 #[derive(Debug, PartialEq, Eq)]
@@ -151,11 +216,12 @@ pub fn answer(table: &Table, domain: &str, have_upstream: bool, query: &[u8]) ->
         return Outcome::Reply(reply(&req, ResponseCode::NXDomain, false, vec![]));
     }
     match table.get(name) {
-        Some(ip) => {
+        Some(ips) => {
             let answers = match q.query_type() {
-                RecordType::A | RecordType::ANY => {
-                    vec![Record::from_rdata(q.name().clone(), 0, RData::A(A(*ip)))]
-                }
+                RecordType::A | RecordType::ANY => ips
+                    .iter()
+                    .map(|ip| Record::from_rdata(q.name().clone(), 0, RData::A(A(*ip))))
+                    .collect(),
                 // The name exists, but has only an A record: NODATA.
                 _ => vec![],
             };
@@ -360,15 +426,14 @@ impl DnsServer {
     /// Replaces the whole record set (the agent calls this with every Service it knows).
     pub fn set_services(&self, records: &[ServiceRecord]) {
         let domain = &self.shared.config.domain;
-        let table: Table = records
-            .iter()
-            .map(|r| {
-                (
-                    format!("{}.{}.svc.{domain}", r.name, r.namespace).to_ascii_lowercase(),
-                    r.ip,
-                )
-            })
-            .collect();
+        let mut table = Table::new();
+        for r in records {
+            let name = format!("{}.{}.svc.{domain}", r.name, r.namespace).to_ascii_lowercase();
+            let ips = table.entry(name).or_default();
+            if !ips.contains(&r.ip) {
+                ips.push(r.ip);
+            }
+        }
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 }
@@ -398,7 +463,7 @@ mod tests {
     fn table() -> Table {
         [(
             "web.default.svc.cluster.local".to_string(),
-            Ipv4Addr::new(10, 96, 0, 20),
+            vec![Ipv4Addr::new(10, 96, 0, 20)],
         )]
         .into_iter()
         .collect()
@@ -481,5 +546,78 @@ mod tests {
             Some(Ipv4Addr::new(10, 244, 1, 1)),
         );
         assert_eq!(up, Some("192.0.2.53:53".parse().unwrap()));
+    }
+
+    fn service(ns: &str, name: &str, cluster_ip: Option<&str>) -> Service {
+        let mut v = serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"port": 80}]}
+        });
+        if let Some(ip) = cluster_ip {
+            v["spec"]["clusterIP"] = ip.into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn cluster_ip_and_headless_services_become_records() {
+        let svcs = [
+            service("default", "web", Some("10.96.0.20")),
+            service("shop", "db", Some("None")),
+            service("shop", "pending", None),
+            service("shop", "lonely", Some("None")),
+        ];
+        let eps: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "subsets": [{
+                "addresses": [{"ip": "10.244.1.7", "hostname": "db-0"}, {"ip": "10.244.2.9"}],
+                "notReadyAddresses": [{"ip": "10.244.3.3"}],
+                "ports": [{"port": 5432}]
+            }]
+        }))
+        .unwrap();
+        let rec = |name: &str, namespace: &str, ip: [u8; 4]| ServiceRecord {
+            name: name.into(),
+            namespace: namespace.into(),
+            ip: Ipv4Addr::from(ip),
+        };
+        assert_eq!(
+            service_records(&svcs, &[eps]),
+            vec![
+                rec("web", "default", [10, 96, 0, 20]),
+                rec("db-0.db", "shop", [10, 244, 1, 7]),
+                rec("db", "shop", [10, 244, 1, 7]),
+                rec("db", "shop", [10, 244, 2, 9]),
+            ],
+            "not-ready addresses and services without an IP get no record"
+        );
+        assert_eq!(
+            records_from_api(&svcs),
+            vec![rec("web", "default", [10, 96, 0, 20])]
+        );
+    }
+
+    #[test]
+    fn headless_names_answer_every_ready_address() {
+        let mut t = table();
+        t.insert(
+            "db.shop.svc.cluster.local".into(),
+            vec![Ipv4Addr::new(10, 244, 1, 7), Ipv4Addr::new(10, 244, 2, 9)],
+        );
+        let m = parse(answer(
+            &t,
+            "cluster.local",
+            false,
+            &query("db.shop.svc.cluster.local.", RecordType::A),
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        let ips: Vec<&RData> = m.answers.iter().map(|r| &r.data).collect();
+        assert_eq!(
+            ips,
+            [
+                &RData::A(A(Ipv4Addr::new(10, 244, 1, 7))),
+                &RData::A(A(Ipv4Addr::new(10, 244, 2, 9)))
+            ]
+        );
     }
 }

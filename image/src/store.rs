@@ -75,34 +75,32 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
-    /// The policy for a container's `imagePullPolicy`, defaulted as Kubernetes does: `Always`
-    /// for a registry image tagged `latest` or untagged, else `IfNotPresent`.
-    pub fn for_container(image_pull_policy: Option<&str>, image: &str) -> Result<PullPolicy> {
-        match image_pull_policy.filter(|p| !p.is_empty()) {
-            Some("Always") => Ok(PullPolicy::Always),
-            Some("IfNotPresent") => Ok(PullPolicy::IfNotPresent),
-            Some("Never") => Ok(PullPolicy::Never),
-            Some(other) => Err(ImageError::InvalidReference {
+    /// The policy of a container: its `imagePullPolicy` (which the API server defaults), or,
+    /// when absent, the same default ([`podd_api::defaults::image_pull_policy`]: `Always` for
+    /// an image tagged `latest` or untagged, else `IfNotPresent`). The one place a node
+    /// decides it.
+    pub fn for_container(c: &podd_api::Container) -> Result<PullPolicy> {
+        let image = c.image.as_deref().unwrap_or_default();
+        let policy = c
+            .image_pull_policy
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| podd_api::defaults::image_pull_policy(image));
+        PullPolicy::parse(policy, image)
+    }
+
+    /// An `imagePullPolicy` value; `image` is named in the error.
+    pub fn parse(policy: &str, image: &str) -> Result<PullPolicy> {
+        match policy {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            other => Err(ImageError::InvalidReference {
                 reference: image.to_string(),
                 reason: format!(
                     "imagePullPolicy {other:?} is not one of Always, IfNotPresent, Never"
                 ),
             }),
-            None => {
-                let last = image.rsplit('/').next().unwrap_or(image);
-                let untagged_or_latest = !image.contains('@')
-                    && last.rsplit_once(':').is_none_or(|(_, tag)| tag == "latest");
-                Ok(
-                    if untagged_or_latest
-                        && !image.starts_with("oci:")
-                        && !image.starts_with("oci-archive:")
-                    {
-                        PullPolicy::Always
-                    } else {
-                        PullPolicy::IfNotPresent
-                    },
-                )
-            }
         }
     }
 }
@@ -113,6 +111,10 @@ pub struct UnpackedImage {
     pub name: String,
     pub manifest_digest: Digest,
     pub config: ImageConfiguration,
+    /// What a container status reports as its `imageID`: `<registry>/<repository>@<manifest
+    /// digest>` for an image pulled from a registry, `podd-local://<name>@<config digest>`
+    /// for a node-local one (imported, seeded, or from an OCI layout).
+    pub image_id: String,
     /// The unpacked layer directories, bottom layer first.
     pub layer_dirs: Vec<PathBuf>,
 }
@@ -437,6 +439,11 @@ impl ImageStore {
             name: image.name.clone(),
             manifest_digest: image.manifest_digest.clone(),
             config: image.config.clone(),
+            image_id: format!(
+                "podd-local://{}@{}",
+                image.name,
+                image.manifest.config().digest()
+            ),
             layer_dirs,
         })
     }
@@ -537,6 +544,11 @@ impl ImageStore {
     }
 
     /// Gets an image from any source into the store and unpacks it: the pod layer's entry point.
+    ///
+    /// `Always` pulls; when the registry cannot be reached or does not have the name and the
+    /// image is in the local store, the local image is used: a node-local image (`podd image
+    /// seed-busybox`, `podd image import`) counts as present for `Always` when no registry
+    /// serves its name, so manifests that default to `Always` (no tag) still run it.
     pub async fn prepare(
         &self,
         image: &str,
@@ -554,7 +566,7 @@ impl ImageStore {
             }
             ImageSource::Registry(reference) => {
                 let local = self.resolve_local(&reference);
-                match (policy, local) {
+                let pulled = match (policy, local) {
                     (
                         PullPolicy::Never,
                         Err(ImageError::NotFound {
@@ -571,14 +583,43 @@ impl ImageStore {
                             available,
                         });
                     }
-                    (PullPolicy::IfNotPresent | PullPolicy::Never, Ok(img)) => img,
+                    (PullPolicy::IfNotPresent | PullPolicy::Never, Ok(img)) => {
+                        return self.unpack_blocking(img).await;
+                    }
                     (PullPolicy::Never, Err(e)) => return Err(e),
-                    _ => registry::pull(self, &reference, opts).await?,
+                    (policy, local) => match registry::pull(self, &reference, opts).await {
+                        Ok(img) => img,
+                        Err(e @ (ImageError::NotFound { .. } | ImageError::Registry { .. }))
+                            if policy == PullPolicy::Always && local.is_ok() =>
+                        {
+                            tracing::info!(
+                                image = %reference,
+                                error = %e,
+                                "imagePullPolicy Always: no registry serves the image; using the node-local copy"
+                            );
+                            return self.unpack_blocking(local?).await;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                };
+                let mut unpacked = self.unpack_blocking(pulled).await?;
+                if let Ok(r) = registry::parse_reference(&reference) {
+                    unpacked.image_id = format!(
+                        "{}/{}@{}",
+                        r.registry(),
+                        r.repository(),
+                        unpacked.manifest_digest
+                    );
                 }
+                return Ok(unpacked);
             }
         };
+        self.unpack_blocking(resolved).await
+    }
+
+    async fn unpack_blocking(&self, image: ResolvedImage) -> Result<UnpackedImage> {
         let store = self.clone();
-        blocking(move || store.unpack(&resolved)).await
+        blocking(move || store.unpack(&image)).await
     }
 }
 
@@ -928,8 +969,15 @@ mod tests {
 
     #[test]
     fn pull_policy_defaults_like_kubernetes() {
-        let p =
-            |policy: Option<&str>, image: &str| PullPolicy::for_container(policy, image).unwrap();
+        let container = |policy: Option<&str>, image: &str| podd_api::Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            image_pull_policy: policy.map(String::from),
+            ..Default::default()
+        };
+        let p = |policy: Option<&str>, image: &str| {
+            PullPolicy::for_container(&container(policy, image)).unwrap()
+        };
         assert_eq!(p(None, "reg:5000/app"), PullPolicy::Always);
         assert_eq!(p(None, "reg:5000/app:latest"), PullPolicy::Always);
         assert_eq!(p(None, "reg:5000/app:v1"), PullPolicy::IfNotPresent);
@@ -940,7 +988,7 @@ mod tests {
         assert_eq!(p(None, "oci:/x:busybox"), PullPolicy::IfNotPresent);
         assert_eq!(p(Some("Never"), "reg/app"), PullPolicy::Never);
         assert_eq!(p(Some(""), "reg/app:v2"), PullPolicy::IfNotPresent);
-        assert!(PullPolicy::for_container(Some("Sometimes"), "x").is_err());
+        assert!(PullPolicy::for_container(&container(Some("Sometimes"), "x")).is_err());
     }
 
     #[test]

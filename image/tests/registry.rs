@@ -295,3 +295,73 @@ fn the_registry_process_is_gone_after_drop() {
     drop(registry);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// A node-local image (`podd image import`, `podd image seed-busybox`) runs under
+/// imagePullPolicy Always, which kubectl's generators give untagged images, when no registry
+/// serves its name: the registry does not have it, or cannot be reached. A registry that has
+/// the name wins, and an image that is neither served nor local is still an error.
+#[tokio::test]
+async fn always_uses_a_node_local_image_that_no_registry_serves() {
+    let registry = TestRegistry::start_http().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("podd-image-test-registry-")
+        .tempdir()
+        .unwrap();
+    let layout = layout(dir.path());
+    let store = ImageStore::open(dir.path().join("store")).unwrap();
+
+    // Not served by the registry, imported on the node.
+    let local = format!("{}/podd/local-only", registry.host());
+    store
+        .import_layout(&layout, "busybox-httpd:latest", &local)
+        .unwrap();
+    let img = store
+        .prepare(&local, PullPolicy::Always, &registry.options())
+        .await
+        .unwrap();
+    assert!(
+        img.image_id.starts_with("podd-local://"),
+        "{}",
+        img.image_id
+    );
+
+    // No registry listens at all (a closed loopback port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let offline = format!("{addr}/podd/busybox-httpd");
+    store
+        .import_layout(&layout, "busybox-httpd:latest", &offline)
+        .unwrap();
+    let opts = RegistryOptions {
+        plain_http: vec![addr.to_string()],
+        ..Default::default()
+    };
+    let img = store
+        .prepare(&offline, PullPolicy::Always, &opts)
+        .await
+        .unwrap();
+    assert!(img.image_id.starts_with("podd-local://"));
+
+    // Neither served nor local: the registry's answer.
+    let nowhere = format!("{}/podd/nowhere", registry.host());
+    let err = store
+        .prepare(&nowhere, PullPolicy::Always, &registry.options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+
+    // Served: Always pulls it, and the image ID is the registry's digest reference.
+    let served = format!("{}/podd/busybox:latest", registry.host());
+    testing::push_layout(&layout, "busybox", &served, &registry.options())
+        .await
+        .unwrap();
+    let img = store
+        .prepare(&served, PullPolicy::Always, &registry.options())
+        .await
+        .unwrap();
+    assert_eq!(
+        img.image_id,
+        format!("{}/podd/busybox@{}", registry.host(), img.manifest_digest)
+    );
+}

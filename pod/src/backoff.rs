@@ -3,7 +3,7 @@
 //! Back-off starts at 10 s and doubles after each restart up to 5 minutes; a container that
 //! ran for 10 minutes without exiting has its back-off reset.
 
-use podd_api::pod::RestartPolicy;
+use crate::shim::RestartPolicy;
 use std::time::Duration;
 
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);

@@ -15,3 +15,9 @@ pub mod stats;
 pub mod timefmt;
 pub mod tree;
 pub mod volumes;
+
+/// `namespace/name` of a pod, for messages.
+pub fn pod_name(pod: &podd_api::Pod) -> String {
+    use podd_api::ResourceExt;
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}

@@ -89,6 +89,50 @@ pub enum PodError {
     },
     #[error("pod {pod}: no such pod on this node")]
     NotFound { pod: String },
+    /// A container's configuration cannot be made into a process yet (an env `valueFrom`
+    /// the node cannot resolve, a probe's unknown port name): the kubelet's
+    /// CreateContainerConfigError. The container is not started.
+    #[error("pod {pod}, container {container:?}: {reason}")]
+    Config {
+        pod: String,
+        container: String,
+        reason: String,
+    },
+}
+
+impl PodError {
+    /// The container waiting reason Kubernetes reports for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PodError::Config { .. } => "CreateContainerConfigError",
+            _ => "CreateContainerError",
+        }
+    }
+}
+
+/// Why a container's configuration cannot be run yet, if it cannot: env entries with
+/// `valueFrom` (ConfigMaps, Secrets, the downward API are issue 13) must never start with an
+/// empty value.
+pub fn config_error(c: &podd_api::Container) -> Option<String> {
+    let from: Vec<&str> = c
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.value_from.is_some())
+        .map(|e| e.name.as_str())
+        .collect();
+    if !from.is_empty() {
+        return Some(format!(
+            "env {} set valueFrom, which this node cannot resolve yet (ConfigMaps, Secrets and the downward API are not supported); set value instead",
+            from.join(", ")
+        ));
+    }
+    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Some(
+            "envFrom is not supported by this node yet (ConfigMaps and Secrets); list the variables in env with value".into(),
+        );
+    }
+    None
 }
 
 /// Where a node keeps its pods, and how they run.
@@ -163,8 +207,10 @@ const POD_FILE: &str = "pod.json";
 /// Controllers a pod cgroup gets wherever the node has them: limits and usage.
 const STATS_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
-fn pod_name(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
+use crate::pod_name;
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
 }
 
 impl PodManager {
@@ -220,7 +266,7 @@ impl PodManager {
         images: &BTreeMap<String, UnpackedImage>,
     ) -> Result<PodInfo, PodError> {
         let name = pod_name(pod);
-        let uid = pod.metadata.uid.clone();
+        let uid = uid_of(pod);
         if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
             return Err(PodError::Invalid {
                 pod: name,
@@ -229,21 +275,20 @@ impl PodManager {
                 ),
             });
         }
-        if pod.spec.containers.is_empty() {
+        let Some(spec) = pod.spec.as_ref().filter(|s| !s.containers.is_empty()) else {
             return Err(PodError::Invalid {
                 pod: name,
                 reason: "spec.containers is empty; add a container".into(),
             });
-        }
-        let mut errs = podd_api::validation::ValidationErrors::default();
-        podd_api::validation::validate_pod_spec(&mut errs, "spec", &pod.spec);
-        if let Some(e) = podd_api::validation::check_dns1123_subdomain(&pod.metadata.name) {
+        };
+        let pod_name_field = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Some(e) = podd_api::validation::check_dns1123_subdomain(pod_name_field) {
             return Err(PodError::Invalid {
                 pod: name,
                 reason: format!("metadata.name: {e}"),
             });
         }
-        if !errs.0.is_empty() {
+        if let Err(errs) = podd_api::validation::validate(pod) {
             return Err(PodError::Invalid {
                 pod: name,
                 reason: errs.to_string(),
@@ -268,18 +313,31 @@ impl PodManager {
                 ),
             });
         }
-        if !pod.spec.init_containers.is_empty() {
+        if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
             return Err(PodError::Invalid {
                 pod: name,
                 reason: "spec.initContainers are not supported by podd's node agent yet; run that step in the main container's command".into(),
             });
         }
-        for c in &pod.spec.containers {
-            if !images.contains_key(&c.image) {
+        for c in &spec.containers {
+            let image = c.image.clone().unwrap_or_default();
+            if !images.contains_key(&image) {
                 return Err(PodError::ImageMissing {
                     pod: name,
                     container: c.name.clone(),
-                    image: c.image.clone(),
+                    image,
+                });
+            }
+            let probes = [&c.readiness_probe, &c.liveness_probe];
+            let probe_error = probes
+                .into_iter()
+                .flatten()
+                .find_map(|p| crate::shim::Probe::resolve(p, &spec.containers).err());
+            if let Some(reason) = config_error(c).or(probe_error) {
+                return Err(PodError::Config {
+                    pod: name,
+                    container: c.name.clone(),
+                    reason,
                 });
             }
         }
@@ -303,7 +361,8 @@ impl PodManager {
         images: &BTreeMap<String, UnpackedImage>,
     ) -> Result<PodInfo, PodError> {
         let name = pod_name(pod);
-        let uid = &pod.metadata.uid;
+        let uid = &uid_of(pod);
+        let pod_spec = pod.spec.as_ref().expect("checked by run_pod");
         let io = |op: &'static str, path: &Path| {
             let (pod, path) = (name.clone(), path.to_path_buf());
             move |source| PodError::Io {
@@ -324,11 +383,7 @@ impl PodManager {
         )
         .map_err(io("write", &state.join(POD_FILE)))?;
 
-        let hostname = if pod.spec.hostname.is_empty() {
-            &pod.metadata.name
-        } else {
-            &pod.spec.hostname
-        };
+        let hostname = &crate::spec::hostname(pod);
         let sandbox = SandboxNamespaces::create(&self.cfg.run_dir, uid, Some(hostname)).map_err(
             |source| PodError::Net {
                 pod: name.clone(),
@@ -362,7 +417,7 @@ impl PodManager {
         let etc_cfg = EtcConfig {
             hostname: hostname.clone(),
             pod_ip: Some(network.ip),
-            namespace: pod.metadata.namespace.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             cluster_domain: self.cfg.cluster_domain.clone(),
             dns_server: self.cfg.dns_server,
         };
@@ -389,18 +444,18 @@ impl PodManager {
         fs::create_dir_all(&containers_dir).map_err(io("create", &containers_dir))?;
         let cpu_controller = offers(&controllers, "cpu");
         if !cpu_controller
-            && pod
-                .spec
+            && pod_spec
                 .containers
                 .iter()
-                .any(|c| c.resources.requests.cpu.is_some())
+                .any(|c| podd_api::resources::requests(&c.resources).0.is_some())
         {
             tracing::info!(pod = %pod_name(pod), cgroup = %self.cfg.cgroup_root.display(),
                 "no cpu controller here: the pod's CPU requests set no cpu.weight (the scheduler still counts them)");
         }
         let mut containers = Vec::new();
-        for c in &pod.spec.containers {
-            let image = &images[&c.image];
+        for c in &pod_spec.containers {
+            let image_name = c.image.clone().unwrap_or_default();
+            let image = &images[&image_name];
             let dir = containers_dir.join(&c.name);
             let rootfs = OverlayRootfs::mount(image, &dir).map_err(|source| PodError::Image {
                 pod: name.clone(),
@@ -408,27 +463,30 @@ impl PodManager {
                 source: Box::new(source),
             })?;
             let defaults = podd_image::ImageDefaults::from_config(&image.config);
-            let merged = podd_image::merge_container(&c.image, &defaults, c).map_err(|source| {
-                PodError::Image {
-                    pod: name.clone(),
-                    step: "merging the image's process with the container's",
-                    source: Box::new(source),
-                }
-            })?;
+            let merged =
+                podd_image::merge_container(&image_name, &defaults, c).map_err(|source| {
+                    PodError::Image {
+                        pod: name.clone(),
+                        step: "merging the image's process with the container's",
+                        source: Box::new(source),
+                    }
+                })?;
             let sc = c.security_context.clone().unwrap_or_default();
-            let (uid_n, gid_n) = match (sc.run_as_user, &merged.user) {
-                (Some(u), _) => (u, sc.run_as_group.unwrap_or(u)),
+            let id = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+            let (run_as_user, run_as_group) = (id(sc.run_as_user), id(sc.run_as_group));
+            let (uid_n, gid_n) = match (run_as_user, &merged.user) {
+                (Some(u), _) => (u, run_as_group.unwrap_or(u)),
                 (None, Some(user)) => {
-                    let r = podd_image::resolve_user(&c.image, user, rootfs.path()).map_err(
+                    let r = podd_image::resolve_user(&image_name, user, rootfs.path()).map_err(
                         |source| PodError::Image {
                             pod: name.clone(),
                             step: "resolving the image's user",
                             source: Box::new(source),
                         },
                     )?;
-                    (r.uid, sc.run_as_group.unwrap_or(r.gid))
+                    (r.uid, run_as_group.unwrap_or(r.gid))
                 }
-                (None, None) => (0, sc.run_as_group.unwrap_or(0)),
+                (None, None) => (0, run_as_group.unwrap_or(0)),
             };
             let mut env: Vec<String> = merged.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
             if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -460,15 +518,20 @@ impl PodManager {
                 pod: name.clone(),
                 source,
             })?;
+            let probe = |p: &Option<podd_api::Probe>| {
+                p.as_ref()
+                    .and_then(|p| crate::shim::Probe::resolve(p, &pod_spec.containers).ok())
+            };
             containers.push(ShimContainer {
                 name: c.name.clone(),
-                image: c.image.clone(),
+                image: image_name.clone(),
+                image_id: image.image_id.clone(),
                 id: format!("{uid}-{}", c.name),
                 bundle: dir.clone(),
                 spec,
                 log_path: self.log_path(uid, &c.name),
-                readiness_probe: c.readiness_probe.clone(),
-                liveness_probe: c.liveness_probe.clone(),
+                readiness_probe: probe(&c.readiness_probe),
+                liveness_probe: probe(&c.liveness_probe),
             });
             // The mount stays for the pod's life; teardown finds it again by its directory.
             std::mem::forget(rootfs);
@@ -481,12 +544,8 @@ impl PodManager {
             cgroup_root: Some(self.cfg.cgroup_root.clone()),
             netns: shared.net.clone(),
             pod_ip: Some(network.ip),
-            restart_policy: pod.spec.restart_policy,
-            grace_period_seconds: pod
-                .spec
-                .termination_grace_period_seconds
-                .unwrap_or(30)
-                .max(0) as u64,
+            restart_policy: crate::shim::RestartPolicy::of(Some(pod_spec)),
+            grace_period_seconds: grace_period(pod),
             backoff_initial_ms: self.cfg.backoff_initial.as_millis() as u64,
             backoff_max_ms: self.cfg.backoff_max.as_millis() as u64,
             containers,
@@ -518,7 +577,7 @@ impl PodManager {
     /// `available` is [`Self::root_controllers`].
     fn make_pod_cgroup(&self, pod: &Pod, available: &str) -> Result<(), PodError> {
         let name = pod_name(pod);
-        let dir = self.pod_cgroup(&pod.metadata.uid);
+        let dir = self.pod_cgroup(&uid_of(pod));
         fs::create_dir_all(&dir).map_err(|source| PodError::Io {
             pod: name.clone(),
             op: "create the pod cgroup",
@@ -634,6 +693,12 @@ impl PodManager {
     /// Stops the pod's containers (SIGTERM, then SIGKILL after the grace period, done by the
     /// shim) and removes everything the pod had.
     pub fn stop_pod(&self, uid: &str) -> Result<(), PodError> {
+        self.stop_pod_with_grace(uid, None)
+    }
+
+    /// [`Self::stop_pod`] with the grace period of a deletion (`deletionGracePeriodSeconds`),
+    /// which replaces the pod's terminationGracePeriodSeconds when given.
+    pub fn stop_pod_with_grace(&self, uid: &str, grace: Option<u64>) -> Result<(), PodError> {
         let state = self.state_dir(uid);
         if !state.exists() && !self.data_dir(uid).exists() {
             return Ok(());
@@ -641,11 +706,15 @@ impl PodManager {
         if let Ok(Some(s)) = read_status(&state)
             && alive(s.shim_pid)
         {
-            let grace = self
-                .pod(uid)
-                .and_then(|p| p.spec.termination_grace_period_seconds)
-                .unwrap_or(30)
-                .max(0) as u64;
+            let grace = match grace {
+                Some(g) => {
+                    if let Err(e) = crate::shim::plan::write_grace(&state, g) {
+                        tracing::warn!(pod = %uid, error = %e, "recording the deletion's grace period");
+                    }
+                    g
+                }
+                None => self.pod(uid).as_ref().map_or(30, grace_period),
+            };
             let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(grace + 5);
             while alive(s.shim_pid) && Instant::now() < deadline {
@@ -913,6 +982,15 @@ pub fn remove_cgroup_tree(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The pod's terminationGracePeriodSeconds (30 when unset, as Kubernetes defaults it).
+pub fn grace_period(pod: &Pod) -> u64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0) as u64
 }
 
 #[cfg(test)]

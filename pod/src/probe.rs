@@ -3,7 +3,7 @@
 //! The checks run on a thread that has already entered the pod's network namespace, so they
 //! reach the container on its own address; exec probes run through the runtime.
 
-use podd_api::pod::Probe;
+use crate::shim::Probe;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

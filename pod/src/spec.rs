@@ -20,7 +20,7 @@ use oci_spec::runtime::{
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
 };
-use podd_api::pod::{Container, Pod};
+use podd_api::{Container, Pod};
 use podd_runtime::devices::DEFAULT_DEVICES;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ pub struct ContainerPlan<'a> {
 pub const CPU_PERIOD_US: u64 = 100_000;
 
 pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
-    let pod_name = format!("{}/{}", plan.pod.metadata.namespace, plan.pod.metadata.name);
+    let pod_name = crate::pod_name(plan.pod);
     let c = plan.container;
     let oci = |source| SpecError::Oci {
         pod: pod_name.clone(),
@@ -142,7 +142,8 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     );
     process.set_terminal(Some(false));
     let sc = c.security_context.clone().unwrap_or_default();
-    if sc.privileged && sc.allow_privilege_escalation == Some(false) {
+    let privileged = sc.privileged == Some(true);
+    if privileged && sc.allow_privilege_escalation == Some(false) {
         // Kubernetes' validation refuses the pair too.
         return Err(SpecError::PrivilegedWithoutEscalation {
             pod: pod_name.clone(),
@@ -157,11 +158,11 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
 
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(plan.rootfs.clone());
-    root.set_readonly(Some(sc.read_only_root_filesystem));
+    root.set_readonly(Some(sc.read_only_root_filesystem == Some(true)));
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    if sc.privileged {
+    if privileged {
         // As Kubernetes gives a privileged container: /sys (and its cgroup) writable.
         for m in mounts
             .iter_mut()
@@ -181,9 +182,10 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
         mounts.push(bind(shm, Path::new("/dev/shm"), false).map_err(oci)?);
     }
     mounts.extend(etc_mounts(plan.etc_dir).map_err(oci)?);
-    for m in &c.volume_mounts {
+    for m in c.volume_mounts.iter().flatten() {
         if let Some(v) = plan.volumes.get(&m.name) {
-            mounts.push(bind(&v.host_path, Path::new(&m.mount_path), m.read_only).map_err(oci)?);
+            let read_only = m.read_only == Some(true);
+            mounts.push(bind(&v.host_path, Path::new(&m.mount_path), read_only).map_err(oci)?);
         }
     }
     spec.set_mounts(Some(mounts));
@@ -192,9 +194,9 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     linux.set_namespaces(Some(namespaces(plan.namespaces).map_err(oci)?));
     linux.set_cgroups_path(Some(PathBuf::from("/").join(&plan.cgroups_path)));
     let mut resources = resources(c, plan.cpu_controller).map_err(oci)?;
-    resources.set_devices(Some(device_rules(sc.privileged).map_err(oci)?));
+    resources.set_devices(Some(device_rules(privileged).map_err(oci)?));
     linux.set_resources(Some(resources));
-    if sc.privileged {
+    if privileged {
         linux.set_masked_paths(Some(Vec::new()));
         linux.set_readonly_paths(Some(Vec::new()));
         let dev = Path::new("/dev");
@@ -388,7 +390,7 @@ pub fn host_devices(dev: &Path) -> std::io::Result<Vec<LinuxDevice>> {
 fn capabilities(
     pod: &str,
     c: &Container,
-    sc: &podd_api::pod::SecurityContext,
+    sc: &podd_api::SecurityContext,
 ) -> Result<LinuxCapabilities, SpecError> {
     let unsupported = |field: &str, fix: &str| SpecError::Unsupported {
         pod: pod.to_string(),
@@ -407,7 +409,8 @@ fn capabilities(
         )
     };
     let mut set = Capabilities::new();
-    let base: Vec<&str> = if sc.privileged {
+    let privileged = sc.privileged == Some(true);
+    let base: Vec<&str> = if privileged {
         current_capabilities()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
@@ -415,15 +418,15 @@ fn capabilities(
     for name in base {
         set.insert(parse("capabilities", name)?);
     }
-    if let Some(caps) = sc.capabilities.as_ref().filter(|_| !sc.privileged) {
-        for name in &caps.drop {
+    if let Some(caps) = sc.capabilities.as_ref().filter(|_| !privileged) {
+        for name in caps.drop.iter().flatten() {
             if name.eq_ignore_ascii_case("ALL") {
                 set.clear();
             } else {
                 set.remove(&parse("capabilities.drop", name)?);
             }
         }
-        for name in &caps.add {
+        for name in caps.add.iter().flatten() {
             if name.eq_ignore_ascii_case("ALL") {
                 return Err(unsupported(
                     "capabilities.add: ALL",
@@ -442,12 +445,13 @@ fn capabilities(
     Ok(caps)
 }
 
-fn hostname(pod: &Pod) -> String {
-    if pod.spec.hostname.is_empty() {
-        pod.metadata.name.clone()
-    } else {
-        pod.spec.hostname.clone()
-    }
+/// The pod's hostname: `spec.hostname`, or its name.
+pub fn hostname(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())
 }
 
 fn namespaces(shared: &SharedNamespaces) -> Result<Vec<LinuxNamespace>, OciSpecError> {
@@ -498,26 +502,26 @@ fn resources(
     cpu_controller: bool,
 ) -> Result<oci_spec::runtime::LinuxResources, OciSpecError> {
     let mut r = LinuxResourcesBuilder::default();
-    let limits = &c.resources.limits;
-    let (req_cpu, _) = c.resources.effective_requests();
+    let (limit_cpu, limit_memory) = podd_api::resources::limits(&c.resources);
+    let (req_cpu, _) = podd_api::resources::effective_requests(c);
     let mut cpu = LinuxCpuBuilder::default();
     if req_cpu.millis() > 0 && cpu_controller {
         cpu = cpu.shares((req_cpu.millis() * 1024 / 1000).max(2));
     }
-    if let Some(l) = limits.cpu {
+    if let Some(l) = limit_cpu {
         cpu = cpu
             .quota((l.millis() * CPU_PERIOD_US / 1000).max(1000) as i64)
             .period(CPU_PERIOD_US);
     }
     r = r.cpu(cpu.build()?);
-    if let Some(m) = limits.memory {
+    if let Some(m) = limit_memory {
         r = r.memory(
             LinuxMemoryBuilder::default()
                 .limit(m.bytes() as i64)
                 .build()?,
         );
     }
-    if let Some(p) = limits.pids {
+    if let Some(p) = podd_api::resources::pids_limit(&c.resources) {
         r = r.pids(LinuxPidsBuilder::default().limit(p as i64).build()?);
     }
     r.build()
@@ -526,26 +530,35 @@ fn resources(
 /// The pod cgroup's limits: the sum of its containers' limits, as the kubelet sets them,
 /// when every container has one (otherwise that resource is unlimited at pod level).
 pub fn pod_limits(pod: &Pod) -> (Option<u64>, Option<u64>) {
+    let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers[..]);
     let sum = |f: &dyn Fn(&Container) -> Option<u64>| -> Option<u64> {
-        pod.spec.containers.iter().map(f).sum::<Option<u64>>()
+        containers.iter().map(f).sum::<Option<u64>>()
     };
     (
-        sum(&|c| c.resources.limits.cpu.map(|v| v.millis())),
-        sum(&|c| c.resources.limits.memory.map(|v| v.bytes())),
+        sum(&|c| {
+            podd_api::resources::limits(&c.resources)
+                .0
+                .map(|v| v.millis())
+        }),
+        sum(&|c| {
+            podd_api::resources::limits(&c.resources)
+                .1
+                .map(|v| v.bytes())
+        }),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podd_api::pod::VolumeMount;
+    use podd_api::VolumeMount;
 
     fn pod() -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
             "spec": {"containers": [
                 {"name": "a", "image": "busybox",
-                 "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi", "pids": 50}},
+                 "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi", "podd.dev/pids": "50"}},
                  "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}]},
                 {"name": "b", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "32Mi"}}}
             ]}
@@ -569,7 +582,7 @@ mod tests {
         );
         container_spec(&ContainerPlan {
             pod,
-            container: &pod.spec.containers[0],
+            container: &pod.spec.as_ref().unwrap().containers[0],
             process: ProcessPlan {
                 args,
                 env: vec!["A=1".into()],
@@ -628,7 +641,7 @@ mod tests {
     #[test]
     fn without_a_cpu_controller_a_request_is_no_weight_but_a_limit_stays() {
         let pod = pod();
-        let c = &pod.spec.containers[0];
+        let c = &pod.spec.as_ref().unwrap().containers[0];
         let cpu = resources(c, false).unwrap().cpu().clone().unwrap();
         assert_eq!(cpu.shares(), None, "no weight to set");
         assert_eq!(cpu.quota(), Some(50_000), "the limit is still asked for");
@@ -681,7 +694,7 @@ mod tests {
         assert!(!eff.contains(&Capability::SysAdmin));
         assert!(caps.ambient().clone().unwrap().is_empty());
 
-        pod.spec.containers[0].security_context = Some(
+        pod.spec.as_mut().unwrap().containers[0].security_context = Some(
             serde_json::from_value(serde_json::json!(
                 {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "cap_kill"]}}
             ))
@@ -695,7 +708,7 @@ mod tests {
                 .collect()
         );
 
-        pod.spec.containers[0].security_context = Some(
+        pod.spec.as_mut().unwrap().containers[0].security_context = Some(
             serde_json::from_value(serde_json::json!({"capabilities": {"add": ["FLY"]}})).unwrap(),
         );
         let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
@@ -793,7 +806,7 @@ mod tests {
     #[test]
     fn privileged_is_the_explicit_way_out() {
         let mut pod = pod();
-        pod.spec.containers[0].security_context = Some(
+        pod.spec.as_mut().unwrap().containers[0].security_context = Some(
             serde_json::from_value(serde_json::json!(
                 {"privileged": true, "capabilities": {"drop": ["ALL"]}}
             ))
@@ -849,7 +862,7 @@ mod tests {
         );
         assert!(linux.seccomp().is_none());
 
-        pod.spec.containers[0].security_context = Some(
+        pod.spec.as_mut().unwrap().containers[0].security_context = Some(
             serde_json::from_value(serde_json::json!(
                 {"privileged": true, "allowPrivilegeEscalation": false}
             ))
@@ -858,8 +871,7 @@ mod tests {
         let e = plan_spec(&pod, vec!["sh".into()]).unwrap_err().to_string();
         assert!(e.contains("contradict"), "{e}");
         // The API refuses the pair too, so such a pod never reaches a node.
-        let mut errs = podd_api::validation::ValidationErrors::default();
-        podd_api::validation::validate_pod_spec(&mut errs, "spec", &pod.spec);
+        let errs = podd_api::validation::validate(&pod).unwrap_err();
         assert!(
             errs.to_string()
                 .contains("cannot set allowPrivilegeEscalation to false and privileged to true"),

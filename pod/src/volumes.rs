@@ -3,7 +3,7 @@
 
 use crate::shim::VolumeLimit;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use podd_api::pod::{Pod, Volume};
+use podd_api::{Memory, Pod, Volume};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -64,8 +64,24 @@ pub struct PodVolumes {
     pod_memory: Option<u64>,
 }
 
-fn pod_name(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
+use crate::pod_name;
+
+fn volumes_of(pod: &Pod) -> &[Volume] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
+}
+
+/// Whether an emptyDir is a tmpfs (`medium: Memory`).
+fn in_memory(e: &podd_api::EmptyDirVolumeSource) -> bool {
+    e.medium.as_deref() == Some("Memory")
+}
+
+/// An emptyDir's sizeLimit in bytes, with the limit as written.
+fn size_limit(e: &podd_api::EmptyDirVolumeSource) -> Option<(u64, String)> {
+    let q = e.size_limit.as_ref()?;
+    Memory::try_from(q).ok().map(|m| (m.bytes(), q.0.clone()))
 }
 
 impl PodVolumes {
@@ -73,9 +89,15 @@ impl PodVolumes {
     /// created is removed again.
     pub fn create(pod: &Pod, pod_dir: &Path) -> Result<PodVolumes, VolumeError> {
         let name = pod_name(pod);
-        for c in pod.spec.containers.iter().chain(&pod.spec.init_containers) {
-            for m in &c.volume_mounts {
-                if !pod.spec.volumes.iter().any(|v| v.name == m.name) {
+        let volumes = volumes_of(pod);
+        let spec = pod.spec.as_ref();
+        let containers = spec.map_or(&[][..], |s| &s.containers[..]);
+        let init = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default();
+        for c in containers.iter().chain(init) {
+            for m in c.volume_mounts.iter().flatten() {
+                if !volumes.iter().any(|v| v.name == m.name) {
                     return Err(VolumeError::UnknownVolume {
                         pod: name,
                         container: c.name.clone(),
@@ -84,7 +106,7 @@ impl PodVolumes {
                 }
             }
         }
-        for v in &pod.spec.volumes {
+        for v in volumes {
             check_source(&name, v)?;
         }
         let mut vols = PodVolumes {
@@ -94,7 +116,7 @@ impl PodVolumes {
             tmpfs_mounts: Vec::new(),
             pod_memory: crate::spec::pod_limits(pod).1,
         };
-        for v in &pod.spec.volumes {
+        for v in volumes {
             match vols.make(v) {
                 Ok(resolved) => {
                     vols.volumes.insert(v.name.clone(), resolved);
@@ -116,7 +138,7 @@ impl PodVolumes {
         let root = pod_dir.join("volumes");
         let mut volumes = BTreeMap::new();
         let mut tmpfs_mounts = Vec::new();
-        for v in &pod.spec.volumes {
+        for v in volumes_of(pod) {
             if let Some(h) = &v.host_path {
                 volumes.insert(
                     v.name.clone(),
@@ -127,7 +149,7 @@ impl PodVolumes {
                 );
             } else if let Some(e) = &v.empty_dir {
                 let dir = root.join("empty-dir").join(&v.name);
-                let tmpfs = e.medium == "Memory";
+                let tmpfs = in_memory(e);
                 if tmpfs {
                     tmpfs_mounts.push(dir.clone());
                 }
@@ -153,17 +175,16 @@ impl PodVolumes {
     /// the pod for (see `shim::volume_watch`). Memory-backed ones need no watch: their tmpfs
     /// is mounted with the limit as its size.
     pub fn size_limits(&self, pod: &Pod) -> Vec<VolumeLimit> {
-        pod.spec
-            .volumes
+        volumes_of(pod)
             .iter()
             .filter_map(|v| {
-                let e = v.empty_dir.as_ref()?;
-                let limit = e.size_limit.filter(|_| e.medium != "Memory")?;
+                let e = v.empty_dir.as_ref().filter(|e| !in_memory(e))?;
+                let (limit_bytes, limit) = size_limit(e)?;
                 Some(VolumeLimit {
                     name: v.name.clone(),
                     path: self.volumes.get(&v.name)?.host_path.clone(),
-                    limit_bytes: limit.bytes(),
-                    limit: limit.to_string(),
+                    limit_bytes,
+                    limit,
                 })
             })
             .collect()
@@ -188,7 +209,7 @@ impl PodVolumes {
     fn make(&mut self, v: &Volume) -> Result<ResolvedVolume, VolumeError> {
         if let Some(h) = &v.host_path {
             let path = PathBuf::from(&h.path);
-            if h.kind == "DirectoryOrCreate" && !path.exists() {
+            if h.type_.as_deref() == Some("DirectoryOrCreate") && !path.exists() {
                 fs::create_dir_all(&path).map_err(self.io(&v.name, "create", &path))?;
             }
             return Ok(ResolvedVolume {
@@ -199,9 +220,9 @@ impl PodVolumes {
         let e = v.empty_dir.as_ref().expect("checked: one source");
         let dir = self.root.join("empty-dir").join(&v.name);
         fs::create_dir_all(&dir).map_err(self.io(&v.name, "create", &dir))?;
-        let tmpfs = e.medium == "Memory";
+        let tmpfs = in_memory(e);
         if tmpfs {
-            let size = memory_volume_bytes(e.size_limit.map(|m| m.bytes()), self.pod_memory)
+            let size = memory_volume_bytes(size_limit(e).map(|(b, _)| b), self.pod_memory)
                 .map(|b| format!("size={b}"))
                 .unwrap_or_default();
             let opts = format!("mode=0777{}{size}", if size.is_empty() { "" } else { "," });
@@ -271,7 +292,7 @@ fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
             if !path.is_absolute() {
                 return Err(err("is not an absolute path"));
             }
-            match h.kind.as_str() {
+            match h.type_.as_deref().unwrap_or_default() {
                 "DirectoryOrCreate" => Ok(()),
                 "Directory" if !path.is_dir() => Err(err("is not an existing directory")),
                 "File" if !path.is_file() => Err(err("is not an existing file")),

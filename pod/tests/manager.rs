@@ -3,7 +3,6 @@
 //! adopts running pods without reusing an IP, and deletion that leaves nothing behind.
 
 use podd_api::Pod;
-use podd_api::pod::PodPhase;
 use podd_image::{Compression, ImageStore, PullPolicy, RegistryOptions, UnpackedImage};
 use podd_net::netlink::Netlink;
 use podd_net::{Ipv4Cidr, NamedNamespace, NodeNetConfig, NodeNetwork, NsKind};
@@ -118,8 +117,13 @@ fn wait_ready(m: &PodManager, uid: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some((rt, alive)) = m.status(uid) {
-            let s = pod_status(&rt, alive, None);
-            if s.phase == PodPhase::Running && s.ready {
+            let s = pod_status(&Pod::default(), &rt, alive, None);
+            let ready = s
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if s.phase.as_deref() == Some("Running") && ready {
                 return;
             }
         }
@@ -285,7 +289,7 @@ fn bad_pods_get_clear_errors_and_leave_nothing() {
         serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"],
         "volumeMounts": [{"name": "h", "mountPath": "/h"}]}]),
     );
-    missing.spec.volumes = serde_json::from_value(serde_json::json!([
+    missing.spec.as_mut().unwrap().volumes = serde_json::from_value(serde_json::json!([
         {"name": "h", "hostPath": {"path": "/nonexistent/podd-pm-test", "type": "Directory"}}
     ]))
     .unwrap();
@@ -301,7 +305,7 @@ fn bad_pods_get_clear_errors_and_leave_nothing() {
         serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"],
         "resources": {"limits": {"memory": "32Mi"}}}]),
     );
-    limited.metadata.uid = "uid-z".into();
+    limited.metadata.uid = Some("uid-z".into());
     let e = m.run_pod(&limited, &images).unwrap_err().to_string();
     assert!(
         e.contains("memory controller"),
@@ -344,10 +348,36 @@ fn bad_pods_get_clear_errors_and_leave_nothing() {
         "uid-init",
         serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"]}]),
     );
-    init.spec.init_containers = init.spec.containers.clone();
-    init.spec.init_containers[0].name = "setup".into();
+    let spec = init.spec.as_mut().unwrap();
+    spec.init_containers = Some(spec.containers.clone());
+    spec.init_containers.as_mut().unwrap()[0].name = "setup".into();
     let e = m.run_pod(&init, &images).unwrap_err().to_string();
     assert!(e.contains("initContainers"), "{e}");
+
+    // An env valueFrom the node cannot resolve yet never starts with an empty value.
+    let value_from = pod(
+        "vf",
+        "uid-vf",
+        serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"],
+        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}]),
+    );
+    let e = m.run_pod(&value_from, &images).unwrap_err();
+    assert_eq!(e.reason(), "CreateContainerConfigError");
+    assert!(
+        matches!(&e, PodError::Config { container, .. } if container == "c")
+            && e.to_string().contains("PASSWORD")
+            && e.to_string().contains("valueFrom"),
+        "{e}"
+    );
+    // A probe on a port name no container has.
+    let bad_probe = pod(
+        "bp",
+        "uid-bp",
+        serde_json::json!([{"name": "c", "image": "busybox", "command": ["true"],
+        "readinessProbe": {"tcpSocket": {"port": "http"}}}]),
+    );
+    let e = m.run_pod(&bad_probe, &images).unwrap_err().to_string();
+    assert!(e.contains("\"http\""), "{e}");
 
     assert!(m.list().is_empty());
     assert_eq!(

@@ -7,11 +7,11 @@ mod common;
 
 use common::{Node, all_running, exec, pod, pod_with, wait_for, wait_ready};
 use podd_api::Pod;
-use podd_api::pod::{ContainerState, PodPhase};
 use podd_image::testing::{self, TestRegistry};
 use podd_pod::logs::{LogLine, LogReader};
 use podd_pod::manager::PodManager;
 use podd_pod::pod_status::pod_status;
+use podd_pod::shim::ContainerState;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -263,9 +263,16 @@ fn a_crashing_container_restarts_with_back_off_and_its_log_is_followed() {
         }) => assert_eq!((*exit_code, reason.as_str()), (3, "Error")),
         other => panic!("lastState {other:?}"),
     }
-    let api = pod_status(&s, true, None);
-    assert_eq!(api.phase, PodPhase::Running, "a restarting pod is Running");
-    assert_eq!(api.container_statuses[0].restart_count, c.restart_count);
+    let api = pod_status(&Pod::default(), &s, true, None);
+    assert_eq!(
+        api.phase.as_deref(),
+        Some("Running"),
+        "a restarting pod is Running"
+    );
+    assert_eq!(
+        api.container_statuses.as_ref().unwrap()[0].restart_count as u32,
+        c.restart_count
+    );
 
     wait_until("the follower saw 5 runs", || {
         followed

@@ -3,9 +3,9 @@
 //! tree without controllers, so no limits are asked for here (the VM suite tests limits).
 
 use podd_api::Pod;
-use podd_api::pod::{ContainerState, RestartPolicy};
 use podd_net::netns::SandboxNamespaces;
 use podd_pod::etc_files::{self, EtcConfig};
+use podd_pod::shim::{ContainerState, RestartPolicy};
 use podd_pod::shim::{PodRuntimeStatus, ShimContainer, ShimPlan, read_status};
 use podd_pod::spec::{ContainerPlan, ProcessPlan, SharedNamespaces, container_spec};
 use std::collections::BTreeMap;
@@ -71,7 +71,7 @@ impl TestPod {
         let etc = dir.join("etc");
         std::fs::create_dir_all(&etc).unwrap();
         let cfg = EtcConfig {
-            hostname: pod.metadata.name.clone(),
+            hostname: pod.metadata.name.clone().unwrap_or_default(),
             pod_ip: None,
             namespace: "default".into(),
             cluster_domain: "cluster.local".into(),
@@ -83,16 +83,15 @@ impl TestPod {
         let shm = dir.join("shm");
         std::fs::create_dir_all(&shm).unwrap();
         let volumes = BTreeMap::new();
-        let containers = pod
-            .spec
-            .containers
+        let pod_containers = &pod.spec.as_ref().unwrap().containers;
+        let containers = pod_containers
             .iter()
             .map(|c| {
                 let spec = container_spec(&ContainerPlan {
                     pod: &pod,
                     container: c,
                     process: ProcessPlan {
-                        args: c.command.clone(),
+                        args: c.command.clone().unwrap_or_default(),
                         env: vec!["PATH=/bin".into()],
                         cwd: "/".into(),
                         uid: 0,
@@ -112,18 +111,28 @@ impl TestPod {
                 std::fs::create_dir_all(&bundle).unwrap();
                 ShimContainer {
                     name: c.name.clone(),
-                    image: c.image.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    image_id: String::new(),
                     id: format!("{name}-{}", c.name),
                     bundle: bundle.clone(),
                     spec,
                     log_path: dir.join("logs").join(&c.name).join("0.log"),
-                    readiness_probe: c.readiness_probe.clone(),
-                    liveness_probe: c.liveness_probe.clone(),
+                    readiness_probe: c
+                        .readiness_probe
+                        .as_ref()
+                        .map(|p| podd_pod::shim::Probe::resolve(p, pod_containers).unwrap()),
+                    liveness_probe: c
+                        .liveness_probe
+                        .as_ref()
+                        .map(|p| podd_pod::shim::Probe::resolve(p, pod_containers).unwrap()),
                 }
             })
             .collect();
         let plan = ShimPlan {
-            pod: format!("default/{}", pod.metadata.name),
+            pod: format!(
+                "default/{}",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
             pod_uid: name.clone(),
             runtime_root: dir.join("runtime"),
             cgroup_root: Some(cgroup_root.clone()),

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{Node, all_running, pod_with, wait_for};
-use podd_api::pod::ContainerState;
 use podd_pod::logs::LogReader;
 use podd_pod::manager::PodManager;
 use podd_pod::pod_status::pod_status;
+use podd_pod::shim::ContainerState;
 use podd_pod::stats::{CpuSample, millicores, stat_field};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -111,11 +111,15 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_the_pod_cgroup_sums_the_l
         }
         other => panic!("{other:?}"),
     }
-    let api = pod_status(&s, true, None);
-    assert!(matches!(
-        &api.container_statuses[0].state,
-        ContainerState::Terminated { reason, .. } if reason == "OOMKilled"
-    ));
+    let api = pod_status(&podd_api::Pod::default(), &s, true, None);
+    let state = api.container_statuses.as_ref().unwrap()[0].state.clone();
+    assert_eq!(
+        state
+            .and_then(|s| s.terminated)
+            .and_then(|t| t.reason)
+            .as_deref(),
+        Some("OOMKilled")
+    );
     assert!(
         matches!(s.containers[1].state, ContainerState::Running { .. }),
         "the other container runs on"

@@ -1,39 +1,8 @@
-//! Ages as kubectl prints them ("45s", "3m12s", "5h", "2d"), from RFC 3339 timestamps.
+//! Ages as kubectl prints them ("45s", "3m12s", "5h", "2d").
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` (UTC, the only form the API writes).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    let frac = s.get(19..s.len() - 1).unwrap_or("");
-    let nanos = match frac.strip_prefix('.') {
-        Some(f) if !f.is_empty() && f.len() <= 9 => {
-            f.parse::<u32>().ok()? * 10u32.pow(9 - f.len() as u32)
-        }
-        _ => 0,
-    };
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// (year, month, day) to days since 1970-01-01, the inverse of the civil calendar mapping.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use podd_api::Time;
+use podd_api::jiff::Timestamp;
+use std::time::Duration;
 
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
@@ -70,11 +39,15 @@ pub fn parse_window(s: &str) -> Result<u32, String> {
     Ok(secs)
 }
 
+/// How long ago `t` was (zero for times in the future, as clocks differ).
+pub fn since(t: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(t)).unwrap_or_default()
+}
+
 /// The age of an object created at `created`, or "<unknown>".
-pub fn age(created: Option<&str>, now: SystemTime) -> String {
+pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     created
-        .and_then(parse_rfc3339)
-        .map(|t| human(now.duration_since(t).unwrap_or_default()))
+        .map(|t| human(since(t.0, now)))
         .unwrap_or_else(|| "<unknown>".into())
 }
 
@@ -95,18 +68,12 @@ mod tests {
     }
 
     #[test]
-    fn parses_api_timestamps() {
-        let t = parse_rfc3339("2026-11-27T17:21:41Z").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_795_800_101
-        );
-        let t = parse_rfc3339("2000-02-29T00:00:00.5Z").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap(),
-            Duration::new(951_782_400, 500_000_000)
-        );
-        assert!(parse_rfc3339("yesterday").is_none());
+    fn ages_of_api_timestamps() {
+        let created: Time = serde_json::from_str("\"2026-11-27T17:21:41Z\"").unwrap();
+        let now: Timestamp = "2026-11-27T17:24:53Z".parse().unwrap();
+        assert_eq!(age(Some(&created), now), "3m12s");
+        let future: Timestamp = "2026-11-27T17:00:00Z".parse().unwrap();
+        assert_eq!(age(Some(&created), future), "0s");
     }
 
     #[test]
@@ -116,6 +83,6 @@ mod tests {
         assert_eq!(human(Duration::from_secs(1800)), "30m");
         assert_eq!(human(Duration::from_secs(5 * 3600)), "5h");
         assert_eq!(human(Duration::from_secs(3 * 86_400)), "3d");
-        assert_eq!(age(None, SystemTime::now()), "<unknown>");
+        assert_eq!(age(None, Timestamp::now()), "<unknown>");
     }
 }

@@ -57,12 +57,29 @@ pub enum Command {
     Get(GetArgs),
     /// Show one object in detail.
     Describe { kind: String, name: String },
-    /// Delete an object (owned objects go with it).
-    Delete { kind: String, name: String },
-    /// Create or update the objects in a YAML or JSON file.
+    /// Delete an object (owned objects go with it unless --cascade=orphan).
+    Delete {
+        kind: String,
+        name: String,
+        /// background (the default), foreground (the owner goes last) or orphan (keep the
+        /// objects it owns).
+        #[arg(long, value_enum, default_value = "background")]
+        cascade: Cascade,
+        /// Seconds the object's containers get to stop; 0 deletes at once.
+        #[arg(long = "grace-period")]
+        grace_period: Option<i64>,
+    },
+    /// Create or update the objects in a YAML or JSON file (server-side apply when the server
+    /// supports it, a strategic merge otherwise).
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Server-side apply: take over fields another manager owns instead of failing.
+        #[arg(long = "force-conflicts")]
+        force_conflicts: bool,
+        /// `server`: show what would be stored, store nothing.
+        #[arg(long = "dry-run", value_enum, default_value = "none")]
+        dry_run: DryRun,
     },
     /// Print a container's log.
     Logs {
@@ -123,7 +140,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// pods, deployments, services, nodes, endpoints or hpa.
+    /// Any served kind: pods, deployments, replicasets, services, endpoints,
+    /// endpointslices, nodes, hpa, events, leases (or their short names).
     pub kind: String,
     pub name: Option<String>,
     #[arg(short = 'o', long, value_enum)]
@@ -150,6 +168,19 @@ pub enum Output {
 pub enum Proto {
     Tcp,
     Udp,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DryRun {
+    None,
+    Server,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cascade {
+    Background,
+    Foreground,
+    Orphan,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -210,5 +241,14 @@ mod tests {
             Cli::try_parse_from(["podctl", "exec", "web-1", "--", "cat", "/etc/hostname"]).unwrap();
         assert!(matches!(c.command, Command::Exec { .. }));
         assert!(Cli::try_parse_from(["podctl", "scale", "web"]).is_err());
+        let c = Cli::try_parse_from(["podctl", "delete", "deploy", "web", "--cascade", "orphan"])
+            .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Delete {
+                cascade: Cascade::Orphan,
+                ..
+            }
+        ));
     }
 }

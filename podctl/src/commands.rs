@@ -1,22 +1,23 @@
 //! What each podctl command does against the API.
 
-use crate::cli::{Cli, Command, GetArgs, Output, Proto, RolloutAction, RunArgs, TopWhat};
-use crate::manifest::{self, Manifest};
-use crate::views;
+use crate::cli::{Cascade, Cli, Command, Proto, RolloutAction, RunArgs, TopWhat};
+use crate::{apply, get};
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use podd_api::meta::{LabelSelector, ObjectMeta};
-use podd_api::pod::{
-    Container, ContainerPort, EnvVar, Protocol, ResourceList, ResourceRequirements,
+use podd_api::k8s_openapi::api::autoscaling::v2::{
+    HPAScalingRules, HorizontalPodAutoscalerBehavior,
 };
-use podd_api::service::{ServicePort, ServiceSpec};
-use podd_api::workloads::{DeploymentSpec, HpaSpec, PodTemplateSpec, ScaleTargetRef};
-use podd_api::{Deployment, Endpoints, HorizontalPodAutoscaler, Kind, Node, Object, Pod, Service};
-use podd_client::{Api, Client, ClientConfig, ListParams, WatcherEvent, watcher};
+use podd_api::{
+    Container, ContainerPort, CrossVersionObjectReference, Deployment, DeploymentSpec, EnvVar,
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, IntOrString, Kind, LabelSelector,
+    MetricSpec, MetricTarget, Node, ObjectMeta, PodSpec, PodTemplateSpec, Quantity,
+    ResourceMetricSource, ResourceRequirements, Service, ServicePort, ServiceSpec,
+};
+use podd_client::{Client, ClientConfig, DeleteParams, Propagation};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub async fn run(cli: Cli) -> Result<()> {
     let client = connect(&cli)?;
@@ -53,10 +54,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             autoscale(&client, &ns, &name, target).await
         }
-        Command::Get(args) => get(&client, &ns, args).await,
-        Command::Describe { kind, name } => describe(&client, &ns, &kind, &name).await,
-        Command::Delete { kind, name } => delete(&client, &ns, &kind, &name).await,
-        Command::Apply { file } => apply(&client, &ns, file).await,
+        Command::Get(args) => get::get(&client, &ns, args).await,
+        Command::Describe { kind, name } => get::describe(&client, &ns, &kind, &name).await,
+        Command::Delete {
+            kind,
+            name,
+            cascade,
+            grace_period,
+        } => delete(&client, &ns, &kind, &name, cascade, grace_period).await,
+        Command::Apply {
+            file,
+            force_conflicts,
+            dry_run,
+        } => {
+            let opts = apply::Options {
+                force: force_conflicts,
+                dry_run: dry_run == crate::cli::DryRun::Server,
+            };
+            apply::apply(&client, &ns, &file, opts).await
+        }
         Command::Logs {
             pod,
             container,
@@ -101,7 +117,7 @@ fn connect(cli: &Cli) -> Result<Client> {
         .with_context(|| format!("connecting to the podd server {}", cfg.server))
 }
 
-fn not_found_hint(e: podd_client::Error, kind: &str, name: &str, ns: &str) -> anyhow::Error {
+pub fn not_found_hint(e: podd_client::Error, kind: &str, name: &str, ns: &str) -> anyhow::Error {
     if e.is_not_found() {
         anyhow!(
             "{kind} {name:?} not found in namespace {ns:?}; list them with `podctl get {kind}s -n {ns}`"
@@ -109,6 +125,26 @@ fn not_found_hint(e: podd_client::Error, kind: &str, name: &str, ns: &str) -> an
     } else {
         anyhow!(e)
     }
+}
+
+/// A kind named as kubectl names it (plural, singular, short name, `kind.group`).
+pub fn kind_of(s: &str) -> Result<Kind> {
+    Kind::from_plural(s).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        anyhow!(
+            "unknown resource type {s:?}; podd serves {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// `--cpu 250m` / `--memory 128Mi` as a Quantity, checked here so that a typo is named.
+fn quantity(flag: &str, value: &str, check: fn(&Quantity) -> bool) -> Result<Quantity> {
+    let q = Quantity(value.to_string());
+    if !check(&q) {
+        bail!("{flag} {value:?} is not a quantity (e.g. 250m, 1, 128Mi, 1Gi)");
+    }
+    Ok(q)
 }
 
 async fn run_deployment(client: &Client, ns: &str, a: RunArgs) -> Result<()> {
@@ -120,60 +156,62 @@ async fn run_deployment(client: &Client, ns: &str, a: RunArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--env {kv:?}: use the form NAME=VALUE"))?;
         env.push(EnvVar {
             name: k.into(),
-            value: v.into(),
+            value: Some(v.into()),
+            ..EnvVar::default()
         });
     }
-    let cpu = a.cpu.as_deref().map(str::parse).transpose()?;
-    let memory = a.memory.as_deref().map(str::parse).transpose()?;
-    let resources = ResourceList {
-        cpu,
-        memory,
-        pids: None,
-    };
+    let mut resources = BTreeMap::new();
+    if let Some(c) = &a.cpu {
+        let q = quantity("--cpu", c, |q| podd_api::Cpu::try_from(q).is_ok())?;
+        resources.insert("cpu".to_string(), q);
+    }
+    if let Some(m) = &a.memory {
+        let q = quantity("--memory", m, |q| podd_api::Memory::try_from(q).is_ok())?;
+        resources.insert("memory".to_string(), q);
+    }
     let container = Container {
         name: a.name.clone(),
-        image: a.image.clone(),
-        command: a.command.clone(),
-        env,
-        ports: a
-            .port
-            .map(|p| {
-                vec![ContainerPort {
-                    container_port: p,
-                    ..ContainerPort::default()
-                }]
-            })
-            .unwrap_or_default(),
-        resources: ResourceRequirements {
-            requests: resources.clone(),
-            limits: resources,
-        },
+        image: Some(a.image.clone()),
+        command: (!a.command.is_empty()).then(|| a.command.clone()),
+        env: (!env.is_empty()).then_some(env),
+        ports: a.port.map(|p| {
+            vec![ContainerPort {
+                container_port: i32::from(p),
+                ..ContainerPort::default()
+            }]
+        }),
+        resources: (!resources.is_empty()).then(|| ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..ResourceRequirements::default()
+        }),
         ..Container::default()
     };
     let d = Deployment {
         metadata: ObjectMeta {
-            name: a.name.clone(),
-            namespace: ns.into(),
-            labels: labels.clone(),
+            name: Some(a.name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels.clone()),
             ..ObjectMeta::default()
         },
-        spec: DeploymentSpec {
-            replicas: a.replicas,
+        spec: Some(DeploymentSpec {
+            replicas: Some(i32::try_from(a.replicas).context("--replicas is too large")?),
             selector: LabelSelector {
-                match_labels: labels.clone(),
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: ObjectMeta {
-                    labels,
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
                     ..ObjectMeta::default()
-                },
-                spec: podd_api::PodSpec {
+                }),
+                spec: Some(PodSpec {
                     containers: vec![container],
-                    ..podd_api::PodSpec::default()
-                },
+                    ..PodSpec::default()
+                }),
             },
             ..DeploymentSpec::default()
-        },
+        }),
         ..Deployment::default()
     };
     client
@@ -204,32 +242,44 @@ async fn expose(
         .get(name)
         .await
         .map_err(|e| not_found_hint(e, "deployment", name, ns))?;
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .ok_or_else(|| {
+            anyhow!("deployment {name:?} selects its pods by expressions only; write the Service's selector in a manifest")
+        })?;
     let svc = Service {
         metadata: ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
             labels: d.metadata.labels.clone(),
             ..ObjectMeta::default()
         },
-        spec: ServiceSpec {
-            selector: d.spec.selector.match_labels.clone(),
-            ports: vec![ServicePort {
-                port,
-                target_port: target,
-                protocol: match proto {
-                    Proto::Tcp => Protocol::Tcp,
-                    Proto::Udp => Protocol::Udp,
-                },
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                port: i32::from(port),
+                target_port: target.map(|t| IntOrString::Int(i32::from(t))),
+                protocol: Some(
+                    match proto {
+                        Proto::Tcp => "TCP",
+                        Proto::Udp => "UDP",
+                    }
+                    .into(),
+                ),
                 ..ServicePort::default()
-            }],
+            }]),
             ..ServiceSpec::default()
-        },
+        }),
+        ..Service::default()
     };
     let created = client.api::<Service>(Some(ns)).create(&svc).await?;
-    println!(
-        "service/{name} exposed at {}:{port} ({name}.{ns}.svc.cluster.local)",
-        created.spec.cluster_ip
-    );
+    let ip = created
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_else(|| "<none>".into());
+    println!("service/{name} exposed at {ip}:{port} ({name}.{ns}.svc.cluster.local)");
     Ok(())
 }
 
@@ -251,22 +301,47 @@ async fn autoscale(client: &Client, ns: &str, name: &str, t: AutoscaleTarget) ->
         .get(name)
         .await
         .map_err(|e| not_found_hint(e, "deployment", name, ns))?;
+    let int = |v: u32| i32::try_from(v).context("value too large");
+    let behavior = t
+        .scale_down_window
+        .map(|w| -> Result<_> {
+            Ok(HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    stabilization_window_seconds: Some(int(w)?),
+                    ..HPAScalingRules::default()
+                }),
+                ..HorizontalPodAutoscalerBehavior::default()
+            })
+        })
+        .transpose()?;
     let hpa = HorizontalPodAutoscaler {
         metadata: ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
             ..ObjectMeta::default()
         },
-        spec: HpaSpec {
-            scale_target_ref: ScaleTargetRef {
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
                 kind: "Deployment".into(),
                 name: name.into(),
             },
-            min_replicas: min,
-            max_replicas: max,
-            target_cpu_utilization_percentage: t.cpu_percent,
-            scale_down_stabilization_seconds: t.scale_down_window,
-        },
+            min_replicas: Some(int(min)?),
+            max_replicas: int(max)?,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(int(t.cpu_percent)?),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior,
+        }),
         ..HorizontalPodAutoscaler::default()
     };
     client
@@ -277,223 +352,29 @@ async fn autoscale(client: &Client, ns: &str, name: &str, t: AutoscaleTarget) ->
     Ok(())
 }
 
-fn kind_of(s: &str) -> Result<Kind> {
-    Kind::from_plural(&s.to_ascii_lowercase()).ok_or_else(|| {
-        anyhow!(
-            "unknown resource type {s:?}; use pods, deployments, services, endpoints, nodes or hpa"
-        )
-    })
-}
-
-async fn get(client: &Client, ns: &str, a: GetArgs) -> Result<()> {
-    let kind = kind_of(&a.kind)?;
-    let ns = if a.all_namespaces || !kind.namespaced() {
-        None
-    } else {
-        Some(ns)
-    };
-    match kind {
-        Kind::Pod => get_kind::<Pod>(client, ns, &a, |i, w| views::pods(i, w, now())).await,
-        Kind::Deployment => {
-            get_kind::<Deployment>(client, ns, &a, |i, w| views::deployments(i, w, now())).await
-        }
-        Kind::Service => {
-            get_kind::<Service>(client, ns, &a, |i, w| views::services(i, w, now())).await
-        }
-        Kind::Endpoints => {
-            get_kind::<Endpoints>(client, ns, &a, |i, _| views::endpoints(i, now())).await
-        }
-        Kind::Node => get_kind::<Node>(client, ns, &a, |i, w| views::nodes(i, w, now())).await,
-        Kind::HorizontalPodAutoscaler => {
-            get_kind::<HorizontalPodAutoscaler>(client, ns, &a, |i, _| views::hpas(i, now())).await
-        }
-    }
-}
-
-fn now() -> SystemTime {
-    SystemTime::now()
-}
-
-async fn get_kind<T: Object>(
+async fn delete(
     client: &Client,
-    ns: Option<&str>,
-    a: &GetArgs,
-    table: impl Fn(&[T], bool) -> crate::table::Table,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    cascade: Cascade,
+    grace_period: Option<i64>,
 ) -> Result<()> {
-    let api: Api<T> = client.api(ns);
-    let wide = a.output == Some(Output::Wide);
-    let lp = ListParams {
-        label_selector: a.selector.clone(),
-        ..ListParams::default()
-    };
-    let items: Vec<T> = match &a.name {
-        Some(name) => vec![api.get(name).await.map_err(|e| {
-            not_found_hint(e, &T::KIND.name().to_lowercase(), name, ns.unwrap_or(""))
-        })?],
-        None => api.list(&lp).await?.items,
-    };
-    // `get KIND NAME -o json|yaml` prints the object itself, as kubectl does.
-    print_items(&items, a.output, &table, wide, true, a.name.is_some())?;
-    if a.watch {
-        let mut stream = Box::pin(watcher(api, lp));
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(WatcherEvent::Applied(o)) | Ok(WatcherEvent::Deleted(o)) => {
-                    if a.name.as_ref().is_none_or(|n| *n == o.metadata().name) {
-                        print_items(
-                            std::slice::from_ref(&o),
-                            a.output,
-                            &table,
-                            wide,
-                            false,
-                            true,
-                        )?;
-                    }
-                }
-                Ok(WatcherEvent::Restarted(_)) => {}
-                Err(e) => eprintln!("watch: {e}"),
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_items<T: Object>(
-    items: &[T],
-    output: Option<Output>,
-    table: &impl Fn(&[T], bool) -> crate::table::Table,
-    wide: bool,
-    header: bool,
-    single: bool,
-) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match output {
-        Some(Output::Json) => {
-            let v = if items.len() == 1 && single {
-                serde_json::to_value(&items[0])?
-            } else {
-                serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items})
-            };
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        }
-        Some(Output::Yaml) => {
-            let v = if items.len() == 1 && single {
-                serde_json::to_value(&items[0])?
-            } else {
-                serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items})
-            };
-            write!(out, "{}", serde_yaml::to_string(&v)?)?;
-        }
-        Some(Output::Name) => {
-            let kind = T::KIND.name().to_lowercase();
-            for o in items {
-                writeln!(out, "{kind}/{}", o.metadata().name)?;
-            }
-        }
-        _ => {
-            let t = table(items, wide);
-            if t.is_empty() && header {
-                eprintln!("No resources found.");
-                return Ok(());
-            }
-            let text = t.render();
-            let skip = usize::from(!header);
-            for line in text.lines().skip(skip) {
-                writeln!(out, "{line}")?;
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn describe(client: &Client, ns: &str, kind: &str, name: &str) -> Result<()> {
     let kind = kind_of(kind)?;
     let ns_opt = kind.namespaced().then_some(ns);
     let path = podd_client::resource_path(kind, ns_opt, Some(name));
-    let obj: serde_json::Value = client
-        .request(hyper_get(), &path, None, "application/json")
-        .await
-        .map_err(|e| not_found_hint(e, &kind.name().to_lowercase(), name, ns))?;
-    print!("{}", serde_yaml::to_string(&obj)?);
-    if kind == Kind::Pod
-        && let Ok(pod) = serde_json::from_value::<Pod>(obj.clone())
-    {
-        print!("{}", security_summary(&pod));
-    }
-    if kind == Kind::Deployment || kind == Kind::Service {
-        let selector = obj
-            .pointer(if kind == Kind::Deployment {
-                "/spec/selector/matchLabels"
-            } else {
-                "/spec/selector"
-            })
-            .and_then(|v| v.as_object())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
-        if !selector.is_empty() {
-            let pods = client
-                .api::<Pod>(Some(ns))
-                .list(&ListParams::labels(&selector))
-                .await?;
-            println!("Pods:");
-            print!("{}", views::pods(&pods.items, true, now()).render());
-        }
-    }
-    Ok(())
-}
-
-/// Each container's security context in one line, privileged ones first in the eye:
-/// `Privileged: true` is the pod's way to the node's devices and every capability.
-fn security_summary(pod: &Pod) -> String {
-    let mut out = String::from("Security:\n");
-    for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
-        let sc = c.security_context.clone().unwrap_or_default();
-        let mut parts = vec![format!("Privileged: {}", sc.privileged)];
-        if let Some(u) = sc.run_as_user {
-            parts.push(format!("RunAsUser: {u}"));
-        }
-        if let Some(g) = sc.run_as_group {
-            parts.push(format!("RunAsGroup: {g}"));
-        }
-        if sc.read_only_root_filesystem {
-            parts.push("ReadOnlyRootFilesystem: true".into());
-        }
-        if let Some(a) = sc.allow_privilege_escalation {
-            parts.push(format!("AllowPrivilegeEscalation: {a}"));
-        }
-        if let Some(caps) = sc.capabilities.as_ref().filter(|_| !sc.privileged) {
-            if !caps.add.is_empty() {
-                parts.push(format!("Capabilities add: {}", caps.add.join(",")));
-            }
-            if !caps.drop.is_empty() {
-                parts.push(format!("Capabilities drop: {}", caps.drop.join(",")));
-            }
-        }
-        out.push_str(&format!("  {}: {}\n", c.name, parts.join(", ")));
-    }
-    out
-}
-
-fn hyper_get() -> podd_client_method::Method {
-    podd_client_method::Method::GET
-}
-
-/// The HTTP method type the client takes.
-mod podd_client_method {
-    pub use hyper::Method;
-}
-
-async fn delete(client: &Client, ns: &str, kind: &str, name: &str) -> Result<()> {
-    let kind = kind_of(kind)?;
-    let ns_opt = kind.namespaced().then_some(ns);
-    let path = podd_client::resource_path(kind, ns_opt, Some(name));
+    let dp = DeleteParams {
+        propagation: Some(match cascade {
+            Cascade::Background => Propagation::Background,
+            Cascade::Foreground => Propagation::Foreground,
+            Cascade::Orphan => Propagation::Orphan,
+        }),
+        grace_period_seconds: grace_period,
+        ..DeleteParams::default()
+    };
+    let body = serde_json::to_vec(&dp.options())?;
     let r = client
-        .raw(hyper::Method::DELETE, &path, None, "application/json")
+        .raw(hyper::Method::DELETE, &path, Some(body), "application/json")
         .await?;
     if r.status.as_u16() == 404 {
         bail!(
@@ -503,77 +384,19 @@ async fn delete(client: &Client, ns: &str, kind: &str, name: &str) -> Result<()>
         );
     }
     if !r.status.is_success() {
-        bail!(
-            "deleting {} {name}: {}",
-            kind.name(),
-            String::from_utf8_lossy(&r.body)
-        );
+        let e = podd_client::Error::Api(Box::new(serde_json::from_slice(&r.body).unwrap_or_else(
+            |_| {
+                podd_api::status_failure(
+                    r.status.as_u16(),
+                    r.status.canonical_reason().unwrap_or("Unknown"),
+                    String::from_utf8_lossy(&r.body),
+                )
+            },
+        )));
+        bail!("deleting {} {name}: {e}", kind.name());
     }
     println!("{}/{name} deleted", kind.name().to_lowercase());
     Ok(())
-}
-
-async fn apply(client: &Client, ns: &str, file: PathBuf) -> Result<()> {
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let manifests = manifest::parse(&text, &file.display().to_string())?;
-    for m in manifests {
-        let kind = m.kind();
-        let name = m.name().to_string();
-        let verb = match m {
-            Manifest::Pod(o) => upsert(client, ns, o).await?,
-            Manifest::Deployment(o) => upsert(client, ns, o).await?,
-            Manifest::Service(o) => upsert(client, ns, o).await?,
-            Manifest::Hpa(o) => upsert(client, ns, o).await?,
-        };
-        println!("{}/{name} {verb}", kind.name().to_lowercase());
-    }
-    Ok(())
-}
-
-/// Creates the object, or replaces the spec of the one that exists (keeping its status).
-async fn upsert<T: Object>(client: &Client, ns: &str, mut obj: T) -> Result<&'static str> {
-    let ns = if obj.metadata().namespace.is_empty() {
-        ns.to_string()
-    } else {
-        obj.metadata().namespace.clone()
-    };
-    let api: Api<T> = client.api(T::KIND.namespaced().then_some(ns.as_str()));
-    obj.metadata_mut().namespace = if T::KIND.namespaced() {
-        ns.clone()
-    } else {
-        String::new()
-    };
-    let name = obj.metadata().name.clone();
-    match api.get_opt(&name).await? {
-        None => {
-            api.create(&obj).await?;
-            Ok("created")
-        }
-        Some(existing) => {
-            let mut v = serde_json::to_value(&obj)?;
-            let old = serde_json::to_value(&existing)?;
-            if let (Some(status), Some(o)) = (old.get("status"), v.as_object_mut()) {
-                o.insert("status".into(), status.clone());
-            }
-            if let Some(svc_ip) = old.pointer("/spec/clusterIP")
-                && let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut())
-            {
-                spec.entry("clusterIP").or_insert(svc_ip.clone());
-            }
-            let mut merged: T = serde_json::from_value(v)?;
-            *merged.metadata_mut() = ObjectMeta {
-                labels: obj.metadata().labels.clone(),
-                annotations: obj.metadata().annotations.clone(),
-                ..existing.metadata().clone()
-            };
-            if serde_json::to_value(&merged)? == old {
-                return Ok("unchanged");
-            }
-            api.update(&merged).await?;
-            Ok("configured")
-        }
-    }
 }
 
 /// A pod named as `NAME`, `pod/NAME` or `pods/NAME` (what `get pods -o name` prints).
@@ -593,7 +416,7 @@ async fn logs(
 ) -> Result<()> {
     let mut q = Vec::new();
     if let Some(c) = &container {
-        q.push(format!("container={c}"));
+        q.push(format!("container={}", urlencode(c)));
     }
     if follow {
         q.push("follow=true".into());
@@ -662,7 +485,7 @@ async fn exec(
     );
     let code = body.get("exitCode").and_then(|c| c.as_i64()).unwrap_or(0);
     if code != 0 {
-        std::process::exit(code as i32);
+        std::process::exit(i32::try_from(code).unwrap_or(1));
     }
     Ok(())
 }
@@ -679,27 +502,48 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// A metrics.k8s.io list (PodMetricsList, NodeMetricsList).
+#[derive(serde::Deserialize)]
+struct MetricsList<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+}
+
+const METRICS: &str = "/apis/metrics.k8s.io/v1beta1";
+
+fn usage_of(u: &podd_api::metrics::Usage) -> (podd_api::Cpu, podd_api::Memory) {
+    let cpu = u.get("cpu").and_then(|q| podd_api::Cpu::try_from(q).ok());
+    let mem = u
+        .get("memory")
+        .and_then(|q| podd_api::Memory::try_from(q).ok());
+    (cpu.unwrap_or_default(), mem.unwrap_or_default())
+}
+
+/// `kubectl top`: usage from metrics.k8s.io/v1beta1, the same API kubectl reads.
 async fn top(client: &Client, ns: &str, what: TopWhat) -> Result<()> {
+    let hint = |e: podd_client::Error| {
+        if e.is_not_found() {
+            anyhow!(
+                "metrics not available yet: the server has no usage reports from the nodes ({e})"
+            )
+        } else {
+            anyhow!(e)
+        }
+    };
     let mut t;
     match what {
         TopWhat::Pods => {
             t = crate::table::Table::new(vec!["NAME", "CPU(cores)", "MEMORY(bytes)"]);
-            for p in client
-                .api::<Pod>(Some(ns))
-                .list(&Default::default())
-                .await?
-                .items
-            {
-                let (cpu, mem) = p
-                    .status
-                    .usage
-                    .as_ref()
-                    .map(|u| (u.cpu_millis, u.memory_bytes))
-                    .unwrap_or_default();
+            let path = format!("{METRICS}/namespaces/{ns}/pods");
+            let list: MetricsList<podd_api::metrics::PodMetrics> = client
+                .request(hyper::Method::GET, &path, None, "application/json")
+                .await
+                .map_err(hint)?;
+            for p in list.items {
                 t.push(vec![
-                    p.metadata.name,
-                    format!("{cpu}m"),
-                    format!("{}Mi", mem >> 20),
+                    p.metadata.name.clone().unwrap_or_default(),
+                    format!("{}m", p.cpu().millis()),
+                    format!("{}Mi", p.memory().bytes() >> 20),
                 ]);
             }
         }
@@ -707,35 +551,68 @@ async fn top(client: &Client, ns: &str, what: TopWhat) -> Result<()> {
             t = crate::table::Table::new(vec![
                 "NAME",
                 "CPU(cores)",
-                "CPU%",
+                "CPU(%)",
                 "MEMORY(bytes)",
-                "MEMORY%",
+                "MEMORY(%)",
             ]);
-            for n in client
-                .api::<Node>(None)
-                .list(&Default::default())
-                .await?
-                .items
-            {
-                let (cpu, mem) = n
-                    .status
-                    .usage
-                    .as_ref()
-                    .map(|u| (u.cpu_millis, u.memory_bytes))
+            let path = format!("{METRICS}/nodes");
+            let list: MetricsList<podd_api::metrics::NodeMetrics> = client
+                .request(hyper::Method::GET, &path, None, "application/json")
+                .await
+                .map_err(hint)?;
+            let nodes = client.api::<Node>(None).list(&Default::default()).await?;
+            for m in list.items {
+                let name = m.metadata.name.clone().unwrap_or_default();
+                let (cpu, mem) = usage_of(&m.usage);
+                let allocatable = nodes
+                    .items
+                    .iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+                    .and_then(|n| n.status.as_ref())
+                    .and_then(|s| s.allocatable.clone())
                     .unwrap_or_default();
+                let (acpu, amem) = usage_of(&allocatable);
                 let pct = |used: u64, total: u64| (used * 100).checked_div(total).unwrap_or(0);
                 t.push(vec![
-                    n.metadata.name.clone(),
-                    format!("{cpu}m"),
-                    format!("{}%", pct(cpu, n.status.allocatable.cpu.millis())),
-                    format!("{}Mi", mem >> 20),
-                    format!("{}%", pct(mem, n.status.allocatable.memory.bytes())),
+                    name,
+                    format!("{}m", cpu.millis()),
+                    format!("{}%", pct(cpu.millis(), acpu.millis())),
+                    format!("{}Mi", mem.bytes() >> 20),
+                    format!("{}%", pct(mem.bytes(), amem.bytes())),
                 ]);
             }
         }
     }
     print!("{}", t.render());
     Ok(())
+}
+
+/// kubectl's rollout status messages, from the Deployment's status.
+fn rollout_message(d: &Deployment) -> Option<String> {
+    let name = d.metadata.name.as_deref().unwrap_or("");
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let s = d.status.clone().unwrap_or_default();
+    let updated = s.updated_replicas.unwrap_or(0);
+    let replicas = s.replicas.unwrap_or(0);
+    let available = s.available_replicas.unwrap_or(0);
+    if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
+        Some("Waiting for deployment spec update to be observed...".to_string())
+    } else if updated < want {
+        Some(format!(
+            "Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated..."
+        ))
+    } else if replicas > updated {
+        Some(format!(
+            "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+            replicas - updated
+        ))
+    } else if available < updated {
+        Some(format!(
+            "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."
+        ))
+    } else {
+        None
+    }
 }
 
 async fn rollout_status(client: &Client, ns: &str, name: &str, timeout: u64) -> Result<()> {
@@ -747,25 +624,7 @@ async fn rollout_status(client: &Client, ns: &str, name: &str, timeout: u64) -> 
             .get(name)
             .await
             .map_err(|e| not_found_hint(e, "deployment", name, ns))?;
-        let (want, s) = (d.spec.replicas, &d.status);
-        let msg = if s.observed_generation < d.metadata.generation {
-            "Waiting for deployment spec update to be observed...".to_string()
-        } else if s.updated_replicas < want {
-            format!(
-                "Waiting for deployment {name:?} rollout to finish: {} out of {want} new replicas have been updated...",
-                s.updated_replicas
-            )
-        } else if s.replicas > s.updated_replicas {
-            format!(
-                "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
-                s.replicas - s.updated_replicas
-            )
-        } else if s.available_replicas < want {
-            format!(
-                "Waiting for deployment {name:?} rollout to finish: {} of {want} updated replicas are available...",
-                s.available_replicas
-            )
-        } else {
+        let Some(msg) = rollout_message(&d) else {
             println!("deployment {name:?} successfully rolled out");
             return Ok(());
         };
@@ -794,22 +653,22 @@ mod tests {
     }
 
     #[test]
-    fn describe_shows_each_containers_security_context() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p"},
-            "spec": {"containers": [
-                {"name": "plain", "image": "busybox"},
-                {"name": "root", "image": "busybox", "securityContext": {"privileged": true}},
-                {"name": "tight", "image": "busybox", "securityContext": {
-                    "runAsUser": 1000, "readOnlyRootFilesystem": true,
-                    "allowPrivilegeEscalation": false,
-                    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}
-            ]}
+    fn rollout_messages_follow_the_status() {
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "generation": 2},
+            "spec": {"replicas": 3, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3,
+                       "availableReplicas": 3}
         }))
         .unwrap();
-        assert_eq!(
-            security_summary(&pod),
-            "Security:\n  plain: Privileged: false\n  root: Privileged: true\n  tight: Privileged: false, RunAsUser: 1000, ReadOnlyRootFilesystem: true, AllowPrivilegeEscalation: false, Capabilities add: NET_BIND_SERVICE, Capabilities drop: ALL\n"
+        assert!(
+            rollout_message(&d)
+                .unwrap()
+                .contains("1 old replicas are pending")
         );
+        d.status.as_mut().unwrap().replicas = Some(3);
+        assert_eq!(rollout_message(&d), None);
+        d.metadata.generation = Some(3);
+        assert!(rollout_message(&d).unwrap().contains("spec update"));
     }
 }

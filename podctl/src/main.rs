@@ -1,12 +1,15 @@
-//! podctl: the podd command-line client. Output and errors follow kubectl's: aligned tables,
-//! `-o json|yaml|wide`, and messages that name the object and what to do.
+//! podctl: the podd command-line client. Output and errors follow kubectl's: aligned tables
+//! with kubectl's columns, `-o json|yaml|wide|name`, and messages that name the object and
+//! what to do.
 
 // A command-line tool: printing to stdout and stderr is its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod age;
+mod apply;
 mod cli;
 mod commands;
+mod get;
 mod manifest;
 mod table;
 mod views;

@@ -1,38 +1,41 @@
-//! `podctl apply -f`: Kubernetes-style YAML or JSON manifests (apps/v1 Deployment, v1 Service,
-//! v1 Pod, autoscaling/v2 HorizontalPodAutoscaler), several per file. A field podd does not
-//! support is an error that names it, rather than being dropped without a word.
+//! `podctl apply -f`: Kubernetes YAML or JSON manifests of any kind the server serves (Pod,
+//! Deployment, ReplicaSet, Service, Endpoints, EndpointSlice, HorizontalPodAutoscaler, Lease,
+//! Event, Node), several per file or in a `List`. Each document is checked against its
+//! k8s-openapi type; a field the type does not know (a typo, or a field of another version)
+//! is an error that names it, rather than being dropped without a word.
 
 use anyhow::{Context, Result, anyhow, bail};
-use podd_api::{Deployment, HorizontalPodAutoscaler, Kind, Pod, Service};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use podd_api::{Kind, Object};
 use serde_json::Value;
 
-#[derive(Debug, Clone)]
-pub enum Manifest {
-    Pod(Pod),
-    Deployment(Deployment),
-    Service(Service),
-    Hpa(HorizontalPodAutoscaler),
+/// One object of a manifest: its kind and the document as written (sent as is, so that the
+/// server sees exactly the fields the user set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub kind: Kind,
+    pub doc: Value,
 }
 
 impl Manifest {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Manifest::Pod(_) => Kind::Pod,
-            Manifest::Deployment(_) => Kind::Deployment,
-            Manifest::Service(_) => Kind::Service,
-            Manifest::Hpa(_) => Kind::HorizontalPodAutoscaler,
-        }
+    pub fn name(&self) -> &str {
+        self.doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
-    pub fn name(&self) -> &str {
-        match self {
-            Manifest::Pod(o) => &o.metadata.name,
-            Manifest::Deployment(o) => &o.metadata.name,
-            Manifest::Service(o) => &o.metadata.name,
-            Manifest::Hpa(o) => &o.metadata.name,
-        }
+    pub fn namespace(&self) -> Option<&str> {
+        self.doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The document decoded into its k8s-openapi type.
+    #[cfg(test)]
+    pub fn typed<T: Object>(&self) -> Result<T> {
+        serde_json::from_value(self.doc.clone())
+            .with_context(|| format!("{} {}: invalid", self.kind.name(), self.name()))
     }
 }
 
@@ -45,7 +48,7 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Manifest>> {
         docs.push(v);
     } else {
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let v = Value::deserialize_yaml(doc)
+            let v: Value = serde::Deserialize::deserialize(doc)
                 .with_context(|| format!("{source}: document {}: invalid YAML", i + 1))?;
             if !v.is_null() {
                 docs.push(v);
@@ -55,7 +58,11 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         let what = format!("{source}: document {}", i + 1);
-        if doc.get("kind").and_then(Value::as_str) == Some("List") {
+        if doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k == "List" || k.ends_with("List"))
+        {
             let items = doc
                 .get("items")
                 .and_then(Value::as_array)
@@ -68,69 +75,61 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Manifest>> {
         }
     }
     if out.is_empty() {
-        bail!(
-            "{source}: no objects found; expected a Deployment, Service, Pod or HorizontalPodAutoscaler"
-        );
+        bail!("{source}: no objects found; expected Kubernetes objects with apiVersion and kind");
     }
     Ok(out)
 }
 
-trait YamlValue {
-    fn deserialize_yaml(d: serde_yaml::Deserializer<'_>) -> Result<Value>;
-}
-
-impl YamlValue for Value {
-    fn deserialize_yaml(d: serde_yaml::Deserializer<'_>) -> Result<Value> {
-        use serde::Deserialize;
-        Ok(Value::deserialize(d)?)
-    }
+fn served_kinds() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| format!("{} {}", k.api_version(), k.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn one(doc: Value, what: &str) -> Result<Manifest> {
     let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kind_name = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = doc
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
-    let what = format!("{what} ({kind} {name})");
-    match (api_version, kind) {
-        ("v1", "Pod") => typed(doc, &what).map(Manifest::Pod),
-        ("apps/v1", "Deployment") => typed(doc, &what).map(Manifest::Deployment),
-        ("v1", "Service") => typed(doc, &what).map(Manifest::Service),
-        ("autoscaling/v2" | "autoscaling/v1", "HorizontalPodAutoscaler") => {
-            typed(doc, &what).map(Manifest::Hpa)
-        }
-        ("", _) | (_, "") => bail!("{what}: apiVersion and kind are required"),
-        _ => bail!(
-            "{what}: {api_version} {kind} is not supported; podd serves v1 Pod, apps/v1 Deployment, v1 Service and autoscaling/v2 HorizontalPodAutoscaler"
-        ),
+    let what = format!("{what} ({kind_name} {name})");
+    if api_version.is_empty() || kind_name.is_empty() {
+        bail!("{what}: apiVersion and kind are required");
     }
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.api_version() == api_version && k.name() == kind_name)
+        .ok_or_else(|| {
+            anyhow!(
+                "{what}: {api_version} {kind_name} is not supported; podd serves {}",
+                served_kinds()
+            )
+        })?;
+    podd_api::with_kind_type!(kind, T => check::<T>(&doc, &what))?;
+    Ok(Manifest { kind, doc })
 }
 
-/// Deserialises `doc`, then checks that every field it set survives a round trip through the
-/// typed object; one that doesn't is a field podd does not know.
-fn typed<T: DeserializeOwned + Serialize>(mut doc: Value, what: &str) -> Result<T> {
-    if let Some(obj) = doc.as_object_mut() {
-        obj.remove("apiVersion");
-        obj.remove("kind");
-        obj.remove("status");
-    }
+/// Decodes `doc` as `T`, then checks that every field it set survives a round trip through
+/// the type; one that doesn't is a field Kubernetes' schema does not have.
+fn check<T: Object>(doc: &Value, what: &str) -> Result<()> {
     let value: T =
         serde_json::from_value(doc.clone()).with_context(|| format!("{what}: invalid"))?;
     let back = serde_json::to_value(&value)?;
-    let mut unsupported = Vec::new();
-    unknown_fields(&doc, &back, "", &mut unsupported);
-    if !unsupported.is_empty() {
+    let mut unknown = Vec::new();
+    unknown_fields(doc, &back, "", &mut unknown);
+    if !unknown.is_empty() {
         bail!(
-            "{what}: unsupported field(s): {}; remove them (podd supports the fields listed in docs/API.md)",
-            unsupported.join(", ")
+            "{what}: unknown field(s): {}; check their spelling and the kind's apiVersion (`kubectl explain` lists the fields)",
+            unknown.join(", ")
         );
     }
-    Ok(value)
+    Ok(())
 }
 
-/// Paths set (to a non-empty value) in `given` that are absent from `kept`.
+/// Paths set (to a non-null value) in `given` that are absent from `kept`.
 fn unknown_fields(given: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
     match (given, kept) {
         (Value::Object(g), Value::Object(k)) => {
@@ -142,9 +141,8 @@ fn unknown_fields(given: &Value, kept: &Value, path: &str, out: &mut Vec<String>
                 };
                 match k.get(key) {
                     Some(kv) => unknown_fields(gv, kv, &p, out),
-                    None if is_empty(gv) => {}
-                    None if !k.is_empty() || !is_empty(gv) => out.push(p),
-                    None => {}
+                    None if gv.is_null() => {}
+                    None => out.push(p),
                 }
             }
         }
@@ -157,21 +155,10 @@ fn unknown_fields(given: &Value, kept: &Value, path: &str, out: &mut Vec<String>
     }
 }
 
-/// Values that serialise away when left at their defaults.
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.values().all(is_empty),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podd_api::{Deployment, IntOrString, Service};
 
     const DEPLOY_AND_SERVICE: &str = r#"
 apiVersion: apps/v1
@@ -191,7 +178,10 @@ spec:
       - name: httpd
         image: busybox-httpd
         ports:
-        - containerPort: 8080
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          httpGet: {path: /, port: http}
         resources:
           requests: {cpu: 100m, memory: 32Mi}
 ---
@@ -203,42 +193,45 @@ spec:
   selector: {app: web}
   ports:
   - port: 80
-    targetPort: 8080
+    targetPort: http
 "#;
 
     #[test]
     fn reads_a_deployment_and_a_service() {
         let m = parse(DEPLOY_AND_SERVICE, "web.yaml").unwrap();
         assert_eq!(m.len(), 2);
-        match &m[0] {
-            Manifest::Deployment(d) => {
-                assert_eq!(d.spec.replicas, 3);
-                assert_eq!(
-                    d.spec.template.spec.containers[0].ports[0].container_port,
-                    8080
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        match &m[1] {
-            Manifest::Service(s) => assert_eq!(s.spec.ports[0].target(), 8080),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(m[0].kind, Kind::Deployment);
+        let d: Deployment = m[0].typed().unwrap();
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let c = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+        let s: Service = m[1].typed().unwrap();
+        assert_eq!(
+            s.spec.unwrap().ports.unwrap()[0].target_port,
+            Some(IntOrString::String("http".into()))
+        );
     }
 
     #[test]
-    fn unsupported_fields_are_named() {
+    fn unknown_fields_are_named() {
+        let text = DEPLOY_AND_SERVICE.replace(
+            "      containers:",
+            "      serviceAcountName: builder\n      containers:",
+        );
+        let e = parse(&text, "web.yaml").unwrap_err().to_string();
+        assert!(e.contains("spec.template.spec.serviceAcountName"), "{e}");
+        assert!(e.contains("Deployment web"), "{e}");
+        // A real field podd does not act on yet is still a field: it is sent, not refused.
         let text = DEPLOY_AND_SERVICE.replace(
             "      containers:",
             "      serviceAccountName: builder\n      containers:",
         );
-        let e = parse(&text, "web.yaml").unwrap_err().to_string();
-        assert!(e.contains("spec.template.spec.serviceAccountName"), "{e}");
-        assert!(e.contains("Deployment web"), "{e}");
+        assert!(parse(&text, "web.yaml").is_ok());
     }
 
     #[test]
-    fn unsupported_kinds_and_json_lists() {
+    fn every_served_kind_and_json_lists() {
         let e = parse(
             "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n",
             "j.yaml",
@@ -250,5 +243,23 @@ spec:
         let m = parse(json, "l.json").unwrap();
         assert_eq!(m[0].name(), "p");
         assert!(parse("", "empty.yaml").is_err());
+        let more = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n  selector: {matchLabels: {a: b}}\n---\n\
+            apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\n---\n\
+            apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l, namespace: kube-node-lease}\nspec: {holderIdentity: n1}\n---\n\
+            apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\nreason: Started\n";
+        let kinds: Vec<Kind> = parse(more, "m.yaml")
+            .unwrap()
+            .iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::ReplicaSet,
+                Kind::EndpointSlice,
+                Kind::Lease,
+                Kind::Event
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
+mod kubeconfig;
 mod paths;
 mod reset;
 
@@ -116,6 +117,16 @@ enum Mode {
         #[arg(long, default_value = paths::DATA_DIR, global = true)]
         data_dir: PathBuf,
     },
+    /// Print the admin kubeconfig of this node's server (the one the server writes to
+    /// /etc/podd/kubeconfig at start), for kubectl and the Kubernetes client libraries.
+    Kubeconfig {
+        /// The server's data directory (its CA and admin token).
+        #[arg(long, default_value = paths::DATA_DIR)]
+        data_dir: PathBuf,
+        /// The server URL to put in it [default: https://NODE-IP:6443].
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Remove every pod, namespace, mount, link, cgroup and file podd made on this node.
     Reset {
         #[arg(long, default_value = paths::DATA_DIR)]
@@ -173,6 +184,9 @@ struct ServerArgs {
     /// seconds while the agents reconnect.
     #[arg(long = "node-startup-grace-seconds", default_value_t = 10.0)]
     node_startup_grace: f64,
+    /// Where the server writes the admin kubeconfig at start (0600, root's); "" for nowhere.
+    #[arg(long = "write-kubeconfig", default_value = kubeconfig::DEFAULT_PATH)]
+    write_kubeconfig: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -271,6 +285,14 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<()> {
             &bpf_pin_dir,
         ),
         Some(Mode::Token { cmd, data_dir }) => token(cmd, &data_dir),
+        Some(Mode::Kubeconfig { data_dir, server }) => {
+            let server = server.unwrap_or_else(|| {
+                kubeconfig::server_url(SocketAddr::from(([0, 0, 0, 0], 6443)), paths::node_ip())
+            });
+            let k = kubeconfig::admin(&data_dir, &server)?;
+            print!("{}", kubeconfig::to_yaml(&k)?);
+            Ok(())
+        }
         Some(Mode::Image {
             cmd:
                 ImageCmd::Import {
@@ -391,6 +413,21 @@ async fn start_server_with(
         .await
         .context("starting the control plane")?;
     tracing::info!(store = %a.store, socket = %a.socket.display(), listen = %a.listen, "podd server is up");
+    if !a.write_kubeconfig.as_os_str().is_empty() {
+        let server = kubeconfig::server_url(a.listen, paths::node_ip());
+        match kubeconfig::admin(&a.data_dir, &server)
+            .and_then(|k| kubeconfig::write(&a.write_kubeconfig, &k))
+        {
+            Ok(()) => {
+                tracing::info!(path = %a.write_kubeconfig.display(), %server, "wrote the admin kubeconfig")
+            }
+            Err(e) => tracing::warn!(
+                path = %a.write_kubeconfig.display(),
+                error = format!("{e:#}"),
+                "could not write the admin kubeconfig; `podd kubeconfig` prints it"
+            ),
+        }
+    }
     Ok(plane)
 }
 

@@ -85,6 +85,15 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
             f.add("removing", e);
         }
     }
+    // The admin kubeconfig the server wrote (it is written again at the next start).
+    match std::fs::remove_file(crate::kubeconfig::DEFAULT_PATH) {
+        Ok(()) => println!("removed {}", crate::kubeconfig::DEFAULT_PATH),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => f.add(
+            "removing",
+            format!("{}: {e}", crate::kubeconfig::DEFAULT_PATH),
+        ),
+    }
     let left = podd_processes(run_dir, &podd_cgroup);
     if !left.is_empty() {
         f.add("processes still running", format!("{left:?}"));

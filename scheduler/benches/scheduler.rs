@@ -119,8 +119,9 @@ fn cluster(n: usize, seed: u64) -> Vec<NodeInfo> {
             let taints = if rng.below(20) == 0 {
                 vec![podd_api::Taint {
                     key: "dedicated".into(),
-                    value: "gpu".into(),
+                    value: Some("gpu".into()),
                     effect: "NoSchedule".into(),
+                    time_added: None,
                 }]
             } else {
                 vec![]
@@ -158,10 +159,10 @@ fn workload(deployments: usize, replicas: usize, seed: u64) -> Vec<PodInfo> {
                 }
                 1 => {
                     p.tolerations = vec![Toleration {
-                        key: "dedicated".into(),
-                        operator: "Equal".into(),
-                        value: "gpu".into(),
-                        effect: String::new(),
+                        key: Some("dedicated".into()),
+                        operator: Some("Equal".into()),
+                        value: Some("gpu".into()),
+                        ..Default::default()
                     }]
                 }
                 _ => {}
@@ -629,13 +630,13 @@ fn scenario_daemonset(scale: usize) {
                 .insert("kubernetes.io/hostname".into(), n.name.clone());
             p.tolerations = vec![
                 Toleration {
-                    key: NOT_READY_TAINT.into(),
-                    operator: "Exists".into(),
+                    key: Some(NOT_READY_TAINT.into()),
+                    operator: Some("Exists".into()),
                     ..Default::default()
                 },
                 Toleration {
-                    operator: "Exists".into(),
-                    effect: "NoSchedule".into(),
+                    operator: Some("Exists".into()),
+                    effect: Some("NoSchedule".into()),
                     ..Default::default()
                 },
             ];

@@ -3,9 +3,8 @@
 //! resource, pod-count and host-port filters depend on what is bound and are checked per pod.
 
 use crate::model::{NOT_READY_TAINT, NodeInfo, PodInfo, UNSCHEDULABLE_TAINT};
-use crate::score::NodeUsage;
-use podd_api::pod::{NodeSelector, NodeSelectorRequirement};
-use podd_api::{Taint, Toleration};
+use crate::score::{NodeUsage, static_key};
+use podd_api::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 use std::collections::BTreeMap;
 
 pub const REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";
@@ -19,7 +18,7 @@ pub const REASON_SPREAD_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
 /// Why a node fails the static filters, in Kubernetes' filter order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StaticReject {
     Unschedulable,
     Taint(Taint),
@@ -31,23 +30,29 @@ impl StaticReject {
         match self {
             StaticReject::Unschedulable => REASON_UNSCHEDULABLE.to_string(),
             StaticReject::Taint(t) => {
-                format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value)
+                let value = t.value.as_deref().unwrap_or("");
+                format!("node(s) had untolerated taint {{{}: {value}}}", t.key)
             }
             StaticReject::Affinity => REASON_AFFINITY.to_string(),
         }
     }
 }
 
-/// Kubernetes' `Toleration.ToleratesTaint`.
+/// Kubernetes' `Toleration.ToleratesTaint`: an unset effect matches every effect, an unset
+/// key (with `Exists`) every key, an unset operator is `Equal`, an unset value is `""`.
+/// `tolerationSeconds` does not matter for scheduling (it bounds how long a pod stays on a
+/// node after a NoExecute taint appears).
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if !t.effect.is_empty() && t.effect != taint.effect {
+    let effect = t.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
         return false;
     }
-    if !t.key.is_empty() && t.key != taint.key {
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
         return false;
     }
-    match t.operator.as_str() {
-        "" | "Equal" => t.value == taint.value,
+    match t.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
         "Exists" => true,
         _ => false,
     }
@@ -57,6 +62,9 @@ fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))
 }
 
+/// The field Kubernetes allows in a term's `matchFields` (DaemonSet pods pin their node by it).
+pub const NODE_NAME_FIELD: &str = "metadata.name";
+
 /// One node-selector requirement against a node's labels (In, NotIn, Exists, DoesNotExist,
 /// Gt, Lt as Kubernetes defines them).
 pub fn requirement_matches(
@@ -64,13 +72,14 @@ pub fn requirement_matches(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     let value = labels.get(&req.key);
+    let values = req.values.as_deref().unwrap_or(&[]);
     match req.operator.as_str() {
-        "In" => value.is_some_and(|v| req.values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !req.values.iter().any(|x| x == v)),
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), [bound]) = (value, req.values.as_slice()) else {
+            let (Some(v), [bound]) = (value, values) else {
                 return false;
             };
             match (v.parse::<i64>(), bound.parse::<i64>()) {
@@ -83,16 +92,47 @@ pub fn requirement_matches(
     }
 }
 
+/// One term: every label expression and every field expression (only `metadata.name`, the
+/// node's name, as in Kubernetes) must hold. A term with neither matches nothing.
+pub fn term_matches(
+    term: &NodeSelectorTerm,
+    node_name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| requirement_matches(r, labels))
+        && fields.iter().all(|r| {
+            r.key == NODE_NAME_FIELD
+                && requirement_matches(
+                    r,
+                    &BTreeMap::from([(NODE_NAME_FIELD.to_string(), node_name.to_string())]),
+                )
+        })
+}
+
 /// Required node affinity: any term may match; within a term all expressions must. An empty
-/// term list or an empty term matches nothing, as in Kubernetes.
+/// term list or an empty term matches nothing, as in Kubernetes. Terms using `matchFields`
+/// need the node's name: see [`node_affinity_matches`].
 pub fn affinity_matches(sel: &NodeSelector, labels: &BTreeMap<String, String>) -> bool {
-    sel.node_selector_terms.iter().any(|term| {
-        !term.match_expressions.is_empty()
-            && term
-                .match_expressions
-                .iter()
-                .all(|r| requirement_matches(r, labels))
-    })
+    let name = labels
+        .get(crate::model::HOSTNAME_LABEL)
+        .map_or("", String::as_str);
+    node_affinity_matches(sel, name, labels)
+}
+
+/// Required node affinity against a node's name (for `matchFields`) and labels.
+pub fn node_affinity_matches(
+    sel: &NodeSelector,
+    node_name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    sel.node_selector_terms
+        .iter()
+        .any(|term| term_matches(term, node_name, labels))
 }
 
 /// `spec.nodeSelector`: every pair must be a node label.
@@ -100,16 +140,29 @@ pub fn selector_matches(sel: &BTreeMap<String, String>, labels: &BTreeMap<String
     sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The summed weights of the preferred node-affinity terms the node matches (Kubernetes'
+/// NodeAffinity score before normalisation). Weights outside 1..=100 are ignored, as the API
+/// refuses them.
+pub fn preferred_affinity_weight(node: &NodeInfo, pod: &PodInfo) -> u32 {
+    pod.preferred_affinity
+        .iter()
+        .filter(|t| (1..=100).contains(&t.weight))
+        .filter(|t| term_matches(&t.preference, &node.name, &node.labels))
+        .map(|t| t.weight.unsigned_abs())
+        .sum()
+}
+
 /// The static filters in Kubernetes' order (NodeUnschedulable, TaintToleration including the
-/// not-ready taint, NodeAffinity). On success, returns how many `PreferNoSchedule` taints the
-/// pod does not tolerate (a score penalty).
+/// not-ready taint, NodeAffinity). On success, returns the node's static score key
+/// (`score::static_key`): how many `PreferNoSchedule` taints the pod does not tolerate (a
+/// penalty) and the weight of the preferred node-affinity terms it matches (a bonus).
 pub fn static_check(node: &NodeInfo, pod: &PodInfo) -> Result<u32, StaticReject> {
     let tol = &pod.tolerations;
     if node.unschedulable {
         let taint = Taint {
             key: UNSCHEDULABLE_TAINT.into(),
-            value: String::new(),
             effect: "NoSchedule".into(),
+            ..Default::default()
         };
         if !tolerated(tol, &taint) {
             return Err(StaticReject::Unschedulable);
@@ -118,8 +171,8 @@ pub fn static_check(node: &NodeInfo, pod: &PodInfo) -> Result<u32, StaticReject>
     if !node.ready {
         let taint = Taint {
             key: NOT_READY_TAINT.into(),
-            value: String::new(),
             effect: "NoSchedule".into(),
+            ..Default::default()
         };
         if !tolerated(tol, &taint) {
             return Err(StaticReject::Taint(taint));
@@ -139,11 +192,11 @@ pub fn static_check(node: &NodeInfo, pod: &PodInfo) -> Result<u32, StaticReject>
         return Err(StaticReject::Affinity);
     }
     if let Some(aff) = &pod.required_affinity
-        && !affinity_matches(aff, &node.labels)
+        && !node_affinity_matches(aff, &node.name, &node.labels)
     {
         return Err(StaticReject::Affinity);
     }
-    Ok(prefer)
+    Ok(static_key(prefer, preferred_affinity_weight(node, pod)))
 }
 
 /// The resource and pod-count filter (NodeResourcesFit). Returns every failing reason, as
@@ -188,7 +241,6 @@ pub fn ports_free(used: &[(u16, u32)], wanted: &[u16]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podd_api::pod::NodeSelectorTerm;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -199,23 +251,26 @@ mod tests {
     fn taint(k: &str, v: &str, e: &str) -> Taint {
         Taint {
             key: k.into(),
-            value: v.into(),
+            value: Some(v.into()),
             effect: e.into(),
+            ..Default::default()
         }
     }
     fn tol(k: &str, op: &str, v: &str, e: &str) -> Toleration {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Toleration {
-            key: k.into(),
-            operator: op.into(),
-            value: v.into(),
-            effect: e.into(),
+            key: opt(k),
+            operator: opt(op),
+            value: opt(v),
+            effect: opt(e),
+            toleration_seconds: None,
         }
     }
     fn req(k: &str, op: &str, vals: &[&str]) -> NodeSelectorRequirement {
         NodeSelectorRequirement {
             key: k.into(),
             operator: op.into(),
-            values: vals.iter().map(|s| s.to_string()).collect(),
+            values: Some(vals.iter().map(|s| s.to_string()).collect()),
         }
     }
     fn node() -> NodeInfo {
@@ -313,7 +368,8 @@ mod tests {
         assert!(!requirement_matches(&req("zone", "Gt", &["4"]), &l));
         assert!(!requirement_matches(&req("zone", "Weird", &[]), &l));
         let term = |rs: Vec<NodeSelectorRequirement>| NodeSelectorTerm {
-            match_expressions: rs,
+            match_expressions: Some(rs),
+            match_fields: None,
         };
         let sel = NodeSelector {
             node_selector_terms: vec![
@@ -336,6 +392,12 @@ mod tests {
         assert!(!affinity_matches(
             &NodeSelector {
                 node_selector_terms: vec![term(vec![])]
+            },
+            &l
+        ));
+        assert!(!affinity_matches(
+            &NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm::default()]
             },
             &l
         ));

@@ -20,7 +20,7 @@
 use crate::filters::fits;
 use crate::fxhash::FxHashMap as HashMap;
 use crate::model::{ResourceStrategy, SchedulerConfig};
-use crate::score::{NodeUsage, SCALE, shift, util};
+use crate::score::{NodeUsage, SCALE, shift, util, weighted_static_penalty};
 use std::collections::BTreeSet;
 
 pub(crate) const NONE: u32 = u32::MAX;
@@ -98,8 +98,9 @@ pub(crate) struct ClassIndex {
     wr: i64,
     wb: i64,
     wp: i64,
-    /// Per slot: NONE when the node is not in the class, else its untolerated
-    /// PreferNoSchedule count.
+    wa: i64,
+    /// Per slot: NONE when the node is not in the class, else its static key (untolerated
+    /// PreferNoSchedule count and matching preferred affinity weight, `score::static_key`).
     pub prefer: Vec<u32>,
     node_group: Vec<u32>,
     parts: Vec<Option<Partition>>,
@@ -122,6 +123,7 @@ impl ClassIndex {
             wr: cfg.resource_weight,
             wb: cfg.balanced_weight,
             wp: cfg.prefer_no_schedule_weight,
+            wa: cfg.preferred_affinity_weight,
             prefer: Vec::new(),
             node_group: Vec::new(),
             parts: Vec::new(),
@@ -283,7 +285,7 @@ impl ClassIndex {
         };
         let k = base + self.wb * SCALE
             - (q.zone_penalty)(pk.zone)
-            - SCALE * self.wp * i64::from(pk.prefer);
+            - weighted_static_penalty(self.wp, self.wa, pk.prefer);
         (k, self.wb * (pc - pm))
     }
 

@@ -15,12 +15,14 @@ mod scheduler;
 mod score;
 
 pub use filters::{
-    REASON_AFFINITY, REASON_CPU, REASON_MEMORY, REASON_PORTS, REASON_SPREAD, REASON_TOO_MANY_PODS,
-    REASON_UNSCHEDULABLE, affinity_matches, requirement_matches, selector_matches, tolerates,
+    NODE_NAME_FIELD, REASON_AFFINITY, REASON_CPU, REASON_MEMORY, REASON_PORTS, REASON_SPREAD,
+    REASON_TOO_MANY_PODS, REASON_UNSCHEDULABLE, affinity_matches, node_affinity_matches,
+    requirement_matches, selector_matches, term_matches, tolerates,
 };
 pub use model::{
-    DEFAULT_MAX_PODS, HOSTNAME_LABEL, NOT_READY_TAINT, NodeInfo, PodInfo, Preemption,
-    ResourceStrategy, SchedulerConfig, UNSCHEDULABLE_TAINT, Unschedulable, ZONE_LABEL,
+    DEFAULT_MAX_PODS, HOSTNAME_LABEL, NOT_READY_TAINT, NodeInfo, POD_TEMPLATE_HASH_LABEL, PodInfo,
+    Preemption, ResourceStrategy, SYSTEM_PRIORITY_CLASSES, SchedulerConfig, UNSCHEDULABLE_TAINT,
+    Unschedulable, ZONE_LABEL, pod_priority, spread_group,
 };
 pub use scheduler::Scheduler;
 pub use score::{NodeUsage, SCALE, score_node, stable_hash, tie_key, util};

@@ -6,8 +6,8 @@ use crate::fxhash::FxHashMap as HashMap;
 use crate::index::ClassIndex;
 use crate::model::{NodeInfo, PodInfo, SchedulerConfig};
 use crate::score::{NodeUsage, stable_hash};
-use podd_api::Toleration;
-use podd_api::pod::NodeSelector;
+use podd_api::k8s_openapi::api::core::v1::PreferredSchedulingTerm;
+use podd_api::{NodeSelector, Toleration};
 use std::collections::BTreeMap;
 
 mod placement;
@@ -53,10 +53,11 @@ struct SpreadGroup {
 }
 
 /// The constraints that decide a node's static feasibility; one class index per distinct set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Constraints {
     node_selector: BTreeMap<String, String>,
     required_affinity: Option<NodeSelector>,
+    preferred_affinity: Vec<PreferredSchedulingTerm>,
     tolerations: Vec<Toleration>,
 }
 

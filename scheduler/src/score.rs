@@ -10,6 +10,11 @@
 //!       - node_spread_weight * SCALE * replicas of the pod's group on the node
 //!       - zone_spread_weight * SCALE * replicas of the pod's group in the node's zone
 //!       - prefer_no_schedule_weight * SCALE * untolerated PreferNoSchedule taints
+//!       + preferred_affinity_weight * SCALE * (summed weights of matching preferred
+//!         node-affinity terms) / 100
+//!
+//! The last two depend only on the node and the pod's constraint class: the static filters
+//! compute them once per (class, node) as one packed [`static_key`].
 //!
 //! Ties go to the smallest `hash(seed, pod key) XOR hash(seed, node name)`: a pseudo-random but
 //! reproducible order per pod, so equal nodes share the load instead of the first one taking it.
@@ -62,7 +67,39 @@ pub fn resource_score(cfg: &SchedulerConfig, qc: i64, qm: i64, pc: i64, pm: i64)
     cfg.resource_weight * r + cfg.balanced_weight * (SCALE - (uc - um).abs())
 }
 
-/// Penalties that do not depend on resources.
+/// Most untolerated PreferNoSchedule taints counted (the low 15 bits of a static key).
+pub const MAX_PREFER_TAINTS: u32 = 0x7fff;
+/// Most summed weight of matching preferred node-affinity terms counted (the high 16 bits).
+pub const MAX_AFFINITY_WEIGHT: u32 = 0xffff;
+
+/// Packs the static part of a node's score for a pod class: untolerated `PreferNoSchedule`
+/// taints (low bits) and the summed weights of matching preferred node-affinity terms (high
+/// bits). A key with no matching preferred term is just the taint count.
+#[inline]
+pub fn static_key(prefer_taints: u32, affinity_weight: u32) -> u32 {
+    prefer_taints.min(MAX_PREFER_TAINTS) | (affinity_weight.min(MAX_AFFINITY_WEIGHT) << 16)
+}
+
+/// The static key's share of the score, as a penalty (negative for a preferred node).
+#[inline]
+pub fn static_penalty(cfg: &SchedulerConfig, key: u32) -> i64 {
+    weighted_static_penalty(
+        cfg.prefer_no_schedule_weight,
+        cfg.preferred_affinity_weight,
+        key,
+    )
+}
+
+/// [`static_penalty`] with the two weights given (the index keeps them, not the config).
+#[inline]
+pub(crate) fn weighted_static_penalty(prefer_weight: i64, affinity_weight: i64, key: u32) -> i64 {
+    let taints = i64::from(key & 0xffff);
+    let affinity = i64::from(key >> 16);
+    SCALE * prefer_weight * taints - SCALE * affinity_weight * affinity / 100
+}
+
+/// Penalties that do not depend on resources; `prefer` is the node's [`static_key`] (the
+/// count of untolerated PreferNoSchedule taints when no preferred affinity matches).
 #[inline]
 pub fn penalties(
     cfg: &SchedulerConfig,
@@ -72,8 +109,8 @@ pub fn penalties(
 ) -> i64 {
     SCALE
         * (cfg.node_spread_weight * i64::from(node_replicas)
-            + cfg.zone_spread_weight * i64::from(zone_replicas)
-            + cfg.prefer_no_schedule_weight * i64::from(prefer))
+            + cfg.zone_spread_weight * i64::from(zone_replicas))
+        + static_penalty(cfg, prefer)
 }
 
 /// The full score of placing a pod requesting (`pod_cpu`, `pod_mem`) on a node; higher wins.
@@ -178,6 +215,12 @@ mod tests {
             base - 6 * SCALE
         );
         assert_eq!(score_node(&cfg, &usage(0, 0), 1, 1, 0, 0, 1), base - SCALE);
+        // Preferred node affinity: weight 50 matched is half a SCALE per unit of weight.
+        assert_eq!(
+            score_node(&cfg, &usage(0, 0), 1, 1, 0, 0, static_key(1, 50)),
+            base - SCALE + cfg.preferred_affinity_weight * SCALE / 2
+        );
+        assert_eq!(static_key(3, 0), 3);
     }
 
     #[test]

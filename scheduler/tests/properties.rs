@@ -10,7 +10,8 @@
 mod common;
 
 use common::*;
-use podd_api::pod::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use podd_api::k8s_openapi::api::core::v1::PreferredSchedulingTerm;
+use podd_api::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use podd_scheduler::reference::{fits, ports_free, static_check};
 use podd_scheduler::{
     NodeInfo, NodeUsage, PodInfo, ResourceStrategy, Scheduler, SchedulerConfig, ZONE_LABEL,
@@ -34,6 +35,7 @@ struct PodSpec {
     port: Option<u16>,
     selector: bool,
     affinity: bool,
+    preferred: bool,
     tolerate: bool,
     group: Option<u8>,
 }
@@ -72,13 +74,28 @@ fn pod_info(key: &str, s: &PodSpec) -> PodInfo {
     if s.affinity {
         p.required_affinity = Some(NodeSelector {
             node_selector_terms: vec![NodeSelectorTerm {
-                match_expressions: vec![NodeSelectorRequirement {
+                match_expressions: Some(vec![NodeSelectorRequirement {
                     key: ZONE_LABEL.into(),
                     operator: "In".into(),
-                    values: vec!["a".into(), "b".into()],
-                }],
+                    values: Some(vec!["a".into(), "b".into()]),
+                }]),
+                match_fields: None,
             }],
         });
+    }
+    if s.preferred {
+        let term = |key: &str, value: &str, weight: i32| PreferredSchedulingTerm {
+            weight,
+            preference: NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: key.into(),
+                    operator: "In".into(),
+                    values: Some(vec![value.into()]),
+                }]),
+                match_fields: None,
+            },
+        };
+        p.preferred_affinity = vec![term("disk", "ssd", 60), term(ZONE_LABEL, "c", 30)];
     }
     if s.tolerate {
         p.tolerations = vec![toleration("dedicated", "x")];
@@ -94,16 +111,18 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         prop::option::weighted(0.2, prop::sample::select(vec![80u16, 81])),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.15),
+        prop::bool::weighted(0.15),
         prop::bool::weighted(0.3),
         prop::option::weighted(0.6, 0u8..3),
     )
         .prop_map(
-            |(cpu, mem, port, selector, affinity, tolerate, group)| PodSpec {
+            |(cpu, mem, port, selector, affinity, preferred, tolerate, group)| PodSpec {
                 cpu,
                 mem,
                 port,
                 selector,
                 affinity,
+                preferred,
                 tolerate,
                 group,
             },

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use podd_api::pod::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use podd_api::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use podd_scheduler::{
     NOT_READY_TAINT, NodeInfo, PodInfo, ResourceStrategy, Scheduler, SchedulerConfig,
 };
@@ -396,11 +396,12 @@ fn selectors_affinity_and_tolerations_place_correctly() {
     let mut aff = pod("default/aff", 10, 1);
     aff.required_affinity = Some(NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
-            match_expressions: vec![NodeSelectorRequirement {
+            match_expressions: Some(vec![NodeSelectorRequirement {
                 key: podd_scheduler::ZONE_LABEL.into(),
                 operator: "In".into(),
-                values: vec!["b".into()],
-            }],
+                values: Some(vec!["b".into()]),
+            }]),
+            match_fields: None,
         }],
     });
     for i in 0..30 {
@@ -424,8 +425,8 @@ fn daemonset_like_pods_land_on_their_node_even_when_not_ready() {
         p.node_selector
             .insert("kubernetes.io/hostname".into(), format!("node-{i}"));
         p.tolerations = vec![podd_api::Toleration {
-            key: NOT_READY_TAINT.into(),
-            operator: "Exists".into(),
+            key: Some(NOT_READY_TAINT.into()),
+            operator: Some("Exists".into()),
             ..Default::default()
         }];
         assert_eq!(s.schedule(&p).unwrap(), format!("node-{i}"));
@@ -457,8 +458,8 @@ fn node_and_pod_conversions() {
         "metadata": {"name": "w1", "labels": {"topology.kubernetes.io/zone": "z1"}},
         "spec": {"unschedulable": true, "taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]},
         "status": {
-            "capacity": {"cpu": "4", "memory": "8Gi", "pods": 50},
-            "allocatable": {"cpu": "3500m", "memory": "7Gi", "pods": 0},
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "50"},
+            "allocatable": {"cpu": "3500m", "memory": "7Gi", "pods": "0"},
             "conditions": [{"type": "Ready", "status": "True"}]
         }
     }))
@@ -502,6 +503,137 @@ fn node_and_pod_conversions() {
     assert!(p.required_affinity.is_some());
     assert_eq!(p.tolerations.len(), 1);
     assert_eq!(p.priority, 7);
+}
+
+#[test]
+fn kubernetes_pod_fields_priority_classes_and_spread_fallback() {
+    // A pod without a controller reference (orphaned from its ReplicaSet) still spreads with
+    // its siblings: the namespace and pod-template-hash name the group.
+    let pod: podd_api::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-abc", "namespace": "shop",
+            "labels": {"app": "web", "pod-template-hash": "5d9f7"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Thing", "name": "x", "uid": "not-controller"}]},
+        "spec": {
+            "containers": [{"name": "a", "image": "i"}],
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 300}]
+        }
+    }))
+    .unwrap();
+    let p = PodInfo::from_pod(&pod);
+    assert_eq!(
+        p.spread_group.as_deref(),
+        Some("shop/pod-template-hash=5d9f7")
+    );
+    assert_eq!(p.priority, 2_000_001_000, "built-in priority class");
+    assert_eq!(p.cpu_millis, 0);
+    // spec.priority, as admission resolved it, wins over the class name.
+    let mut with_priority = pod.clone();
+    with_priority.spec.as_mut().unwrap().priority = Some(5);
+    assert_eq!(PodInfo::from_pod(&with_priority).priority, 5);
+    // A standalone pod spreads with nothing; an unknown class is priority 0.
+    let bare: podd_api::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "solo"},
+        "spec": {"containers": [{"name": "a", "image": "i"}], "priorityClassName": "custom"}
+    }))
+    .unwrap();
+    let b = PodInfo::from_pod(&bare);
+    assert_eq!(b.key, "default/solo");
+    assert_eq!(b.spread_group, None);
+    assert_eq!(b.priority, 0);
+
+    // A NoExecute taint tolerated for a while is tolerated for scheduling.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let mut n = node("n1", 1000, GI);
+    n.taints = vec![taint("node.kubernetes.io/unreachable", "", "NoExecute")];
+    s.upsert_node(n);
+    assert_eq!(s.schedule(&p).unwrap(), "n1");
+    assert!(s.schedule(&b).is_err());
+}
+
+#[test]
+fn preferred_node_affinity_attracts_without_requiring() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for i in 0..6 {
+        let mut n = node(&format!("n{i}"), 4000, 8 * GI);
+        if i >= 4 {
+            n.labels.insert("disk".into(), "ssd".into());
+        }
+        s.upsert_node(n);
+    }
+    let pod: podd_api::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 80, "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}
+        }
+    }))
+    .unwrap();
+    let p = PodInfo::from_pod(&pod);
+    assert_eq!(p.preferred_affinity.len(), 1);
+    for i in 0..4 {
+        let mut q = p.clone();
+        q.key = format!("default/p{i}");
+        let n = s.schedule(&q).unwrap();
+        assert!(n == "n4" || n == "n5", "{n}: preferred nodes first");
+    }
+    // Only a preference: with the ssd nodes full, the pod goes elsewhere.
+    let mut big = p.clone();
+    big.cpu_millis = 3900;
+    big.key = "default/big".into();
+    let n = s.schedule(&big).unwrap();
+    assert!(n != "n4" && n != "n5", "{n}");
+    // The scan path agrees with the index.
+    let mut scan = Scheduler::new(SchedulerConfig {
+        use_index: false,
+        ..SchedulerConfig::default()
+    });
+    for i in 0..6 {
+        let mut n = node(&format!("n{i}"), 4000, 8 * GI);
+        if i >= 4 {
+            n.labels.insert("disk".into(), "ssd".into());
+        }
+        scan.upsert_node(n);
+    }
+    let mut q = p.clone();
+    q.key = "default/p0".into();
+    assert!(matches!(scan.schedule(&q).unwrap().as_str(), "n4" | "n5"));
+}
+
+#[test]
+fn node_affinity_match_fields_pin_a_node_by_name() {
+    // DaemonSet pods pin their node with matchFields metadata.name, as in Kubernetes.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for i in 0..5 {
+        s.upsert_node(node(&format!("n{i}"), 1000, GI));
+    }
+    let pod: podd_api::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ds-1", "namespace": "kube-system"},
+        "spec": {
+            "containers": [{"name": "a", "image": "i"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": ["n3"]}]}]}}}
+        }
+    }))
+    .unwrap();
+    let p = PodInfo::from_pod(&pod);
+    assert_eq!(s.schedule(&p).unwrap(), "n3");
+    let mut other = p.clone();
+    other.key = "kube-system/ds-2".into();
+    other
+        .required_affinity
+        .as_mut()
+        .unwrap()
+        .node_selector_terms[0]
+        .match_fields
+        .as_mut()
+        .unwrap()[0]
+        .key = "metadata.uid".into();
+    assert!(s.schedule(&other).is_err(), "only metadata.name is a field");
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn rss_kib(pid: i32) -> u64 {
 fn ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["phase"] == "Running"
-        && p["status"]["ready"] == true
+        && podd_tests::cluster::condition_true(p, "Ready")
 }
 
 fn ready_count(c: &Cluster, sel: &str) -> Result<(usize, Vec<Value>)> {

@@ -342,6 +342,15 @@ impl Cluster {
             s.server_socket.display().to_string(),
             "--listen".into(),
             format!("{}:{API_PORT}", s.nodes[0].ip),
+            // The cluster's admin kubeconfig, for kubectl in the first node's namespace
+            // (`/run/podd-cluster/kubeconfig` for `cargo xtask cluster up`).
+            "--write-kubeconfig".into(),
+            s.server_data_dir
+                .parent()
+                .unwrap_or(&s.server_data_dir)
+                .join("kubeconfig")
+                .display()
+                .to_string(),
         ];
         // A socket left by a previous run would pass for the new server's before it listens.
         let _ = std::fs::remove_file(&s.server_socket);
@@ -448,6 +457,32 @@ impl Cluster {
             .env_remove("PODCTL_CONFIG")
             .output()
             .context("running podctl")
+    }
+
+    /// Runs the real kubectl (`$KUBECTL` or `/usr/bin/kubectl`) in node 1's network namespace
+    /// with the admin kubeconfig the server wrote, feeding it `stdin`.
+    pub fn kubectl(&self, args: &[&str], stdin: &[u8]) -> Result<Output> {
+        use std::io::Write;
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+        let kubeconfig = self.state.dir.join("kubeconfig");
+        let mut child = Command::new("nsenter")
+            .arg(format!(
+                "--net=/var/run/netns/{}",
+                self.state.nodes[0].netns
+            ))
+            .arg(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {kubectl}"))?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin)?;
+        }
+        child.wait_with_output().context("waiting for kubectl")
     }
 
     /// unix:// URL of the server's socket, for podctl on this machine.

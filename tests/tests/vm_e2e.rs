@@ -32,7 +32,7 @@ fn ready_count(c: &Cluster, selector: &str) -> Result<usize> {
         .filter(|p| {
             p["metadata"]["deletionTimestamp"].is_null()
                 && p["status"]["phase"] == "Running"
-                && p["status"]["ready"] == true
+                && podd_tests::cluster::condition_true(p, "Ready")
         })
         .count())
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod build_ebpf;
 mod cluster;
+mod codegen_protobuf;
 mod fuzz;
 mod prereqs;
 mod process;
@@ -50,6 +51,16 @@ enum Command {
     },
     /// Build the cargo-fuzz targets (fuzz/) and run each for a bounded time on its corpus.
     Fuzz(fuzz::FuzzArgs),
+    /// Regenerate api/src/protobuf/messages.rs (the protobuf field table) from the k8s-pb and
+    /// k8s-openapi crates in the cargo registry.
+    CodegenProtobuf {
+        /// The k8s-pb crate's directory (default: found in the cargo registry).
+        #[arg(long)]
+        k8s_pb: Option<PathBuf>,
+        /// The k8s-openapi crate's directory (default: found in the cargo registry).
+        #[arg(long)]
+        k8s_openapi: Option<PathBuf>,
+    },
     /// Run a benchmark: `cargo xtask bench NAME` (no NAME lists them).
     Bench {
         /// Benchmark name, e.g. scheduler, runtime, lb, pods, control-plane, e2e.
@@ -141,6 +152,10 @@ fn main() -> ExitCode {
             action: ClusterAction::Down,
         } => cluster::down().map(|()| true),
         Command::Fuzz(args) => fuzz::run_cli(&args),
+        Command::CodegenProtobuf {
+            k8s_pb,
+            k8s_openapi,
+        } => codegen_protobuf::run(k8s_pb, k8s_openapi).map(|()| true),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args).map(|()| true),
     };
     match result {

@@ -225,7 +225,13 @@ mod tests {
                 .starts_with("cargo xtask up")
         );
         let quick = fenced_block_after(&readme, "## Quickstart").unwrap();
-        for needed in ["podctl run", "podctl expose", "podctl scale", "wget"] {
+        for needed in [
+            "podctl run",
+            "podctl expose",
+            "podctl scale",
+            "kubectl",
+            "wget",
+        ] {
             assert!(quick.contains(needed), "the quickstart lacks {needed}");
         }
     }

@@ -9,8 +9,11 @@
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod events;
 pub mod hpa;
 pub mod nodelifecycle;
+pub mod podgc;
+pub mod replicaset;
 pub mod scheduling;
 
 use crate::cache::CacheEvent;
@@ -51,6 +54,12 @@ pub struct ControllerConfig {
     /// (Kubernetes: 5 min), so it does not grow without bound; watches older than that get
     /// 410 and relist.
     pub compact_every: Duration,
+    /// Events older than this are deleted (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
+    /// Events the controllers write per second, all together (more are dropped).
+    pub event_qps: u32,
+    /// Terminal (Succeeded/Failed) pods kept per owner before the pod GC deletes the oldest.
+    pub terminated_pods_per_owner: usize,
 }
 
 impl Default for ControllerConfig {
@@ -67,6 +76,9 @@ impl Default for ControllerConfig {
             hpa_default_downscale_window: Duration::from_secs(300),
             write_concurrency: 64,
             compact_every: Duration::from_secs(300),
+            event_ttl: events::EVENT_TTL,
+            event_qps: events::DEFAULT_QPS,
+            terminated_pods_per_owner: podgc::TERMINATED_PER_OWNER,
         }
     }
 }
@@ -81,21 +93,36 @@ pub fn spawn_all(
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let sched: SharedScheduler = Arc::new(Mutex::new(Scheduler::new(config.scheduler.clone())));
+    let events = events::Recorder::new(registry.clone(), "controller-manager", config.event_qps);
     vec![
         tokio::spawn(scheduling::run(
             registry.clone(),
             sched.clone(),
+            events.for_component(scheduling::COMPONENT),
             config.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(deployment::run(
             registry.clone(),
+            events.for_component(deployment::COMPONENT),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(replicaset::run(
+            registry.clone(),
             sched,
+            events.for_component(replicaset::COMPONENT),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(podgc::run(
+            registry.clone(),
             config.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(nodelifecycle::run(
             registry.clone(),
+            events.for_component(nodelifecycle::COMPONENT),
             config.clone(),
             shutdown.clone(),
         )),
@@ -104,7 +131,18 @@ pub fn spawn_all(
             config.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(hpa::run(registry.clone(), config.clone(), shutdown.clone())),
+        tokio::spawn(hpa::run(
+            registry.clone(),
+            events.for_component(hpa::COMPONENT),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(events::sweep(
+            events,
+            config.event_ttl,
+            (config.event_ttl / 6).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            shutdown.clone(),
+        )),
         tokio::spawn(compactor(registry, config.compact_every, shutdown)),
     ]
 }
@@ -209,7 +247,79 @@ pub fn drain(
 
 /// The revision an API write returned, from its metadata.resourceVersion.
 pub fn rev_of(meta: &podd_api::ObjectMeta) -> i64 {
-    meta.resource_version.parse().unwrap_or(0)
+    meta.resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `namespace/name` of an object, the key the work queues and the scheduler use.
+pub fn ns_name(meta: &podd_api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Whether a pod has finished (Succeeded or Failed): it holds no resources and is not
+/// active for its controller.
+pub fn pod_is_terminal(p: &podd_api::Pod) -> bool {
+    matches!(podd_api::resources::pod_phase(p), "Succeeded" | "Failed")
+}
+
+/// Deletes a pod at once (grace period 0), as `kubectl delete --force` does: for pods whose
+/// node will never confirm they stopped.
+pub async fn force_delete_pod(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+) -> Result<serde_json::Value, crate::ApiError> {
+    let options = crate::registry::DeleteOptions {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    registry.delete_with(Kind::Pod, ns, name, &options).await
+}
+
+/// Patches an object's status with a strategic merge patch, as Kubernetes' controllers do:
+/// `conditions` merge by type, so a condition written here does not wipe the ones another
+/// writer (the agent, the scheduler) set meanwhile.
+pub async fn patch_status_strategic(
+    registry: &Registry,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<serde_json::Value, crate::ApiError> {
+    registry
+        .patch_with(
+            kind,
+            ns,
+            name,
+            podd_api::patch::PatchType::Strategic,
+            patch,
+            crate::registry::Subresource::Status,
+            &crate::registry::WriteOptions::default(),
+        )
+        .await
+        .map(|w| w.object)
+}
+
+/// Whether a pod is being deleted (it shows Terminating).
+pub fn pod_is_terminating(p: &podd_api::Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+}
+
+/// A condition's lastTransitionTime: now when the status changed, else the old one.
+pub fn transition_time(
+    old: Option<(&str, Option<&podd_api::Time>)>,
+    status: &str,
+) -> podd_api::Time {
+    match old {
+        Some((s, Some(t))) if s == status => t.clone(),
+        _ => podd_api::Time(podd_api::jiff::Timestamp::now()),
+    }
 }
 
 /// Runs `futs` with at most `n` in flight, returning their outputs.

@@ -1,7 +1,10 @@
-//! Node lifecycle: agents renew a lease (status.leaseRenewTime) every 500 ms. A node whose
-//! lease has not moved for `node_grace` (default 2 s) is marked Ready=False and its pods
-//! Failed with reason NodeLost, so their deployments replace them elsewhere. When the lease
-//! moves again the node is Ready again, and pods of it that were marked lost are deleted.
+//! Node lifecycle: agents renew their node's Lease (`kube-node-lease/<node>`,
+//! `spec.renewTime`) every 500 ms. A node whose lease has not moved for `node_grace`
+//! (default 2 s) is marked Ready=Unknown with reason NodeStatusUnknown (a NodeNotReady
+//! event), its pods Failed with reason NodeLost, so their controllers replace them elsewhere,
+//! and its pods that were being deleted are removed (no agent will confirm they stopped).
+//! When the lease moves again the node is Ready again, and pods of it that were marked lost
+//! are deleted.
 //!
 //! Expiry is measured on the controller's own clock, from when it last *saw* the lease
 //! change, as Kubernetes' node lifecycle controller does: clock skew between nodes does not
@@ -12,9 +15,10 @@
 //! pods are not failed: the control plane or the network is then the likelier culprit.
 
 use super::disruption::ZoneHealth;
-use super::{ControllerConfig, bounded};
+use super::events::{self, Recorder};
+use super::{ControllerConfig, bounded, force_delete_pod, pod_is_terminal, pod_is_terminating};
 use crate::registry::{Registry, Subresource};
-use podd_api::{Kind, Node, NodeCondition, Pod, PodPhase};
+use podd_api::{Kind, Node, NodeCondition, Pod, ResourceExt, Time};
 use podd_scheduler::ZONE_LABEL;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,29 +27,45 @@ use tokio::sync::watch;
 
 pub const REASON_NODE_LOST: &str = "NodeLost";
 
+/// The namespace of the nodes' heartbeat Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The node lifecycle controller's name in events.
+pub const COMPONENT: &str = "node-controller";
+
 /// The Ready condition's status ("True", "False", "Unknown"), or "" without one.
 fn ready_status(n: &Node) -> &str {
-    n.status
-        .conditions
+    conditions(n)
         .iter()
-        .find(|c| c.kind == "Ready")
+        .find(|c| c.type_ == "Ready")
         .map(|c| c.status.as_str())
         .unwrap_or("")
 }
 
-fn with_ready(n: &Node, status: &str, reason: &str) -> serde_json::Value {
-    let mut conds: Vec<NodeCondition> = n
-        .status
-        .conditions
+fn conditions(n: &Node) -> &[NodeCondition] {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+}
+
+fn with_ready(n: &Node, status: &str, reason: &str, message: &str) -> serde_json::Value {
+    let old = conditions(n).iter().find(|c| c.type_ == "Ready");
+    let mut conds: Vec<NodeCondition> = conditions(n)
         .iter()
-        .filter(|c| c.kind != "Ready")
+        .filter(|c| c.type_ != "Ready")
         .cloned()
         .collect();
     conds.push(NodeCondition {
-        kind: "Ready".into(),
+        type_: "Ready".into(),
         status: status.into(),
-        reason: reason.into(),
-        last_transition_time: crate::time::now_rfc3339(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: old.and_then(|c| c.last_heartbeat_time.clone()),
+        last_transition_time: Some(super::transition_time(
+            old.map(|c| (c.status.as_str(), c.last_transition_time.as_ref())),
+            status,
+        )),
     });
     serde_json::json!({"status": {"conditions": conds}})
 }
@@ -84,6 +104,7 @@ pub fn effective_grace(since_start: Duration, grace: Duration, startup: Duration
 
 pub async fn run(
     registry: Arc<Registry>,
+    events: Recorder,
     config: ControllerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -102,6 +123,13 @@ pub async fn run(
         let (objs, _) = registry
             .cache()
             .snapshot(Kind::Node, &Kind::Node.key_prefix(None));
+        let (lease_objs, _) = registry
+            .cache()
+            .snapshot(Kind::Lease, &Kind::Lease.key_prefix(Some(LEASE_NAMESPACE)));
+        let renewals: HashMap<&str, String> = lease_objs
+            .iter()
+            .map(|o| (o.name.as_str(), json_str_field(&o.json, "renewTime")))
+            .collect();
         let now = Instant::now();
         let grace = effective_grace(
             now.duration_since(started),
@@ -116,7 +144,7 @@ pub async fn run(
         let mut health = ZoneHealth::default();
         let mut nodes = Vec::with_capacity(objs.len());
         for o in objs {
-            let lease = json_str_field(&o.json, "leaseRenewTime");
+            let lease = renewals.get(o.name.as_str()).cloned().unwrap_or_default();
             let obs = seen.entry(o.name.clone()).or_insert(Observed {
                 lease: lease.clone(),
                 at: now,
@@ -149,7 +177,10 @@ pub async fn run(
         for (o, expired, zone) in nodes {
             // Only a node whose lease expired, or one that may be NotReady (some condition is
             // False), needs a closer look.
-            if !expired && !contains(&o.json, br#""status":"False""#) {
+            if !expired
+                && !contains(&o.json, br#""status":"False""#)
+                && !contains(&o.json, br#""status":"Unknown""#)
+            {
                 continue;
             }
             let Some(n) = o.decode::<Node>() else {
@@ -158,14 +189,20 @@ pub async fn run(
             let name = &o.name;
             let status = ready_status(&n);
             let may_evict = health.may_evict(&zone);
-            if expired && status != "False" {
+            let not_ready = status == "False" || status == "Unknown";
+            if expired && !not_ready {
                 tracing::info!(node = %name, may_evict, "node lease expired; marking it NotReady");
                 if let Err(e) = registry
                     .patch(
                         Kind::Node,
                         "",
                         name,
-                        with_ready(&n, "False", "NodeLeaseExpired"),
+                        with_ready(
+                            &n,
+                            "Unknown",
+                            "NodeStatusUnknown",
+                            "Kubelet stopped posting node status.",
+                        ),
                         Subresource::Status,
                     )
                     .await
@@ -173,6 +210,12 @@ pub async fn run(
                     tracing::warn!(node = %name, error = %e, "could not mark the node NotReady");
                     continue;
                 }
+                events.record(
+                    &events::object_ref(&n),
+                    events::NORMAL,
+                    "NodeNotReady",
+                    &format!("Node {name} status is now: NodeNotReady"),
+                );
                 if may_evict {
                     fail_pods(&registry, &config, name).await;
                 }
@@ -182,14 +225,19 @@ pub async fn run(
                 if may_evict {
                     fail_pods(&registry, &config, name).await;
                 }
-            } else if status == "False" && !seen.get(name).is_none_or(|s| s.lease.is_empty()) {
+            } else if not_ready && !seen.get(name).is_none_or(|s| s.lease.is_empty()) {
                 tracing::info!(node = %name, "node renewed its lease again; Ready, removing its stale pods");
                 if let Err(e) = registry
                     .patch(
                         Kind::Node,
                         "",
                         name,
-                        with_ready(&n, "True", "NodeLeaseRenewed"),
+                        with_ready(
+                            &n,
+                            "True",
+                            "KubeletReady",
+                            "kubelet is posting ready status",
+                        ),
                         Subresource::Status,
                     )
                     .await
@@ -203,29 +251,57 @@ pub async fn run(
     }
 }
 
-/// Marks every live pod bound to `node` Failed with reason NodeLost.
+/// The status patch that marks a pod of a lost node: Failed, reason NodeLost, not ready.
+fn lost_patch(p: &Pod, message: &str) -> serde_json::Value {
+    let now = Time(podd_api::jiff::Timestamp::now());
+    let conds: Vec<podd_api::PodCondition> = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            if (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status != "False" {
+                c.status = "False".into();
+                c.reason = Some(REASON_NODE_LOST.into());
+                c.last_transition_time = Some(now.clone());
+            }
+            c
+        })
+        .collect();
+    serde_json::json!({"status": {
+        "phase": "Failed", "reason": REASON_NODE_LOST, "message": message, "conditions": conds,
+    }})
+}
+
+/// Marks every live pod bound to `node` Failed with reason NodeLost, and removes the ones
+/// that were being deleted.
 async fn fail_pods(registry: &Arc<Registry>, config: &ControllerConfig, node: &str) {
     let pods: Vec<Pod> = registry
         .cache()
         .on_node(node)
         .iter()
         .filter_map(|o| o.decode::<Pod>())
-        .filter(|p| !matches!(p.status.phase, PodPhase::Failed | PodPhase::Succeeded))
+        .filter(|p| !pod_is_terminal(p) || pod_is_terminating(p))
         .collect();
     let message = format!("node {node} stopped renewing its lease");
     let futs: Vec<_> = pods
         .iter()
-        .map(|p| {
-            let patch = serde_json::json!({"status": {
-                "phase": "Failed", "ready": false, "reason": REASON_NODE_LOST, "message": message,
-            }});
-            registry.patch(
-                Kind::Pod,
-                &p.metadata.namespace,
-                &p.metadata.name,
-                patch,
-                Subresource::Status,
-            )
+        .map(|p| async {
+            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            if pod_is_terminating(p) {
+                force_delete_pod(registry, &ns, &name).await
+            } else {
+                registry
+                    .patch(
+                        Kind::Pod,
+                        &ns,
+                        &name,
+                        lost_patch(p, &message),
+                        Subresource::Status,
+                    )
+                    .await
+            }
         })
         .collect();
     for r in bounded(futs, config.write_concurrency).await {
@@ -242,11 +318,18 @@ async fn delete_stale_pods(registry: &Arc<Registry>, config: &ControllerConfig, 
         .on_node(node)
         .iter()
         .filter_map(|o| o.decode::<Pod>())
-        .filter(|p| p.status.phase == PodPhase::Failed && p.status.reason == REASON_NODE_LOST)
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.phase.as_deref() == Some("Failed")
+                    && s.reason.as_deref() == Some(REASON_NODE_LOST)
+            })
+        })
         .collect();
     let futs: Vec<_> = pods
         .iter()
-        .map(|p| registry.delete(Kind::Pod, &p.metadata.namespace, &p.metadata.name, None))
+        .map(|p| async {
+            force_delete_pod(registry, &p.namespace().unwrap_or_default(), &p.name_any()).await
+        })
         .collect();
     for r in bounded(futs, config.write_concurrency).await {
         if let Err(e) = r {
@@ -271,10 +354,10 @@ mod tests {
 
     #[test]
     fn reads_fields_from_json() {
-        let j = br#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"leaseRenewTime":"2026-01-01T00:00:00.5Z"}}"#;
+        let j = br#"{"spec":{"holderIdentity":"n1","renewTime":"2026-01-01T00:00:00.500000Z"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
         assert_eq!(
-            json_str_field(j, "leaseRenewTime"),
-            "2026-01-01T00:00:00.5Z"
+            json_str_field(j, "renewTime"),
+            "2026-01-01T00:00:00.500000Z"
         );
         assert_eq!(json_str_field(j, "nope"), "");
         assert!(contains(j, br#""status":"True""#));

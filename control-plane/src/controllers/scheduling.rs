@@ -3,12 +3,17 @@
 //! precondition). A pod no node can take gets status reason `Unschedulable` with the
 //! scheduler's message and a PodScheduled=False condition, and is tried again only when the
 //! scheduler's `cluster_generation` has moved (a node or a binding changed), never in a busy
-//! loop.
+//! loop. Every placement writes a `Scheduled` event and every failed attempt a
+//! `FailedScheduling` one, as kube-scheduler does.
 
-use super::{ControllerConfig, SharedScheduler, bounded, drain};
+use super::events::{self, Recorder};
+use super::{
+    ControllerConfig, SharedScheduler, bounded, drain, patch_status_strategic, pod_is_terminal,
+};
 use crate::cache::CacheEvent;
 use crate::registry::{Registry, Subresource};
-use podd_api::{EventType, Kind, Node, Pod, PodPhase};
+use podd_api::resources::{pod_condition, pod_node};
+use podd_api::{Kind, Node, Pod, ResourceExt, WatchEventType};
 use podd_scheduler::{NodeInfo, PodInfo, Scheduler};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,17 +23,30 @@ use tokio::sync::watch;
 
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 
+/// kube-scheduler's name in events.
+pub const COMPONENT: &str = "default-scheduler";
+
 fn pod_key(ev: &CacheEvent) -> String {
     format!("{}/{}", ev.object.namespace, ev.object.name)
 }
 
 fn is_terminal(p: &Pod) -> bool {
-    matches!(p.status.phase, PodPhase::Failed | PodPhase::Succeeded)
+    pod_is_terminal(p)
+}
+
+/// Whether the pod already says it is unschedulable for `message`.
+fn says_unschedulable(p: &Pod, message: &str) -> bool {
+    pod_condition(p, "PodScheduled").is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some(REASON_UNSCHEDULABLE)
+            && c.message.as_deref() == Some(message)
+    })
 }
 
 struct Loop {
     registry: Arc<Registry>,
     sched: SharedScheduler,
+    events: Recorder,
     config: ControllerConfig,
     pending: BTreeSet<String>,
     /// pod key -> the cluster generation at which it did not fit.
@@ -64,7 +82,7 @@ impl Loop {
             if let Some(p) = o.decode::<Pod>()
                 && !is_terminal(&p)
             {
-                s.assume_bound(&PodInfo::from_pod(&p), &p.spec.node_name);
+                s.assume_bound(&PodInfo::from_pod(&p), pod_node(&p));
             }
         }
         *self.lock() = s;
@@ -74,7 +92,7 @@ impl Loop {
     }
 
     fn on_node(&mut self, ev: &CacheEvent) {
-        if ev.kind == EventType::Deleted {
+        if ev.kind == WatchEventType::Deleted {
             self.lock().remove_node(&ev.object.name);
         } else if let Some(n) = ev.object.decode::<Node>() {
             self.lock().upsert_node(NodeInfo::from_node(&n));
@@ -83,7 +101,7 @@ impl Loop {
 
     fn on_pod(&mut self, ev: &CacheEvent) {
         let key = pod_key(ev);
-        if ev.kind == EventType::Deleted {
+        if ev.kind == WatchEventType::Deleted {
             self.pending.remove(&key);
             self.unschedulable.remove(&key);
             self.first_seen.remove(&key);
@@ -106,9 +124,9 @@ impl Loop {
         let mut s = self.lock();
         if is_terminal(&p) {
             s.forget_pod(&key);
-        } else if s.pod_node(&key) != Some(p.spec.node_name.as_str()) {
+        } else if s.pod_node(&key) != Some(pod_node(&p)) {
             s.forget_pod(&key);
-            s.assume_bound(&PodInfo::from_pod(&p), &p.spec.node_name);
+            s.assume_bound(&PodInfo::from_pod(&p), pod_node(&p));
         }
     }
 
@@ -128,7 +146,10 @@ impl Loop {
             let (ns, name) = key.split_once('/').unwrap_or(("default", key));
             match cache.get(Kind::Pod, &Kind::Pod.key(ns, name)) {
                 Some(o) if o.node_name.is_empty() => match o.decode::<Pod>() {
-                    Some(p) if !is_terminal(&p) => batch.push((p, o.revision)),
+                    // A pod being deleted is not placed (kube-scheduler skips it too).
+                    Some(p) if !is_terminal(&p) && p.metadata.deletion_timestamp.is_none() => {
+                        batch.push((p, o.revision))
+                    }
                     _ => gone.push(key.clone()),
                 },
                 _ => gone.push(key.clone()),
@@ -156,8 +177,13 @@ impl Loop {
                         .fetch_add(1, Ordering::Relaxed);
                     self.unschedulable.insert(info.key.clone(), u.generation);
                     self.pending.insert(info.key);
-                    if pod.status.reason != REASON_UNSCHEDULABLE || pod.status.message != u.message
-                    {
+                    self.events.record(
+                        &events::object_ref(&pod),
+                        events::WARNING,
+                        "FailedScheduling",
+                        &u.message,
+                    );
+                    if !says_unschedulable(&pod, &u.message) {
                         failures.push((pod, u.message));
                     }
                 }
@@ -169,20 +195,40 @@ impl Loop {
             .into_iter()
             .map(|(pod, rev, key, node)| {
                 let registry = registry.clone();
+                let events = self.events.clone();
                 async move {
+                    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
                     let patch = serde_json::json!({
                         "metadata": {"resourceVersion": rev.to_string()},
                         "spec": {"nodeName": node},
                     });
                     let r = registry
-                        .patch(
-                            Kind::Pod,
-                            &pod.metadata.namespace,
-                            &pod.metadata.name,
-                            patch,
-                            Subresource::Main,
-                        )
+                        .patch(Kind::Pod, &ns, &name, patch, Subresource::Main)
                         .await;
+                    // PodScheduled=True, as kube-apiserver's binding writes it. A pod that was
+                    // never refused gets it from its agent's first status report (which lists
+                    // every condition), saving a write per pod; one that was marked
+                    // Unschedulable gets it now, so it does not read False meanwhile.
+                    if r.is_ok() && pod_condition(&pod, "PodScheduled").is_some() {
+                        let condition = serde_json::json!({"status": {"conditions": [{
+                            "type": "PodScheduled", "status": "True",
+                            "lastTransitionTime": podd_api::Time(podd_api::jiff::Timestamp::now()),
+                        }]}});
+                        if let Err(e) =
+                            patch_status_strategic(&registry, Kind::Pod, &ns, &name, condition)
+                                .await
+                        {
+                            tracing::debug!(pod = %key, error = %e, "could not write PodScheduled");
+                        }
+                    }
+                    if r.is_ok() {
+                        events.record(
+                            &events::object_ref(&pod),
+                            events::NORMAL,
+                            "Scheduled",
+                            &format!("Successfully assigned {ns}/{name} to {node}"),
+                        );
+                    }
                     (key, r)
                 }
             })
@@ -206,23 +252,21 @@ impl Loop {
             .map(|(pod, message)| {
                 let registry = registry.clone();
                 async move {
+                    // kube-scheduler writes only the condition; the phase stays Pending.
                     let patch = serde_json::json!({"status": {
                         "phase": "Pending",
-                        "reason": REASON_UNSCHEDULABLE,
-                        "message": message,
                         "conditions": [{"type": "PodScheduled", "status": "False",
                             "reason": REASON_UNSCHEDULABLE, "message": message,
-                            "lastTransitionTime": crate::time::now_rfc3339()}],
+                            "lastTransitionTime": podd_api::Time(podd_api::jiff::Timestamp::now())}],
                     }});
-                    registry
-                        .patch(
-                            Kind::Pod,
-                            &pod.metadata.namespace,
-                            &pod.metadata.name,
-                            patch,
-                            Subresource::Status,
-                        )
-                        .await
+                    patch_status_strategic(
+                        &registry,
+                        Kind::Pod,
+                        &pod.namespace().unwrap_or_default(),
+                        &pod.name_any(),
+                        patch,
+                    )
+                    .await
                 }
             })
             .collect();
@@ -238,6 +282,7 @@ impl Loop {
 pub async fn run(
     registry: Arc<Registry>,
     sched: SharedScheduler,
+    events: Recorder,
     config: ControllerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -248,6 +293,7 @@ pub async fn run(
     let mut l = Loop {
         registry: registry.clone(),
         sched,
+        events,
         config,
         pending: BTreeSet::new(),
         unschedulable: HashMap::new(),

@@ -135,3 +135,78 @@ pub fn pod(name: &str, labels: &[(&str, &str)]) -> podd_api::Pod {
     }))
     .unwrap()
 }
+
+/// A Node with a name only (no Ready condition: nothing runs its pods).
+pub fn node(name: &str) -> podd_api::Node {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+}
+
+/// A Node whose Ready condition is True (its pods wait for its agent to stop them).
+pub fn ready_node(name: &str) -> podd_api::Node {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .unwrap()
+}
+
+/// One answer with its headers.
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Sends one request over the plane's Unix socket with the given headers, keeping the answer's
+/// headers (the client does not expose them).
+pub async fn request(
+    t: &TestPlane,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> Answer {
+    let body = body
+        .map(|b| serde_json::to_vec(&b).unwrap())
+        .unwrap_or_default();
+    request_bytes(t, method, path, headers, body).await
+}
+
+/// [`request`] with a body of any bytes (protobuf).
+pub async fn request_bytes(
+    t: &TestPlane,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    use http_body_util::{BodyExt, Full};
+    let socket = t.plane.socket.clone().unwrap();
+    let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}

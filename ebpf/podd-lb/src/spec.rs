@@ -1,8 +1,7 @@
 //! The loader's input: the desired set of service ports and their ready backends, and the
-//! conversion from podd-api `Service` + `Endpoints`.
+//! conversion from Kubernetes' `Service` + `Endpoints` (as podd-api re-exports them).
 
-use podd_api::pod::Protocol as ApiProtocol;
-use podd_api::{Endpoints, Service};
+use podd_api::{EndpointPort, Endpoints, IntOrString, ResourceExt, Service, ServicePort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -32,11 +31,14 @@ impl Protocol {
     }
 }
 
-impl From<ApiProtocol> for Protocol {
-    fn from(p: ApiProtocol) -> Self {
-        match p {
-            ApiProtocol::Tcp => Protocol::Tcp,
-            ApiProtocol::Udp => Protocol::Udp,
+impl Protocol {
+    /// A port's `protocol` as the API writes it (`TCP` when unset, as Kubernetes defaults
+    /// it); `None` for protocols the load balancer does not carry (SCTP).
+    pub fn from_api(p: Option<&str>) -> Option<Protocol> {
+        match p.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            _ => None,
         }
     }
 }
@@ -82,22 +84,27 @@ pub struct Skipped {
 
 /// Converts Services and their Endpoints into loader input. A headless service
 /// (`clusterIP: None`), or one whose clusterIP is not yet allocated, has no VIP and is skipped
-/// (reported in the second list). Endpoints are matched by namespace and name; an endpoint port
-/// is matched to a service port by name (a service with one unnamed port takes the subset's
-/// only port), falling back to the service's `targetPort`.
+/// (reported in the second list), as is a port of a protocol the balancer does not carry.
+/// Endpoints are matched by namespace and name, and only their ready `addresses` are backends
+/// (never `notReadyAddresses`). An endpoint port is matched to a service port by name and
+/// protocol (a service with one port takes the subset's only port); the endpoints controller
+/// has resolved named target ports there. Without a match, a numeric `targetPort` (or `port`
+/// when unset) is used; a named one cannot be resolved here, so that subset is skipped.
 pub fn from_api(
     services: &[Service],
     endpoints: &[Endpoints],
 ) -> (Vec<ServiceEntry>, Vec<Skipped>) {
-    let by_name: BTreeMap<(&str, &str), &Endpoints> = endpoints
+    let by_name: BTreeMap<(String, String), &Endpoints> = endpoints
         .iter()
-        .map(|e| ((e.metadata.namespace.as_str(), e.metadata.name.as_str()), e))
+        .map(|e| ((namespace_of(e), e.name_any()), e))
         .collect();
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     for svc in services {
-        let id = format!("{}/{}", svc.metadata.namespace, svc.metadata.name);
-        let ip = svc.spec.cluster_ip.as_str();
+        let (ns, name) = (namespace_of(svc), svc.name_any());
+        let id = format!("{ns}/{name}");
+        let spec = svc.spec.as_ref();
+        let ip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
         if ip.is_empty() || ip.eq_ignore_ascii_case("none") {
             skipped.push(Skipped {
                 service: id,
@@ -115,11 +122,10 @@ pub fn from_api(
                 continue;
             }
         };
-        let selection = if svc.spec.session_affinity == "ClientIP" {
+        let selection = if spec.and_then(|s| s.session_affinity.as_deref()) == Some("ClientIP") {
             Selection::ClientIp
         } else if svc
-            .metadata
-            .annotations
+            .annotations()
             .get(ALGORITHM_ANNOTATION)
             .is_some_and(|a| a == "maglev")
         {
@@ -127,24 +133,54 @@ pub fn from_api(
         } else {
             Selection::Random
         };
-        let eps = by_name.get(&(svc.metadata.namespace.as_str(), svc.metadata.name.as_str()));
-        for sp in &svc.spec.ports {
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let subsets = by_name
+            .get(&(ns, name))
+            .and_then(|e| e.subsets.as_deref())
+            .unwrap_or_default();
+        for sp in ports {
+            let Some(protocol) = Protocol::from_api(sp.protocol.as_deref()) else {
+                skipped.push(Skipped {
+                    service: id.clone(),
+                    reason: format!(
+                        "port {}: protocol {:?} is not load-balanced",
+                        sp.port,
+                        sp.protocol.as_deref().unwrap_or_default()
+                    ),
+                });
+                continue;
+            };
+            let Some(port) = u16::try_from(sp.port).ok().filter(|p| *p != 0) else {
+                skipped.push(Skipped {
+                    service: id.clone(),
+                    reason: format!("port {} is not a valid port number", sp.port),
+                });
+                continue;
+            };
             let mut backends = BTreeSet::new();
-            for subset in eps.map(|e| e.subsets.as_slice()).unwrap_or_default() {
-                let port = subset
-                    .ports
+            for subset in subsets {
+                let subset_ports = subset.ports.as_deref().unwrap_or_default();
+                let target = subset_ports
                     .iter()
-                    .find(|p| p.name == sp.name && p.protocol == sp.protocol)
+                    .find(|p| same_port(p, sp))
                     .or_else(|| {
-                        (svc.spec.ports.len() == 1 && subset.ports.len() == 1)
-                            .then(|| &subset.ports[0])
+                        (ports.len() == 1 && subset_ports.len() == 1).then(|| &subset_ports[0])
                     })
-                    .map(|p| p.port)
-                    .unwrap_or_else(|| sp.target());
-                for addr in &subset.addresses {
+                    .and_then(|p| u16::try_from(p.port).ok())
+                    .or_else(|| numeric_target(sp));
+                let Some(target) = target else {
+                    skipped.push(Skipped {
+                        service: id.clone(),
+                        reason: format!(
+                            "port {port}: named targetPort with no matching endpoint port"
+                        ),
+                    });
+                    continue;
+                };
+                for addr in subset.addresses.iter().flatten() {
                     match addr.ip.parse::<Ipv4Addr>() {
                         Ok(ip) => {
-                            backends.insert(SocketAddrV4::new(ip, port));
+                            backends.insert(SocketAddrV4::new(ip, target));
                         }
                         Err(_) => skipped.push(Skipped {
                             service: id.clone(),
@@ -156,8 +192,8 @@ pub fn from_api(
             entries.push(ServiceEntry {
                 frontend: Frontend {
                     vip,
-                    port: sp.port,
-                    protocol: sp.protocol.into(),
+                    port,
+                    protocol,
                 },
                 selection,
                 backends: backends.into_iter().collect(),
@@ -167,39 +203,92 @@ pub fn from_api(
     (entries, skipped)
 }
 
+/// Whether an Endpoints port is the one for a Service port: same name (unset is `""`) and
+/// protocol (unset is TCP).
+fn same_port(ep: &EndpointPort, sp: &ServicePort) -> bool {
+    ep.name.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or("")
+        && ep.protocol.as_deref().unwrap_or("TCP") == sp.protocol.as_deref().unwrap_or("TCP")
+}
+
+/// A Service port's numeric target: `targetPort` when a number, `port` when unset; `None` for
+/// a named target port (only the pods know it).
+fn numeric_target(sp: &ServicePort) -> Option<u16> {
+    match &sp.target_port {
+        None => u16::try_from(sp.port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
+        Some(IntOrString::String(s)) => s.parse::<u16>().ok().filter(|p| *p != 0),
+    }
+}
+
+fn namespace_of<K: ResourceExt>(o: &K) -> String {
+    o.namespace()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podd_api::service::{EndpointAddress, EndpointPort, EndpointSubset, ServicePort};
+    use podd_api::{EndpointAddress, EndpointSubset, ObjectMeta, ServiceSpec};
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }
+    }
 
     fn svc(name: &str, ip: &str, ports: Vec<ServicePort>) -> Service {
-        let mut s = Service::default();
-        s.metadata.name = name.into();
-        s.metadata.namespace = "default".into();
-        s.spec.cluster_ip = ip.into();
-        s.spec.ports = ports;
-        s
+        Service {
+            metadata: meta(name),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ports: Some(ports),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sport(name: &str, port: i32, target: Option<IntOrString>, protocol: &str) -> ServicePort {
+        ServicePort {
+            name: (!name.is_empty()).then(|| name.into()),
+            port,
+            target_port: target,
+            protocol: Some(protocol.into()),
+            ..Default::default()
+        }
+    }
+
+    fn eport(name: &str, port: i32, protocol: &str) -> EndpointPort {
+        EndpointPort {
+            name: Some(name.into()),
+            port,
+            protocol: Some(protocol.into()),
+            ..Default::default()
+        }
     }
 
     fn eps(name: &str, ips: &[&str], ports: Vec<EndpointPort>) -> Endpoints {
-        let mut e = Endpoints::default();
-        e.metadata.name = name.into();
-        e.metadata.namespace = "default".into();
-        e.subsets = vec![EndpointSubset {
-            addresses: ips
-                .iter()
-                .map(|ip| EndpointAddress {
-                    ip: (*ip).into(),
+        Endpoints {
+            metadata: meta(name),
+            subsets: Some(vec![EndpointSubset {
+                addresses: Some(
+                    ips.iter()
+                        .map(|ip| EndpointAddress {
+                            ip: (*ip).into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                not_ready_addresses: Some(vec![EndpointAddress {
+                    ip: "10.244.0.99".into(),
                     ..Default::default()
-                })
-                .collect(),
-            not_ready_addresses: vec![EndpointAddress {
-                ip: "10.244.0.99".into(),
-                ..Default::default()
-            }],
-            ports,
-        }];
-        e
+                }]),
+                ports: Some(ports),
+            }]),
+        }
     }
 
     #[test]
@@ -208,36 +297,15 @@ mod tests {
             "web",
             "10.96.0.20",
             vec![
-                ServicePort {
-                    name: "http".into(),
-                    port: 80,
-                    target_port: Some(8080),
-                    protocol: ApiProtocol::Tcp,
-                },
-                ServicePort {
-                    name: "dns".into(),
-                    port: 53,
-                    target_port: None,
-                    protocol: ApiProtocol::Udp,
-                },
+                sport("http", 80, Some(IntOrString::String("http".into())), "TCP"),
+                sport("dns", 53, None, "UDP"),
             ],
         );
         let headless = svc("db", "None", vec![]);
         let e = eps(
             "web",
             &["10.244.0.5", "10.244.1.5"],
-            vec![
-                EndpointPort {
-                    name: "http".into(),
-                    port: 8080,
-                    protocol: ApiProtocol::Tcp,
-                },
-                EndpointPort {
-                    name: "dns".into(),
-                    port: 5353,
-                    protocol: ApiProtocol::Udp,
-                },
-            ],
+            vec![eport("http", 8080, "TCP"), eport("dns", 5353, "UDP")],
         );
         let (entries, skipped) = from_api(&[web, headless], &[e]);
         assert_eq!(skipped.len(), 1);
@@ -266,7 +334,7 @@ mod tests {
                 ..Default::default()
             }],
         );
-        s.spec.session_affinity = "ClientIP".into();
+        s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
         let (entries, skipped) = from_api(&[s], &[]);
         assert!(skipped.is_empty());
         assert_eq!(entries[0].selection, Selection::ClientIp);
@@ -278,15 +346,9 @@ mod tests {
         let mut s = svc(
             "m",
             "10.96.0.22",
-            vec![ServicePort {
-                name: "a".into(),
-                port: 80,
-                target_port: Some(9000),
-                protocol: ApiProtocol::Tcp,
-            }],
+            vec![sport("a", 80, Some(IntOrString::Int(9000)), "TCP")],
         );
-        s.metadata
-            .annotations
+        s.annotations_mut()
             .insert(ALGORITHM_ANNOTATION.into(), "maglev".into());
         let e = eps("m", &["10.244.0.7"], vec![]);
         let (entries, _) = from_api(&[s], &[e]);
@@ -294,6 +356,51 @@ mod tests {
         assert_eq!(
             entries[0].backends,
             vec!["10.244.0.7:9000".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn protocol_defaults_to_tcp_and_sctp_and_named_targets_are_skipped() {
+        // No protocol: TCP, on both sides. A named targetPort with no endpoint port to
+        // resolve it: that subset is skipped, with a reason.
+        let s = svc(
+            "p",
+            "10.96.0.23",
+            vec![
+                ServicePort {
+                    name: Some("web".into()),
+                    port: 80,
+                    ..Default::default()
+                },
+                sport("s", 90, None, "SCTP"),
+                sport(
+                    "named",
+                    81,
+                    Some(IntOrString::String("metrics".into())),
+                    "TCP",
+                ),
+            ],
+        );
+        let mut e = eps("p", &["10.244.0.8"], vec![]);
+        e.subsets.as_mut().unwrap()[0].ports = Some(vec![EndpointPort {
+            name: Some("web".into()),
+            port: 8080,
+            ..Default::default()
+        }]);
+        let (entries, skipped) = from_api(&[s], &[e]);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].frontend.protocol, Protocol::Tcp);
+        assert_eq!(
+            entries[0].backends,
+            vec!["10.244.0.8:8080".parse().unwrap()]
+        );
+        assert_eq!(entries[1].frontend.port, 81);
+        assert!(entries[1].backends.is_empty());
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].reason.contains("SCTP"), "{skipped:?}");
+        assert!(
+            skipped[1].reason.contains("named targetPort"),
+            "{skipped:?}"
         );
     }
 }

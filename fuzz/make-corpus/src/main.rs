@@ -146,6 +146,18 @@ const API_JSON: &[(&str, &str)] = &[
         "deep.json",
         "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
     ),
+    (
+        "replicaset.json",
+        r#"{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"web-5d9f7","namespace":"default","labels":{"app":"web","pod-template-hash":"5d9f7"},"annotations":{"deployment.kubernetes.io/revision":"2"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":"web","uid":"d-uid","controller":true,"blockOwnerDeletion":true}]},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"web","pod-template-hash":"5d9f7"},"matchExpressions":[{"key":"tier","operator":"NotIn","values":["db"]}]},"template":{"metadata":{"labels":{"app":"web","pod-template-hash":"5d9f7"}},"spec":{"containers":[{"name":"httpd","image":"busybox-httpd","ports":[{"name":"http","containerPort":8080}],"readinessProbe":{"httpGet":{"path":"/","port":"http"}}}],"affinity":{"nodeAffinity":{"preferredDuringSchedulingIgnoredDuringExecution":[{"weight":50,"preference":{"matchExpressions":[{"key":"disk","operator":"In","values":["ssd"]}]}}]}},"tolerations":[{"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}]}}},"status":{"replicas":3,"readyReplicas":2,"observedGeneration":1}}"#,
+    ),
+    (
+        "endpointslice.json",
+        r#"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-abcde","namespace":"default","generateName":"web-","labels":{"kubernetes.io/service-name":"web","endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.244.1.5"],"conditions":{"ready":true,"serving":true,"terminating":false},"nodeName":"n1","targetRef":{"kind":"Pod","namespace":"default","name":"web-1","uid":"p-uid"}}],"ports":[{"name":"http","port":8080,"protocol":"TCP"}]}"#,
+    ),
+    (
+        "lease.json",
+        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"n1","namespace":"kube-node-lease"},"spec":{"holderIdentity":"n1","leaseDurationSeconds":40,"renewTime":"2026-12-07T14:00:00.123456Z"}}"#,
+    ),
 ];
 
 /// One tar entry, written byte by byte where the tar crate would refuse the name.

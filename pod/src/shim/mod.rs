@@ -11,11 +11,13 @@
 pub mod plan;
 pub mod status;
 mod supervisor;
+pub mod types;
 pub mod volume_watch;
 
 pub use plan::{ShimContainer, ShimPlan, VolumeLimit, VolumeWatch};
 pub use status::{Eviction, PodRuntimeStatus, read_status};
 pub use supervisor::run;
+pub use types::{ContainerState, ContainerStatus, Probe, RestartPolicy};
 
 /// Runs `argv` inside the pod's running container `container` with the caller's stdio and
 /// returns its exit code (128+signal when killed).

@@ -1,7 +1,7 @@
 //! What the agent tells a pod's shim to run (`<pod state dir>/plan.json`).
 
+use super::types::{Probe, RestartPolicy};
 use oci_spec::runtime::Spec;
-use podd_api::pod::{Probe, RestartPolicy};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,9 @@ pub struct ShimContainer {
     pub bundle: PathBuf,
     pub spec: Spec,
     pub log_path: PathBuf,
+    /// The image's identity for `containerStatuses[].imageID` (empty in older plans).
+    #[serde(default)]
+    pub image_id: String,
     pub readiness_probe: Option<Probe>,
     pub liveness_probe: Option<Probe>,
 }
@@ -84,6 +87,22 @@ pub struct ShimContainer {
 pub const PLAN_FILE: &str = "plan.json";
 pub const STATUS_FILE: &str = "status.json";
 pub const SHIM_LOG_FILE: &str = "shim.log";
+/// The grace period of a deletion, in seconds, written by the agent before it stops the shim.
+pub const GRACE_FILE: &str = "grace";
+
+/// Records the grace period the shim gives the containers when it is stopped next.
+pub fn write_grace(pod_dir: &Path, seconds: u64) -> std::io::Result<()> {
+    write_atomic(&pod_dir.join(GRACE_FILE), seconds.to_string().as_bytes())
+}
+
+/// The grace period [`write_grace`] recorded, if any.
+pub fn read_grace(pod_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(pod_dir.join(GRACE_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 impl ShimPlan {
     pub fn load(pod_dir: &Path) -> std::io::Result<ShimPlan> {

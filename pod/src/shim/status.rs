@@ -1,7 +1,7 @@
 //! The pod's runtime status, written by the shim on every change and read by the agent.
 
 use super::plan::{STATUS_FILE, write_atomic};
-use podd_api::pod::ContainerStatus;
+use super::types::ContainerStatus;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

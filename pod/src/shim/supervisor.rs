@@ -3,6 +3,7 @@
 
 use super::plan::{ShimContainer, ShimPlan};
 use super::status::PodRuntimeStatus;
+use super::types::{ContainerState, ContainerStatus, Probe};
 use super::volume_watch;
 use crate::backoff::{Backoff, should_restart};
 use crate::logs::{LogWriter, Rotation, Stream};
@@ -11,7 +12,6 @@ use crate::timefmt::rfc3339;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use podd_api::pod::{ContainerState, ContainerStatus, Probe};
 use podd_runtime::{Container, CreateOptions};
 use std::fs::File;
 use std::io::Read;
@@ -111,6 +111,7 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
             .map(|c| ContainerStatus {
                 name: c.name.clone(),
                 image: c.image.clone(),
+                image_id: c.image_id.clone(),
                 ..ContainerStatus::default()
             })
             .collect(),
@@ -136,10 +137,11 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
         if let Ok(sig) = signals.wait() {
             tracing::info!(%sig, pod = %watcher.plan.pod, "stopping the pod");
         }
-        stop_all(
-            &watcher,
-            Duration::from_secs(watcher.plan.grace_period_seconds),
-        );
+        // A deletion's own grace period (deletionGracePeriodSeconds), when the agent set
+        // one, wins over the pod's terminationGracePeriodSeconds.
+        let grace =
+            super::plan::read_grace(&watcher.dir).unwrap_or(watcher.plan.grace_period_seconds);
+        stop_all(&watcher, Duration::from_secs(grace));
     });
     if !shared.plan.volume_watch.limits.is_empty() {
         let w = shared.clone();

@@ -5,12 +5,12 @@
 #![allow(dead_code)]
 
 use podd_api::Pod;
-use podd_api::pod::{ContainerState, PodPhase};
 use podd_image::{Compression, ImageStore, PullPolicy, RegistryOptions, UnpackedImage};
 use podd_net::netlink::Netlink;
 use podd_net::{Ipv4Cidr, NamedNamespace, NodeNetConfig, NodeNetwork, NsKind};
 use podd_pod::manager::{PodConfig, PodManager};
 use podd_pod::pod_status::pod_status;
+use podd_pod::shim::ContainerState;
 use podd_pod::shim::PodRuntimeStatus;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -264,9 +264,17 @@ pub fn all_running(s: &PodRuntimeStatus) -> bool {
 
 pub fn wait_ready(m: &PodManager, uid: &str) {
     wait_for(m, uid, "Running and ready", Duration::from_secs(20), |rt| {
-        let s = pod_status(rt, true, None);
-        s.phase == PodPhase::Running && s.ready
+        let s = pod_status(&Pod::default(), rt, true, None);
+        s.phase.as_deref() == Some("Running") && status_ready(&s)
     });
+}
+
+/// The status's Ready condition is True.
+pub fn status_ready(s: &podd_api::PodStatus) -> bool {
+    s.conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Runs a command in a container of a running pod: (exit code, stdout + stderr).

@@ -202,6 +202,24 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The most stdin an exec takes (the server bounds it the same way).
+const MAX_EXEC_STDIN: usize = 64 << 20;
+
+/// An exec request's body: the command's stdin.
+async fn read_stdin(req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {
+    let body = http_body_util::Limited::new(req.into_body(), MAX_EXEC_STDIN);
+    match body.collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "reading the exec's stdin (at most {} MiB): {e}",
+                MAX_EXEC_STDIN >> 20
+            ),
+        ))),
+    }
+}
+
 impl AgentHttp {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
@@ -213,7 +231,14 @@ impl AgentHttp {
                 full(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
             }
             (&Method::GET, ["pods", uid, "log"]) => self.log(uid, &query),
-            (&Method::POST, ["pods", uid, "exec"]) => self.exec(uid, &query).await,
+            (&Method::POST, ["pods", uid, "exec"]) => {
+                let uid = uid.to_string();
+                let stdin = match read_stdin(req).await {
+                    Ok(b) => b,
+                    Err(r) => return *r,
+                };
+                self.exec(&uid, &query, stdin).await
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
                 &format!("no route for {} {path}", req.method()),
@@ -230,29 +255,24 @@ impl AgentHttp {
             )));
         };
         let wanted = query_values(query, "container").into_iter().next();
+        let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers[..]);
         match wanted {
-            Some(c) if pod.spec.containers.iter().any(|x| x.name == c) => Ok(c),
+            Some(c) if containers.iter().any(|x| x.name == c) => Ok(c),
             Some(c) => Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "pod {} has no container {c:?}; its containers: {}",
-                    pod.metadata.name,
-                    pod.spec
-                        .containers
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    containers
                         .iter()
                         .map(|c| c.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             ))),
-            None => pod
-                .spec
-                .containers
-                .first()
-                .map(|c| c.name.clone())
-                .ok_or_else(|| {
-                    Box::new(error(StatusCode::BAD_REQUEST, "the pod has no containers"))
-                }),
+            None => containers.first().map(|c| c.name.clone()).ok_or_else(|| {
+                Box::new(error(StatusCode::BAD_REQUEST, "the pod has no containers"))
+            }),
         }
     }
 
@@ -317,7 +337,11 @@ impl AgentHttp {
         r
     }
 
-    async fn exec(&self, uid: &str, query: &str) -> Response<Body> {
+    /// Runs a command in a container to completion, with `stdin` (the request's body) as its
+    /// input; answers its exit code and output (as text, and as base64 for binary output such
+    /// as `kubectl cp`'s tar stream).
+    async fn exec(&self, uid: &str, query: &str, stdin: Bytes) -> Response<Body> {
+        use base64::Engine as _;
         let container = match self.container(uid, query) {
             Ok(c) => c,
             Err(r) => return *r,
@@ -330,10 +354,27 @@ impl AgentHttp {
             );
         }
         let mut cmd = self.manager.exec_command(uid, &container, &argv);
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let out = tokio::task::spawn_blocking(move || cmd.output()).await;
+        cmd.stdin(if stdin.is_empty() {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::piped()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn()?;
+            if let Some(mut input) = child.stdin.take() {
+                // Written from its own thread, so a command that writes before it reads all
+                // its input cannot deadlock against us.
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let _ = input.write_all(&stdin);
+                });
+            }
+            child.wait_with_output()
+        })
+        .await;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         match out {
             Ok(Ok(o)) => full(
                 StatusCode::OK,
@@ -341,6 +382,8 @@ impl AgentHttp {
                 serde_json::json!({
                     "stdout": String::from_utf8_lossy(&o.stdout),
                     "stderr": String::from_utf8_lossy(&o.stderr),
+                    "stdoutBase64": b64(&o.stdout),
+                    "stderrBase64": b64(&o.stderr),
                     "exitCode": o.status.code().unwrap_or(-1),
                 })
                 .to_string(),
@@ -377,7 +420,10 @@ impl AgentHttp {
                 let _ = writeln!(
                     out,
                     "podd_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}",
-                    pod.metadata.namespace, pod.metadata.name, c.name, c.restart_count
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    c.name,
+                    c.restart_count
                 );
             }
         }

@@ -1,11 +1,13 @@
 //! The node agent: registers the node, renews its lease, runs the pods bound to it, programs
 //! the service load balancer and DNS, and routes to the other nodes' pods.
 
+mod events;
 mod http;
 mod node;
 mod pods;
 mod routes;
 mod services;
+mod usage;
 
 pub use http::socket_path;
 
@@ -70,14 +72,19 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         },
     )
     .await?;
-    tracing::info!(node = %cfg.node_name, pod_cidr = %node.spec.pod_cidr, "node registered");
+    let pod_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .unwrap_or_default();
+    tracing::info!(node = %cfg.node_name, %pod_cidr, "node registered");
     tokio::spawn(node::renew_lease(
         client.clone(),
         cfg.node_name.clone(),
         cfg.lease_interval,
     ));
 
-    let cidr = parse_cidr(&node.spec.pod_cidr)?;
+    let cidr = parse_cidr(&pod_cidr)?;
     let mut net_cfg = NodeNetConfig::new(cidr);
     net_cfg.ipam_dir = cfg.data_dir.join("ipam");
     let net = Arc::new(
@@ -170,6 +177,7 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         net.clone(),
     ));
     pods::PodLoop {
+        events: events::Recorder::new(client.clone(), &cfg.node_name),
         client,
         node: cfg.node_name.clone(),
         node_ip: cfg.node_ip,

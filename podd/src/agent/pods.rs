@@ -1,23 +1,29 @@
-//! The pod loop: runs the pods bound to this node, stops the ones that are gone, and reports
-//! their status and usage. Level-triggered: every tick compares what should run (the watch's
-//! view of the API) with what runs (the pod manager's state on disk) and mends the difference,
-//! so a restarted agent converges to the same state and adopts running pods as they are.
+//! The pod loop: runs the pods bound to this node, stops the ones that are gone or being
+//! deleted, and reports their status, events and usage. Level-triggered: every tick compares
+//! what should run (the watch's view of the API) with what runs (the pod manager's state on
+//! disk) and mends the difference, so a restarted agent converges to the same state and
+//! adopts running pods as they are.
+//!
+//! Graceful deletion: a pod with `metadata.deletionTimestamp` is stopped (SIGTERM, SIGKILL
+//! after `deletionGracePeriodSeconds`), then deleted for good with grace 0 and a uid
+//! precondition; the server removes the object then. A pod that vanished from the API is
+//! stopped as well.
 
+use super::events::{NORMAL, Recorder, WARNING};
+use super::usage::{self, Sampler};
 use futures::StreamExt;
-use podd_api::Pod;
-use podd_api::pod::{PodPhase, PodStatus, PodUsage};
+use podd_api::{Pod, PodStatus, ResourceExt};
 use podd_client::{Client, ListParams, WatcherEvent, watcher};
 use podd_image::{ImageStore, PullPolicy, RegistryOptions, UnpackedImage};
 use podd_pod::backoff::Backoff;
-use podd_pod::manager::PodManager;
-use podd_pod::pod_status::pod_status;
+use podd_pod::manager::{PodError, PodManager};
+use podd_pod::pod_status::{self, pod_status, settle, waiting_status};
 use podd_pod::shim::volume_watch::EVICTED;
-use podd_pod::stats::{CpuSample, millicores};
-use podd_pod::timefmt::rfc3339;
+use podd_pod::shim::{ContainerState, ContainerStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub struct PodLoop {
@@ -28,6 +34,7 @@ pub struct PodLoop {
     pub images: ImageStore,
     pub registry: RegistryOptions,
     pub usage_period: Duration,
+    pub events: Recorder,
 }
 
 /// Why a pod is not running yet, and when to try again.
@@ -42,21 +49,40 @@ enum Done {
     Started(String),
     Failed(String, &'static str, String),
     Stopped(String),
+    /// The pod's final delete was sent: Ok, or the time to try again.
+    Finalized(String, bool),
 }
 
 struct State {
     desired: HashMap<String, Pod>,
     busy: HashSet<String>,
     failures: HashMap<String, StartFailure>,
-    reported: HashMap<String, PodStatus>,
-    cpu: HashMap<String, CpuSample>,
-    usage: HashMap<String, PodUsage>,
+    /// The last status written for each pod and when (the watch may not have brought it
+    /// back yet).
+    reported: HashMap<String, (PodStatus, Instant)>,
+    /// The containers' runtime states at the last tick, for events.
+    runtime: HashMap<String, Vec<ContainerStatus>>,
+    /// Pods this agent process started and has not looked at since: their first states get
+    /// events (an adopted pod's, after an agent restart, do not: they were reported before).
+    fresh: HashSet<String>,
     /// A pod's IP is fixed for its life: looked up once (status file + netlink), not per tick.
     ips: HashMap<String, Ipv4Addr>,
     /// Pods evicted on this node (an emptyDir over its sizeLimit): torn down once their
     /// Failed status is in the API, and never started again while the API still has them.
     evicted: HashSet<String>,
+    /// Terminating pods whose containers are stopped: their final delete is sent (or due
+    /// again at the time given).
+    finalizing: HashMap<String, Option<Instant>>,
+    sampler: Sampler,
     last_usage: Instant,
+}
+
+fn uid_of(p: &Pod) -> String {
+    p.uid().unwrap_or_default()
+}
+
+fn terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
 }
 
 impl PodLoop {
@@ -71,10 +97,12 @@ impl PodLoop {
             busy: HashSet::new(),
             failures: HashMap::new(),
             reported: HashMap::new(),
-            cpu: HashMap::new(),
-            usage: HashMap::new(),
+            runtime: HashMap::new(),
+            fresh: HashSet::new(),
             ips: HashMap::new(),
             evicted: HashSet::new(),
+            finalizing: HashMap::new(),
+            sampler: Sampler::default(),
             last_usage: Instant::now(),
         };
         let mut synced = false;
@@ -84,14 +112,14 @@ impl PodLoop {
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Ok(WatcherEvent::Restarted(pods))) => {
-                        st.desired = pods.into_iter().map(|p| (p.metadata.uid.clone(), p)).collect();
+                        st.desired = pods.into_iter().map(|p| (uid_of(&p), p)).collect();
                         synced = true;
                     }
                     Some(Ok(WatcherEvent::Applied(p))) => {
-                        st.desired.insert(p.metadata.uid.clone(), p);
+                        st.desired.insert(uid_of(&p), p);
                     }
                     Some(Ok(WatcherEvent::Deleted(p))) => {
-                        st.desired.remove(&p.metadata.uid);
+                        st.desired.remove(&uid_of(&p));
                     }
                     Some(Err(e)) => tracing::debug!(error = %e, "pod watch (retrying)"),
                     None => return,
@@ -112,13 +140,21 @@ impl PodLoop {
             Done::Started(uid) => {
                 st.busy.remove(&uid);
                 st.failures.remove(&uid);
+                st.fresh.insert(uid);
             }
             Done::Stopped(uid) => {
                 st.busy.remove(&uid);
+                st.fresh.remove(&uid);
                 st.reported.remove(&uid);
-                st.cpu.remove(&uid);
-                st.usage.remove(&uid);
+                st.runtime.remove(&uid);
                 st.ips.remove(&uid);
+            }
+            Done::Finalized(uid, ok) => {
+                st.busy.remove(&uid);
+                if !ok {
+                    st.finalizing
+                        .insert(uid, Some(Instant::now() + Duration::from_secs(1)));
+                }
             }
             Done::Failed(uid, reason, message) => {
                 st.busy.remove(&uid);
@@ -139,27 +175,56 @@ impl PodLoop {
         }
     }
 
+    /// Stops pod `uid` in the background (`grace`: the deletion's grace period, if any).
+    fn stop(
+        &self,
+        st: &mut State,
+        uid: &str,
+        grace: Option<u64>,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        if !st.busy.insert(uid.to_string()) {
+            return;
+        }
+        let (m, uid, done) = (self.manager.clone(), uid.to_string(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = m.stop_pod_with_grace(&uid, grace) {
+                tracing::error!(pod = %uid, error = %e, "stopping a pod");
+            }
+            let _ = done.send(Done::Stopped(uid));
+        });
+    }
+
     async fn reconcile(self: &Arc<Self>, st: &mut State, done: &mpsc::UnboundedSender<Done>) {
         self.manager.reap();
         let running: HashSet<String> = self.manager.list().into_iter().collect();
-        for uid in running.iter().filter(|u| !st.desired.contains_key(*u)) {
-            if st.busy.insert(uid.clone()) {
-                let (m, uid, done) = (self.manager.clone(), uid.clone(), done.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = m.stop_pod(&uid) {
-                        tracing::error!(pod = %uid, error = %e, "stopping a deleted pod");
-                    }
-                    let _ = done.send(Done::Stopped(uid));
-                });
-            }
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|u| !st.desired.contains_key(*u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.stop(st, &uid, None, done);
+            self.events.forget(&uid);
         }
+        let desired = &st.desired;
+        st.finalizing.retain(|uid, _| desired.contains_key(uid));
+        st.failures.retain(|uid, _| desired.contains_key(uid));
+        st.reported
+            .retain(|uid, _| desired.contains_key(uid) || running.contains(uid));
         let now = Instant::now();
         st.evicted.retain(|uid| st.desired.contains_key(uid));
+        let mut deleting = Vec::new();
         for (uid, pod) in &st.desired {
+            if terminating(pod) {
+                deleting.push(uid.clone());
+                continue;
+            }
             if running.contains(uid) || st.busy.contains(uid) || st.evicted.contains(uid) {
                 continue;
             }
-            if pod.status.phase == PodPhase::Succeeded || pod.status.phase == PodPhase::Failed {
+            let phase = podd_api::resources::pod_phase(pod);
+            if phase == pod_status::SUCCEEDED || phase == pod_status::FAILED {
                 continue;
             }
             if st.failures.get(uid).is_some_and(|f| f.retry_at > now) {
@@ -168,19 +233,76 @@ impl PodLoop {
             st.busy.insert(uid.clone());
             let (this, pod, done) = (self.clone(), pod.clone(), done.clone());
             tokio::spawn(async move {
-                let uid = pod.metadata.uid.clone();
+                let uid = uid_of(&pod);
                 let _ = done.send(match this.start(&pod).await {
                     Ok(()) => Done::Started(uid),
                     Err((reason, message)) => {
-                        tracing::warn!(pod = %format!("{}/{}", pod.metadata.namespace, pod.metadata.name), reason, %message, "pod did not start");
+                        tracing::warn!(pod = %podd_pod::pod_name(&pod), reason, %message, "pod did not start");
                         Done::Failed(uid, reason, message)
                     }
                 });
             });
         }
-        self.sample_usage(st, &running);
+        for uid in deleting {
+            self.terminate(st, &uid, running.contains(&uid), done);
+        }
+        self.report_usage(st, &running).await;
         self.report(st, &running).await;
         self.remove_evicted(st, &running, done);
+    }
+
+    /// One step of a terminating pod: stop its containers, then delete the object for good.
+    fn terminate(
+        &self,
+        st: &mut State,
+        uid: &str,
+        running: bool,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        if st.busy.contains(uid) {
+            return;
+        }
+        let Some(pod) = st.desired.get(uid).cloned() else {
+            return;
+        };
+        if running {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .map(|g| g.max(0) as u64)
+                .unwrap_or_else(|| podd_pod::manager::grace_period(&pod));
+            for c in pod.spec.iter().flat_map(|s| &s.containers) {
+                self.events.record(
+                    &pod,
+                    Some(&c.name),
+                    NORMAL,
+                    "Killing",
+                    &format!("Stopping container {}", c.name),
+                );
+            }
+            tracing::info!(pod = %podd_pod::pod_name(&pod), grace, "stopping a deleted pod");
+            self.stop(st, uid, Some(grace), done);
+            return;
+        }
+        match st.finalizing.get(uid) {
+            Some(None) => return,
+            Some(Some(retry_at)) if *retry_at > Instant::now() => return,
+            _ => {}
+        }
+        st.finalizing.insert(uid.to_string(), None);
+        st.busy.insert(uid.to_string());
+        let (client, uid, done) = (self.client.clone(), uid.to_string(), done.clone());
+        tokio::spawn(async move {
+            let ok = match finalize(&client, &pod).await {
+                Ok(()) => true,
+                Err(e) if e.is_not_found() => true,
+                Err(e) => {
+                    tracing::warn!(pod = %podd_pod::pod_name(&pod), error = %e, "deleting a stopped pod (will retry)");
+                    false
+                }
+            };
+            let _ = done.send(Done::Finalized(uid, ok));
+        });
     }
 
     /// Tears down the pods the shim evicted once the API has their Failed status (as the
@@ -193,82 +315,212 @@ impl PodLoop {
         done: &mpsc::UnboundedSender<Done>,
     ) {
         for uid in running {
-            let reported_evicted = st
-                .reported
-                .get(uid)
-                .is_some_and(|r| r.phase == PodPhase::Failed && r.reason == EVICTED);
+            let reported_evicted = st.reported.get(uid).is_some_and(|(r, _)| {
+                r.phase.as_deref() == Some(pod_status::FAILED)
+                    && r.reason.as_deref() == Some(EVICTED)
+            });
             if !reported_evicted || st.busy.contains(uid) {
                 continue;
             }
             st.evicted.insert(uid.clone());
-            st.busy.insert(uid.clone());
             tracing::info!(pod = %uid, "removing an evicted pod");
-            let (m, uid, done) = (self.manager.clone(), uid.clone(), done.clone());
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = m.stop_pod(&uid) {
-                    tracing::error!(pod = %uid, error = %e, "removing an evicted pod");
-                }
-                let _ = done.send(Done::Stopped(uid));
-            });
+            self.stop(st, uid, None, done);
         }
     }
 
     async fn start(&self, pod: &Pod) -> Result<(), (&'static str, String)> {
         let mut images = BTreeMap::new();
-        for c in &pod.spec.containers {
-            if images.contains_key(&c.image) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        for c in &spec.containers {
+            let image = c.image.clone().unwrap_or_default();
+            if images.contains_key(&image) {
                 continue;
             }
-            let policy = match c.image_pull_policy.as_deref() {
-                Some("Always") => PullPolicy::Always,
-                Some("Never") => PullPolicy::Never,
-                _ => PullPolicy::IfNotPresent,
+            let policy =
+                PullPolicy::for_container(c).map_err(|e| ("InvalidImageName", e.to_string()))?;
+            let pulls = policy != PullPolicy::Never;
+            if pulls {
+                self.events.record(
+                    pod,
+                    Some(&c.name),
+                    NORMAL,
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                );
+            }
+            let started = Instant::now();
+            let img: UnpackedImage = match self.images.prepare(&image, policy, &self.registry).await
+            {
+                Ok(img) => img,
+                Err(e) => {
+                    let message = format!("Failed to pull image \"{image}\": {e}");
+                    self.events
+                        .record(pod, Some(&c.name), WARNING, "Failed", &message);
+                    return Err(("ErrImagePull", e.to_string()));
+                }
             };
-            let img: UnpackedImage = self
-                .images
-                .prepare(&c.image, policy, &self.registry)
-                .await
-                .map_err(|e| ("ErrImagePull", e.to_string()))?;
-            images.insert(c.image.clone(), img);
+            if pulls {
+                self.events.record(
+                    pod,
+                    Some(&c.name),
+                    NORMAL,
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image \"{image}\" in {:.3}s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            images.insert(image, img);
         }
-        let (m, pod) = (self.manager.clone(), pod.clone());
-        tokio::task::spawn_blocking(move || {
-            m.run_pod(&pod, &images)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| ("CreateContainerError", e.to_string()))?
-        .map_err(|e| ("CreateContainerError", e))
+        let (m, p) = (self.manager.clone(), pod.clone());
+        let result = tokio::task::spawn_blocking(move || m.run_pod(&p, &images).map(|_| ()))
+            .await
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let (container, reason) = match &e {
+                    PodError::Config { container, .. } => (Some(container.as_str()), "Failed"),
+                    PodError::Net { .. } => (None, "FailedCreatePodSandBox"),
+                    _ => (None, "Failed"),
+                };
+                self.events
+                    .record(pod, container, WARNING, reason, &e.to_string());
+                Err((e.reason(), e.to_string()))
+            }
+        }
     }
 
-    fn sample_usage(&self, st: &mut State, running: &HashSet<String>) {
+    /// Samples the pods' and the node's usage every usage period and reports it.
+    async fn report_usage(&self, st: &mut State, running: &HashSet<String>) {
         if st.last_usage.elapsed() < self.usage_period {
             return;
         }
         st.last_usage = Instant::now();
+        st.sampler.retain(|uid| running.contains(uid));
+        let mut pods = Vec::new();
         for uid in running {
-            let (cpu, mem) = self.manager.usage(uid);
-            let Some(cpu_us) = cpu else { continue };
-            let sample = CpuSample {
-                at: Instant::now(),
-                usage_usec: cpu_us,
+            let Some(pod) = st.desired.get(uid) else {
+                continue;
             };
-            if let Some(prev) = st.cpu.insert(uid.clone(), sample) {
-                st.usage.insert(
-                    uid.clone(),
-                    PodUsage {
-                        cpu_millis: millicores(prev, sample),
-                        memory_bytes: mem.unwrap_or(0),
-                        timestamp: rfc3339(SystemTime::now()),
-                    },
-                );
+            let mut containers = BTreeMap::new();
+            for (name, (cpu, mem)) in self.manager.container_usage(uid) {
+                let Some(cpu_usec) = cpu else { continue };
+                if let Some(millis) = st.sampler.container(uid, &name, cpu_usec) {
+                    containers.insert(name, (millis, mem.unwrap_or(0)));
+                }
+            }
+            if !containers.is_empty() {
+                pods.push((pod, containers));
+            }
+        }
+        let node_cpu = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| usage::node_busy_usec(&s))
+            .and_then(|busy| st.sampler.node(busy));
+        let node_mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| usage::node_memory_bytes(&s));
+        let Some(node_cpu) = node_cpu else {
+            return; // The first sample: rates come with the next one.
+        };
+        let report = usage::report(
+            &self.node,
+            self.usage_period,
+            (node_cpu, node_mem.unwrap_or(0)),
+            &pods,
+        );
+        let path = format!("/apis/podd.dev/v1/nodes/{}/usage", self.node);
+        let body = match serde_json::to_vec(&report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "encoding the usage report");
+                return;
+            }
+        };
+        match self
+            .client
+            .raw(hyper::Method::POST, &path, Some(body), "application/json")
+            .await
+        {
+            Ok(r) if r.status.is_success() => {}
+            Ok(r) => {
+                tracing::debug!(status = %r.status, body = %String::from_utf8_lossy(&r.body), "the usage report was refused")
+            }
+            Err(e) => tracing::debug!(error = %e, "reporting usage (next period)"),
+        }
+    }
+
+    /// Events for what changed in a pod's containers since the last tick.
+    fn container_events(
+        &self,
+        pod: &Pod,
+        before: Option<&Vec<ContainerStatus>>,
+        now: &[ContainerStatus],
+    ) {
+        for c in now {
+            let prev = before.and_then(|b| b.iter().find(|p| p.name == c.name));
+            let started_before = prev.and_then(|p| match &p.state {
+                ContainerState::Running { started_at } => Some(started_at.as_str()),
+                _ => None,
+            });
+            match &c.state {
+                ContainerState::Running { started_at } if started_before != Some(started_at) => {
+                    let image = &c.image;
+                    self.events.record(
+                        pod,
+                        Some(&c.name),
+                        NORMAL,
+                        "Created",
+                        &format!("Created container: {} (image \"{image}\")", c.name),
+                    );
+                    self.events.record(
+                        pod,
+                        Some(&c.name),
+                        NORMAL,
+                        "Started",
+                        &format!("Started container {}", c.name),
+                    );
+                }
+                ContainerState::Waiting { reason, .. }
+                    if reason == "CrashLoopBackOff"
+                        && prev.is_none_or(|p| {
+                            p.restart_count != c.restart_count || p.state != c.state
+                        }) =>
+                {
+                    self.events.record(
+                        pod,
+                        Some(&c.name),
+                        WARNING,
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            c.name,
+                            podd_pod::pod_name(pod)
+                        ),
+                    );
+                }
+                ContainerState::Running { .. } if prev.is_some_and(|p| p.ready && !c.ready) => {
+                    self.events.record(
+                        pod,
+                        Some(&c.name),
+                        WARNING,
+                        "Unhealthy",
+                        "Readiness probe failed",
+                    );
+                }
+                _ => {}
             }
         }
     }
 
-    /// Writes each pod's status when it changed since the last report.
+    /// Writes each pod's status when it really changed: the new status is compared, typed,
+    /// with the one the API has (and the one last written); timestamps carry over, so an
+    /// unchanged pod is never rewritten.
     async fn report(&self, st: &mut State, running: &HashSet<String>) {
+        let host_ip = self.node_ip;
+        let now = pod_status::now();
         let mut writes = Vec::new();
         for (uid, pod) in &st.desired {
             let mut status = if running.contains(uid) {
@@ -284,51 +536,44 @@ impl PodLoop {
                                 ip
                             }
                         };
-                        pod_status(&rt, alive, ip)
+                        let before = st.runtime.get(uid);
+                        if before.is_some() || st.fresh.remove(uid) {
+                            self.container_events(pod, before, &rt.containers);
+                        }
+                        st.runtime.insert(uid.clone(), rt.containers.clone());
+                        pod_status(pod, &rt, alive, ip)
                     }
                     None => continue,
                 }
             } else if let Some(f) = st.failures.get(uid) {
-                PodStatus {
-                    phase: PodPhase::Pending,
-                    reason: f.reason.to_string(),
-                    message: f.message.clone(),
-                    ..PodStatus::default()
-                }
+                waiting_status(pod, f.reason, &f.message)
             } else {
                 continue;
             };
-            status.host_ip = self.node_ip.map(|i| i.to_string()).unwrap_or_default();
-            status.start_time = pod
-                .status
-                .start_time
-                .clone()
-                .or_else(|| st.reported.get(uid).and_then(|r| r.start_time.clone()))
-                .or_else(|| Some(rfc3339(SystemTime::now())));
-            status.usage = st.usage.get(uid).cloned();
-            let unchanged = st.reported.get(uid).is_some_and(|r| {
-                let mut a = r.clone();
-                let mut b = status.clone();
-                a.usage = None;
-                b.usage = None;
-                a == b && r.usage == status.usage
-            });
-            if unchanged {
+            let api_status = pod.status.as_ref();
+            settle(&mut status, api_status, host_ip, &now);
+            // Written just now and not back through the watch yet: not again. Once the
+            // write is older, the API's status is what counts (someone else may change it).
+            let just_written = st
+                .reported
+                .get(uid)
+                .is_some_and(|(s, at)| s == &status && at.elapsed() < WATCH_LAG);
+            if api_status == Some(&status) || just_written {
                 continue;
             }
             writes.push((
                 uid.clone(),
-                pod.metadata.namespace.clone(),
-                pod.metadata.name.clone(),
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
                 status,
             ));
         }
         for (uid, ns, name, status) in writes {
             let api = self.client.api::<Pod>(Some(&ns));
-            let patch = serde_json::json!({ "status": status });
+            let patch = status_patch(&status);
             match api.patch_status(&name, &patch).await {
                 Ok(_) => {
-                    st.reported.insert(uid, status);
+                    st.reported.insert(uid, (status, Instant::now()));
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
@@ -336,5 +581,78 @@ impl PodLoop {
                 }
             }
         }
+    }
+}
+
+/// How long a written status may take to come back through the watch.
+const WATCH_LAG: Duration = Duration::from_secs(2);
+
+/// The merge patch that sets a pod's status: the agent's fields that are unset now are null,
+/// so that a merge patch removes them (a cleared reason or message must not linger).
+pub fn status_patch(status: &PodStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        for key in [
+            "reason",
+            "message",
+            "podIP",
+            "podIPs",
+            "hostIP",
+            "hostIPs",
+            "startTime",
+        ] {
+            obj.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": v })
+}
+
+/// The body of the final delete of a terminating pod whose containers are stopped.
+pub fn final_delete_options(uid: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": uid},
+    })
+}
+
+/// Deletes the pod object for good (grace 0, only this incarnation of it).
+async fn finalize(client: &Client, pod: &Pod) -> Result<(), podd_client::Error> {
+    let path = podd_client::resource_path(
+        podd_api::Kind::Pod,
+        pod.namespace().as_deref(),
+        Some(&pod.name_any()),
+    );
+    let body = serde_json::to_vec(&final_delete_options(&uid_of(pod)))
+        .map_err(|e| podd_client::Error::Decode(e.to_string()))?;
+    client
+        .request::<serde_json::Value>(hyper::Method::DELETE, &path, Some(body), "application/json")
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_patch_clears_what_is_unset() {
+        let s = PodStatus {
+            phase: Some("Running".into()),
+            ..PodStatus::default()
+        };
+        let p = status_patch(&s);
+        assert_eq!(p["status"]["phase"], "Running");
+        assert!(p["status"]["reason"].is_null() && p["status"].get("reason").is_some());
+        assert!(p["status"].get("conditions").is_none());
+    }
+
+    #[test]
+    fn the_final_delete_is_immediate_and_for_this_uid() {
+        assert_eq!(
+            final_delete_options("u1"),
+            serde_json::json!({"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":0,"preconditions":{"uid":"u1"}})
+        );
     }
 }

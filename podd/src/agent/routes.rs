@@ -1,7 +1,7 @@
 //! Routes to the other nodes' pod CIDRs through their node IPs, kept equal to the Node list.
 
 use futures::StreamExt;
-use podd_api::Node;
+use podd_api::{Node, ResourceExt};
 use podd_client::{Client, ListParams, WatcherEvent, watcher};
 use podd_net::{Ipv4Cidr, NodeNetwork, PeerRoute};
 use std::collections::BTreeMap;
@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 /// The route to `node`'s pods, if it has a pod CIDR and an InternalIP.
 fn peer_route(node: &Node) -> Option<PeerRoute> {
-    let (net, len) = node.spec.pod_cidr.split_once('/')?;
+    let (net, len) = node.spec.as_ref()?.pod_cidr.as_deref()?.split_once('/')?;
     let cidr = Ipv4Cidr::new(net.parse().ok()?, len.parse().ok()?).ok()?;
     let via: Ipv4Addr = node
         .status
+        .as_ref()?
         .addresses
         .iter()
-        .find(|a| a.kind == "InternalIP")?
+        .flatten()
+        .find(|a| a.type_ == "InternalIP")?
         .address
         .parse()
         .ok()?;
@@ -30,16 +32,13 @@ pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
     while let Some(ev) = events.next().await {
         match ev {
             Ok(WatcherEvent::Restarted(all)) => {
-                nodes = all
-                    .into_iter()
-                    .map(|n| (n.metadata.name.clone(), n))
-                    .collect();
+                nodes = all.into_iter().map(|n| (n.name_any(), n)).collect();
             }
             Ok(WatcherEvent::Applied(n)) => {
-                nodes.insert(n.metadata.name.clone(), n);
+                nodes.insert(n.name_any(), n);
             }
             Ok(WatcherEvent::Deleted(n)) => {
-                nodes.remove(&n.metadata.name);
+                nodes.remove(&n.name_any());
             }
             Err(e) => {
                 tracing::debug!(error = %e, "node watch (retrying)");
@@ -48,7 +47,7 @@ pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
         }
         let desired: Vec<PeerRoute> = nodes
             .values()
-            .filter(|n| n.metadata.name != me)
+            .filter(|n| n.name_any() != me)
             .filter_map(peer_route)
             .collect();
         if desired == last {

@@ -3,7 +3,7 @@
 //! writes only the difference.
 
 use futures::StreamExt;
-use podd_api::{Endpoints, Service};
+use podd_api::{Endpoints, ResourceExt, Service};
 use podd_client::{Client, ListParams, WatcherEvent, watcher};
 use podd_dns::DnsServer;
 use podd_lb::LoadBalancer;
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 type Key = (String, String);
 
-fn key(ns: &str, name: &str) -> Key {
-    (ns.to_string(), name.to_string())
+fn key<T: ResourceExt>(obj: &T) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 pub async fn run(
@@ -34,16 +34,16 @@ pub async fn run(
         let changed = tokio::select! {
             ev = svc_events.next() => match ev {
                 Some(Ok(WatcherEvent::Restarted(all))) => {
-                    services = all.into_iter().map(|s| (key(&s.metadata.namespace, &s.metadata.name), s)).collect();
+                    services = all.into_iter().map(|s| (key(&s), s)).collect();
                     have_svc = true;
                     true
                 }
                 Some(Ok(WatcherEvent::Applied(s))) => {
-                    services.insert(key(&s.metadata.namespace, &s.metadata.name), s);
+                    services.insert(key(&s), s);
                     true
                 }
                 Some(Ok(WatcherEvent::Deleted(s))) => {
-                    services.remove(&key(&s.metadata.namespace, &s.metadata.name));
+                    services.remove(&key(&s));
                     true
                 }
                 Some(Err(e)) => { tracing::debug!(error = %e, "service watch (retrying)"); false }
@@ -51,16 +51,16 @@ pub async fn run(
             },
             ev = ep_events.next() => match ev {
                 Some(Ok(WatcherEvent::Restarted(all))) => {
-                    endpoints = all.into_iter().map(|e| (key(&e.metadata.namespace, &e.metadata.name), e)).collect();
+                    endpoints = all.into_iter().map(|e| (key(&e), e)).collect();
                     have_ep = true;
                     true
                 }
                 Some(Ok(WatcherEvent::Applied(e))) => {
-                    endpoints.insert(key(&e.metadata.namespace, &e.metadata.name), e);
+                    endpoints.insert(key(&e), e);
                     true
                 }
                 Some(Ok(WatcherEvent::Deleted(e))) => {
-                    endpoints.remove(&key(&e.metadata.namespace, &e.metadata.name));
+                    endpoints.remove(&key(&e));
                     true
                 }
                 Some(Err(e)) => { tracing::debug!(error = %e, "endpoints watch (retrying)"); false }
@@ -76,7 +76,7 @@ pub async fn run(
         let svcs: Vec<Service> = services.values().cloned().collect();
         let eps: Vec<Endpoints> = endpoints.values().cloned().collect();
         if let Some(dns) = &dns {
-            dns.set_services(&podd_dns::records_from_api(&svcs));
+            dns.set_services(&podd_dns::service_records(&svcs, &eps));
         }
         if let Some(lb) = &lb {
             let lb = lb.clone();

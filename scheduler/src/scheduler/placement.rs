@@ -9,7 +9,7 @@ use crate::filters::{
 use crate::index::{Candidate, ClassIndex, Query};
 use crate::model::{PodInfo, Unschedulable};
 use crate::score::{penalties, score_node, stable_hash};
-use podd_api::pod::NodeSelectorRequirement;
+use podd_api::NodeSelectorRequirement;
 use std::collections::BTreeMap;
 
 impl Scheduler {
@@ -97,9 +97,15 @@ impl Scheduler {
                 let smallest = term
                     .match_expressions
                     .iter()
+                    .flatten()
                     .filter(|r| r.operator == "In")
                     .map(|r| {
-                        let n: usize = r.values.iter().map(|v| posting(&r.key, v).len()).sum();
+                        let n: usize = r
+                            .values
+                            .iter()
+                            .flatten()
+                            .map(|v| posting(&r.key, v).len())
+                            .sum();
                         (n, r)
                     })
                     .min_by_key(|(n, _)| *n);
@@ -128,6 +134,7 @@ impl Scheduler {
             .flat_map(|r| {
                 r.values
                     .iter()
+                    .flatten()
                     .flat_map(|v| posting(&r.key, v).iter().copied())
             })
             .collect();
@@ -245,6 +252,7 @@ impl Scheduler {
             c.hash == hash
                 && c.constraints.node_selector == pod.node_selector
                 && c.constraints.required_affinity == pod.required_affinity
+                && c.constraints.preferred_affinity == pod.preferred_affinity
                 && c.constraints.tolerations == pod.tolerations
         });
         if let Some(i) = found {
@@ -263,6 +271,7 @@ impl Scheduler {
         let probe = PodInfo {
             node_selector: pod.node_selector.clone(),
             required_affinity: pod.required_affinity.clone(),
+            preferred_affinity: pod.preferred_affinity.clone(),
             tolerations: pod.tolerations.clone(),
             ..Default::default()
         };
@@ -278,6 +287,7 @@ impl Scheduler {
             constraints: Constraints {
                 node_selector: probe.node_selector.clone(),
                 required_affinity: probe.required_affinity.clone(),
+                preferred_affinity: probe.preferred_affinity.clone(),
                 tolerations: probe.tolerations.clone(),
             },
             probe,
@@ -417,22 +427,35 @@ fn constraints_hash(pod: &PodInfo) -> u64 {
     feed("|");
     if let Some(a) = &pod.required_affinity {
         for term in &a.node_selector_terms {
-            feed("T");
-            for r in &term.match_expressions {
-                feed(&r.key);
-                feed(&r.operator);
-                for v in &r.values {
-                    feed(v);
+            for (tag, reqs) in [("T", &term.match_expressions), ("F", &term.match_fields)] {
+                feed(tag);
+                for r in reqs.iter().flatten() {
+                    feed(&r.key);
+                    feed(&r.operator);
+                    for v in r.values.iter().flatten() {
+                        feed(v);
+                    }
                 }
             }
         }
     }
     feed("|");
+    for p in &pod.preferred_affinity {
+        feed(&p.weight.to_string());
+        for r in p.preference.match_expressions.iter().flatten() {
+            feed(&r.key);
+            feed(&r.operator);
+            for v in r.values.iter().flatten() {
+                feed(v);
+            }
+        }
+        feed(";");
+    }
+    feed("|");
     for t in &pod.tolerations {
-        feed(&t.key);
-        feed(&t.operator);
-        feed(&t.value);
-        feed(&t.effect);
+        for field in [&t.key, &t.operator, &t.value, &t.effect] {
+            feed(field.as_deref().unwrap_or(""));
+        }
     }
     h
 }

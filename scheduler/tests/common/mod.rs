@@ -47,16 +47,18 @@ pub fn replica(group: &str, i: usize, cpu: u64, mem: u64) -> PodInfo {
 pub fn taint(k: &str, v: &str, effect: &str) -> Taint {
     Taint {
         key: k.into(),
-        value: v.into(),
+        value: Some(v.into()),
         effect: effect.into(),
+        time_added: None,
     }
 }
 
 pub fn toleration(k: &str, v: &str) -> Toleration {
     Toleration {
-        key: k.into(),
-        operator: "Equal".into(),
-        value: v.into(),
-        effect: String::new(),
+        key: Some(k.into()),
+        operator: Some("Equal".into()),
+        value: Some(v.into()),
+        effect: None,
+        toleration_seconds: None,
     }
 }

@@ -40,7 +40,7 @@ fn pod_ref(p: &Value) -> PodRef {
 fn is_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["phase"] == "Running"
-        && (p["status"]["ready"] == true || podd_tests::cluster::condition_true(p, "Ready"))
+        && podd_tests::cluster::condition_true(p, "Ready")
 }
 
 /// The ready pods matching `selector`.
@@ -52,11 +52,17 @@ fn ready_pods(c: &Cluster, selector: &str) -> Result<Vec<PodRef>> {
         .collect())
 }
 
-/// Waits until exactly `n` pods matching `selector` exist and all are ready.
+/// Waits until exactly `n` active pods matching `selector` exist and all are ready. Finished
+/// pods (Failed, e.g. NodeLost, or Succeeded) are not replicas: as in Kubernetes, their
+/// ReplicaSet replaced them and they stay listed until the pod GC removes them.
 fn wait_ready(c: &Cluster, selector: &str, n: usize, timeout: Duration) -> Result<Vec<PodRef>> {
     let mut last = Vec::new();
     wait_for(timeout, &format!("{n} ready pods {selector}"), || {
-        let all = c.get_items("pods", Some(selector))?;
+        let all: Vec<Value> = c
+            .get_items("pods", Some(selector))?
+            .into_iter()
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded")))
+            .collect();
         last = all.iter().filter(|p| is_ready(p)).map(pod_ref).collect();
         Ok(all.len() == n && last.len() == n)
     })
@@ -654,8 +660,50 @@ fn podctl_logs_and_exec(c: &Cluster, web: &[PodRef]) -> Result<()> {
         Some(3),
         "podctl exec passes the command's exit code on"
     );
+    // The same through the real kubectl, from node 1's namespace with the kubeconfig the
+    // server wrote: logs, exec over WebSocket (output, exit code, stdin).
+    let kubectl =
+        |args: &[&str], stdin: &[u8]| -> Result<std::process::Output> { c.kubectl(args, stdin) };
+    let out = kubectl(&["logs", &logger.name], b"")?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello-from-logger\n",
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in web {
+        let out = kubectl(&["exec", &p.name, "--", "cat", "/www/id"], b"")?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            p.name,
+            "kubectl exec into {} on {}: {}",
+            p.name,
+            p.node,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let failed = kubectl(&["exec", &web[0].name, "--", "sh", "-c", "exit 3"], b"")?;
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "kubectl exec passes the command's exit code on: {}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    let echoed = kubectl(
+        &["exec", "-i", &web[0].name, "--", "cat"],
+        b"through stdin\n",
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&echoed.stdout),
+        "through stdin\n",
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&echoed.stderr)
+    );
     let nodes: BTreeSet<&str> = web.iter().map(|p| p.node.as_str()).collect();
-    println!("podctl logs {} and podctl exec on {nodes:?}", logger.name);
+    println!(
+        "podctl and kubectl logs {} and exec on {nodes:?}",
+        logger.name
+    );
     Ok(())
 }
 

@@ -25,9 +25,10 @@ fn a_default_pod_can_neither_make_nor_open_host_devices() {
     let m = node.manager();
     let images = node.busybox();
     let mut pod = sleeper("dev-attack", "sec-dev-1", "busybox", None);
-    pod.spec.volumes =
+    let spec = pod.spec.as_mut().expect("a pod spec");
+    spec.volumes =
         serde_json::from_value(serde_json::json!([{"name": "scratch", "emptyDir": {}}])).unwrap();
-    pod.spec.containers[0].volume_mounts =
+    spec.containers[0].volume_mounts =
         serde_json::from_value(serde_json::json!([{"name": "scratch", "mountPath": "/scratch"}]))
             .unwrap();
     m.run_pod(&pod, &images).unwrap();

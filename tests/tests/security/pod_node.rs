@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use podd_api::Pod;
-use podd_api::pod::PodPhase;
+use podd_api::resources::{pod_is_ready, pod_phase};
 use podd_image::{Compression, ImageStore, PullPolicy, RegistryOptions, UnpackedImage};
 use podd_net::{Ipv4Cidr, NamedNamespace, NodeNetConfig, NodeNetwork, NsKind};
 use podd_pod::manager::{PodConfig, PodManager};
@@ -172,9 +172,15 @@ pub(crate) fn sleeper(
 pub(crate) fn wait_running(m: &PodManager, uid: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((rt, alive)) = m.status(uid) {
-            let s = pod_status(&rt, alive, None);
-            if s.phase == PodPhase::Running && s.ready {
+        if let Some((rt, alive)) = m.status(uid)
+            && let Some(pod) = m.pod(uid)
+        {
+            let status = pod_status(&pod, &rt, alive, None);
+            let pod = Pod {
+                status: Some(status),
+                ..pod
+            };
+            if pod_phase(&pod) == "Running" && pod_is_ready(&pod) {
                 return;
             }
         }

@@ -1,0 +1,523 @@
+//! Server-side Table output (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`): the
+//! columns kubectl prints for each kind, as kube-apiserver's printers
+//! (`pkg/printers/internalversion`) define them. As kube-apiserver, the rows always carry the
+//! wide (priority 1) cells, kubectl shows them with `-o wide`; ages are sent as the short
+//! durations kubectl prints (`5m`, `3d4h`), computed when the table is made.
+
+mod cells;
+
+use podd_api::jiff::Timestamp;
+use podd_api::{Kind, ObjectMeta};
+use serde_json::{Value, json};
+
+/// One column of a Table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    /// `string`, `integer`, `boolean`.
+    pub type_: &'static str,
+    /// `name` for the object's name column, else empty.
+    pub format: &'static str,
+    /// 0: always shown; 1: shown by `-o wide`.
+    pub priority: u8,
+    pub description: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    type_: &'static str,
+    priority: u8,
+    description: &'static str,
+) -> Column {
+    Column {
+        name,
+        type_,
+        format: "",
+        priority,
+        description,
+    }
+}
+
+const NAME: Column = Column {
+    name: "Name",
+    type_: "string",
+    format: "name",
+    priority: 0,
+    description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+};
+const AGE: Column = col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.",
+);
+const CONTAINERS: Column = col(
+    "Containers",
+    "string",
+    1,
+    "Names of each container in the template.",
+);
+const IMAGES: Column = col(
+    "Images",
+    "string",
+    1,
+    "Images referenced by each container in the template.",
+);
+
+/// The columns of `kind`'s Table, in kube-apiserver's order.
+pub fn columns(kind: Kind) -> Vec<Column> {
+    match kind {
+        Kind::Pod => vec![
+            NAME,
+            col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+            AGE,
+            col(
+                "IP",
+                "string",
+                1,
+                "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            ),
+            col(
+                "Node",
+                "string",
+                1,
+                "NodeName indicates in which node this pod is scheduled.",
+            ),
+            col(
+                "Nominated Node",
+                "string",
+                1,
+                "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods.",
+            ),
+            col(
+                "Readiness Gates",
+                "string",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
+        ],
+        Kind::Deployment => vec![
+            NAME,
+            col("Ready", "string", 0, "Number of the pod with ready state"),
+            col(
+                "Up-to-date",
+                "string",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            col(
+                "Available",
+                "string",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            col(
+                "Selector",
+                "string",
+                1,
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+            ),
+        ],
+        Kind::ReplicaSet => vec![
+            NAME,
+            col(
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired replicas.",
+            ),
+            col(
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            col(
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            col(
+                "Selector",
+                "string",
+                1,
+                "Selector is a label query over pods that should match the replica count.",
+            ),
+        ],
+        Kind::Service => vec![
+            NAME,
+            col(
+                "Type",
+                "string",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            col(
+                "Cluster-IP",
+                "string",
+                0,
+                "clusterIP is the IP address of the service and is usually assigned randomly.",
+            ),
+            col(
+                "External-IP",
+                "string",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            col(
+                "Port(s)",
+                "string",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
+            AGE,
+            col(
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
+        ],
+        Kind::Endpoints => vec![
+            NAME,
+            col(
+                "Endpoints",
+                "string",
+                0,
+                "The set of all endpoints is the union of all subsets.",
+            ),
+            AGE,
+        ],
+        Kind::EndpointSlice => vec![
+            NAME,
+            col(
+                "AddressType",
+                "string",
+                0,
+                "addressType specifies the type of address carried by this EndpointSlice.",
+            ),
+            col(
+                "Ports",
+                "string",
+                0,
+                "ports specifies the list of network ports exposed by each endpoint in this slice.",
+            ),
+            col(
+                "Endpoints",
+                "string",
+                0,
+                "endpoints is a list of unique endpoints in this slice.",
+            ),
+            AGE,
+        ],
+        Kind::Node => vec![
+            NAME,
+            col("Status", "string", 0, "The status of the node"),
+            col("Roles", "string", 0, "The roles of the node"),
+            AGE,
+            col(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+            col(
+                "Internal-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node.",
+            ),
+            col(
+                "External-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node.",
+            ),
+            col(
+                "OS-Image",
+                "string",
+                1,
+                "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+            ),
+            col(
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+            ),
+            col(
+                "Container-Runtime",
+                "string",
+                1,
+                "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+            ),
+        ],
+        Kind::Event => vec![
+            col(
+                "Last Seen",
+                "string",
+                0,
+                "The time at which the most recent occurrence of this event was recorded.",
+            ),
+            col(
+                "Type",
+                "string",
+                0,
+                "Type of this event (Normal, Warning), new types could be added in the future",
+            ),
+            col(
+                "Reason",
+                "string",
+                0,
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            ),
+            col(
+                "Object",
+                "string",
+                0,
+                "The object that this event is about.",
+            ),
+            col(
+                "Subobject",
+                "string",
+                1,
+                "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
+            ),
+            col("Source", "string", 1, "The component reporting this event."),
+            col(
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
+            col(
+                "First Seen",
+                "string",
+                1,
+                "The time at which the event was first recorded.",
+            ),
+            col(
+                "Count",
+                "string",
+                1,
+                "The number of times this event has occurred.",
+            ),
+            Column {
+                priority: 1,
+                ..NAME
+            },
+        ],
+        Kind::HorizontalPodAutoscaler => vec![
+            NAME,
+            col(
+                "Reference",
+                "string",
+                0,
+                "scaleTargetRef points to the target resource to scale.",
+            ),
+            col(
+                "Targets",
+                "string",
+                0,
+                "metrics contains the specifications for which to use to calculate the desired replica count.",
+            ),
+            col(
+                "MinPods",
+                "string",
+                0,
+                "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.",
+            ),
+            col(
+                "MaxPods",
+                "string",
+                0,
+                "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up.",
+            ),
+            col(
+                "Replicas",
+                "string",
+                0,
+                "currentReplicas is current number of replicas of pods managed by this autoscaler.",
+            ),
+            AGE,
+        ],
+        Kind::Lease => vec![
+            NAME,
+            col(
+                "Holder",
+                "string",
+                0,
+                "holderIdentity contains the identity of the holder of a current lease.",
+            ),
+            AGE,
+        ],
+    }
+}
+
+/// What each row carries of its object (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    /// kube-apiserver's default: a PartialObjectMetadata, enough for kubectl's NAMESPACE and
+    /// LABELS columns.
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    /// The request's `includeObject`; empty is the default, Metadata.
+    pub fn parse(s: &str) -> Option<IncludeObject> {
+        match s {
+            "None" => Some(IncludeObject::None),
+            "" | "Metadata" => Some(IncludeObject::Metadata),
+            "Object" => Some(IncludeObject::Object),
+            _ => None,
+        }
+    }
+}
+
+/// A meta.k8s.io/v1 Table of `items` (objects of `kind`, as JSON). `include_object` is the
+/// request's `includeObject` (`None`, `Metadata` (kubectl's default) or `Object`; an unknown
+/// value is taken as the default: the HTTP layer refuses it first with
+/// [`IncludeObject::parse`]).
+pub fn to_table(kind: Kind, items: &[Value], include_object: &str) -> Value {
+    to_table_at(kind, items, include_object, Timestamp::now())
+}
+
+/// [`to_table`] with ages counted up to `now`.
+pub fn to_table_at(kind: Kind, items: &[Value], include_object: &str, now: Timestamp) -> Value {
+    let include = IncludeObject::parse(include_object).unwrap_or(IncludeObject::Metadata);
+    let defs: Vec<Value> = columns(kind)
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.type_,
+                "format": c.format,
+                "description": c.description,
+                "priority": c.priority,
+            })
+        })
+        .collect();
+    let width = defs.len();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut row = cells::row(kind, item, now);
+            // A stored object that no longer decodes still gets its name and a full row.
+            row.cells.resize(width, Value::String(String::new()));
+            let mut v = json!({"cells": row.cells});
+            if !row.conditions.is_empty() {
+                v["conditions"] = row.conditions.into();
+            }
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => v["object"] = partial_metadata(item),
+                IncludeObject::Object => v["object"] = item.clone(),
+            }
+            v
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {},
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+/// The PartialObjectMetadata of an object (meta.k8s.io/v1).
+fn partial_metadata(item: &Value) -> Value {
+    let meta = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
+/// Go's `duration.HumanDuration`: the short, two-significant-unit age kubectl prints.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    } else if seconds < 0 {
+        return "0s".into();
+    } else if seconds < 60 * 2 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    } else if minutes < 60 * 3 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    } else if hours < 48 {
+        return format!("{hours}h");
+    } else if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    } else if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    } else if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// The age of a moment as kube-apiserver prints it (`<unknown>` when unset).
+fn since(t: Option<&Timestamp>, now: Timestamp) -> String {
+    match t {
+        Some(t) => human_duration(now.duration_since(*t).as_secs()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn age(meta: &ObjectMeta, now: Timestamp) -> String {
+    since(meta.creation_timestamp.as_ref().map(|t| &t.0), now)
+}
+
+#[cfg(test)]
+mod tests;

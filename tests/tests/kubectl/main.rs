@@ -1,0 +1,13 @@
+//! The kubectl compatibility suite: the real `kubectl` (1.32, `/usr/bin/kubectl`, or
+//! `$KUBECTL`) against a podd control plane started in this process, on loopback, with hollow
+//! nodes that run pods without containers. Each test is what a user would type, with what
+//! Kubernetes answers: the columns kubectl prints, apply and patch round trips that lose no
+//! field, dry runs that change nothing, orphan deletes, set-based selectors, rollouts.
+//!
+//! `cargo test -p podd-tests --test kubectl`. No root needed; nothing leaves 127.0.0.1.
+
+mod apply;
+mod basics;
+mod harness;
+mod python;
+mod workloads;
