@@ -2,7 +2,8 @@
 //! with every type error listed at once with its path, unknown fields found (for
 //! `fieldValidation=Strict|Warn|Ignore`), and the number forms Kubernetes accepts for
 //! quantities coerced. Uses the schemas k8s-openapi generates (schemars, under Kubernetes'
-//! definition names), which also feed `/openapi/v2` and `/openapi/v3`.
+//! definition names); `/openapi/v2` and `/openapi/v3` are built from the same types by the
+//! API server (`podd_control_plane::discovery`), in OpenAPI's own dialect.
 
 use crate::Kind;
 use crate::validation::{FieldError, MAX_REPORTED_ERRORS, ValidationErrors};
@@ -59,49 +60,6 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
         roots,
     }
 });
-
-/// The OpenAPI definitions of every served kind and of everything they hold, keyed by
-/// Kubernetes' definition names (`io.k8s.api.core.v1.Pod`), with references written as
-/// `{ref_prefix}NAME`: pass `"#/definitions/"` for `/openapi/v2` and
-/// `"#/components/schemas/"` for `/openapi/v3`. Each served kind's definition carries
-/// `x-kubernetes-group-version-kind`, which kubectl uses to find it.
-pub fn openapi_definitions(ref_prefix: &str) -> Map<String, Value> {
-    let s = &*SCHEMAS;
-    let mut out = Map::with_capacity(s.definitions.len());
-    for (name, def) in &s.definitions {
-        let mut def = def.clone();
-        rewrite_refs(&mut def, ref_prefix);
-        out.insert(name.clone(), def);
-    }
-    for (kind, name) in &s.roots {
-        if let Some(Value::Object(def)) = out.get_mut(name) {
-            def.insert(
-                "x-kubernetes-group-version-kind".into(),
-                serde_json::json!([{
-                    "group": kind.group(),
-                    "kind": kind.name(),
-                    "version": kind.version(),
-                }]),
-            );
-        }
-    }
-    out
-}
-
-fn rewrite_refs(v: &mut Value, prefix: &str) {
-    match v {
-        Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get_mut("$ref")
-                && let Some(name) = r.strip_prefix(REF_PREFIX)
-            {
-                *r = format!("{prefix}{name}");
-            }
-            o.values_mut().for_each(|v| rewrite_refs(v, prefix));
-        }
-        Value::Array(a) => a.iter_mut().for_each(|v| rewrite_refs(v, prefix)),
-        _ => {}
-    }
-}
 
 /// Decodes `v` into `T`. Errors list every type problem (and, when Strict, every unknown
 /// field) with its path; on success, the warnings are what Warn reports (`unknown field

@@ -224,40 +224,6 @@ fn realistic_manifest_round_trips() {
 }
 
 #[test]
-fn definitions_for_openapi() {
-    let v2 = openapi_definitions("#/definitions/");
-    let pod = &v2["io.k8s.api.core.v1.Pod"];
-    assert_eq!(
-        pod["x-kubernetes-group-version-kind"],
-        json!([{"group": "", "kind": "Pod", "version": "v1"}])
-    );
-    assert_eq!(
-        pod["properties"]["spec"]["$ref"],
-        "#/definitions/io.k8s.api.core.v1.PodSpec"
-    );
-    let hpa = &v2["io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"];
-    assert_eq!(
-        hpa["x-kubernetes-group-version-kind"][0]["group"],
-        "autoscaling"
-    );
-    for name in [
-        "io.k8s.api.apps.v1.Deployment",
-        "io.k8s.api.discovery.v1.EndpointSlice",
-        "io.k8s.api.coordination.v1.Lease",
-        "io.k8s.apimachinery.pkg.api.resource.Quantity",
-        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-    ] {
-        assert!(v2.contains_key(name), "{name}");
-    }
-    let v3 = openapi_definitions("#/components/schemas/");
-    assert_eq!(
-        v3["io.k8s.api.core.v1.Pod"]["properties"]["spec"]["$ref"],
-        "#/components/schemas/io.k8s.api.core.v1.PodSpec"
-    );
-    assert!(!serde_json::to_string(&v3).unwrap().contains("#/$defs/"));
-}
-
-#[test]
 fn unknown_fields_are_bounded() {
     let mut spec = serde_json::Map::new();
     for i in 0..3000 {
