@@ -37,6 +37,19 @@ impl FieldValidation {
 /// Kubernetes' definition name of quantities: a number is accepted where one is expected and
 /// stored as its string.
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+const TIME: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Time";
+const MICRO_TIME: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime";
+
+/// A time as it is stored: Kubernetes keeps Time to the second and MicroTime to the
+/// microsecond, so a finer time sent by a client is cut to that precision here, once, and
+/// what is stored reads back as the object that was decoded.
+fn canonical_time<T: serde::de::DeserializeOwned + serde::Serialize>(v: &mut Value) {
+    if let Ok(t) = serde_json::from_value::<T>(v.clone())
+        && let Ok(canonical) = serde_json::to_value(&t)
+    {
+        *v = canonical;
+    }
+}
 /// Where schemars puts definitions with its default settings, which the walk resolves.
 const REF_PREFIX: &str = "#/$defs/";
 
@@ -188,6 +201,13 @@ impl<'a> Walk<'a> {
             }
             None => (schema, None),
         };
+        if v.is_string() {
+            match def_name {
+                Some(TIME) => canonical_time::<crate::Time>(v),
+                Some(MICRO_TIME) => canonical_time::<crate::MicroTime>(v),
+                _ => {}
+            }
+        }
         if schema
             .get("x-kubernetes-int-or-string")
             .and_then(Value::as_bool)

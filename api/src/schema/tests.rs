@@ -284,3 +284,21 @@ mod round_trip {
         }
     }
 }
+
+/// Found by the api_json fuzz target: a renewTime finer than a microsecond decoded to a Lease
+/// whose stored form (microseconds, as Kubernetes keeps MicroTime) read back as another Lease.
+#[test]
+fn times_are_cut_to_their_stored_precision() {
+    let v = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "n1", "namespace": "kube-node-lease", "creationTimestamp": "2026-12-07T14:00:00.5Z"},
+        "spec": {"holderIdentity": "n1", "renewTime": "2026-12-07T14:00:00.1223456Z"}});
+    let (lease, _) = decode::<crate::Lease>(v, FieldValidation::Strict).unwrap();
+    let stored = serde_json::to_value(&lease).unwrap();
+    assert_eq!(stored["spec"]["renewTime"], "2026-12-07T14:00:00.122345Z");
+    assert_eq!(
+        stored["metadata"]["creationTimestamp"],
+        "2026-12-07T14:00:00Z"
+    );
+    let (again, _) = decode::<crate::Lease>(stored, FieldValidation::Strict).unwrap();
+    assert_eq!(again, lease);
+}
