@@ -9,7 +9,6 @@ mod names;
 mod network;
 mod pod;
 mod quantity;
-mod update;
 mod workloads;
 
 pub use names::{
@@ -280,19 +279,6 @@ pub fn validate<T: crate::Object>(obj: &T) -> Result<(), ValidationErrors> {
         Kind::Event => run!(crate::Event, cluster::validate_event),
         Kind::Lease => run!(crate::Lease, cluster::validate_lease),
     }
-    errs.into_result()
-}
-
-/// Validates an update of `old` to `new`: [`validate`] of `new`, plus what Kubernetes does
-/// not let an update change (name, namespace, uid; workload selectors; a Service's cluster
-/// IP; a pod's spec apart from images, activeDeadlineSeconds, added tolerations and, as podd
-/// binds pods by update, a first nodeName).
-pub fn validate_update<T: crate::Object>(old: &T, new: &T) -> Result<(), ValidationErrors> {
-    let mut errs = match validate(new) {
-        Ok(()) => ValidationErrors::default(),
-        Err(e) => e,
-    };
-    update::check(&mut errs, old, new);
     errs.into_result()
 }
 
