@@ -18,7 +18,6 @@ pub mod registry;
 pub mod server;
 pub mod streaming;
 pub mod table;
-pub mod time;
 pub mod tls;
 pub mod usage;
 
