@@ -41,6 +41,17 @@ pub struct LimitWrite {
     pub value: String,
 }
 
+impl LimitWrite {
+    /// Whether this write sets the value a new cgroup already has: no limit.
+    pub fn is_unlimited(&self) -> bool {
+        match self.file.as_str() {
+            "pids.max" | "memory.max" | "memory.swap.max" => self.value == "max",
+            "cpu.max" => self.value == "max 100000",
+            f => f.starts_with("hugetlb.") && f.ends_with(".max") && self.value == "max",
+        }
+    }
+}
+
 fn w(controller: &str, file: impl Into<String>, value: impl ToString) -> LimitWrite {
     LimitWrite {
         controller: controller.into(),
@@ -255,10 +266,24 @@ impl Cgroup {
 
     /// Create the directories (recording the ones made here) and apply `resources`.
     pub fn create(&mut self, resources: Option<&LinuxResources>) -> Result<()> {
-        let writes = match resources {
+        let mut writes = match resources {
             Some(r) => limit_writes(r)?,
             None => Vec::new(),
         };
+        // "No limit" (`pids.limit: -1`, as engines send by default) is what a new cgroup has
+        // anyway: it needs no controller, so where the controller is missing it is skipped.
+        if writes.iter().any(LimitWrite::is_unlimited) {
+            let available =
+                fs::read_to_string(self.root.join("cgroup.controllers")).unwrap_or_default();
+            writes.retain(|lw| {
+                let keep =
+                    !lw.is_unlimited() || available.split_whitespace().any(|c| c == lw.controller);
+                if !keep {
+                    tracing::debug!(file = %lw.file, "no limit asked and no controller: skipped");
+                }
+                keep
+            });
+        }
         let mut needed: Vec<(&str, &str)> = Vec::new();
         for lw in &writes {
             if !needed.iter().any(|(c, _)| *c == lw.controller) {
@@ -533,6 +558,23 @@ mod tests {
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(blkio_to_io_weight(10), 1);
         assert_eq!(blkio_to_io_weight(1000), 10_000);
+    }
+
+    #[test]
+    fn no_limit_needs_no_controller() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), "hugetlb\n").unwrap();
+        let res = |limit: i64| -> LinuxResources {
+            serde_json::from_value(serde_json::json!({"pids": {"limit": limit}})).unwrap()
+        };
+        let mut cg = Cgroup::new(dir.path(), "a/b").unwrap();
+        cg.create(Some(&res(-1)))
+            .expect("pids.limit -1 needs no pids controller");
+        assert!(cg.path().is_dir());
+        assert!(!cg.path().join("pids.max").exists(), "nothing written");
+        let mut cg = Cgroup::new(dir.path(), "c").unwrap();
+        let err = cg.create(Some(&res(100))).unwrap_err();
+        assert!(matches!(err, Error::ControllerMissing { .. }), "{err}");
     }
 
     #[test]

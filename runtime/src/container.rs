@@ -101,6 +101,9 @@ struct ProcessPlan {
     seccomp: Vec<BpfProgram>,
     console: Option<OwnedFd>,
     preserve_fds: u32,
+    /// The root is a chroot in the runtime's mount namespace (a spec without a mount
+    /// namespace): there is no procfs of the container's for pathrs, see [`enter_cwd`].
+    chrooted: bool,
 }
 
 impl ProcessPlan {
@@ -144,6 +147,7 @@ impl ProcessPlan {
             process: process.clone(),
             console,
             preserve_fds,
+            chrooted: false,
         })
     }
 
@@ -162,7 +166,7 @@ impl ProcessPlan {
                 .map_err(io_err("write", "/proc/self/oom_score_adj"))?;
         }
         process::set_rlimits(&self.process)?;
-        enter_cwd(self.process.cwd())?;
+        enter_cwd(self.process.cwd(), self.chrooted)?;
         let env: Vec<String> = self.process.env().clone().unwrap_or_default();
         let arg0 = self
             .process
@@ -173,8 +177,9 @@ impl ProcessPlan {
             .unwrap_or_default();
         let program = process::find_program(&arg0, &env)?;
         if !self.nnp {
-            // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
-            seccomp::install(&self.seccomp)?;
+            // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have
+            // it (install sets no_new_privs only if CAP_SYS_ADMIN is missing already).
+            seccomp::install(&self.seccomp, false)?;
         }
         process::drop_bounding(&self.caps)?;
         process::switch_user(&self.process, &self.caps)?;
@@ -211,7 +216,7 @@ impl ProcessPlan {
         self.close_for_exec(sock);
         fds::cloexec_from(3 + self.preserve_fds);
         if self.nnp {
-            seccomp::install(&self.seccomp)?;
+            seccomp::install(&self.seccomp, true)?;
         }
         let e = nix::unistd::execve(program, &self.args, &self.env).unwrap_err();
         Err(sys_err(format!("execve {program:?}"))(e))
@@ -221,7 +226,24 @@ impl ProcessPlan {
 /// chdir to `process.cwd`, resolved inside the current root (the container's, after pivot_root
 /// or setns) by pathrs: symlinks stay in the root and magic links such as `/proc/self/fd/N` are
 /// refused. A missing directory is created. Then the cwd is verified to be under the root.
-fn enter_cwd(cwd: &Path) -> Result<()> {
+///
+/// In a chroot (no mount namespace) pathrs has no procfs to check its work with (the spec's
+/// mounts, /proc among them, are not made there), so the cwd is entered with a plain chdir:
+/// the kernel resolves it, symlinks included, inside the chroot, and no fd to anything outside
+/// is open at this point (the first fd sweep ran); the final check below still applies.
+fn enter_cwd(cwd: &Path, chrooted: bool) -> Result<()> {
+    if chrooted {
+        if !cwd.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(cwd)
+                .map_err(io_err("create process.cwd", cwd))?;
+        }
+        nix::unistd::chdir(cwd)
+            .map_err(sys_err(format!("chdir to process.cwd {}", cwd.display())))?;
+        return fds::check_cwd_in_root(cwd);
+    }
     let refused = |e: pathrs::error::Error| {
         Error::InvalidSpec(format!(
             "process.cwd {} cannot be entered inside the container's root (a magic link such \
@@ -303,6 +325,9 @@ struct InitPlan {
     cgroup: Option<Cgroup>,
     fifo: PathBuf,
     proc: ProcessPlan,
+    /// config.json has no `process`: init sets the container up, reports ready and then only
+    /// waits to be killed (`start` refuses such a container).
+    no_process: bool,
     needs_runtime_hooks: bool,
     state: OciState,
 }
@@ -477,23 +502,21 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
     let in_userns = plan.ns.has(LinuxNamespaceType::User);
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
     umask(Mode::empty());
+    // Without a mount namespace the container shares the runtime's mount table: nothing is
+    // mounted (see `no_mountns_checks`), and init chroots into the rootfs instead of pivoting.
     let has_mountns = plan.ns.has(LinuxNamespaceType::Mount);
-    if !has_mountns {
-        return Err(Error::InvalidSpec(
-            "linux.namespaces needs a mount namespace".into(),
-        ));
+    if has_mountns {
+        rootfs::prepare(&plan.rootfs)?;
     }
-    rootfs::prepare(
-        &plan.rootfs,
-        linux.and_then(|l| l.rootfs_propagation().as_deref()),
-    )?;
     // Opened after the rootfs is bind-mounted onto itself, so lookups see that mount.
     let root = rootfs::InRoot::open(&plan.rootfs)?;
-    for m in spec.mounts().iter().flatten() {
-        rootfs::mount_one(&root, m)?;
+    if has_mountns {
+        for m in spec.mounts().iter().flatten() {
+            rootfs::mount_one(&root, m)?;
+        }
+        let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+        rootfs::create_devices(&root, &devices, rootfs::has_fresh_dev(spec), in_userns)?;
     }
-    let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-    rootfs::create_devices(&root, &devices, rootfs::has_fresh_dev(spec), in_userns)?;
 
     let mut state = plan.state.clone();
     let hooks = spec.hooks().as_ref();
@@ -536,8 +559,23 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
     )?;
     drop(root);
 
-    rootfs::pivot(&plan.rootfs)?;
-    if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+    // The procfs handle that reopens the fifo: made before pivot_root or chroot (pathrs checks
+    // its fresh procfs against the /proc it can see, which a chroot does not have) and before
+    // the process setup loads the seccomp filter (a profile may refuse fsopen or open_tree).
+    // It is a detached procfs of the container's pid namespace, not a host directory.
+    let procfs = pathrs::procfs::ProcfsHandle::new().map_err(|e| {
+        Error::Init(format!(
+            "open a procfs handle to reopen exec.fifo: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
+    let proc_root = std::os::fd::AsFd::as_fd(&procfs).as_raw_fd();
+    if !has_mountns {
+        rootfs::chroot(&plan.rootfs)?;
+    } else {
+        rootfs::pivot(&plan.rootfs)?;
+    }
+    if has_mountns && let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         let flags = rootfs::propagation_flag(p).ok_or_else(|| {
             Error::InvalidSpec(format!(
                 "linux.rootfsPropagation {p:?} is not a propagation"
@@ -555,44 +593,66 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
             return Err(sys_err(format!("setdomainname {d}"))(nix::Error::last()));
         }
     }
-    if spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false)
+    if has_mountns
+        && spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
     {
         rootfs::readonly_root()?;
     }
     // From here on paths are the container's: whatever setup opened on the host is closed
     // before the first lookup (the cwd, the console's /dev/ptmx, the program).
-    fds::close_all_except(&plan.proc.keep(&[sock.as_raw_fd(), fifo.as_raw_fd()]));
+    fds::close_all_except(
+        &plan
+            .proc
+            .keep(&[sock.as_raw_fd(), fifo.as_raw_fd(), proc_root]),
+    );
+    if plan.no_process {
+        // Nothing to run: the container exists (state `created`) until it is killed.
+        drop(procfs);
+        drop(fifo);
+        send_msg(sock, &Msg::Ready)?;
+        plan.proc.close_for_exec(sock);
+        let _ = nix::unistd::close(sock.as_raw_fd());
+        loop {
+            nix::unistd::pause();
+        }
+    }
     let program = plan.proc.prepare()?;
     send_msg(sock, &Msg::Ready)?;
 
     // Block until `start` opens the fifo for reading.
-    let procfs = pathrs::procfs::ProcfsHandle::new().map_err(|e| {
-        Error::Init(format!(
-            "open a procfs handle to reopen exec.fifo: {}",
-            crate::error::chain(&e)
-        ))
-    })?;
-    let fifo_fd = format!("fd/{}", fifo.as_raw_fd());
-    let mut w = loop {
-        match procfs.open_follow(
-            pathrs::procfs::ProcfsBase::ProcSelf,
-            &fifo_fd,
-            pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
+    // A plain openat of `self/fd/N` in that procfs (pathrs' own reopen would now run under the
+    // seccomp filter, and an older profile refuses openat2 with EPERM, which pathrs does not
+    // fall back from). The procfs is the fresh instance pathrs made, so the magic link is the
+    // kernel's; the result is still checked to be the same inode as the O_PATH handle.
+    let fifo_fd = format!("self/fd/{}", fifo.as_raw_fd());
+    let w = loop {
+        match openat(
+            Some(proc_root),
+            fifo_fd.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
         ) {
-            Ok(f) => break f,
-            Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EINTR)) => {}
-            Err(e) => {
-                return Err(Error::Init(format!(
-                    "open exec.fifo for writing: {}",
-                    crate::error::chain(&e)
-                )));
-            }
+            Ok(fd) => break fd,
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(sys_err("open exec.fifo for writing")(e)),
         }
     };
+    // SAFETY: openat returned a fresh fd that nothing else owns.
+    let mut w = unsafe { fs::File::from_raw_fd(w) };
+    let same = |a: &nix::sys::stat::FileStat, b: &nix::sys::stat::FileStat| {
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    };
+    let opened = nix::sys::stat::fstat(w.as_raw_fd()).map_err(sys_err("fstat exec.fifo"))?;
+    let handle = nix::sys::stat::fstat(fifo.as_raw_fd()).map_err(sys_err("fstat exec.fifo"))?;
+    if !same(&opened, &handle) {
+        return Err(Error::Init(
+            "reopening exec.fifo through procfs gave another file".into(),
+        ));
+    }
     let _ = w.write_all(b"0");
     drop(w);
     drop(procfs);
@@ -605,6 +665,85 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         &state,
     )?;
     plan.proc.exec(&program, sock)
+}
+
+/// A spec without a mount namespace runs in the runtime's mount namespace (the spec: a
+/// namespace type that is not listed is inherited). podd-oci then changes nothing in that mount
+/// table, which is the host's and would keep any mount after the container is gone: the
+/// process is chrooted into `root.path`; `mounts`, `linux.devices` and `rootfsPropagation` are
+/// skipped with a warning. What would weaken the container's isolation if skipped
+/// (`maskedPaths`, `readonlyPaths`, a read-only root) and what must be written through the
+/// container's own /proc (`sysctl`) is refused.
+fn no_mountns_checks(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let refuse = |what: &str| {
+        Err(Error::InvalidSpec(format!(
+            "{what} needs a mount namespace (add {{\"type\": \"mount\"}} to linux.namespaces): \
+             without one podd-oci does not change the runtime's mount table"
+        )))
+    };
+    if linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        return refuse("linux.maskedPaths");
+    }
+    if linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        return refuse("linux.readonlyPaths");
+    }
+    if linux
+        .and_then(|l| l.sysctl().as_ref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        return refuse("linux.sysctl");
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        return refuse("root.readonly");
+    }
+    let mounts = spec.mounts().as_ref().map_or(0, |m| m.len());
+    if mounts > 0 {
+        tracing::warn!(
+            mounts,
+            "no mount namespace: the spec's mounts are not made (they would land in the \
+             runtime's mount namespace and outlive the container)"
+        );
+    }
+    if linux
+        .and_then(|l| l.devices().as_ref())
+        .is_some_and(|d| !d.is_empty())
+    {
+        tracing::warn!("no mount namespace: linux.devices are not created");
+    }
+    if linux
+        .and_then(|l| l.rootfs_propagation().as_ref())
+        .is_some()
+    {
+        tracing::warn!("no mount namespace: linux.rootfsPropagation is not applied");
+    }
+    Ok(())
+}
+
+/// Warn about the `linux.resources` podd-oci accepts but does not apply.
+fn warn_unapplied_resources(resources: Option<&oci_spec::runtime::LinuxResources>) {
+    if let Some(net) = resources.and_then(|r| r.network().as_ref())
+        && (net.class_id().is_some() || net.priorities().as_ref().is_some_and(|p| !p.is_empty()))
+    {
+        tracing::warn!(
+            class_id = ?net.class_id(),
+            priorities = net.priorities().as_ref().map_or(0, |p| p.len()),
+            "linux.resources.network is not applied: net_cls and net_prio are cgroup v1 \
+             controllers that cgroup v2 has no equivalent files for; use the network \
+             namespace's own traffic control instead"
+        );
+    }
 }
 
 fn now_secs() -> u64 {
@@ -684,10 +823,9 @@ impl Container {
                 .unwrap_or_default(),
         );
         if !ns.has(LinuxNamespaceType::Mount) {
-            return Err(Error::InvalidSpec(
-                "linux.namespaces needs a mount namespace".into(),
-            ));
+            no_mountns_checks(spec)?;
         }
+        warn_unapplied_resources(linux.and_then(|l| l.resources().as_ref()));
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -736,11 +874,11 @@ impl Container {
         fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622))
             .map_err(io_err("chmod", fifo.clone()))?;
 
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
-        let console = if process.terminal().unwrap_or(false) {
+        // `process` is optional at create (the spec: REQUIRED when start is called).
+        let no_process = spec.process().is_none();
+        let placeholder = Process::default();
+        let process = spec.process().as_ref().unwrap_or(&placeholder);
+        let console = if !no_process && process.terminal().unwrap_or(false) {
             let path = opts.console_socket.as_ref().ok_or_else(|| {
                 Error::InvalidSpec(
                     "process.terminal is true but no console socket was given (--console-socket)"
@@ -763,21 +901,44 @@ impl Container {
                 || nonempty(h.start_container().as_ref())
         });
         let annotations: HashMap<String, String> = spec.annotations().clone().unwrap_or_default();
+        // The state the create-time hooks (prestart, createRuntime, createContainer) and
+        // startContainer get: `created`. The spec's lifecycle has `creating` for step 2 only
+        // (building the environment) and `created` after it; these hooks are steps 3 to 5 and 7,
+        // before the user's program runs. See docs/RUNTIME.md.
         let oci_state = OciState {
             oci_version: crate::OCI_VERSION.into(),
             id: id.into(),
-            status: Status::Creating,
+            status: Status::Created,
             pid: 0,
             bundle: bundle.clone(),
             annotations: annotations.clone(),
         };
+        let chrooted = !ns.has(LinuxNamespaceType::Mount);
         let plan = InitPlan {
             spec: spec.clone(),
             rootfs,
             ns,
             cgroup: Some(cgroup.clone()),
             fifo: fifo.clone(),
-            proc: ProcessPlan::new(process, seccomp_spec, console, opts.preserve_fds)?,
+            proc: if no_process {
+                ProcessPlan {
+                    process: process.clone(),
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    caps: CapSets::default(),
+                    nnp: false,
+                    seccomp: Vec::new(),
+                    console,
+                    preserve_fds: opts.preserve_fds,
+                    chrooted,
+                }
+            } else {
+                ProcessPlan {
+                    chrooted,
+                    ..ProcessPlan::new(process, seccomp_spec, console, opts.preserve_fds)?
+                }
+            },
+            no_process,
             needs_runtime_hooks,
             state: oci_state.clone(),
         };
@@ -877,6 +1038,7 @@ impl Container {
             seccomp: seccomp_spec.cloned(),
             user_ns: plan.ns.has(LinuxNamespaceType::User),
             started: false,
+            no_process,
         };
         state.save(&opts.root)?;
         if let Some(pf) = &opts.pid_file {
@@ -960,7 +1122,21 @@ impl Container {
             };
             return Err(self.refuse(status, "start", hint));
         }
+        if self.state.no_process {
+            return Err(Error::InvalidSpec(format!(
+                "container {:?} has no process in its config.json: there is nothing to start",
+                self.state.id
+            )));
+        }
         let fifo = State::dir(&self.root, &self.state.id).join("exec.fifo");
+        // What init runs now (a copy of podd-oci): poststart waits until that has changed.
+        let exe = PathBuf::from(format!("/proc/{}/exe", self.state.pid));
+        let identity = |p: &Path| {
+            nix::sys::stat::stat(p)
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino))
+        };
+        let setup_exe = identity(&exe);
         let fd = open(
             &fifo,
             OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
@@ -996,21 +1172,53 @@ impl Container {
         let _ = fs::remove_file(&fifo);
         self.state.started = true;
         self.state.save(&self.root)?;
+        // The spec: poststart hooks run "after the user-specified process is executed". Init
+        // still has the startContainer hooks and its last steps to go once released, so wait
+        // until its executable is no longer the runtime's (or it is gone).
         let hooks = self.state.hooks.clone();
+        if setup_exe.is_some() {
+            while self.state.alive() && identity(&exe) == setup_exe {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            // Only poststart hooks need the process past its first steps; without them,
+            // `start` returns as soon as the user's program runs (a pod's start latency).
+            if hooks
+                .as_ref()
+                .and_then(|h| h.poststart().as_ref())
+                .is_some_and(|p| !p.is_empty())
+            {
+                self.wait_settled(Duration::from_millis(250));
+            }
+        }
         // The process may already have exited; the hooks still get the pid it ran as.
         let st = OciState {
             status: Status::Running,
             pid: self.state.pid,
             ..self.oci_state()
         };
-        if let Err(e) = hooks::run_all(
+        hooks::run_all_warn(
             "poststart",
             hooks.as_ref().and_then(|h| h.poststart().as_ref()),
             &st,
-        ) {
-            tracing::warn!(error = %e, id = %self.state.id, "poststart hook failed");
-        }
+        );
         Ok(())
+    }
+
+    /// After the exec: wait, at most `limit`, until the process first blocks (sleeping,
+    /// stopped) or exits. A freshly exec'd program is still starting up (a shell has not set
+    /// its traps, a server has not opened its socket); the poststart hooks and whoever reacts
+    /// to `start` returning (a signal sent right away) then meet a process that got going.
+    /// Only a program that computes for `limit` without ever blocking makes `start` wait
+    /// that long.
+    fn wait_settled(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            match state::proc_stat(self.state.pid) {
+                Some((_, start)) if start != self.state.pid_start_time => return,
+                Some(('R' | 'D' | 'W', _)) => std::thread::sleep(Duration::from_micros(200)),
+                _ => return,
+            }
+        }
     }
 
     /// Send `signal` to init, or with `all` to every process in the container's cgroup.
@@ -1086,11 +1294,13 @@ impl Container {
             .stats()
     }
 
-    /// Remove the container: its processes (with `force`, or when it never started), cgroup
-    /// and state; then run the poststop hooks.
+    /// Remove a stopped container (any container with `force`, which kills its processes):
+    /// cgroup and state; then run the poststop hooks.
     pub fn delete(self, force: bool) -> Result<()> {
         let status = self.status();
-        if matches!(status, Status::Running | Status::Paused) && !force {
+        // The spec: deleting a container that is not stopped (created included) MUST fail and
+        // have no effect; --force kills it first.
+        if matches!(status, Status::Created | Status::Running | Status::Paused) && !force {
             return Err(self.refuse(status, "delete", "; stop it first or use delete --force"));
         }
         match &self.state.cgroup {
@@ -1124,16 +1334,14 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("remove state directory", dir)(e)),
         }
-        if let Err(e) = hooks::run_all(
+        hooks::run_all_warn(
             "poststop",
             self.state
                 .hooks
                 .as_ref()
                 .and_then(|h| h.poststop().as_ref()),
             &oci,
-        ) {
-            tracing::warn!(error = %e, id = %self.state.id, "poststop hook failed");
-        }
+        );
         Ok(())
     }
 
@@ -1164,12 +1372,24 @@ impl Container {
         } else {
             None
         };
-        let plan = ProcessPlan::new(
-            process,
-            self.state.seccomp.as_ref(),
-            console,
-            opts.preserve_fds,
-        )?;
+        // A container without a mount namespace of its own runs chrooted in ours: the process
+        // gets the same root, through init's /proc/PID/root (opened now, entered after setns).
+        let chrooted = !join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
+        let root_dir = if chrooted {
+            let p = PathBuf::from(format!("/proc/{}/root", self.state.pid));
+            Some(fs::File::open(&p).map_err(io_err("open the container's root", p))?)
+        } else {
+            None
+        };
+        let plan = ProcessPlan {
+            chrooted,
+            ..ProcessPlan::new(
+                process,
+                self.state.seccomp.as_ref(),
+                console,
+                opts.preserve_fds,
+            )?
+        };
         let cgroup = self.state.cgroup.clone();
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
@@ -1182,8 +1402,12 @@ impl Container {
         let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
                 drop(parent_sock);
-                // Nothing of the caller's crosses into the container but what `fds` lists.
-                fds::close_all_except(&plan.keep(&[child_sock.as_raw_fd()]));
+                // Nothing of the caller's crosses into the container but what `fds` lists
+                // (the container's root, for a chrooted one, is entered and closed below).
+                let root_fd = root_dir.as_ref().map(|f| f.as_raw_fd());
+                let mut keep = plan.keep(&[child_sock.as_raw_fd()]);
+                keep.extend(root_fd);
+                fds::close_all_except(&keep);
                 let mut cgroup_fd = None;
                 let mut run = || -> Result<(i32, Option<std::fs::File>)> {
                     cgroup_fd = cgroup.as_ref().map(open_cgroup).transpose()?;
@@ -1193,6 +1417,12 @@ impl Container {
                         .map(|p| std::fs::File::open(p).map_err(io_err("open cgroup namespace", p)))
                         .transpose()?;
                     namespaces::join_all(&join)?;
+                    if let Some(fd) = root_fd {
+                        nix::unistd::fchdir(fd).map_err(sys_err("enter the container's root"))?;
+                        nix::unistd::chroot(".")
+                            .map_err(sys_err("chroot into the container's root"))?;
+                        let _ = nix::unistd::close(fd);
+                    }
                     Ok((clone_process(CloneFlags::empty(), cgroup_fd)?, cgroupns_fd))
                 };
                 let r = run();

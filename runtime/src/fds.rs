@@ -23,6 +23,11 @@
 //! - namespace files of `namespaces::join_all`: closed when joined.
 //! - pathrs' cached procfs handle (a detached procfs of the container's pid namespace) and the
 //!   rootfs handle: closed by the last sweep before execve.
+//! - init's procfs handle for reopening `exec.fifo` (made by pathrs before pivot_root or chroot:
+//!   a fresh detached procfs of the container's pid namespace where the kernel allows it): kept
+//!   through the sweep after pivot_root, closed once the fifo is reopened, before the
+//!   startContainer hooks and execve. Path lookups made while it is open (the cwd) refuse magic
+//!   links, and `execve` runs only after it is closed.
 //! - everything else the caller had open (a shim's log file, sockets, the pod manager's files,
 //!   a parent's leaked directory fds): closed by the first sweep, before any namespace is joined.
 //!

@@ -1,4 +1,8 @@
 //! OCI hooks: run a program with the container state on stdin, with an optional timeout.
+//!
+//! prestart, createRuntime, createContainer and startContainer hooks fail the operation
+//! ([`run_all`]); poststart and poststop hooks only warn, and the remaining ones still run
+//! ([`run_all_warn`]).
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -21,6 +25,29 @@ pub fn run_all(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &OciState) 
         run_one(kind, hook, &body)?;
     }
     Ok(())
+}
+
+/// Run every hook in order; a failing hook is logged as a warning and the rest still run
+/// (the spec's rule for poststart and poststop hooks). Returns how many failed.
+pub fn run_all_warn(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &OciState) -> usize {
+    let Some(hooks) = hooks.filter(|h| !h.is_empty()) else {
+        return 0;
+    };
+    let body = match serde_json::to_vec(state) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(kind, error = %e, "cannot encode the state for the hooks; none run");
+            return hooks.len();
+        }
+    };
+    let mut failed = 0;
+    for hook in hooks {
+        if let Err(e) = run_one(kind, hook, &body) {
+            failed += 1;
+            tracing::warn!(kind, id = %state.id, error = %e, "hook failed; the remaining hooks still run");
+        }
+    }
+    failed
 }
 
 fn run_one(kind: &'static str, hook: &Hook, state: &[u8]) -> Result<()> {

@@ -243,15 +243,18 @@ fn current_flags(path: &Path) -> MsFlags {
     out
 }
 
-/// Prepare the mount namespace: make `/` slave (or the spec's propagation) so nothing leaks back
-/// to the host, and bind the rootfs onto itself so it is a mount point for pivot_root.
-pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
-    let flags = match propagation.and_then(propagation_flag) {
-        // A shared root would make pivot_root fail; it is applied after pivot instead.
-        Some(f) if !f.contains(MsFlags::MS_SHARED) => f,
-        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
-    do_mount(None, Path::new("/"), None, flags, None)?;
+/// Prepare the mount namespace: make `/` recursively slave so nothing leaks back to the host,
+/// and bind the rootfs onto itself so it is a mount point for pivot_root. The spec's
+/// `rootfsPropagation` is applied to the new `/` after pivot_root: applied here, `unbindable`
+/// would make the bind of the rootfs fail with EINVAL and `shared` would make pivot_root fail.
+pub fn prepare(rootfs: &Path) -> Result<()> {
+    do_mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
     do_mount(
         Some(rootfs),
         rootfs,

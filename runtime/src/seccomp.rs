@@ -78,16 +78,26 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> {
     })
 }
 
-fn op(o: LinuxSeccompOperator, value_two: Option<u64>) -> SeccompCmpOp {
+/// The seccompiler comparison and the value it compares against for one spec argument.
+///
+/// Every operator compares the argument with `value`, except `SCMP_CMP_MASKED_EQ`, which
+/// libseccomp (and so the spec) defines as `(arg & value) == valueTwo`: `value` is the mask and
+/// `valueTwo` (default 0) what the masked argument must equal. seccompiler's `MaskedEq(mask)`
+/// compares `(arg & mask)` with the condition's value, so the two swap places here.
+pub fn comparison(
+    o: LinuxSeccompOperator,
+    value: u64,
+    value_two: Option<u64>,
+) -> (SeccompCmpOp, u64) {
     match o {
-        LinuxSeccompOperator::ScmpCmpNe => SeccompCmpOp::Ne,
-        LinuxSeccompOperator::ScmpCmpLt => SeccompCmpOp::Lt,
-        LinuxSeccompOperator::ScmpCmpLe => SeccompCmpOp::Le,
-        LinuxSeccompOperator::ScmpCmpEq => SeccompCmpOp::Eq,
-        LinuxSeccompOperator::ScmpCmpGe => SeccompCmpOp::Ge,
-        LinuxSeccompOperator::ScmpCmpGt => SeccompCmpOp::Gt,
+        LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, value),
+        LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, value),
+        LinuxSeccompOperator::ScmpCmpLe => (SeccompCmpOp::Le, value),
+        LinuxSeccompOperator::ScmpCmpEq => (SeccompCmpOp::Eq, value),
+        LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, value),
+        LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, value),
         LinuxSeccompOperator::ScmpCmpMaskedEq => {
-            SeccompCmpOp::MaskedEq(value_two.unwrap_or(u64::MAX))
+            (SeccompCmpOp::MaskedEq(value), value_two.unwrap_or(0))
         }
     }
 }
@@ -135,13 +145,9 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
                     .map(|a| {
                         let index = u8::try_from(a.index())
                             .map_err(|_| Error::Seccomp(format!("arg index {}", a.index())))?;
-                        SeccompCondition::new(
-                            index,
-                            SeccompCmpArgLen::Qword,
-                            op(a.op(), a.value_two()),
-                            a.value(),
-                        )
-                        .map_err(|e| Error::Seccomp(e.to_string()))
+                        let (cmp, value) = comparison(a.op(), a.value(), a.value_two());
+                        SeccompCondition::new(index, SeccompCmpArgLen::Qword, cmp, value)
+                            .map_err(|e| Error::Seccomp(e.to_string()))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Some(SeccompRule::new(conds).map_err(|e| Error::Seccomp(e.to_string()))?)
@@ -178,11 +184,66 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     Ok(programs)
 }
 
-/// Install compiled programs on the calling thread (needs no_new_privs or CAP_SYS_ADMIN).
-pub fn install(programs: &[BpfProgram]) -> Result<()> {
+/// Whether no_new_privs must be set before loading a filter: when the spec asks for it, or
+/// when the process lacks CAP_SYS_ADMIN (without it the kernel refuses a filter unless
+/// no_new_privs is set). A process that keeps CAP_SYS_ADMIN and a spec with
+/// `noNewPrivileges: false` get the filter without no_new_privs, as runc and crun do.
+pub fn needs_no_new_privs(spec_asks: bool, has_sys_admin: bool) -> bool {
+    spec_asks || !has_sys_admin
+}
+
+/// Load one program on the calling thread with seccomp(2) `SECCOMP_SET_MODE_FILTER`. Unlike
+/// `seccompiler::apply_filter` this never sets no_new_privs: the caller decides
+/// ([`needs_no_new_privs`]).
+fn load(program: &BpfProgram) -> Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| {
+        Error::Seccomp(format!(
+            "the filter has {} instructions, more than a BPF program may hold",
+            program.len()
+        ))
+    })?;
+    // seccompiler's sock_filter has the kernel's layout (code, jt, jf, k); the kernel copies the
+    // instructions during the call.
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` valid instructions that live across the call; the kernel
+    // only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::Seccomp(format!(
+            "loading the filter with seccomp(SECCOMP_SET_MODE_FILTER): {e}"
+        )));
+    }
+    Ok(())
+}
+
+/// Install compiled programs on the calling thread. no_new_privs is set first when the spec
+/// asks for it (`no_new_privs`) or when the thread lacks CAP_SYS_ADMIN, and only then.
+pub fn install(programs: &[BpfProgram], no_new_privs: bool) -> Result<()> {
+    if programs.is_empty() {
+        return Ok(());
+    }
+    let has_sys_admin = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
+    if needs_no_new_privs(no_new_privs, has_sys_admin) {
+        crate::process::set_no_new_privs()?;
+    }
     for p in programs {
-        seccompiler::apply_filter(p)
-            .map_err(|e| Error::Seccomp(format!("loading the filter: {e}")))?;
+        load(p)?;
     }
     Ok(())
 }
@@ -196,6 +257,140 @@ mod tests {
         assert_eq!(syscall_number("read"), Some(0));
         assert_eq!(syscall_number("mkdir"), Some(83));
         assert_eq!(syscall_number("no_such_call"), None);
+    }
+
+    #[test]
+    fn masked_eq_masks_with_value_and_compares_with_value_two() {
+        // The default profile's clone rule: no namespace flag may be set.
+        let (op, value) = comparison(LinuxSeccompOperator::ScmpCmpMaskedEq, 2114060288, None);
+        assert_eq!(op, SeccompCmpOp::MaskedEq(2114060288), "value is the mask");
+        assert_eq!(value, 0, "valueTwo defaults to 0");
+        let (op, value) = comparison(LinuxSeccompOperator::ScmpCmpMaskedEq, 0xff, Some(0x10));
+        assert_eq!((op, value), (SeccompCmpOp::MaskedEq(0xff), 0x10));
+        // Every other operator compares with value; valueTwo plays no part.
+        for (o, want) in [
+            (LinuxSeccompOperator::ScmpCmpEq, SeccompCmpOp::Eq),
+            (LinuxSeccompOperator::ScmpCmpNe, SeccompCmpOp::Ne),
+            (LinuxSeccompOperator::ScmpCmpLt, SeccompCmpOp::Lt),
+            (LinuxSeccompOperator::ScmpCmpLe, SeccompCmpOp::Le),
+            (LinuxSeccompOperator::ScmpCmpGe, SeccompCmpOp::Ge),
+            (LinuxSeccompOperator::ScmpCmpGt, SeccompCmpOp::Gt),
+        ] {
+            assert_eq!(comparison(o, 7, Some(9)), (want, 7));
+        }
+    }
+
+    /// Run a compiled filter in a forked child and report what `clone(flags)` (via the raw
+    /// syscall, the child exits right away) returns there: 0 for allowed, else the errno.
+    fn clone_result_under(profile: &str, flags: u64) -> i32 {
+        let programs = compile(&serde_json::from_str(profile).unwrap()).unwrap();
+        // SAFETY: the child makes system calls only and leaves with _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = if install(&programs, true).is_err() {
+                    100
+                } else {
+                    // SAFETY: a raw clone without a stack behaves like fork; the new child exits
+                    // at once with _exit, and this one reaps it.
+                    let rc = unsafe {
+                        libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0)
+                    };
+                    if rc == 0 {
+                        // SAFETY: _exit ends the grandchild without touching shared state.
+                        unsafe { libc::_exit(0) };
+                    }
+                    if rc > 0 {
+                        let mut st = 0;
+                        // SAFETY: waiting for our own child with a valid status pointer.
+                        unsafe { libc::waitpid(rc as i32, &mut st, 0) };
+                        0
+                    } else {
+                        std::io::Error::last_os_error().raw_os_error().unwrap_or(99)
+                    }
+                };
+                // SAFETY: _exit ends the forked child without running the harness's handlers.
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                let mut st = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                libc::WEXITSTATUS(st)
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_profiles_clone_rule_allows_fork_and_refuses_namespaces() {
+        // An allow-list like the default profile: default ERRNO, clone allowed by the masked rule.
+        let names: Vec<&str> = syscall_names()
+            .into_iter()
+            .filter(|n| *n != "clone")
+            .collect();
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": names, "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 2114060288u64, "op": "SCMP_CMP_MASKED_EQ"}]}
+            ]
+        })
+        .to_string();
+        assert_eq!(
+            clone_result_under(&profile, 0),
+            0,
+            "a plain fork passes the masked rule"
+        );
+        assert_eq!(
+            clone_result_under(&profile, libc::CLONE_NEWUTS as u64),
+            libc::EPERM,
+            "a namespace flag fails it"
+        );
+    }
+
+    #[test]
+    fn no_new_privs_only_when_asked_or_without_cap_sys_admin() {
+        assert!(!needs_no_new_privs(false, true), "runc/crun: not forced");
+        assert!(needs_no_new_privs(true, true));
+        assert!(needs_no_new_privs(true, false));
+        assert!(needs_no_new_privs(false, false), "the kernel needs it then");
+    }
+
+    #[test]
+    fn install_leaves_no_new_privs_alone_with_cap_sys_admin() {
+        // As root with CAP_SYS_ADMIN: the filter loads and no_new_privs stays 0.
+        let programs = compile(
+            &serde_json::from_str(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        // SAFETY: as above, the child makes system calls only and leaves with _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = match install(&programs, false) {
+                    Err(_) => 100,
+                    // SAFETY: PR_GET_NO_NEW_PRIVS takes integer arguments only.
+                    Ok(()) => unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) },
+                };
+                // SAFETY: _exit ends the forked child without running the harness's handlers.
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                let mut st = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                let has_admin = caps::has_cap(
+                    None,
+                    caps::CapSet::Effective,
+                    caps::Capability::CAP_SYS_ADMIN,
+                )
+                .unwrap_or(false);
+                let want = if has_admin { 0 } else { 1 };
+                assert_eq!(libc::WEXITSTATUS(st), want, "no_new_privs after install");
+            }
+        }
     }
 
     #[test]

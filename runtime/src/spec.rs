@@ -19,8 +19,42 @@ pub fn load_bundle(bundle: &Path) -> Result<Spec> {
     })
 }
 
+/// Whether `v` is a SemVer 2.0.0 version (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`, numbers without
+/// leading zeros) of major version 1, as the spec requires of `ociVersion`.
+pub fn supported_oci_version(v: &str) -> bool {
+    let (core, build) = match v.split_once('+') {
+        Some((c, b)) => (c, Some(b)),
+        None => (v, None),
+    };
+    let (core, pre) = match core.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (core, None),
+    };
+    let ident_ok = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|id| {
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    };
+    let number = |s: &str| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| number(p))
+        && parts[0] == "1"
+        && pre.is_none_or(ident_ok)
+        && build.is_none_or(ident_ok)
+}
+
 /// Check that a spec can run, and return its rootfs as an absolute path.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    if !supported_oci_version(spec.version()) {
+        return Err(Error::InvalidSpec(format!(
+            "ociVersion {:?} is not a SemVer version of the runtime spec 1.x",
+            spec.version()
+        )));
+    }
     let root = spec.root().as_ref().ok_or_else(|| {
         Error::InvalidSpec(
             "root is missing: set root.path to the container's root filesystem".into(),
@@ -37,20 +71,20 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
             rootfs.display()
         )));
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(Error::InvalidSpec(
-            "process.args is empty: name the program to run".into(),
-        ));
-    }
-    if !process.cwd().is_absolute() {
-        return Err(Error::InvalidSpec(format!(
-            "process.cwd {:?} must be absolute",
-            process.cwd()
-        )));
+    // `process` is optional at create; the spec makes it REQUIRED only when start is called,
+    // and `start` refuses a container without one.
+    if let Some(process) = spec.process() {
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::InvalidSpec(
+                "process.args is empty: name the program to run".into(),
+            ));
+        }
+        if !process.cwd().is_absolute() {
+            return Err(Error::InvalidSpec(format!(
+                "process.cwd {:?} must be absolute",
+                process.cwd()
+            )));
+        }
     }
     let linux = spec.linux().as_ref();
     let namespaces = linux.and_then(|l| l.namespaces().as_ref());
@@ -109,6 +143,24 @@ mod tests {
         let spec = Spec::default();
         let err = validate(&spec, dir.path()).unwrap_err().to_string();
         assert!(err.contains("root.path") && err.contains("rootfs"), "{err}");
+    }
+
+    #[test]
+    fn oci_versions() {
+        for ok in [
+            "1.0.0",
+            "1.0.2-dev",
+            "1.1.0",
+            "1.2.0+dev",
+            "1.0.0-rc.1+build.5",
+        ] {
+            assert!(supported_oci_version(ok), "{ok}");
+        }
+        for bad in [
+            "invalid", "", "1.0", "2.0.0", "01.0.0", "1.0.0-", "1.0.0+", "1.0.x",
+        ] {
+            assert!(!supported_oci_version(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub struct State {
     /// Set once `start` succeeded.
     #[serde(default)]
     pub started: bool,
+    /// config.json had no `process`: the container can be created, but `start` is an error
+    /// (the spec: "This operation MUST generate an error if process was not set").
+    #[serde(default)]
+    pub no_process: bool,
 }
 
 /// Check a container id is usable as a directory name.

@@ -479,9 +479,22 @@ fn delete_force_of_running_and_delete_of_created() {
         env.oci_bg(&["create", "--bundle", b.to_str().unwrap(), "f2"])
             .0
     );
+    // The spec: deleting a container that is not stopped, a created one included, MUST fail
+    // and have no effect; --force removes it.
+    let out = env.oci(&["delete", "f2"]);
     assert!(
-        env.oci(&["delete", "f2"]).status.success(),
-        "a created container can be deleted"
+        !out.status.success(),
+        "a created container is not deleted without --force"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is created: cannot delete"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_status(&env, "f2", "created");
+    assert!(
+        env.oci(&["delete", "--force", "f2"]).status.success(),
+        "a created container is deleted with --force"
     );
     env.assert_clean();
 }

@@ -8,6 +8,7 @@ mod build_ebpf;
 mod cluster;
 mod codegen_protobuf;
 mod fuzz;
+mod oci_conformance;
 mod prereqs;
 mod process;
 mod quickstart;
@@ -61,6 +62,9 @@ enum Command {
         #[arg(long)]
         k8s_openapi: Option<PathBuf>,
     },
+    /// Build the OCI runtime-tools validation suite once (cached) and run every binary of it
+    /// against podd-oci; prints each binary's TAP counts and fails on an unexpected failure.
+    OciConformance(OciConformanceArgs),
     /// Run a benchmark: `cargo xtask bench NAME` (no NAME lists them).
     Bench {
         /// Benchmark name, e.g. scheduler, runtime, lb, pods, control-plane, e2e.
@@ -80,6 +84,24 @@ enum ClusterAction {
     },
     /// Stop the cluster and remove everything it made.
     Down,
+}
+
+#[derive(clap::Args)]
+struct OciConformanceArgs {
+    /// Where the suite is built (default: $PODD_OCI_CONFORMANCE_CACHE or /var/cache/podd-oci-conformance).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// The suite's source tarball (default: ../shared/conformance/runtime-tools-260e151.tar.gz).
+    #[arg(long)]
+    tarball: Option<PathBuf>,
+    /// The runtime to test (default: a release build of podd-oci).
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Kill one validation binary after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Only these validation binaries, e.g. `linux_seccomp` (default: all).
+    only: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +178,17 @@ fn main() -> ExitCode {
             k8s_pb,
             k8s_openapi,
         } => codegen_protobuf::run(k8s_pb, k8s_openapi).map(|()| true),
+        Command::OciConformance(args) => oci_conformance::run_suite(&oci_conformance::Options {
+            cache_dir: args
+                .cache_dir
+                .unwrap_or_else(oci_conformance::default_cache_dir),
+            tarball: args
+                .tarball
+                .unwrap_or_else(oci_conformance::default_tarball),
+            runtime: args.runtime,
+            timeout: std::time::Duration::from_secs(args.timeout),
+            only: args.only,
+        }),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args).map(|()| true),
     };
     match result {

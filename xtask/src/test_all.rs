@@ -74,6 +74,16 @@ pub fn run() -> Result<bool> {
     });
     step("host tests", &mut host_tests);
     step("fuzz", &mut crate::fuzz::test_step);
+    // Builds the OCI validation suite into its cache, which the VM suite's run reads.
+    step("oci conformance", &mut || {
+        crate::oci_conformance::run_default().map(|clean| {
+            if clean {
+                (1, 0, String::new())
+            } else {
+                (0, 1, "a binary outside the documented list failed".into())
+            }
+        })
+    });
     step("vm tests", &mut || {
         let report = vm::vm_test(&vm::VmOptions::workspace())?;
         let (passed, failed) = report.counts();
