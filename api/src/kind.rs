@@ -37,6 +37,9 @@ pub struct KindInfo {
     pub has_scale: bool,
     /// kubectl's categories (`all` makes `kubectl get all` list the kind).
     pub categories: &'static [&'static str],
+    /// Older versions also served, converted to and from `version` (the stored and
+    /// preferred one) by [`crate::convert`].
+    pub other_versions: &'static [&'static str],
 }
 
 const fn info(
@@ -59,6 +62,7 @@ const fn info(
         has_status: false,
         has_scale: false,
         categories: &[],
+        other_versions: &[],
     }
 }
 
@@ -133,6 +137,8 @@ impl Kind {
             Kind::HorizontalPodAutoscaler => KindInfo {
                 has_status: true,
                 categories: &["all"],
+                // kubectl autoscale (1.32) writes autoscaling/v1.
+                other_versions: &["v1"],
                 ..info(
                     "autoscaling",
                     "v2",
@@ -198,6 +204,45 @@ impl Kind {
         } else {
             format!("{}/{}", i.group, i.version)
         }
+    }
+
+    /// Every version the kind is served in: the stored, preferred one first.
+    pub fn served_versions(self) -> impl Iterator<Item = &'static str> {
+        let i = self.info();
+        std::iter::once(i.version).chain(i.other_versions.iter().copied())
+    }
+
+    /// `apiVersion` of the kind in `version` (`autoscaling/v1`).
+    pub fn api_version_at(self, version: &str) -> String {
+        let i = self.info();
+        if i.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", i.group)
+        }
+    }
+
+    /// The URL prefix of the kind's group in `version` (`/apis/autoscaling/v1`).
+    pub fn group_prefix_at(self, version: &str) -> String {
+        let i = self.info();
+        if i.group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{}/{version}", i.group)
+        }
+    }
+
+    /// The kind and served version of the resource `plural` under the URL prefix `prefix`
+    /// (`/apis/autoscaling/v1`, `horizontalpodautoscalers`).
+    pub fn from_path(prefix: &str, plural: &str) -> Option<(Kind, &'static str)> {
+        Kind::ALL.into_iter().find_map(|k| {
+            if k.plural() != plural {
+                return None;
+            }
+            k.served_versions()
+                .find(|v| k.group_prefix_at(v) == prefix)
+                .map(|v| (k, v))
+        })
     }
 
     /// `PodList`, ...
@@ -302,6 +347,27 @@ mod tests {
         );
         assert_eq!(Kind::Deployment.group_prefix(), "/apis/apps/v1");
         assert_eq!(Kind::Pod.api_version(), "v1");
+    }
+
+    #[test]
+    fn hpa_is_served_in_v2_and_v1() {
+        let h = Kind::HorizontalPodAutoscaler;
+        assert_eq!(h.served_versions().collect::<Vec<_>>(), ["v2", "v1"]);
+        assert_eq!(h.api_version_at("v1"), "autoscaling/v1");
+        assert_eq!(
+            Kind::from_path("/apis/autoscaling/v1", "horizontalpodautoscalers"),
+            Some((h, "v1"))
+        );
+        assert_eq!(
+            Kind::from_path("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+            Some((h, "v2"))
+        );
+        assert_eq!(
+            Kind::from_path("/apis/autoscaling/v2beta2", "horizontalpodautoscalers"),
+            None
+        );
+        assert_eq!(Kind::from_path("/api/v1", "pods"), Some((Kind::Pod, "v1")));
+        assert_eq!(Kind::from_path("/apis/apps/v1", "pods"), None);
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! validation with field paths ([`validation`]), defaulting ([`defaults`]), label and field
 //! selectors ([`selector`]), and CPU and memory arithmetic over quantities ([`quantity`]).
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+pub mod convert;
 pub mod defaults;
 pub mod kind;
 pub mod metrics;
@@ -14,6 +18,7 @@ pub mod quantity;
 pub mod resources;
 pub mod schema;
 pub mod selector;
+pub mod unacted;
 pub mod validation;
 
 pub use k8s_openapi;

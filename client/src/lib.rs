@@ -14,6 +14,9 @@
 //! each watch takes a connection of its own. `watcher` lists, then watches from the list's
 //! resourceVersion, and relists by itself when the server answers 410 Expired.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 mod api;
 mod config;
 mod conn;

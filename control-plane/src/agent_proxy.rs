@@ -142,6 +142,88 @@ pub async fn proxy(
     query: &str,
     body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
+    let resp = request(
+        registry, link, ns, pod_name, sub, method, query, body, false,
+    )
+    .await?;
+    let (parts, body) = resp.into_parts();
+    // Chunks are passed on as they come, so `logs -f` follows the agent's stream; an error
+    // from the agent ends the stream.
+    let frames = body
+        .into_data_stream()
+        .take_while(|r| futures::future::ready(r.is_ok()))
+        .map(|r| Ok::<_, Infallible>(Frame::data(r.unwrap_or_default())));
+    Ok(Response::from_parts(
+        parts,
+        BodyExt::boxed(StreamBody::new(frames)),
+    ))
+}
+
+/// Opens a streaming connection to the agent of the pod's node for `pods/{name}/{sub}`
+/// (`exec`, `attach`, `portforward`): `POST /pods/{uid}/{sub}?{query}` with `Upgrade:
+/// podd-stream`, over the same trusted link as [`proxy`]. After the agent's 101 the
+/// connection is a byte stream both ways ([`crate::streaming::frames`] for exec and attach,
+/// the forwarded TCP connection's bytes for portforward).
+pub async fn upgrade(
+    registry: &Registry,
+    link: &AgentLink,
+    ns: &str,
+    pod_name: &str,
+    sub: &str,
+    query: &str,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, ApiError> {
+    let resp = request(
+        registry,
+        link,
+        ns,
+        pod_name,
+        sub,
+        &Method::POST,
+        query,
+        Bytes::new(),
+        true,
+    )
+    .await?;
+    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(match status {
+            hyper::StatusCode::BAD_REQUEST => ApiError::BadRequest(message),
+            _ => ApiError::Unavailable(format!(
+                "the agent refused pods/{sub} for {ns}/{pod_name} ({status}): {message}"
+            )),
+        });
+    }
+    let upgraded = hyper::upgrade::on(resp).await.map_err(|e| {
+        ApiError::Unavailable(format!(
+            "switching the agent connection for pods/{sub} of {ns}/{pod_name}: {e}"
+        ))
+    })?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// Sends one request to the agent of the pod's node.
+#[allow(clippy::too_many_arguments)]
+async fn request(
+    registry: &Registry,
+    link: &AgentLink,
+    ns: &str,
+    pod_name: &str,
+    sub: &str,
+    method: &Method,
+    query: &str,
+    body: Bytes,
+    upgrade: bool,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
     let pod = registry.get(Kind::Pod, ns, pod_name).await?;
     let uid = pod["metadata"]["uid"]
         .as_str()
@@ -161,10 +243,17 @@ pub async fn proxy(
     } else {
         format!("/pods/{uid}/{sub}?{query}")
     };
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method.clone())
         .uri(&path)
-        .header(hyper::header::HOST, "agent")
+        .header(hyper::header::HOST, "agent");
+    if upgrade {
+        req = req.header(hyper::header::CONNECTION, "Upgrade").header(
+            hyper::header::UPGRADE,
+            crate::streaming::frames::UPGRADE_PROTOCOL,
+        );
+    }
+    let req = req
         .body(Full::new(body))
         .map_err(|e| ApiError::Internal(format!("building the agent request: {e}")))?;
     let resp = match &link.local {
@@ -210,17 +299,7 @@ pub async fn proxy(
                 .map_err(|e| unavailable("request", &e))?
         }
     };
-    let (parts, body) = resp.into_parts();
-    // Chunks are passed on as they come, so `logs -f` follows the agent's stream; an error
-    // from the agent ends the stream.
-    let frames = body
-        .into_data_stream()
-        .take_while(|r| futures::future::ready(r.is_ok()))
-        .map(|r| Ok::<_, Infallible>(Frame::data(r.unwrap_or_default())));
-    Ok(Response::from_parts(
-        parts,
-        BodyExt::boxed(StreamBody::new(frames)),
-    ))
+    Ok(resp)
 }
 
 fn unavailable<'a>(
@@ -246,7 +325,8 @@ where
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        // With upgrades: a streaming request's connection becomes the stream after the 101.
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "agent connection closed");
         }
     });

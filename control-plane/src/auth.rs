@@ -1,10 +1,17 @@
-//! Bearer tokens and what each may do.
+//! Bearer tokens and client certificates, and what each may do.
 //!
 //! Over the Unix socket (root only, mode 0600) every request is trusted. Over TLS a request
-//! carries `Authorization: Bearer TOKEN`: the admin token may do anything; a node's agent token
-//! may read, and may write only what [`authorize`] allows (an explicit allow-list: its own
-//! Node's registration and status, the status of pods bound to it). A missing or unknown token
-//! is 401; a known token out of its scope, 403.
+//! is authenticated as kube-apiserver does, by the first authenticator that succeeds: first a
+//! client certificate from the client CA ([`crate::tls::ClientCertAuth`]; user = subject CN,
+//! groups = O values), then `Authorization: Bearer TOKEN`. So a valid certificate wins and the
+//! token beside it is not looked at; a refused certificate (expired, from another CA, from a
+//! rotated client CA) with a valid token is the token's identity; with neither valid, 401.
+//! The admin token, and a certificate in the group `system:masters`, may do anything; a
+//! node's agent token, or a certificate `CN=system:node:<name>, O=system:nodes`, may read,
+//! and may write only what [`authorize`] allows (an explicit allow-list: its own Node's
+//! registration and status, the status of pods bound to it). Any other certificate user is
+//! authenticated but authorised for nothing but asking who it is (podd has no RBAC yet): 403.
+//! A missing or unknown credential is 401; a known one out of its scope, 403.
 //! Tokens live in `<data>/tokens/` (`admin`, and `nodes/<node>`), files 0600 in 0700
 //! directories. `podd token create NODE` writes a node's file while the server runs: the server
 //! reloads the node tokens whenever `tokens/nodes` changes (its mtime), so a new token works at
@@ -22,13 +29,145 @@ use std::sync::RwLock;
 pub enum Identity {
     /// A local root process over the Unix socket.
     Local,
+    /// The admin token.
     Admin,
-    /// The agent of this node.
+    /// The agent of this node (its token, or a `system:node:<name>` certificate in
+    /// `system:nodes`).
     Node(String),
+    /// Any other client-certificate user: the admin when in `system:masters`
+    /// ([`UserInfo::is_master`]), otherwise authorised for nothing (no RBAC yet).
+    User(UserInfo),
+}
+
+/// A user as Kubernetes names it: a user name and groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// Kubernetes' superuser group.
+pub const MASTERS_GROUP: &str = crate::tls::MASTERS_GROUP;
+/// The group of node identities, and the user-name prefix of a node (`system:node:<name>`).
+pub const NODES_GROUP: &str = "system:nodes";
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
+impl UserInfo {
+    pub fn is_master(&self) -> bool {
+        self.groups.iter().any(|g| g == MASTERS_GROUP)
+    }
+}
+
+impl Identity {
+    /// The identity of a verified client certificate's subject, as Kubernetes maps it: the
+    /// node authorizer's `system:node:<name>` in `system:nodes` is that node (with the
+    /// restrictions a node token has), unless the certificate is also in `system:masters`,
+    /// which makes it the admin; anyone else is a user. None for an empty CN, which
+    /// kube-apiserver's x509 authenticator does not accept either.
+    pub fn from_certificate(subject: &crate::tls::ClientSubject) -> Option<Identity> {
+        let name = subject.common_name.clone();
+        if name.is_empty() {
+            return None;
+        }
+        let user = UserInfo {
+            name,
+            groups: subject.organizations.clone(),
+        };
+        if !user.is_master()
+            && user.groups.iter().any(|g| g == NODES_GROUP)
+            && let Some(node) = user.name.strip_prefix(NODE_USER_PREFIX)
+            && !node.is_empty()
+        {
+            return Some(Identity::Node(node.to_string()));
+        }
+        Some(Identity::User(user))
+    }
+
+    /// Whether this identity may do anything (local root, the admin token, `system:masters`).
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Identity::Local | Identity::Admin => true,
+            Identity::Node(_) => false,
+            Identity::User(u) => u.is_master(),
+        }
+    }
+
+    /// The user this identity is, as a SelfSubjectReview reports it: the admin token is
+    /// `system:admin` in `system:masters` (as k3s' admin), local root over the socket is
+    /// `system:podd:local` in `system:masters`, a node `system:node:<name>` in `system:nodes`;
+    /// every one is also in `system:authenticated`.
+    pub fn user_info(&self) -> UserInfo {
+        let (name, mut groups) = match self {
+            Identity::Local => ("system:podd:local".into(), vec![MASTERS_GROUP.into()]),
+            Identity::Admin => (crate::tls::ADMIN_USER.into(), vec![MASTERS_GROUP.into()]),
+            Identity::Node(n) => (format!("{NODE_USER_PREFIX}{n}"), vec![NODES_GROUP.into()]),
+            Identity::User(u) => (u.name.clone(), u.groups.clone()),
+        };
+        if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+            groups.push(AUTHENTICATED_GROUP.into());
+        }
+        UserInfo { name, groups }
+    }
+
+    /// The key this identity's watches are counted under (None: counted only in the total).
+    pub fn watch_key(&self) -> Option<String> {
+        match self {
+            Identity::Local => None,
+            Identity::Admin => Some("admin".to_string()),
+            Identity::Node(n) => Some(format!("node {n}")),
+            Identity::User(u) => Some(format!("user {}", u.name)),
+        }
+    }
+}
+
+/// The path of SelfSubjectReview (`kubectl auth whoami`), which every authenticated identity
+/// may create.
+pub const SELF_SUBJECT_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+
+/// Whether `id` may make a request at all: a certificate user outside `system:masters` and
+/// `system:nodes` is authenticated but may only ask who it is and read the health and version
+/// endpoints (podd has no RBAC yet: issue 13). Every other identity passes here and is
+/// checked further per write ([`authorize`]).
+pub fn authorize_request(id: &Identity, method: &str, path: &str) -> Result<(), ApiError> {
+    let Identity::User(u) = id else {
+        return Ok(());
+    };
+    if u.is_master() {
+        return Ok(());
+    }
+    let path = path.trim_end_matches('/');
+    let open = match method {
+        "POST" => path == SELF_SUBJECT_REVIEW_PATH,
+        "GET" | "HEAD" => matches!(path, "/healthz" | "/readyz" | "/livez" | "/version"),
+        _ => false,
+    };
+    if open {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "user {:?} (groups {:?}) may not {method} {path}: podd authorises only the group {} \
+         (the admin) and nodes ({}) until it has RBAC",
+        u.name, u.groups, MASTERS_GROUP, NODES_GROUP
+    )))
+}
+
+/// The answer to a SelfSubjectReview create (`kubectl auth whoami`): who `id` is.
+pub fn self_subject_review(id: &Identity) -> serde_json::Value {
+    let u = id.user_info();
+    serde_json::json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": u.name, "groups": u.groups}},
+    })
 }
 
 pub struct Authenticator {
     admin: String,
+    /// The client CA's verifier; None: client certificates are not accepted.
+    client_certs: Option<crate::tls::ClientCertAuth>,
     /// token -> node name
     nodes: RwLock<HashMap<String, String>>,
     dir: Option<PathBuf>,
@@ -98,6 +237,7 @@ impl Authenticator {
     pub fn in_memory(admin: impl Into<String>) -> Authenticator {
         Authenticator {
             admin: admin.into(),
+            client_certs: None,
             nodes: RwLock::new(HashMap::new()),
             dir: None,
             nodes_mtime: RwLock::new(None),
@@ -121,10 +261,49 @@ impl Authenticator {
         let (nodes, mtime) = read_node_tokens(&tdir);
         Ok(Authenticator {
             admin,
+            client_certs: None,
             nodes: RwLock::new(nodes),
             dir: Some(tdir),
             nodes_mtime: RwLock::new(mtime),
         })
+    }
+
+    /// Accepts client certificates verified by `verifier` (the client CA's) from now on.
+    pub fn trust_client_certificates(&mut self, verifier: crate::tls::ClientCertAuth) {
+        self.client_certs = Some(verifier);
+    }
+
+    /// Authenticates a TLS request as kube-apiserver does: the client certificate first (when
+    /// the connection carries one), then the bearer token; the first that succeeds decides.
+    /// When none does, 401 with every reason.
+    pub fn authenticate_request(
+        &self,
+        peer: Option<&crate::tls::PeerCertificates>,
+        header: Option<&str>,
+    ) -> Result<Identity, ApiError> {
+        let mut refused = None;
+        if let Some(chain) = peer.filter(|c| !c.0.is_empty()) {
+            let verified = match &self.client_certs {
+                Some(v) => v.verify(&chain.0),
+                None => Err("this server accepts no client certificates".to_string()),
+            };
+            match verified.and_then(|s| {
+                Identity::from_certificate(&s)
+                    .ok_or_else(|| "the client certificate has no subject CN".to_string())
+            }) {
+                Ok(id) => return Ok(id),
+                Err(why) => {
+                    tracing::debug!(%why, "client certificate refused");
+                    refused = Some(why);
+                }
+            }
+        }
+        match (self.authenticate(header), refused) {
+            (Ok(id), _) => Ok(id),
+            (Err(e), None) => Err(e),
+            (Err(_), Some(why)) if header.is_none() => Err(ApiError::Unauthorized(why)),
+            (Err(e), Some(why)) => Err(ApiError::Unauthorized(format!("{why}; and {e}"))),
+        }
     }
 
     pub fn admin_token(&self) -> &str {
@@ -359,6 +538,17 @@ fn check_registration(node: &str, body: Option<&serde_json::Value>) -> Result<()
 pub fn authorize(id: &Identity, a: &Action<'_>) -> Result<(), ApiError> {
     let node = match id {
         Identity::Local | Identity::Admin => return Ok(()),
+        Identity::User(u) if u.is_master() => return Ok(()),
+        Identity::User(u) => {
+            return Err(ApiError::Forbidden(format!(
+                "user {:?} may not {:?} {} {:?}: podd authorises only {MASTERS_GROUP} and \
+                 nodes until it has RBAC",
+                u.name,
+                a.verb,
+                a.kind.plural(),
+                a.name
+            )));
+        }
         Identity::Node(n) => n.as_str(),
     };
     use podd_api::Kind;
@@ -541,6 +731,173 @@ mod tests {
         assert!(write(Verb::Patch, false, &ann, None).is_err());
         assert!(write(Verb::Update, false, &ann, None).is_err());
         assert!(write(Verb::Delete, false, &json!(null), None).is_err());
+    }
+
+    fn subject(cn: &str, orgs: &[&str]) -> crate::tls::ClientSubject {
+        crate::tls::ClientSubject {
+            common_name: cn.into(),
+            organizations: orgs.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn certificate_subjects_map_to_identities_as_in_kubernetes() {
+        let id = |cn, orgs: &[&str]| Identity::from_certificate(&subject(cn, orgs));
+        // system:masters is the admin, whatever the user is called.
+        let admin = id("system:admin", &["system:masters"]).unwrap();
+        assert!(admin.is_admin());
+        assert_eq!(
+            admin.user_info(),
+            UserInfo {
+                name: "system:admin".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            }
+        );
+        assert!(id("alice", &["dev", "system:masters"]).unwrap().is_admin());
+        // A node: its name in the CN and the group system:nodes; both are needed.
+        assert_eq!(
+            id("system:node:n1", &["system:nodes"]),
+            Some(Identity::Node("n1".into()))
+        );
+        assert!(matches!(id("system:node:n1", &[]), Some(Identity::User(_))));
+        assert!(matches!(
+            id("n1", &["system:nodes"]),
+            Some(Identity::User(_))
+        ));
+        assert!(matches!(
+            id("system:node:", &["system:nodes"]),
+            Some(Identity::User(_))
+        ));
+        // Masters wins over nodes.
+        assert!(
+            id("system:node:n1", &["system:nodes", "system:masters"])
+                .unwrap()
+                .is_admin()
+        );
+        // No CN: no identity (kube-apiserver's x509 authenticator has no opinion).
+        assert_eq!(id("", &["system:masters"]), None);
+        // Anyone else is authenticated and authorised for nothing but whoami.
+        let bob = id("bob", &["dev"]).unwrap();
+        assert!(!bob.is_admin());
+        assert!(authorize_request(&bob, "POST", SELF_SUBJECT_REVIEW_PATH).is_ok());
+        assert!(authorize_request(&bob, "GET", "/version").is_ok());
+        for (m, p) in [
+            ("GET", "/api/v1/pods"),
+            ("GET", "/api/v1/namespaces/kube-system/secrets"),
+            ("GET", "/metrics"),
+            ("POST", "/api/v1/namespaces/default/pods"),
+            ("POST", "/api/v1/nodes/n1/certificate"),
+        ] {
+            let e = authorize_request(&bob, m, p).unwrap_err();
+            assert!(matches!(e, ApiError::Forbidden(_)), "{m} {p}: {e}");
+        }
+        let write = Action {
+            verb: Verb::Create,
+            kind: Kind::Pod,
+            namespace: "default",
+            name: "p",
+            status: false,
+            pod_node: None,
+            body: None,
+            current: None,
+        };
+        assert!(authorize(&bob, &write).is_err());
+        assert!(authorize(&admin, &write).is_ok());
+        for who in [
+            Identity::Admin,
+            Identity::Local,
+            Identity::Node("n1".into()),
+            admin,
+        ] {
+            assert!(authorize_request(&who, "GET", "/api/v1/pods").is_ok());
+        }
+        // whoami for the token identities.
+        assert_eq!(
+            self_subject_review(&Identity::Node("n1".into()))["status"]["userInfo"],
+            serde_json::json!({"username": "system:node:n1",
+                "groups": ["system:nodes", "system:authenticated"]})
+        );
+        assert_eq!(
+            self_subject_review(&Identity::Admin)["status"]["userInfo"]["username"],
+            "system:admin"
+        );
+    }
+
+    #[test]
+    fn a_valid_certificate_wins_over_the_token_and_a_refused_one_falls_through_to_it() {
+        use crate::tls::{PeerCertificates, TlsMaterial};
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pki = TlsMaterial::generate(&[]).unwrap();
+        let mut a = Authenticator::in_memory("admin-token");
+        let node_token = a.issue_node_token("n1").unwrap();
+        let chain = |c: crate::tls::CertAndKey| {
+            PeerCertificates(vec![
+                CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap(),
+            ])
+        };
+        let now = std::time::SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let node_cert = chain(
+            pki.issue_client_cert("system:node:n2", &["system:nodes"], now, now + hour)
+                .unwrap(),
+        );
+        // Before the client CA is trusted, a certificate is refused (the token still works).
+        let e = a.authenticate_request(Some(&node_cert), None).unwrap_err();
+        assert!(matches!(e, ApiError::Unauthorized(_)), "{e}");
+        a.trust_client_certificates(pki.client_cert_auth().unwrap());
+        let bearer = |t: &str| format!("Bearer {t}");
+        // x509 first: the token beside a valid certificate is not looked at.
+        assert_eq!(
+            a.authenticate_request(Some(&node_cert), Some(&bearer("admin-token")))
+                .unwrap(),
+            Identity::Node("n2".into())
+        );
+        assert_eq!(
+            a.authenticate_request(Some(&node_cert), Some(&bearer("wrong")))
+                .unwrap(),
+            Identity::Node("n2".into())
+        );
+        // A refused certificate: the token decides; without one, 401 saying why.
+        let foreign = chain(
+            TlsMaterial::generate(&[])
+                .unwrap()
+                .issue_admin_client_cert()
+                .unwrap(),
+        );
+        assert_eq!(
+            a.authenticate_request(Some(&foreign), Some(&bearer(&node_token)))
+                .unwrap(),
+            Identity::Node("n1".into())
+        );
+        let e = a.authenticate_request(Some(&foreign), None).unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Unauthorized(m) if m.contains("client certificate")),
+            "{e}"
+        );
+        let expired = chain(
+            pki.issue_client_cert(
+                "system:admin",
+                &["system:masters"],
+                now - 2 * hour,
+                now - hour,
+            )
+            .unwrap(),
+        );
+        let e = a
+            .authenticate_request(Some(&expired), Some(&bearer("wrong")))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Unauthorized(m) if m.contains("xpired") && m.contains("bearer token")),
+            "{e}"
+        );
+        // No certificate: the token, as before.
+        assert_eq!(
+            a.authenticate_request(None, Some(&bearer("admin-token")))
+                .unwrap(),
+            Identity::Admin
+        );
+        assert!(a.authenticate_request(None, None).is_err());
     }
 
     #[test]

@@ -418,6 +418,45 @@ impl WatchCache {
         (items, inner.revision)
     }
 
+    /// The objects of `kind` under `prefix` as they were at revision `rev`: the current ones
+    /// with the window's later events undone, newest first (an add removed, a change or a
+    /// delete put back to the object before it). Err(oldest) when the window no longer
+    /// reaches back to `rev` (it holds every event after `oldest`). A `rev` the cache has not
+    /// reached yet gives the current objects.
+    pub fn snapshot_at(
+        &self,
+        kind: Kind,
+        prefix: &str,
+        rev: Revision,
+    ) -> Result<Vec<Arc<CachedObject>>, Revision> {
+        let inner = self.lock();
+        let st = &inner.kinds[&kind];
+        if rev < st.oldest {
+            return Err(st.oldest);
+        }
+        let mut objects: BTreeMap<&str, Arc<CachedObject>> = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        for ev in st.events.iter().rev().take_while(|e| e.revision > rev) {
+            let key = ev.object.key.as_str();
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            match &ev.prev {
+                Some(p) => {
+                    objects.insert(key, p.clone());
+                }
+                None => {
+                    objects.remove(key);
+                }
+            }
+        }
+        Ok(objects.into_values().collect())
+    }
+
     /// The objects of `kind` that name `owner_uid` in their ownerReferences.
     pub fn owned_by(&self, kind: Kind, owner_uid: &str) -> Vec<Arc<CachedObject>> {
         let inner = self.lock();
@@ -529,6 +568,68 @@ mod tests {
         c.compact(4);
         assert!(c.subscribe(Kind::Pod, 3).is_err());
         assert!(c.subscribe(Kind::Pod, 4).is_ok());
+    }
+
+    /// The keys and resourceVersions of a snapshot.
+    fn state(items: &[Arc<CachedObject>]) -> Vec<(String, Revision)> {
+        items.iter().map(|o| (o.name.clone(), o.revision)).collect()
+    }
+
+    #[test]
+    fn a_past_revision_is_rebuilt_from_the_window() {
+        let c = WatchCache::new(CacheConfig {
+            window: 100,
+            window_bytes: usize::MAX,
+            fanout_buffer: 16,
+        });
+        c.reset(&[], 0);
+        let pod = |n: &str, g: u32| serde_json::json!({"metadata": {"name": n, "namespace": "default", "generation": g}});
+        let key = |n: &str| format!("/registry/pods/default/{n}");
+        // Every revision's expected state, recorded as the writes go.
+        let mut expected: Vec<Vec<(String, Revision)>> = vec![vec![]];
+        let mut now: BTreeMap<String, Revision> = BTreeMap::new();
+        let mut rev = 0;
+        let writes: &[(&str, &str)] = &[
+            ("create", "a"),
+            ("create", "b"),
+            ("update", "a"),
+            ("create", "c"),
+            ("delete", "b"),
+            ("update", "c"),
+            ("create", "b"),
+            ("delete", "a"),
+        ];
+        for (op, n) in writes {
+            rev += 1;
+            let kind = match *op {
+                "create" => EventKind::Created,
+                "update" => EventKind::Modified,
+                _ => EventKind::Deleted,
+            };
+            c.apply(kind.clone(), kv(&key(n), pod(n, rev as u32), rev));
+            if kind == EventKind::Deleted {
+                now.remove(*n);
+            } else {
+                now.insert(n.to_string(), rev);
+            }
+            expected.push(now.iter().map(|(k, v)| (k.clone(), *v)).collect());
+        }
+        // A deleted object comes back as it was before its delete (resourceVersion included).
+        for (r, want) in expected.iter().enumerate() {
+            let got = c
+                .snapshot_at(Kind::Pod, "/registry/pods/", r as Revision)
+                .unwrap();
+            assert_eq!(&state(&got), want, "at revision {r}");
+        }
+        c.compact(3);
+        assert_eq!(
+            c.snapshot_at(Kind::Pod, "/registry/pods/", 2).unwrap_err(),
+            3
+        );
+        assert_eq!(
+            state(&c.snapshot_at(Kind::Pod, "/registry/pods/", 3).unwrap()),
+            expected[3]
+        );
     }
 
     #[test]

@@ -58,69 +58,25 @@ pub fn watch_gate(limits: &ConnLimits) -> Arc<Gate<String>> {
 }
 
 impl ApiServer {
-    /// `kubectl exec` over WebSocket: accepts the upgrade with the best channel protocol
-    /// both sides speak, then runs the command on the pod's node with the stdin the client
-    /// sends (see [`crate::streaming`]).
-    fn exec_websocket(
+    /// `kubectl exec|attach|port-forward` over WebSocket: accepts the upgrade with the best
+    /// protocol both sides speak, then relays to the pod's node (see [`crate::streaming`]).
+    fn stream_websocket(
         &self,
         req: Request<Incoming>,
         ns: String,
         name: String,
+        sub: &str,
         query: String,
     ) -> Result<Response<Body>, ApiError> {
-        let protocol = crate::streaming::negotiate(req.headers()).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "pods/exec speaks the WebSocket protocols {}; the client offered none of them",
-                crate::streaming::PROTOCOLS.join(", ")
-            ))
-        })?;
-        let resp = crate::streaming::accept(req.headers(), protocol).ok_or_else(|| {
-            ApiError::BadRequest("the WebSocket upgrade has no Sec-WebSocket-Key".into())
-        })?;
-        let argv: Vec<String> = query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| percent_decode(k) == "command")
-            .map(|(_, v)| percent_decode(v))
-            .collect();
-        let stdin = query_param(&query, "stdin").is_some_and(|v| v == "true" || v == "1");
-        let (registry, agents) = (self.registry.clone(), self.agents.clone());
-        tokio::spawn(async move {
-            let io = match hyper::upgrade::on(req).await {
-                Ok(u) => hyper_util::rt::TokioIo::new(u),
-                Err(e) => {
-                    tracing::debug!(error = %e, "the exec WebSocket upgrade failed");
-                    return;
-                }
-            };
-            let run = |input: Vec<u8>| async move {
-                let resp = crate::agent_proxy::proxy(
-                    &registry,
-                    &agents,
-                    &ns,
-                    &name,
-                    "exec",
-                    &Method::POST,
-                    &query,
-                    Bytes::from(input),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                let ok = resp.status().is_success();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("reading the agent's answer: {e}"))?
-                    .to_bytes();
-                if !ok {
-                    return Err(String::from_utf8_lossy(&body).into_owned());
-                }
-                crate::streaming::exec_output_from_agent(&body)
-            };
-            crate::streaming::serve_exec(io, stdin, argv, run).await;
-        });
-        Ok(resp)
+        crate::streaming::serve_websocket(
+            req,
+            self.registry.clone(),
+            self.agents.clone(),
+            ns,
+            name,
+            sub,
+            query,
+        )
     }
 
     /// A watch slot for `id`, or 429 TooManyRequests with a Retry-After.
@@ -130,6 +86,7 @@ impl ApiServer {
             Identity::Local => None,
             Identity::Admin => Some("admin".to_string()),
             Identity::Node(n) => Some(format!("node {n}")),
+            Identity::User(u) => Some(format!("user {}", u.name)),
         };
         self.watches
             .admit(key)
@@ -212,6 +169,9 @@ pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
 #[derive(Debug, PartialEq, Eq)]
 struct Route {
     kind: Kind,
+    /// The version the path names: the kind's stored one, or an older one also served
+    /// (autoscaling/v1 HorizontalPodAutoscalers), converted by podd_api::convert.
+    version: &'static str,
     namespace: Option<String>,
     name: Option<String>,
     sub: Option<String>,
@@ -238,10 +198,7 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
         [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
         _ => return Err(not_found()),
     };
-    let kind = Kind::ALL
-        .into_iter()
-        .find(|k| k.plural() == plural && k.group_prefix() == group.as_str())
-        .ok_or_else(not_found)?;
+    let (kind, version) = Kind::from_path(&group, plural).ok_or_else(not_found)?;
     if !kind.namespaced() && namespace.is_some() {
         return Err(not_found());
     }
@@ -250,6 +207,7 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
     }
     Ok(Route {
         kind,
+        version,
         namespace,
         name,
         sub,
@@ -330,14 +288,24 @@ async fn read_object(
     }
 }
 
-/// A JSON body that may be absent (DELETE's DeleteOptions).
+/// A JSON body that may be absent (DELETE's DeleteOptions); client-go's typed clients send
+/// it in protobuf.
 async fn read_optional_json(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Option<serde_json::Value>, ApiError> {
+    let protobuf = body_type(&header(&req, hyper::header::CONTENT_TYPE))
+        .is_ok_and(|t| t == BodyType::Protobuf);
     let buf = read_body(req, timeout).await?;
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    if protobuf || buf.starts_with(podd_api::protobuf::MAGIC) {
+        return podd_api::protobuf::decode(&buf).map(Some).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the protobuf DeleteOptions body could not be read: {e}"
+            ))
+        });
     }
     serde_json::from_slice(&buf)
         .map(Some)
@@ -401,8 +369,20 @@ fn list_meta(rev: i64, cont: &Option<String>, remaining: Option<usize>) -> serde
     m
 }
 
+/// An object's JSON in `version` of its kind (as stored when that is the stored version).
+fn json_in_version<'a>(kind: Kind, version: &str, json: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if podd_api::convert::is_stored(kind, version) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    std::borrow::Cow::Owned(
+        serde_json::to_vec(&podd_api::convert::to_version(kind, version, &v)).unwrap_or_default(),
+    )
+}
+
 fn list_body(
     kind: Kind,
+    version: &str,
     items: &[Arc<CachedObject>],
     rev: i64,
     cont: &Option<String>,
@@ -414,7 +394,7 @@ fn list_body(
         format!(
             r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
             kind.name(),
-            kind.api_version(),
+            kind.api_version_at(version),
             list_meta(rev, cont, remaining),
         )
         .as_bytes(),
@@ -423,14 +403,14 @@ fn list_body(
         if i > 0 {
             out.extend_from_slice(b",");
         }
-        out.extend_from_slice(&o.json);
+        out.extend_from_slice(&json_in_version(kind, version, &o.json));
     }
     out.extend_from_slice(b"]}");
     out.freeze()
 }
 
-/// Kubernetes' protobuf media type: read in request bodies, never sent (clients that send it
-/// accept JSON too).
+/// Kubernetes' protobuf media type: read in request bodies, and sent when negotiated
+/// ([`crate::negotiate`]).
 const PROTOBUF: &str = podd_api::protobuf::CONTENT_TYPE;
 
 fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
@@ -441,21 +421,22 @@ fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
         .to_string()
 }
 
-/// 406 for a client that accepts only protobuf (kubectl also accepts JSON, and gets it).
+/// 406 for a client that accepts neither JSON nor protobuf ([`crate::negotiate`]).
 fn check_accept(accept: &str) -> Result<(), ApiError> {
-    if accept.is_empty() {
-        return Ok(());
-    }
-    let json_ok = accept.split(',').any(|m| {
-        let t = m.split(';').next().unwrap_or("").trim();
-        t == "application/json" || t == "*/*" || t == "application/*" || t.is_empty()
-    });
-    if !json_ok && accept.contains(PROTOBUF) {
-        return Err(ApiError::NotAcceptable(format!(
-            "only application/json is served, and the request accepts only {accept:?}; accept application/json"
-        )));
-    }
-    Ok(())
+    crate::negotiate::Negotiation::new(accept, false).check(accept)
+}
+
+/// How a request's response is encoded: by its Accept header; a watch of a kind with a
+/// protobuf message may stream protobuf.
+fn negotiation(req: &Request<Incoming>) -> crate::negotiate::Negotiation {
+    let accept = header(req, hyper::header::ACCEPT);
+    let query = req.uri().query().unwrap_or_default();
+    let watch = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
+    let protobuf_watch = watch
+        && parse_path(req.uri().path()).is_ok_and(|r| {
+            r.sub.is_none() && podd_api::protobuf::encodable(&r.kind.api_version(), r.kind.name())
+        });
+    crate::negotiate::Negotiation::new(&accept, protobuf_watch)
 }
 
 /// The encoding of a create or update body: JSON or Kubernetes' protobuf; 415 otherwise.
@@ -513,6 +494,8 @@ fn write_options(query: &str) -> Result<WriteOptions, ApiError> {
         field_validation,
         field_manager: query_param(query, "fieldManager"),
         force: query_param(query, "force").is_some_and(|f| f == "true"),
+        user_agent: String::new(),
+        version: String::new(),
     })
 }
 
@@ -638,10 +621,13 @@ impl ApiServer {
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
         let t = Instant::now();
+        // Responses are built in JSON; the negotiated encoding is applied last (protobuf).
+        let negotiation = negotiation(&req);
         let resp = match self.route(req, transport).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
+        let resp = negotiation.respond(resp).await;
         if mutating {
             self.registry.http_mutating_latency.record(t.elapsed());
         }
@@ -711,11 +697,24 @@ impl ApiServer {
                     .headers()
                     .get(hyper::header::AUTHORIZATION)
                     .and_then(|h| h.to_str().ok());
-                self.auth.authenticate(h)?
+                // The client certificate first, then the token (crate::auth).
+                let peer = req.extensions().get::<Arc<crate::tls::PeerCertificates>>();
+                self.auth.authenticate_request(peer.map(|p| &**p), h)?
             }
         };
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or_default().to_string();
+        crate::auth::authorize_request(&identity, req.method().as_str(), &path)?;
+        if *req.method() == Method::POST
+            && path.trim_end_matches('/') == crate::auth::SELF_SUBJECT_REVIEW_PATH
+        {
+            // kubectl auth whoami: create-only, answers who the caller is.
+            read_body(req, self.limits.body_read_timeout).await?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &crate::auth::self_subject_review(&identity),
+            ));
+        }
         if path == "/healthz" || path == "/readyz" {
             return Ok(full(StatusCode::OK, "ok"));
         }
@@ -759,7 +758,7 @@ impl ApiServer {
             None => Subresource::Main,
             Some("status") if kind.has_status() => Subresource::Status,
             Some("scale") if kind.info().has_scale => Subresource::Scale,
-            Some(sub @ ("log" | "exec")) if kind == Kind::Pod => {
+            Some(sub @ ("log" | "exec" | "attach" | "portforward")) if kind == Kind::Pod => {
                 let name = route
                     .name
                     .clone()
@@ -770,8 +769,13 @@ impl ApiServer {
                         "an agent token may not use pods/{sub}"
                     )));
                 }
-                if sub == "exec" && crate::streaming::is_websocket_upgrade(req.headers()) {
-                    return self.exec_websocket(req, ns, name, query);
+                if sub != "log" && crate::streaming::is_websocket_upgrade(req.headers()) {
+                    return self.stream_websocket(req, ns, name, sub, query);
+                }
+                if sub == "attach" || sub == "portforward" {
+                    return Err(ApiError::BadRequest(format!(
+                        "pods/{sub} is served over WebSocket only (kubectl 1.31+ uses it)"
+                    )));
                 }
                 return crate::agent_proxy::proxy(
                     &self.registry,
@@ -812,7 +816,10 @@ impl ApiServer {
         let table = wants_table(&accept);
         let include_object =
             query_param(&query, "includeObject").unwrap_or_else(|| "Metadata".into());
-        let write_opts = write_options(&query)?;
+        let mut write_opts = write_options(&query)?;
+        // Field managers default to the User-Agent; other versions are converted.
+        write_opts.user_agent = header(&req, hyper::header::USER_AGENT);
+        write_opts.version = route.version.to_string();
         match (&method, &route.name) {
             (&Method::GET, None) => {
                 let filter = Filter {
@@ -837,6 +844,7 @@ impl ApiServer {
                         bookmarks: query_param(&query, "allowWatchBookmarks")
                             .is_some_and(|b| b == "true" || b == "1"),
                         table: table.then_some(include_object),
+                        version: route.version,
                         timeout,
                         bookmark_every: BOOKMARK_EVERY,
                     };
@@ -878,6 +886,7 @@ impl ApiServer {
                     StatusCode::OK,
                     list_body(
                         kind,
+                        route.version,
                         &page.items,
                         page.revision,
                         &page.continue_token,
@@ -894,6 +903,7 @@ impl ApiServer {
                     let t = crate::table::to_table(kind, &[v], &include_object);
                     return Ok(json_response(StatusCode::OK, &t));
                 }
+                let v = podd_api::convert::to_version(kind, route.version, &v);
                 Ok(json_response(StatusCode::OK, &v))
             }
             (&Method::POST, None) => {
@@ -959,6 +969,7 @@ impl ApiServer {
                 let body = read_optional_json(req, self.limits.body_read_timeout).await?;
                 let opts = delete_options(&query, body.as_ref())?;
                 let v = self.registry.delete_with(kind, &ns, name, &opts).await?;
+                let v = podd_api::convert::to_version(kind, route.version, &v);
                 Ok(json_response(StatusCode::OK, &v))
             }
             _ => Err(ApiError::MethodNotAllowed(format!(
@@ -980,7 +991,7 @@ impl ApiServer {
         status: bool,
         body: Option<&serde_json::Value>,
     ) -> Result<(), ApiError> {
-        if !matches!(id, Identity::Node(_)) {
+        if id.is_admin() {
             return Ok(());
         }
         let pod_node = if kind == Kind::Pod && !name.is_empty() {
@@ -1025,6 +1036,7 @@ impl ApiServer {
         let render = Renderer {
             kind,
             table: opts.table.clone(),
+            version: opts.version,
         };
         let (initial, after, rx) = match rv.parse::<i64>() {
             Ok(n) if n > 0 => match cache.subscribe(kind, n) {
@@ -1159,6 +1171,8 @@ struct WatchOptions {
     bookmarks: bool,
     /// Objects as one-row Tables, with this `includeObject`.
     table: Option<String>,
+    /// The version objects are sent in.
+    version: &'static str,
     timeout: Option<Duration>,
     bookmark_every: Duration,
 }
@@ -1167,12 +1181,13 @@ struct WatchOptions {
 struct Renderer {
     kind: Kind,
     table: Option<String>,
+    version: &'static str,
 }
 
 impl Renderer {
     fn line(&self, ty: EventType, json: &[u8]) -> Bytes {
         match &self.table {
-            None => event_line(ty, json),
+            None => event_line(ty, &json_in_version(self.kind, self.version, json)),
             Some(include) => {
                 let obj: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
                 let t = crate::table::to_table(self.kind, &[obj], include);
@@ -1185,7 +1200,7 @@ impl Renderer {
     fn bookmark(&self, rev: Option<i64>) -> Bytes {
         let obj = serde_json::json!({
             "kind": self.kind.name(),
-            "apiVersion": self.kind.api_version(),
+            "apiVersion": self.kind.api_version_at(self.version),
             "metadata": {"resourceVersion": rev.unwrap_or_default().to_string()},
         });
         event_line(
@@ -1285,6 +1300,7 @@ fn store_watch(
     let render = Renderer {
         kind,
         table: opts.table,
+        version: opts.version,
     };
     use futures::StreamExt;
     let (mut tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
@@ -1367,13 +1383,18 @@ async fn serve_conn<S>(
     api: Arc<ApiServer>,
     io: S,
     transport: Transport,
+    peer: Option<Arc<crate::tls::PeerCertificates>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = api.limits.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let api = api.clone();
+        // The TLS client's certificate chain, authenticated per request (crate::auth).
+        if let Some(p) = &peer {
+            req.extensions_mut().insert(p.clone());
+        }
         async move { Ok::<_, Infallible>(api.handle(req, transport).await) }
     });
     let conn = serve_http1(hyper_util::rt::TokioIo::new(io), &limits, svc);
@@ -1416,7 +1437,7 @@ pub async fn serve_unix(
                     let Ok(permit) = gate.admit(None) else { continue };
                     let (api, sd) = (api.clone(), shutdown.clone());
                     tokio::spawn(async move {
-                        serve_conn(api, stream, Transport::Unix, sd).await;
+                        serve_conn(api, stream, Transport::Unix, None, sd).await;
                         drop(permit);
                     });
                 }
@@ -1452,7 +1473,14 @@ pub async fn serve_tls(
                     let sd = shutdown.clone();
                     tokio::spawn(async move {
                         match crate::conn_limits::tls_accept(&acceptor, stream, &api.limits).await {
-                            Ok(tls) => serve_conn(api, tls, Transport::Tls, sd).await,
+                            Ok(tls) => {
+                                let peer = tls.get_ref().1.peer_certificates().map(|c| {
+                                    Arc::new(crate::tls::PeerCertificates(
+                                        c.iter().map(|d| d.clone().into_owned()).collect(),
+                                    ))
+                                });
+                                serve_conn(api, tls, Transport::Tls, peer, sd).await
+                            }
                             Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         }
                         drop(permit);
@@ -1479,6 +1507,7 @@ mod tests {
             r,
             Route {
                 kind: Kind::Pod,
+                version: "v1",
                 namespace: Some("default".into()),
                 name: Some("web".into()),
                 sub: Some("status".into())
@@ -1501,6 +1530,9 @@ mod tests {
                 .kind,
             Kind::HorizontalPodAutoscaler
         );
+        let v1 =
+            parse_path("/apis/autoscaling/v1/namespaces/d/horizontalpodautoscalers/h").unwrap();
+        assert_eq!((v1.kind, v1.version), (Kind::HorizontalPodAutoscaler, "v1"));
     }
 
     #[test]
@@ -1528,8 +1560,10 @@ mod tests {
         assert!(!wants_table("application/json"));
         assert!(check_accept(kubectl).is_ok());
         assert!(check_accept("application/vnd.kubernetes.protobuf, */*").is_ok());
+        // Protobuf is served (crate::negotiate); what is neither JSON nor protobuf is 406.
+        assert!(check_accept("application/vnd.kubernetes.protobuf").is_ok());
         assert!(matches!(
-            check_accept("application/vnd.kubernetes.protobuf"),
+            check_accept("application/yaml"),
             Err(ApiError::NotAcceptable(_))
         ));
         assert_eq!(

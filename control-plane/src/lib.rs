@@ -2,6 +2,9 @@
 //! cache that fans one store watch out to every watcher, the registry (the API's semantics over
 //! the store), the persisted allocators, the controllers, and hollow nodes for scale tests.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod agent_proxy;
 pub mod alloc;
 pub mod auth;
@@ -14,6 +17,7 @@ pub mod hollow;
 pub mod http;
 pub mod leases;
 pub mod metrics;
+pub mod negotiate;
 pub mod registry;
 pub mod server;
 pub mod streaming;

@@ -43,16 +43,46 @@ pub enum Subresource {
 }
 
 /// Field selectors: `metadata.name`, `metadata.namespace`, `spec.nodeName` and
-/// `status.phase` (pods), with `=`, `==` and `!=`.
+/// `status.phase` (pods), and Kubernetes' event fields (`involvedObject.kind`, `reason`,
+/// `type`, ...: `kubectl events --for`), with `=`, `==` and `!=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(podd_api::selector::FieldSelector);
 
+/// The event fields Kubernetes selects on, and where each is in an Event.
+const EVENT_FIELDS: [(&str, &str); 11] = [
+    ("involvedObject.kind", "/involvedObject/kind"),
+    ("involvedObject.namespace", "/involvedObject/namespace"),
+    ("involvedObject.name", "/involvedObject/name"),
+    ("involvedObject.uid", "/involvedObject/uid"),
+    ("involvedObject.apiVersion", "/involvedObject/apiVersion"),
+    (
+        "involvedObject.resourceVersion",
+        "/involvedObject/resourceVersion",
+    ),
+    ("involvedObject.fieldPath", "/involvedObject/fieldPath"),
+    ("reason", "/reason"),
+    ("reportingComponent", "/reportingComponent"),
+    ("source", "/source/component"),
+    ("type", "/type"),
+];
+
 impl FieldSelector {
-    pub const FIELDS: [&str; 4] = [
+    pub const FIELDS: [&str; 15] = [
         "metadata.name",
         "metadata.namespace",
         "spec.nodeName",
         "status.phase",
+        EVENT_FIELDS[0].0,
+        EVENT_FIELDS[1].0,
+        EVENT_FIELDS[2].0,
+        EVENT_FIELDS[3].0,
+        EVENT_FIELDS[4].0,
+        EVENT_FIELDS[5].0,
+        EVENT_FIELDS[6].0,
+        EVENT_FIELDS[7].0,
+        EVENT_FIELDS[8].0,
+        EVENT_FIELDS[9].0,
+        EVENT_FIELDS[10].0,
     ];
 
     pub fn parse(s: &str) -> Result<FieldSelector, ApiError> {
@@ -62,11 +92,28 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, o: &CachedObject) -> bool {
+        // Event fields are read from the object itself, only when selected on.
+        let needs_json = self
+            .0
+            .0
+            .iter()
+            .any(|r| EVENT_FIELDS.iter().any(|(f, _)| *f == r.field));
+        let json: serde_json::Value = if needs_json {
+            serde_json::from_slice(&o.json).unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
         self.0.matches(|f| match f {
             "spec.nodeName" => &o.node_name,
             "metadata.name" => &o.name,
             "status.phase" => &o.phase,
-            _ => &o.namespace,
+            "metadata.namespace" => &o.namespace,
+            _ => EVENT_FIELDS
+                .iter()
+                .find(|(name, _)| *name == f)
+                .and_then(|(_, pointer)| json.pointer(pointer))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(""),
         })
     }
 }
@@ -140,6 +187,71 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     pub field_manager: Option<String>,
     pub force: bool,
+    /// The request's User-Agent: the field manager of a write that names none
+    /// ([`WriteOptions::manager`]).
+    pub user_agent: String,
+    /// The version the request speaks when it is not the kind's stored one
+    /// (`v1` for autoscaling/v1 HorizontalPodAutoscalers); empty for the stored version.
+    /// Bodies are converted in, answers out, and patches apply to the object in this
+    /// version, as Kubernetes does ([`podd_api::convert`]).
+    pub version: String,
+}
+
+/// The manager of writes that name none and come with no User-Agent: the in-process
+/// controllers.
+pub const INTERNAL_MANAGER: &str = "podd-control-plane";
+
+impl WriteOptions {
+    /// Whether the request speaks another version than the stored one.
+    fn converts(&self, kind: Kind) -> bool {
+        !self.version.is_empty() && !podd_api::convert::is_stored(kind, &self.version)
+    }
+
+    /// A body sent in the request's version, as stored.
+    fn body_in(&self, kind: Kind, body: Value) -> Result<Value, ApiError> {
+        if !self.converts(kind) {
+            return Ok(body);
+        }
+        podd_api::convert::from_version(kind, &self.version, &body)
+            .map_err(|e| ApiError::BadRequest(format!("the body does not convert: {e}")))
+    }
+
+    /// A write's answer in the request's version.
+    fn answer(&self, kind: Kind, w: Result<Written, ApiError>) -> Result<Written, ApiError> {
+        if !self.converts(kind) {
+            return w;
+        }
+        w.map(|mut w| {
+            w.object = podd_api::convert::to_version(kind, &self.version, &w.object);
+            w
+        })
+    }
+
+    /// The field manager a non-apply write is recorded under: `?fieldManager=`, else the
+    /// User-Agent up to its first `/` as kube-apiserver derives it, else
+    /// [`INTERNAL_MANAGER`].
+    pub fn manager(&self) -> String {
+        if let Some(m) = self.field_manager.as_deref().filter(|m| !m.is_empty()) {
+            return m.to_string();
+        }
+        let m = podd_api::patch::manager_from_user_agent(&self.user_agent);
+        if m.is_empty() {
+            INTERNAL_MANAGER.to_string()
+        } else {
+            m
+        }
+    }
+}
+
+impl Subresource {
+    /// The `subresource` of a managedFields entry (empty for the main resource).
+    fn managed_name(self) -> &'static str {
+        match self {
+            Subresource::Main => "",
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+        }
+    }
 }
 
 /// What a write returns: the object (as stored, or as it would be with dry run) and the
@@ -268,6 +380,22 @@ fn random_suffix() -> String {
 /// Now, as a metav1 Time on the wire (through the type's own serializer).
 fn now_time() -> Value {
     serde_json::to_value(podd_api::Time(podd_api::jiff::Timestamp::now())).unwrap_or_default()
+}
+
+/// Now as RFC 3339, for managedFields times.
+fn now_rfc3339() -> String {
+    now_time().as_str().unwrap_or_default().to_string()
+}
+
+/// How [`Registry::write`] records field ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// A non-apply write of this subresource: an `Update` entry for the write's manager.
+    Update(Subresource),
+    /// A server-side apply, which has recorded its managedFields itself.
+    Applied,
+    /// Bookkeeping (a node lease renewal): managedFields as they are.
+    Untracked,
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -494,8 +622,10 @@ impl Registry {
     /// A list with Kubernetes' options: pages of `limit` objects continued by an opaque token
     /// (the list's revision and the last key; 410 Expired once that revision is compacted),
     /// and `resourceVersion` semantics (`""` most recent, `"0"` any, `N` not older than N, or
-    /// exactly N with `resourceVersionMatch=Exact`). Pages after the first are served from
-    /// the cache's current objects after the last key.
+    /// exactly N with `resourceVersionMatch=Exact`). Every page comes from one snapshot, the
+    /// first page's revision, rebuilt by the watch cache from its window of events (as
+    /// etcd-backed Kubernetes reads every page at the first one's revision): objects written
+    /// between pages neither shift nor repeat items.
     pub async fn list_page(
         &self,
         kind: Kind,
@@ -505,15 +635,25 @@ impl Registry {
         let prefix = kind.key_prefix(ns.filter(|n| !n.is_empty()));
         let (items, revision, start) = if let Some(tok) = &opts.continue_token {
             let t = decode_continue(tok)?;
-            let oldest = self.cache.oldest(kind);
-            if t.rv < oldest {
-                return Err(ApiError::Expired(format!(
-                    "the provided continue parameter is too old to display a consistent list \
-                     result (revision {} is older than {oldest}); start a new list without it",
-                    t.rv
+            // A token from before a restart may be ahead of a cache still loading.
+            if !self.cache.wait_for(t.rv, Duration::from_secs(3)).await {
+                return Err(ApiError::Timeout(format!(
+                    "Too large resource version: {}, current: {}",
+                    t.rv,
+                    self.cache.revision()
                 )));
             }
-            let (items, _) = self.cache.snapshot(kind, &prefix);
+            let items = self
+                .cache
+                .snapshot_at(kind, &prefix, t.rv)
+                .map_err(|oldest| {
+                    ApiError::Expired(format!(
+                        "the provided continue parameter is too old to display a consistent \
+                         list result (revision {} is older than {oldest}); start a new list \
+                         without it",
+                        t.rv
+                    ))
+                })?;
             (items, t.rv, Some(t.start))
         } else {
             let rv = opts.resource_version.as_str();
@@ -544,15 +684,22 @@ impl Registry {
                         self.cache.revision()
                     )));
                 }
-                let (items, rev) = self.cache.snapshot(kind, &prefix);
-                if exact && n != rev {
-                    // The cache keeps only the current objects; an older state is gone.
-                    return Err(ApiError::Expired(format!(
-                        "resourceVersion {n} is not the current one ({rev}); list with \
-                         resourceVersionMatch=NotOlderThan or without a resourceVersion"
-                    )));
+                if exact && n == 0 {
+                    return Err(ApiError::BadRequest(
+                        "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""
+                            .into(),
+                    ));
                 }
-                (items, rev, None)
+                if exact {
+                    // That revision exactly, rebuilt from the cache's window while it reaches.
+                    let items = self.cache.snapshot_at(kind, &prefix, n).map_err(|oldest| {
+                        ApiError::Expired(format!("too old resource version: {n} ({oldest})"))
+                    })?;
+                    (items, n, None)
+                } else {
+                    let (items, rev) = self.cache.snapshot(kind, &prefix);
+                    (items, rev, None)
+                }
             }
         };
         let mut matching = items
@@ -584,6 +731,7 @@ impl Registry {
         ns: &str,
         body: Value,
         opts: &WriteOptions,
+        record: bool,
     ) -> Result<Written, ApiError> {
         let ns = Self::ns_for(kind, ns);
         let mut v = body;
@@ -637,8 +785,17 @@ impl Registry {
                 .insert("status".into(), serde_json::json!({}));
         }
         let name = str_at(&v, "/metadata/name").to_string();
+        let unacted = podd_api::unacted::warnings(kind, &v);
         // Decode, default and validate before allocating anything.
-        let (mut v, warnings) = admit(kind, &name, v, opts.field_validation)?;
+        let (v, mut warnings) = admit(kind, &name, v, opts.field_validation)?;
+        warnings.extend(unacted);
+        // The creator owns every field it set, defaults included (an apply has recorded
+        // its own).
+        let mut v = if record {
+            podd_api::patch::record_update(kind, &Value::Null, &v, &opts.manager(), &now_rfc3339())
+        } else {
+            v
+        };
         if opts.dry_run {
             return Ok(Written {
                 object: v,
@@ -759,9 +916,15 @@ impl Registry {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        self.write(kind, ns, name, precondition, opts, |cur| {
-            Ok(Self::merge_update(kind, cur, &body, sub))
-        })
+        self.write(
+            kind,
+            ns,
+            name,
+            precondition,
+            opts,
+            Track::Update(sub),
+            |cur| Ok(Self::merge_update(kind, cur, &body, sub)),
+        )
         .await
     }
 
@@ -796,10 +959,24 @@ impl Registry {
                 .parse::<Revision>()
                 .ok()
         };
-        self.write(kind, ns, name, precondition, opts, |cur| {
-            let patched = Self::apply_patch(kind, name, ty, cur, &patch)?;
-            Ok(Self::merge_update(kind, cur, &patched, sub))
-        })
+        self.write(
+            kind,
+            ns,
+            name,
+            precondition,
+            opts,
+            Track::Update(sub),
+            |cur| {
+                // A patch applies to the object in the request's version.
+                let patched = if opts.converts(kind) {
+                    let seen = podd_api::convert::to_version(kind, &opts.version, cur);
+                    opts.body_in(kind, Self::apply_patch(kind, name, ty, &seen, &patch)?)?
+                } else {
+                    Self::apply_patch(kind, name, ty, cur, &patch)?
+                };
+                Ok(Self::merge_update(kind, cur, &patched, sub))
+            },
+        )
         .await
     }
 
@@ -847,12 +1024,12 @@ impl Registry {
             Err(ApiError::NotFound { .. }) if sub == Subresource::Main => {
                 let mut body = apply(None)?;
                 meta_mut(&mut body).insert("name".into(), name.into());
-                return self.create_untimed(kind, ns, body, opts).await;
+                return self.create_untimed(kind, ns, body, opts, false).await;
             }
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        self.write(kind, ns, name, None, opts, |cur| {
+        self.write(kind, ns, name, None, opts, Track::Applied, |cur| {
             let merged = apply(Some(cur))?;
             Ok(Self::merge_update(kind, cur, &merged, sub))
         })
@@ -920,6 +1097,7 @@ impl Registry {
                 name,
                 None,
                 &WriteOptions::default(),
+                Track::Untracked,
                 |cur| {
                     let mut patched = cur.clone();
                     merge_patch(&mut patched, &patch);
@@ -972,6 +1150,7 @@ impl Registry {
     /// The read-modify-write loop behind update and patch: keeps what is immutable, goes
     /// through the type, bumps the generation, skips writes that change nothing, and writes
     /// with compare-and-swap. A terminating object whose last finalizer goes is removed.
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
         kind: Kind,
@@ -979,6 +1158,7 @@ impl Registry {
         name: &str,
         precondition: Option<Revision>,
         opts: &WriteOptions,
+        track: Track,
         f: impl Fn(&Value) -> Result<Value, ApiError> + Send + Sync,
     ) -> Result<Written, ApiError> {
         let ns = Self::ns_for(kind, ns);
@@ -1000,7 +1180,12 @@ impl Registry {
                 });
             }
             let cur = parse_stored(kind, &key, &kv.value)?;
-            let new = f(&cur)?;
+            // The change sees the object as clients do, with its resourceVersion (a JSON
+            // patch may `test` it, as kubectl's managedFields migration does); what is
+            // stored never has it.
+            let mut seen = cur.clone();
+            set_resource_version(kind, &mut seen, kv.mod_revision);
+            let new = f(&seen)?;
             if !new.is_object() {
                 return Err(ApiError::BadRequest(
                     "the body must be a JSON object".into(),
@@ -1009,7 +1194,25 @@ impl Registry {
             check_before_decode(kind, name, &new)?;
             let mut new = new;
             self.keep_immutable(kind, &cur, &mut new)?;
-            let (mut new, warnings) = admit(kind, name, new, opts.field_validation)?;
+            let unacted = match track {
+                Track::Update(Subresource::Main) | Track::Applied => {
+                    podd_api::unacted::warnings(kind, &new)
+                }
+                _ => Vec::new(),
+            };
+            let (new, mut warnings) = admit(kind, name, new, opts.field_validation)?;
+            warnings.extend(unacted);
+            let mut new = match track {
+                Track::Update(sub) => podd_api::patch::record_update_at(
+                    kind,
+                    &cur,
+                    &new,
+                    &opts.manager(),
+                    sub.managed_name(),
+                    &now_rfc3339(),
+                ),
+                Track::Applied | Track::Untracked => new,
+            };
             if new.get("spec") != cur.get("spec") {
                 let g = cur
                     .pointer("/metadata/generation")
@@ -1305,15 +1508,23 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         self.delete_dependents(uid, Propagation::Foreground).await;
         let w = self
-            .write(kind, ns, name, None, &WriteOptions::default(), |cur| {
-                let mut out = cur.clone();
-                let f: Vec<String> = finalizers(cur)
-                    .into_iter()
-                    .filter(|f| f != FOREGROUND_FINALIZER)
-                    .collect();
-                meta_mut(&mut out).insert("finalizers".into(), serde_json::json!(f));
-                Ok(out)
-            })
+            .write(
+                kind,
+                ns,
+                name,
+                None,
+                &WriteOptions::default(),
+                Track::Update(Subresource::Main),
+                |cur| {
+                    let mut out = cur.clone();
+                    let f: Vec<String> = finalizers(cur)
+                        .into_iter()
+                        .filter(|f| f != FOREGROUND_FINALIZER)
+                        .collect();
+                    meta_mut(&mut out).insert("finalizers".into(), serde_json::json!(f));
+                    Ok(out)
+                },
+            )
             .await?;
         Ok(w.object)
     }
@@ -1414,19 +1625,29 @@ impl Registry {
         self.caught_up().await;
         for (kind, ns, name) in self.dependents(owner_uid) {
             let r = self
-                .write(kind, &ns, &name, None, &WriteOptions::default(), |cur| {
-                    let mut out = cur.clone();
-                    if let Some(refs) = out
-                        .pointer_mut("/metadata/ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
-                        if refs.is_empty() {
-                            meta_mut(&mut out).remove("ownerReferences");
+                .write(
+                    kind,
+                    &ns,
+                    &name,
+                    None,
+                    &WriteOptions::default(),
+                    Track::Update(Subresource::Main),
+                    |cur| {
+                        let mut out = cur.clone();
+                        if let Some(refs) = out
+                            .pointer_mut("/metadata/ownerReferences")
+                            .and_then(Value::as_array_mut)
+                        {
+                            refs.retain(|r| {
+                                r.get("uid").and_then(Value::as_str) != Some(owner_uid)
+                            });
+                            if refs.is_empty() {
+                                meta_mut(&mut out).remove("ownerReferences");
+                            }
                         }
-                    }
-                    Ok(out)
-                })
+                        Ok(out)
+                    },
+                )
                 .await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, kind = kind.name(), %ns, %name, "orphaning a dependent failed");
@@ -1500,7 +1721,11 @@ impl Registry {
         body: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.timed(self.create_untimed(kind, ns, body, opts)).await
+        let body = opts.body_in(kind, body)?;
+        let w = self
+            .timed(self.create_untimed(kind, ns, body, opts, true))
+            .await;
+        opts.answer(kind, w)
     }
 
     /// Replaces an object (or its status, or its scale); a metadata.resourceVersion in the
@@ -1527,8 +1752,11 @@ impl Registry {
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.timed(self.update_untimed(kind, ns, name, body, sub, opts))
-            .await
+        let body = opts.body_in(kind, body)?;
+        let w = self
+            .timed(self.update_untimed(kind, ns, name, body, sub, opts))
+            .await;
+        opts.answer(kind, w)
     }
 
     /// Applies a JSON merge patch.
@@ -1565,8 +1793,15 @@ impl Registry {
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        self.timed(self.patch_untimed(kind, ns, name, ty, patch, sub, opts))
-            .await
+        let patch = if ty == PatchType::Apply {
+            opts.body_in(kind, patch)?
+        } else {
+            patch
+        };
+        let w = self
+            .timed(self.patch_untimed(kind, ns, name, ty, patch, sub, opts))
+            .await;
+        opts.answer(kind, w)
     }
 
     /// Deletes an object (Background propagation, the object's own grace period); see
@@ -1663,6 +1898,25 @@ mod tests {
                 .matches(&o)
         );
         assert!(FieldSelector::parse("spec.restartPolicy=Never").is_err());
+        // kubectl events --for deployment/web.
+        let ev = CachedObject::from_stored(
+            Kind::Event,
+            "/registry/events/default/e",
+            br#"{"metadata":{"name":"e","namespace":"default"},"reason":"ScalingReplicaSet","type":"Normal",
+                "involvedObject":{"kind":"Deployment","apiVersion":"apps/v1","name":"web"},
+                "source":{"component":"deployment-controller"}}"#,
+            4,
+        )
+        .unwrap();
+        let sel = |s: &str| FieldSelector::parse(s).unwrap().matches(&ev);
+        assert!(sel(
+            "involvedObject.kind=Deployment,involvedObject.apiVersion=apps/v1,involvedObject.name=web"
+        ));
+        assert!(!sel("involvedObject.name=other"));
+        assert!(sel(
+            "type!=Warning,reason=ScalingReplicaSet,source=deployment-controller"
+        ));
+        assert!(sel("involvedObject.uid="), "a missing field is empty");
     }
 
     #[test]

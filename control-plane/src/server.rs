@@ -106,14 +106,14 @@ impl ControlPlane {
         }
         let registry = Arc::new(Registry::new(store, cache, &config.registry)?);
         registry.repair_allocators().await?;
-        let auth = Arc::new(match (&config.data_dir, &config.admin_token) {
+        let mut auth = match (&config.data_dir, &config.admin_token) {
             (Some(d), _) => Authenticator::load_or_init(d).map_err(|source| StartError::Io {
                 what: format!("load the tokens under {}", d.display()),
                 source,
             })?,
             (None, Some(t)) => Authenticator::in_memory(t.clone()),
             (None, None) => Authenticator::in_memory(hex::encode(rand::random::<[u8; 32]>())),
-        });
+        };
         let mut sans = config.tls_sans.clone();
         if let Some(a) = config.tls_addr
             && !a.ip().is_unspecified()
@@ -124,6 +124,9 @@ impl ControlPlane {
             Some(d) => TlsMaterial::load_or_generate(d, &sans)?,
             None => TlsMaterial::generate(&sans)?,
         };
+        // Client certificates from the client CA authenticate too (crate::auth).
+        auth.trust_client_certificates(tls.client_cert_auth()?);
+        let auth = Arc::new(auth);
         let api = Arc::new(ApiServer {
             registry: registry.clone(),
             auth: auth.clone(),

@@ -1,78 +1,51 @@
-//! `pods/exec` over the WebSocket protocol kubectl speaks (`v5.channel.k8s.io`, and
-//! `v4.channel.k8s.io` for older clients): binary messages whose first byte is the channel
-//! (0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 terminal resize; in v5, `[255, N]`
-//! closes the client's stream N). The command's exit code travels in the Status on channel 3,
-//! which kubectl turns into its own exit code.
+//! The streaming subresources kubectl reaches over WebSocket: `pods/exec` and `pods/attach`
+//! (channel protocol `v5.channel.k8s.io`, and `v4.channel.k8s.io` for older clients) and
+//! `pods/portforward` (SPDY/3.1 tunnelled over a WebSocket, [`portforward`]).
 //!
-//! The node runs the command to completion (the agent's exec is not interactive): stdin, when
-//! asked for, is read whole first (until the client closes it), then the output is sent. That
-//! is what `kubectl exec POD -- CMD`, `echo x | kubectl exec -i` and `kubectl cp` need;
-//! interactive terminals (`-it`) are not served yet.
+//! Exec and attach: binary messages whose first byte is the channel (0 stdin, 1 stdout,
+//! 2 stderr, 3 the final Status, 4 terminal resize; in v5, `[255, N]` closes the client's
+//! stream N). The command's exit code travels in the Status on channel 3, which kubectl
+//! turns into its own exit code.
+//!
+//! The API server does not run anything: it opens a streaming connection to the agent of
+//! the pod's node (`POST /pods/{uid}/exec|attach|portforward` with `Upgrade: podd-stream`,
+//! over the agent link's mTLS or the local socket, see [`crate::agent_proxy::upgrade`]) and
+//! relays. On that hop exec and attach speak [`frames`]; port-forward is a plain byte stream
+//! per forwarded connection. Stdin bytes are forwarded as they arrive and output as it is
+//! produced, so interactive shells (`kubectl exec -it`) work.
 
+pub mod frames;
+pub mod portforward;
+pub mod spdy;
+
+use crate::agent_proxy::AgentLink;
+use crate::error::ApiError;
 use crate::http::Body;
+use crate::registry::Registry;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::header::{
     CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// The channel protocols served, most preferred first.
+/// The channel protocols served for exec and attach, most preferred first.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
-
-/// The most stdin read before the command runs (as a request body's limit, bounded).
-pub const MAX_STDIN: usize = 64 << 20;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
-
-/// What the node's command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub exit_code: i32,
-}
-
-/// Reads the agent's exec answer: `{"exitCode", "stdout", "stderr"}`, with the bytes in
-/// `stdoutBase64`/`stderrBase64` when the agent sends them (binary output such as `kubectl
-/// cp`'s tar stream).
-pub fn exec_output_from_agent(body: &[u8]) -> Result<ExecOutput, String> {
-    use base64::Engine as _;
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the agent's exec answer is not JSON: {e}"))?;
-    let bytes = |b64: &str, text: &str| -> Result<Vec<u8>, String> {
-        match v.get(b64).and_then(serde_json::Value::as_str) {
-            Some(s) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| format!("the agent's {b64} is not base64: {e}")),
-            None => Ok(v
-                .get(text)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .as_bytes()
-                .to_vec()),
-        }
-    };
-    Ok(ExecOutput {
-        stdout: bytes("stdoutBase64", "stdout")?,
-        stderr: bytes("stderrBase64", "stderr")?,
-        exit_code: v
-            .get("exitCode")
-            .and_then(serde_json::Value::as_i64)
-            .and_then(|c| i32::try_from(c).ok())
-            .unwrap_or(-1),
-    })
-}
 
 /// Whether the request asks to upgrade to a WebSocket.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -87,8 +60,8 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has(CONNECTION, "upgrade") && has(UPGRADE, "websocket")
 }
 
-/// The channel protocol to speak: the first of ours the client offers.
-pub fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
+/// The protocol to speak: the first of `ours` the client offers.
+pub fn negotiate(headers: &HeaderMap, ours: &[&'static str]) -> Option<&'static str> {
     let offered: Vec<String> = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -96,8 +69,8 @@ pub fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_string())
         .collect();
-    PROTOCOLS
-        .into_iter()
+    ours.iter()
+        .copied()
         .find(|p| offered.iter().any(|o| o == p))
 }
 
@@ -136,51 +109,156 @@ pub fn failure_status(message: &str) -> serde_json::Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
 
-/// Serves one exec session on an upgraded connection: reads stdin (when `stdin`), runs the
-/// command with it through `run`, sends its output and final Status, and closes.
-pub async fn serve_exec<IO, F, Fut>(io: IO, stdin: bool, argv: Vec<String>, run: F)
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(Vec<u8>) -> Fut,
-    Fut: std::future::Future<Output = Result<ExecOutput, String>>,
-{
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let input = if stdin {
-        match read_stdin(&mut ws).await {
-            Ok(b) => b,
+/// Serves `pods/{name}/{exec|attach|portforward}` upgraded to a WebSocket: answers 101 with
+/// the negotiated protocol and relays, in a task, between kubectl and the pod's agent.
+pub fn serve_websocket(
+    req: Request<Incoming>,
+    registry: Arc<Registry>,
+    agents: Arc<AgentLink>,
+    ns: String,
+    name: String,
+    sub: &str,
+    query: String,
+) -> Result<Response<Body>, ApiError> {
+    let ours: &[&'static str] = if sub == "portforward" {
+        &[portforward::PROTOCOL]
+    } else {
+        &PROTOCOLS
+    };
+    let protocol = negotiate(req.headers(), ours).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "pods/{sub} speaks the WebSocket protocols {}; the client offered none of them",
+            ours.join(", ")
+        ))
+    })?;
+    let resp = accept(req.headers(), protocol).ok_or_else(|| {
+        ApiError::BadRequest("the WebSocket upgrade has no Sec-WebSocket-Key".into())
+    })?;
+    let sub = sub.to_string();
+    tokio::spawn(async move {
+        let io = match hyper::upgrade::on(req).await {
+            Ok(u) => hyper_util::rt::TokioIo::new(u),
             Err(e) => {
-                let _ = send(&mut ws, ERROR, failure_status(&e).to_string().into_bytes()).await;
-                let _ = ws.send(normal_close()).await;
+                tracing::debug!(error = %e, %sub, "the WebSocket upgrade failed");
+                return;
+            }
+        };
+        if sub == "portforward" {
+            let connect = move |port: u16| {
+                let (registry, agents, ns, name) =
+                    (registry.clone(), agents.clone(), ns.clone(), name.clone());
+                async move {
+                    crate::agent_proxy::upgrade(
+                        &registry,
+                        &agents,
+                        &ns,
+                        &name,
+                        "portforward",
+                        &format!("port={port}"),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+            };
+            portforward::serve(io, connect).await;
+            return;
+        }
+        let argv: Vec<String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| crate::http::percent_decode(k) == "command")
+            .map(|(_, v)| crate::http::percent_decode(v))
+            .collect();
+        let agent = async {
+            crate::agent_proxy::upgrade(&registry, &agents, &ns, &name, &sub, &query)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        serve_channels(io, argv, agent).await;
+    });
+    Ok(resp)
+}
+
+/// Relays one exec or attach session between kubectl's WebSocket (`io`) and the agent's
+/// stream (`agent`, in [`frames`]): stdin and resizes up as they come, output down as it
+/// comes, then the final Status and a normal close.
+pub async fn serve_channels<IO, A, F>(io: IO, argv: Vec<String>, agent: F)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<A, String>>,
+{
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (mut sink, mut source) = ws.split();
+    let agent = match agent.await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = send(
+                &mut sink,
+                ERROR,
+                failure_status(&e).to_string().into_bytes(),
+            )
+            .await;
+            let _ = sink.send(normal_close()).await;
+            return;
+        }
+    };
+    let (mut ar, mut aw) = tokio::io::split(agent);
+    // Up: kubectl → agent. Ends when kubectl closes; the agent then sees the end of its
+    // connection and stops the command (an interactive shell gets a hangup).
+    let up = tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            let data = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let frame = match data.split_first() {
+                Some((&STDIN, rest)) => frames::encode(frames::STDIN, rest),
+                Some((&RESIZE, rest)) => frames::encode(frames::RESIZE, rest),
+                Some((&CLOSE, [STDIN, ..])) => frames::encode(frames::CLOSE, &[frames::STDIN]),
+                _ => continue,
+            };
+            if aw.write_all(&frame).await.is_err() {
                 return;
             }
         }
-    } else {
-        Vec::new()
-    };
-    let status = match run(input).await {
-        Ok(out) => {
-            for (channel, data) in [(STDOUT, out.stdout), (STDERR, out.stderr)] {
-                for chunk in data.chunks(32 << 10) {
-                    if send(&mut ws, channel, chunk.to_vec()).await.is_err() {
-                        return;
-                    }
+        let _ = aw.shutdown().await;
+    });
+    // Down: agent → kubectl, until the end frame.
+    let status = loop {
+        match frames::read(&mut ar).await {
+            Ok(Some((frames::STDOUT, data))) => {
+                if send(&mut sink, STDOUT, data).await.is_err() {
+                    up.abort();
+                    return;
                 }
             }
-            exit_status(out.exit_code, &argv)
-        }
-        Err(e) => failure_status(&e),
-    };
-    let _ = send(&mut ws, ERROR, status.to_string().into_bytes()).await;
-    let _ = ws.send(normal_close()).await;
-    // Wait (bounded) for the client's close, so it reads everything before the socket goes.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if m.is_close() {
-                break;
+            Ok(Some((frames::STDERR, data))) => {
+                if send(&mut sink, STDERR, data).await.is_err() {
+                    up.abort();
+                    return;
+                }
             }
+            Ok(Some((frames::STATUS, data))) => {
+                break match serde_json::from_slice::<frames::End>(&data) {
+                    Ok(frames::End { error: Some(e), .. }) => failure_status(&e),
+                    Ok(frames::End {
+                        exit_code: Some(c), ..
+                    }) => exit_status(c, &argv),
+                    Ok(_) => exit_status(0, &argv),
+                    Err(e) => failure_status(&format!("the agent's end frame is not JSON: {e}")),
+                };
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break failure_status("the node's agent ended the stream without a status"),
+            Err(e) => break failure_status(&format!("reading from the node's agent: {e}")),
         }
-    })
-    .await;
+    };
+    let _ = send(&mut sink, ERROR, status.to_string().into_bytes()).await;
+    let _ = sink.send(normal_close()).await;
+    // Wait (bounded) for the client's close, so it reads everything before the socket goes.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), up).await;
 }
 
 /// A close frame with status 1000 (kubectl reports a close without a status as an error).
@@ -193,47 +271,18 @@ fn normal_close() -> Message {
     }))
 }
 
-async fn send<IO: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<IO>,
-    channel: u8,
-    mut data: Vec<u8>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn send<S>(sink: &mut S, channel: u8, mut data: Vec<u8>) -> Result<(), S::Error>
+where
+    S: futures::Sink<Message> + Unpin,
+{
     data.insert(0, channel);
-    ws.send(Message::Binary(data.into())).await
-}
-
-/// Reads the client's stdin until it closes it (`[255, 0]` in v5) or the connection.
-async fn read_stdin<IO: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<IO>,
-) -> Result<Vec<u8>, String> {
-    let mut input = Vec::new();
-    while let Some(msg) = ws.next().await {
-        let msg = msg.map_err(|e| format!("reading stdin: {e}"))?;
-        let data = match msg {
-            Message::Binary(b) => b.to_vec(),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        match data.split_first() {
-            Some((&STDIN, rest)) => {
-                if input.len() + rest.len() > MAX_STDIN {
-                    return Err(format!(
-                        "stdin is larger than {} MiB; copy large files another way",
-                        MAX_STDIN >> 20
-                    ));
-                }
-                input.extend_from_slice(rest);
-            }
-            Some((&CLOSE, [STDIN, ..])) => break,
-            _ => {}
-        }
-    }
-    Ok(input)
+    sink.send(Message::Binary(data.into())).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn upgrade_headers() {
@@ -249,7 +298,7 @@ mod tests {
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
         );
         assert!(is_websocket_upgrade(&h));
-        assert_eq!(negotiate(&h), Some("v5.channel.k8s.io"));
+        assert_eq!(negotiate(&h, &PROTOCOLS), Some("v5.channel.k8s.io"));
         let r = accept(&h, "v5.channel.k8s.io").unwrap();
         assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
         // RFC 6455's example key and answer.
@@ -261,35 +310,71 @@ mod tests {
             SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("channel.k8s.io"),
         );
-        assert_eq!(negotiate(&h), None);
+        assert_eq!(negotiate(&h, &PROTOCOLS), None);
+        h.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("SPDY/3.1+portforward.k8s.io"),
+        );
+        assert_eq!(
+            negotiate(&h, &[portforward::PROTOCOL]),
+            Some(portforward::PROTOCOL)
+        );
     }
 
     #[tokio::test]
-    async fn a_session_carries_stdin_output_and_the_exit_code() {
+    async fn a_session_streams_stdin_output_resize_and_the_exit_code() {
         let (server, client) = tokio::io::duplex(1 << 16);
+        let (agent_here, mut agent_there) = tokio::io::duplex(1 << 16);
         let argv = vec!["sh".to_string(), "-c".to_string(), "exit 3".to_string()];
-        let srv = tokio::spawn(serve_exec(server, true, argv, |stdin| async move {
-            Ok(ExecOutput {
-                stdout: stdin,
-                stderr: b"warn".to_vec(),
-                exit_code: 3,
-            })
-        }));
+        let srv = tokio::spawn(serve_channels(server, argv, async { Ok(agent_here) }));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        c.send(Message::Binary(b"\x00hello ".to_vec().into()))
+        // A fake agent: echoes each stdin frame at once (interactive), reports resizes on
+        // stderr, and ends with exit code 3 when stdin closes.
+        let fake = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((ch, p)) = frames::read(&mut agent_there).await.unwrap() {
+                seen.push(ch);
+                let out = match ch {
+                    frames::STDIN => frames::encode(frames::STDOUT, &p),
+                    frames::RESIZE => frames::encode(frames::STDERR, &p),
+                    frames::CLOSE => frames::encode(frames::STATUS, br#"{"exitCode":3}"#),
+                    _ => continue,
+                };
+                agent_there.write_all(&out).await.unwrap();
+                if ch == frames::CLOSE {
+                    break;
+                }
+            }
+            let mut rest = Vec::new();
+            let _ = agent_there.read_to_end(&mut rest).await;
+            seen
+        });
+        c.send(Message::Binary(b"\x00hello".to_vec().into()))
             .await
             .unwrap();
-        c.send(Message::Binary(b"\x00world".to_vec().into()))
-            .await
-            .unwrap();
+        // The echo comes back before stdin is closed: the session is interactive.
+        let Some(Ok(Message::Binary(b))) = c.next().await else {
+            panic!("no echo")
+        };
+        assert_eq!(&b[..], b"\x01hello");
+        c.send(Message::Binary(
+            br#"{"Width":80,"Height":24}"#
+                .iter()
+                .fold(vec![RESIZE], |mut v, b| {
+                    v.push(*b);
+                    v
+                })
+                .into(),
+        ))
+        .await
+        .unwrap();
         c.send(Message::Binary(vec![CLOSE, STDIN].into()))
             .await
             .unwrap();
-        let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+        let (mut err, mut status) = (Vec::new(), None);
         while let Some(Ok(m)) = c.next().await {
             let Message::Binary(b) = m else { break };
             match b[0] {
-                STDOUT => out.extend_from_slice(&b[1..]),
                 STDERR => err.extend_from_slice(&b[1..]),
                 ERROR => {
                     status = Some(serde_json::from_slice::<serde_json::Value>(&b[1..]).unwrap())
@@ -299,10 +384,29 @@ mod tests {
         }
         drop(c);
         srv.await.unwrap();
-        assert_eq!(out, b"hello world");
-        assert_eq!(err, b"warn");
+        assert_eq!(
+            fake.await.unwrap(),
+            [frames::STDIN, frames::RESIZE, frames::CLOSE]
+        );
+        assert_eq!(err, br#"{"Width":80,"Height":24}"#);
         let status = status.unwrap();
         assert_eq!(status["reason"], "NonZeroExitCode");
         assert_eq!(status["details"]["causes"][0]["message"], "3");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_agent_is_a_failure_status() {
+        let (server, client) = tokio::io::duplex(1 << 16);
+        let srv = tokio::spawn(serve_channels(server, vec!["true".into()], async {
+            Err::<tokio::io::DuplexStream, _>("node is gone".to_string())
+        }));
+        let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let Some(Ok(Message::Binary(b))) = c.next().await else {
+            panic!("no status")
+        };
+        assert_eq!(b[0], ERROR);
+        assert!(String::from_utf8_lossy(&b[1..]).contains("node is gone"));
+        drop(c);
+        srv.await.unwrap();
     }
 }

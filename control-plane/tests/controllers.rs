@@ -592,15 +592,15 @@ async fn autoscaler_follows_cpu_use(backend: Backend) {
         (replicas(&deps.get("busy").await.unwrap()) == 1).then_some(())
     })
     .await;
-    let h = t
-        .client
-        .api::<HorizontalPodAutoscaler>(Some("default"))
-        .get("busy")
-        .await
-        .unwrap();
-    let st = h.status.as_ref().unwrap();
+    // The controller scales the target first and writes its own status after, as
+    // Kubernetes' does: wait for the status to catch up.
+    let hpas = t.client.api::<HorizontalPodAutoscaler>(Some("default"));
+    let st = eventually(Duration::from_secs(10), "HPA status desires 1", || async {
+        let h = hpas.get("busy").await.ok()?;
+        h.status.filter(|st| st.desired_replicas == 1)
+    })
+    .await;
     assert!(st.last_scale_time.is_some());
-    assert_eq!(st.desired_replicas, 1);
     let events = t.client.api::<Event>(Some("default"));
     let evs = events.list(&ListParams::default()).await.unwrap().items;
     assert!(

@@ -11,6 +11,9 @@
 //! The agent keeps the record set current with [`DnsServer::set_services`], which swaps the
 //! whole set atomically. Wire format by hickory-proto; UDP and TCP.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
 use podd_api::{Endpoints, ResourceExt, Service};

@@ -1,7 +1,8 @@
 //! Embeds the kernel object built by `cargo xtask build-ebpf`.
 //!
-//! The eBPF crate needs nightly, `-Z build-std=core` and bpf-linker, so the normal build does not
-//! compile it; it takes the object from `ebpf/podd-ebpf/target/bpfel-unknown-none/release/`.
+//! The eBPF crate needs `-Z build-std=core` (the pinned toolchain with RUSTC_BOOTSTRAP=1) and
+//! bpf-linker, so the normal build does not compile it; it takes the object from
+//! `ebpf/podd-ebpf/target/bpfel-unknown-none/release/`.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -36,8 +37,8 @@ fn main() {
         Ok(t) => t,
         Err(_) => panic!(
             "\n\npodd-lb embeds the eBPF object {}, which is not built yet.\n\
-             Run `cargo xtask build-ebpf` first (it installs nightly rust-src and bpf-linker if \
-             missing, then builds ebpf/podd-ebpf for bpfel-unknown-none).\n\n",
+             Run `cargo xtask build-ebpf` first (it installs the pinned toolchain's rust-src and \
+             bpf-linker if missing, then builds ebpf/podd-ebpf for bpfel-unknown-none).\n\n",
             object.display()
         ),
     };

@@ -8,8 +8,13 @@
 //! - [`OverlayRootfs`]: a container's rootfs, an overlayfs over the image's layers, owned and torn
 //!   down by one value.
 //! - [`config`]: the image's Entrypoint/Cmd/Env/WorkingDir/User and Kubernetes' merge rules.
-//! - `testing` (feature `testing`): builds busybox OCI images and runs a loopback registry.
+//! - [`busybox`]: the busybox images `podd image seed-busybox` builds from the host's busybox.
+//! - `testing` (feature `testing`, for tests only): hostile layers and a loopback registry.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+pub mod busybox;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -8,6 +8,9 @@
 //!
 //! See docs/NETWORK.md for the design and how the agent drives it.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod cidr;
 pub mod error;
 pub mod ipam;

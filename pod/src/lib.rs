@@ -3,6 +3,12 @@
 //! The pure parts (restart back-off, probe state, log format and rotation, usage arithmetic)
 //! live in their own modules so that they are unit-tested without a kernel.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+// Dependencies of the podd-shim binary only (a package's binaries share its dependencies).
+use anyhow as _;
+use tracing_subscriber as _;
+
 pub mod backoff;
 pub mod etc_files;
 pub mod logs;

@@ -67,12 +67,25 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The log of a container's previous run (`kubectl logs --previous`), next to its live log
+/// `path`: the records of the run before the current one, up to one rotation's size.
+pub fn previous_path(path: &Path) -> PathBuf {
+    path.with_file_name("previous.log")
+}
+
+/// The records of the current run, which become [`previous_path`] when the next one starts.
+fn run_path(path: &Path) -> PathBuf {
+    path.with_file_name("run.log")
+}
+
 /// Writes one container's stdout and stderr lines to `path`, rotating by size.
 pub struct LogWriter {
     path: PathBuf,
     file: File,
     size: u64,
     rotation: Rotation,
+    /// This run's copy of the records (bounded by `rotation.max_bytes`) and its size.
+    run: Option<(File, u64)>,
     /// Bytes of an unfinished line per stream, held until its newline arrives.
     pending: [Vec<u8>; 2],
 }
@@ -91,13 +104,41 @@ impl LogWriter {
             .open(path)
             .map_err(io_err(path, "open"))?;
         let size = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let run = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_path(path))
+            .ok()
+            .map(|f| {
+                let n = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (f, n)
+            });
         Ok(LogWriter {
             path: path.to_path_buf(),
             file,
             size,
             rotation,
+            run,
             pending: [Vec::new(), Vec::new()],
         })
+    }
+
+    /// A new run of the container starts: the last run's records become the previous log.
+    pub fn new_run(&mut self) -> Result<(), LogError> {
+        self.flush()?;
+        let run = run_path(&self.path);
+        let previous = previous_path(&self.path);
+        // A run that wrote nothing (e.g. one that failed to start) keeps the older log.
+        if fs::metadata(&run).is_ok_and(|m| m.len() > 0) {
+            fs::rename(&run, &previous).map_err(io_err(&run, "rename to previous.log"))?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&run)
+            .map_err(io_err(&run, "open"))?;
+        self.run = Some((f, 0));
+        Ok(())
     }
 
     /// Takes a chunk of output as it was read from the container's pipe.
@@ -146,6 +187,12 @@ impl LogWriter {
             .write_all(&rec)
             .map_err(io_err(&self.path, "write"))?;
         self.size += rec.len() as u64;
+        if let Some((f, n)) = &mut self.run
+            && *n + rec.len() as u64 <= self.rotation.max_bytes
+            && f.write_all(&rec).is_ok()
+        {
+            *n += rec.len() as u64;
+        }
         Ok(())
     }
 
@@ -407,6 +454,32 @@ mod tests {
             ]
         );
         assert!(lines[0].timestamp.ends_with('Z'));
+    }
+
+    #[test]
+    fn a_new_run_keeps_the_last_one_as_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c/0.log");
+        let mut w = LogWriter::open(&path, Rotation::default()).unwrap();
+        w.write(Stream::Stdout, b"run 1\n").unwrap();
+        w.new_run().unwrap();
+        w.write(Stream::Stdout, b"run 2\n").unwrap();
+        // A run that wrote nothing does not replace the previous log.
+        w.new_run().unwrap();
+        let texts = |p: &Path| -> Vec<String> {
+            LogReader::new(p)
+                .read(None)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.text)
+                .collect()
+        };
+        assert_eq!(texts(&previous_path(&path)), ["run 2"]);
+        w.write(Stream::Stdout, b"run 4\n").unwrap();
+        w.new_run().unwrap();
+        assert_eq!(texts(&previous_path(&path)), ["run 4"]);
+        // The live log keeps every run.
+        assert_eq!(texts(&path), ["run 1", "run 2", "run 4"]);
     }
 
     #[test]

@@ -532,6 +532,7 @@ impl PodManager {
                 log_path: self.log_path(uid, &c.name),
                 readiness_probe: probe(&c.readiness_probe),
                 liveness_probe: probe(&c.liveness_probe),
+                stdin: c.stdin.unwrap_or(false),
             });
             // The mount stays for the pod's life; teardown finds it again by its directory.
             std::mem::forget(rootfs);
@@ -802,13 +803,32 @@ impl PodManager {
     /// Runs a command in a running container through `podd-shim exec`, with the given stdio,
     /// so the agent never changes its own file descriptors.
     pub fn exec_command(&self, uid: &str, container: &str, argv: &[String]) -> Command {
+        self.exec_command_with(uid, container, argv, None)
+    }
+
+    /// [`Self::exec_command`], with a terminal when `console_socket` is given: the command's
+    /// pty master is sent to that Unix socket (see [`crate::shim::exec`]).
+    pub fn exec_command_with(
+        &self,
+        uid: &str,
+        container: &str,
+        argv: &[String],
+        console_socket: Option<&Path>,
+    ) -> Command {
         let mut cmd = Command::new(&self.cfg.shim_binary);
-        cmd.arg("exec")
-            .arg(self.state_dir(uid))
-            .arg(container)
-            .arg("--")
-            .args(argv);
+        cmd.arg("exec").arg(self.state_dir(uid)).arg(container);
+        if let Some(sock) = console_socket {
+            cmd.arg("--console-socket").arg(sock);
+        }
+        cmd.arg("--").args(argv);
         cmd
+    }
+
+    /// The network namespace of a pod running here (for port forwarding), from its plan.
+    pub fn pod_netns(&self, uid: &str) -> Option<PathBuf> {
+        crate::shim::ShimPlan::load(&self.state_dir(uid))
+            .ok()
+            .map(|p| p.netns)
     }
 
     /// CPU time used by the pod so far (cpu.stat usage_usec of the pod cgroup, which keeps

@@ -1,47 +1,29 @@
-//! RFC 3339 timestamps in UTC with nanoseconds, as the CRI log format and the API use them.
+//! RFC 3339 timestamps in UTC, as the CRI log format and the container status use them, written
+//! by jiff (the one date implementation of the workspace, through k8s-openapi's `Time`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-/// Formats `t` as `2026-11-27T17:21:41.123456789Z`.
+use podd_api::jiff::Timestamp;
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Formats `t` as `2026-11-27T17:21:41.123456789Z` (always nine fraction digits, as the CRI
+/// log format has them, so that records sort as text).
 pub fn rfc3339_nanos(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    format!("{:.9}", timestamp(t))
 }
 
 /// Formats `t` to whole seconds, the form the API's status fields use.
 pub fn rfc3339(t: SystemTime) -> String {
-    let s = rfc3339_nanos(t);
-    format!("{}Z", &s[..19])
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm, derived from the calendar's 400-year cycle).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    format!("{:.0}", timestamp(t))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn known_instants() {
@@ -49,8 +31,11 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_795_800_101, 5);
         assert_eq!(rfc3339_nanos(t), "2026-11-27T17:21:41.000000005Z");
         assert_eq!(rfc3339(t), "2026-11-27T17:21:41Z");
-        // A leap day.
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        // A leap day, and whole seconds cut (not rounded).
+        let leap = UNIX_EPOCH + Duration::new(951_782_400, 999_999_999);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        // What is written reads back through the API's parser.
+        let back: Timestamp = rfc3339_nanos(t).parse().unwrap();
+        assert_eq!(back, timestamp(t));
     }
 }

@@ -28,7 +28,7 @@ impl Node {
         let name = format!("pm{tag}-{}", std::process::id());
         let node_ns =
             NamedNamespace::create(&tmp.path().join("nodes"), &name, NsKind::Net).unwrap();
-        let cgroup_root = PathBuf::from("/sys/fs/cgroup/unified").join(&name);
+        let cgroup_root = podd_runtime::cgroups::detect_root().unwrap().join(&name);
         std::fs::create_dir_all(&cgroup_root).unwrap();
         Node {
             tmp,

@@ -208,12 +208,8 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 
 /// Seconds since midnight of a log record's RFC 3339 UTC timestamp.
 fn seconds_of_day(ts: &str) -> f64 {
-    let time = ts.split('T').nth(1).unwrap().trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next().unwrap().parse().unwrap();
-    let m: f64 = parts.next().unwrap().parse().unwrap();
-    let s: f64 = parts.next().unwrap().parse().unwrap();
-    h * 3600.0 + m * 60.0 + s
+    let t: podd_api::jiff::Timestamp = ts.parse().unwrap();
+    (t.as_nanosecond().rem_euclid(86_400_000_000_000)) as f64 / 1e9
 }
 
 #[test]

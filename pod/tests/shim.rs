@@ -50,7 +50,7 @@ impl TestPod {
         let dir = tmp.path().join("pod");
         let ns_root = tmp.path().join("ns");
         std::fs::create_dir_all(&dir).unwrap();
-        let cgroup_root = PathBuf::from("/sys/fs/cgroup/unified").join(&name);
+        let cgroup_root = podd_runtime::cgroups::detect_root().unwrap().join(&name);
         std::fs::create_dir_all(&cgroup_root).unwrap();
         let sandbox = SandboxNamespaces::create(&ns_root, &name, Some("testpod")).unwrap();
         let shared = SharedNamespaces {
@@ -125,6 +125,7 @@ impl TestPod {
                         .liveness_probe
                         .as_ref()
                         .map(|p| podd_pod::shim::Probe::resolve(p, pod_containers).unwrap()),
+                    stdin: c.stdin.unwrap_or(false),
                 }
             })
             .collect();

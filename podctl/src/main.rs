@@ -4,6 +4,8 @@
 
 // A command-line tool: printing to stdout and stderr is its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+// Every [dependencies] entry is used (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 mod age;
 mod apply;

@@ -1,8 +1,16 @@
 //! The admin kubeconfig: what kubectl, kube-rs or the Python client need to reach this server
 //! as the admin (the server URL, the cluster CA, the admin bearer token). The server writes it
 //! at start to `/etc/podd/kubeconfig` (root-only, as k3s writes its k3s.yaml), and
-//! `podd kubeconfig` prints the same. The API server authenticates clients by bearer token
-//! (it asks for no client certificate), so the user entry carries the admin token.
+//! `podd kubeconfig` prints the same. Its user entry carries the admin bearer token.
+//!
+//! `podd kubeconfig --client-cert` instead issues a fresh admin client certificate from the
+//! client CA (`CN=system:admin, O=system:masters`, ECDSA P-256, one year) and puts it and its
+//! key in the user entry (`client-certificate-data`, `client-key-data`), as k3s' k3s.yaml
+//! does. The token stays the default: every client podd ships and tests (podd-client, the
+//! harnesses, the Python client) reads it, and it never expires; a certificate lapses after a
+//! year and can only be revoked by rotating the client CA (all at once). A certificate
+//! kubeconfig is for when the admin token should not be handed out: it can be revoked without
+//! changing the token every node's `podd kubeconfig` reads. See docs/SECURITY.md.
 
 use anyhow::{Context, Result};
 use kube::config::Kubeconfig;
@@ -44,11 +52,64 @@ pub fn admin(data_dir: &Path, server: &str) -> Result<Kubeconfig> {
     build(server, &ca, auth.admin_token())
 }
 
+/// The admin kubeconfig with a new admin client certificate (issued by the client CA under
+/// `data_dir/pki`) instead of the token. Nothing is written to the data directory: the
+/// certificate and its key exist only in the returned kubeconfig.
+pub fn admin_client_cert(data_dir: &Path, server: &str) -> Result<Kubeconfig> {
+    let pki = data_dir.join("pki");
+    // Never generate the server's PKI from here: the server makes it (with its addresses).
+    for f in ["ca.crt", "client-ca.crt", "client-ca.key"] {
+        let p = pki.join(f);
+        if !p.exists() {
+            anyhow::bail!(
+                "{} is missing: the server creates it at start (restart a server older than \
+                 client certificates once)",
+                p.display()
+            );
+        }
+    }
+    let tls = podd_control_plane::tls::TlsMaterial::load_or_generate(data_dir, &[])
+        .with_context(|| format!("reading the CAs under {}", pki.display()))?;
+    let cert = tls
+        .issue_admin_client_cert()
+        .context("issuing the admin client certificate")?;
+    build_with_cert(
+        server,
+        tls.ca_cert_pem.as_bytes(),
+        cert.cert_pem.as_bytes(),
+        cert.key_pem.as_bytes(),
+    )
+}
+
+fn encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 /// A kubeconfig with one cluster (`server`, CA `ca_pem`), one user (bearer `token`) and the
 /// context joining them, current.
 pub fn build(server: &str, ca_pem: &[u8], token: &str) -> Result<Kubeconfig> {
-    use base64::Engine;
-    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    build_with_user(server, ca_pem, serde_json::json!({"token": token}))
+}
+
+/// [`build`] with a client certificate and key (PEM) as the user.
+pub fn build_with_cert(
+    server: &str,
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Kubeconfig> {
+    build_with_user(
+        server,
+        ca_pem,
+        serde_json::json!({
+            "client-certificate-data": encode(cert_pem),
+            "client-key-data": encode(key_pem),
+        }),
+    )
+}
+
+fn build_with_user(server: &str, ca_pem: &[u8], user: serde_json::Value) -> Result<Kubeconfig> {
     let value = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -56,7 +117,7 @@ pub fn build(server: &str, ca_pem: &[u8], token: &str) -> Result<Kubeconfig> {
             "server": server,
             "certificate-authority-data": encode(ca_pem),
         }}],
-        "users": [{"name": NAME, "user": {"token": token}}],
+        "users": [{"name": NAME, "user": user}],
         "contexts": [{"name": NAME, "context": {"cluster": NAME, "user": NAME}}],
         "current-context": NAME,
     });
@@ -143,6 +204,64 @@ mod tests {
                 Some("10.0.0.5".parse().unwrap())
             ),
             "https://10.0.0.5:6443"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_client_cert_kubeconfig_carries_an_admin_certificate_and_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        // Before the server made its PKI: refused, and nothing generated.
+        let e = admin_client_cert(dir.path(), "https://127.0.0.1:6443").unwrap_err();
+        assert!(e.to_string().contains("ca.crt is missing"), "{e}");
+        assert!(!dir.path().join("pki").exists());
+        let tls = podd_control_plane::tls::TlsMaterial::load_or_generate(dir.path(), &[]).unwrap();
+        let k = admin_client_cert(dir.path(), "https://127.0.0.1:6443").unwrap();
+        let path = dir.path().join("kubeconfig");
+        write(&path, &k).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("client-certificate-data"), "{text}");
+        assert!(text.contains("client-key-data"), "{text}");
+        assert!(!text.contains("token"), "{text}");
+        // kube-rs reads it: identity from the certificate and key.
+        let loaded = Kubeconfig::read_from(&path).unwrap();
+        let user = loaded.auth_infos[0].auth_info.clone().unwrap();
+        let cert_pem = user.client_certificate_data.clone().unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(loaded, &Default::default())
+            .await
+            .unwrap();
+        assert!(cfg.auth_info.client_key_data.is_some());
+        // The certificate is system:admin in system:masters, from the client CA.
+        use base64::Engine;
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(cert_pem)
+                .unwrap(),
+        )
+        .unwrap();
+        let subject = tls.client_cert_auth().unwrap().verify(&[der]).unwrap();
+        assert_eq!(subject.common_name, "system:admin");
+        assert_eq!(subject.organizations, ["system:masters"]);
+        // The data directory holds no issued certificate or key.
+        let mut pki: Vec<_> = std::fs::read_dir(dir.path().join("pki"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        pki.sort();
+        assert_eq!(
+            pki,
+            [
+                "ca.crt",
+                "ca.key",
+                "client-ca.crt",
+                "client-ca.key",
+                "server.crt",
+                "server.key"
+            ]
         );
     }
 }

@@ -4,6 +4,8 @@
 
 // A daemon binary: `podd reset` and `podd image` report to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+// Every [dependencies] entry is used (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 mod agent;
 mod kubeconfig;
@@ -126,6 +128,13 @@ enum Mode {
         /// The server URL to put in it [default: https://NODE-IP:6443].
         #[arg(long)]
         server: Option<String>,
+        /// Authenticate with a new admin client certificate (CN=system:admin,
+        /// O=system:masters, one year, from the server's client CA) instead of the admin token.
+        #[arg(long)]
+        client_cert: bool,
+        /// Write it to this file (mode 0600) instead of printing it.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
     /// Remove every pod, namespace, mount, link, cgroup and file podd made on this node.
     Reset {
@@ -281,17 +290,34 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<()> {
         }) => reset::reset(
             &data_dir,
             &run_dir,
-            &cgroup_root.unwrap_or_else(paths::cgroup2_root),
+            // With no cgroup2 mount there is no podd cgroup to remove either.
+            &cgroup_root.unwrap_or_else(|| {
+                podd_runtime::cgroups::detect_root().unwrap_or_else(|_| "/sys/fs/cgroup".into())
+            }),
             &bpf_pin_dir,
         ),
         Some(Mode::Token { cmd, data_dir }) => token(cmd, &data_dir),
-        Some(Mode::Kubeconfig { data_dir, server }) => {
+        Some(Mode::Kubeconfig {
+            data_dir,
+            server,
+            client_cert,
+            output,
+        }) => {
             let server = server.unwrap_or_else(|| {
                 kubeconfig::server_url(SocketAddr::from(([0, 0, 0, 0], 6443)), paths::node_ip())
             });
-            let k = kubeconfig::admin(&data_dir, &server)?;
-            print!("{}", kubeconfig::to_yaml(&k)?);
-            Ok(())
+            let k = if client_cert {
+                kubeconfig::admin_client_cert(&data_dir, &server)?
+            } else {
+                kubeconfig::admin(&data_dir, &server)?
+            };
+            match output {
+                Some(path) => kubeconfig::write(&path, &k),
+                None => {
+                    print!("{}", kubeconfig::to_yaml(&k)?);
+                    Ok(())
+                }
+            }
         }
         Some(Mode::Image {
             cmd:
@@ -316,7 +342,7 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<()> {
             let store = podd_image::ImageStore::open(data_dir.join("images"))?;
             let tmp = data_dir.join("images/tmp/seed");
             let _ = std::fs::remove_dir_all(&tmp);
-            podd_image::testing::write_busybox_layout(&tmp, podd_image::Compression::Gzip)
+            podd_image::busybox::write_busybox_layout(&tmp, podd_image::Compression::Gzip)
                 .context(
                     "building the busybox images from /bin/busybox (install busybox-static)",
                 )?;
@@ -455,7 +481,10 @@ fn agent_config(a: &AgentArgs) -> Result<agent::AgentConfig> {
         node_ip: a.node_ip.or_else(paths::node_ip),
         data_dir: a.agent_data_dir.clone(),
         run_dir: a.run_dir.clone(),
-        cgroup_root: a.cgroup_root.clone().unwrap_or_else(paths::cgroup2_root),
+        cgroup_root: match &a.cgroup_root {
+            Some(root) => root.clone(),
+            None => podd_runtime::cgroups::detect_root()?,
+        },
         shim_binary: paths::shim_binary(),
         reserve_cpu_millis: cpu.millis(),
         reserve_memory: mem.bytes(),

@@ -1,21 +1,10 @@
 //! Where a node keeps things (DESIGN.md) and what the machine offers.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const DATA_DIR: &str = "/var/lib/podd";
 pub const RUN_DIR: &str = "/run/podd";
-
-/// The cgroup v2 mount: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a
-/// hybrid one.
-pub fn cgroup2_root() -> PathBuf {
-    for p in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if Path::new(p).join("cgroup.controllers").exists() {
-            return PathBuf::from(p);
-        }
-    }
-    PathBuf::from("/sys/fs/cgroup")
-}
 
 /// The `podd-shim` binary installed beside the running podd.
 pub fn shim_binary() -> PathBuf {

@@ -7,6 +7,9 @@
 //! node and zone spreading, PreferNoSchedule taints). A score index (`index.rs`) finds the
 //! node a full scan would pick without scanning every node. See docs/SCHEDULER.md.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 mod filters;
 mod fxhash;
 mod index;

@@ -6,6 +6,9 @@
 //! revision order, then follows new ones; asking for a compacted revision is an error, so the
 //! caller relists.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 use futures::stream::BoxStream;
 
 mod compactor;

@@ -106,23 +106,6 @@ fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args)).map(|_| ())
 }
 
-/// The cgroup v2 mount of this host: /sys/fs/cgroup/unified on a hybrid host.
-fn cgroup2_root() -> PathBuf {
-    for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(p).join("cgroup.procs").exists()
-            && std::fs::read_to_string("/proc/self/mountinfo")
-                .map(|m| {
-                    m.lines()
-                        .any(|l| l.split(' ').nth(4) == Some(p) && l.contains(" - cgroup2 "))
-                })
-                .unwrap_or(false)
-        {
-            return PathBuf::from(p);
-        }
-    }
-    PathBuf::from("/sys/fs/cgroup")
-}
-
 fn pid_alive(pid: i32) -> bool {
     // A zombie still has /proc/PID; look at its state.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -174,7 +157,7 @@ impl Cluster {
         let bin_dir = bin_dir()?;
         check_binaries(&bin_dir)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let cg = cgroup2_root();
+        let cg = podd_runtime::cgroups::detect_root().context("the nodes' cgroup v2 mount")?;
         let server_data_dir = dir.join("server");
         let mut state = ClusterState {
             prefix: prefix.to_string(),

@@ -13,8 +13,9 @@
 #![allow(clippy::print_stderr)]
 
 use anyhow::{Context, bail};
-use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::process::workspace_root;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -24,13 +25,6 @@ const APT_PACKAGES: [&str; 4] = [
     "zlib1g-dev",
     "libzstd-dev",
 ];
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
 
 /// A command with the outer cargo's environment removed, so that nested cargo/rustup pick the
 /// toolchain and target dir we ask for, not the ones `cargo xtask` runs under.

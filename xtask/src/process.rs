@@ -5,10 +5,26 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-/// The workspace root (the folder holding the root Cargo.toml).
+/// The workspace root (the folder holding the root Cargo.toml), found at run time, never from
+/// a path compiled in: two clones sharing one target directory share one xtask binary, and each
+/// must work on its own tree. `cargo xtask` (`cargo run -p xtask`, from any folder of the
+/// workspace) sets `CARGO_MANIFEST_DIR` to this clone's `xtask/`; run directly, the binary takes
+/// the nearest ancestor of the current directory that holds `xtask/Cargo.toml`.
 pub fn workspace_root() -> PathBuf {
-    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+    let from_cargo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.file_name().is_some_and(|n| n == "xtask"))
+        .and_then(|dir| dir.parent().and_then(root_above));
+    from_cargo
+        .or_else(|| std::env::current_dir().ok().and_then(|d| root_above(&d)))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The nearest of `dir` and its ancestors that is this workspace's root.
+fn root_above(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("xtask/Cargo.toml").is_file())
+        .map(Path::to_path_buf)
 }
 
 /// A `cargo` command using the same cargo that runs the xtask, in the workspace root.
@@ -75,4 +91,28 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 pub fn have_program(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_root_is_found_at_run_time_from_any_folder_in_it() {
+        // `cargo test` sets CARGO_MANIFEST_DIR to xtask/ at run time, as `cargo xtask` does.
+        let root = workspace_root();
+        assert!(
+            root.join("xtask/Cargo.toml").is_file(),
+            "{}",
+            root.display()
+        );
+        assert!(root.join("ebpf/podd-ebpf/Cargo.toml").is_file());
+        // From a nested crate with its own [workspace] (and any folder below it).
+        assert_eq!(
+            root_above(&root.join("ebpf/podd-ebpf/src")),
+            Some(root.clone())
+        );
+        assert_eq!(root_above(&root.join("xtask/src")), Some(root.clone()));
+        assert_eq!(root_above(Path::new("/")), None);
+    }
 }

@@ -195,6 +195,10 @@ fn remove_setup(preinstalled: &[&str]) {
     for b in BINARIES.iter().filter(|b| !preinstalled.contains(b)) {
         let _ = std::fs::remove_file(Path::new(BIN_DIR).join(b));
     }
+    // The ~/.kube/config link `up` made (only that link; a user's own kubeconfig stays).
+    if let Some(home) = std::env::var_os("HOME") {
+        crate::up::remove_kubeconfig_link(Path::new(&home), Path::new(crate::up::ADMIN_KUBECONFIG));
+    }
 }
 
 #[cfg(test)]

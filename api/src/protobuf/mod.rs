@@ -13,7 +13,10 @@
 //! would leave them out. Numbers and booleans are kept as sent (a pointer's `replicas: 0`
 //! must stay 0).
 
+mod encode;
 mod messages;
+
+pub use encode::{WATCH_CONTENT_TYPE, encodable, encode, encode_lossy, encode_watch_frame};
 
 use serde_json::{Map, Number, Value};
 
@@ -68,6 +71,39 @@ pub enum ProtobufError {
     UnknownType { api_version: String, kind: String },
     #[error("the protobuf object uses contentEncoding {0:?}, which podd does not read")]
     Encoding(String),
+    #[error("{what} cannot be encoded in protobuf: {why}")]
+    Encode { what: String, why: String },
+}
+
+/// Fields Go embeds with `json:",inline"`: their message's fields sit in the parent's JSON.
+const INLINE: &[(&str, &str)] = &[
+    ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
+    ("api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
+    ("api.core.v1.Probe", "handler"),
+    ("api.core.v1.Volume", "volumeSource"),
+];
+
+/// Whether field `f` of message `msg` is embedded inline in the JSON.
+pub(crate) fn inline(msg: &str, f: &Field) -> bool {
+    INLINE.contains(&(msg, f.json))
+}
+
+/// Kubernetes' messages whose JSON form is not an object of their fields.
+pub(crate) fn is_special(name: &str) -> bool {
+    let package = name.rsplit_once('.').map_or("", |(p, _)| p);
+    package.starts_with("apimachinery.")
+        && matches!(
+            name.rsplit('.').next(),
+            Some(
+                "Time"
+                    | "MicroTime"
+                    | "Quantity"
+                    | "IntOrString"
+                    | "RawExtension"
+                    | "FieldsV1"
+                    | "Duration"
+            )
+        )
 }
 
 /// Decodes a whole protobuf request body into the object's JSON (with apiVersion and kind).
@@ -89,11 +125,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         None => return Err(ProtobufError::NoObject),
     };
     let raw = raw_bytes(&unknown)?;
-    let name = message_name(api_version, kind).ok_or_else(|| ProtobufError::UnknownType {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-    })?;
-    let msg = message(&name).map_err(|_| ProtobufError::UnknownType {
+    let msg = message_for(api_version, kind).map_err(|_| ProtobufError::UnknownType {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
     })?;
@@ -124,6 +156,37 @@ fn message_name(api_version: &str, kind: &str) -> Option<String> {
         g => format!("api.{}", g.split('.').next()?),
     };
     Some(format!("{package}.{version}.{kind}"))
+}
+
+/// The message of an apiVersion and kind; meta.k8s.io's kinds (Status, DeleteOptions,
+/// WatchEvent, APIGroupList, ...) are sent under every group's version, as Go registers them.
+fn message_for(api_version: &str, kind: &str) -> Result<&'static Message, ProtobufError> {
+    let unknown = || ProtobufError::UnknownType {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+    };
+    let name = message_name(api_version, kind).ok_or_else(unknown)?;
+    message(&name)
+        .or_else(|_| message(&format!("apimachinery.pkg.apis.meta.v1.{kind}")))
+        .map_err(|_| unknown())
+}
+
+/// Decodes one frame of a protobuf watch stream (the bytes after its 4-byte length): the
+/// event's type and its object's JSON.
+pub fn decode_watch_event(frame: &[u8]) -> Result<(String, Value), ProtobufError> {
+    let fields = scalar_fields(frame, 0)?;
+    let bytes = |fields: &[(u64, Raw<'_>)], tag: u64| -> Option<Vec<u8>> {
+        fields.iter().find_map(|(t, v)| match v {
+            Raw::Bytes(b) if *t == tag => Some(b.to_vec()),
+            _ => None,
+        })
+    };
+    let ty = bytes(&fields, 1)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .ok_or(ProtobufError::NoObject)?;
+    let ext = bytes(&fields, 2).ok_or(ProtobufError::NoObject)?;
+    let raw = bytes(&scalar_fields(&ext, 0)?, 1).ok_or(ProtobufError::NoObject)?;
+    Ok((ty, decode(&raw)?))
 }
 
 fn message(name: &str) -> Result<&'static Message, ProtobufError> {
@@ -230,7 +293,11 @@ fn decode_at(
         };
         let values = read_field(&mut r, f, wire, depth)?;
         for v in values {
-            insert(&mut out, f, v);
+            match v {
+                // Go's `json:",inline"`: the embedded message's fields join this object.
+                Value::Object(inner) if inline(msg.name, f) => out.extend(inner),
+                v => insert(&mut out, f, v),
+            }
         }
     }
     Ok(Value::Object(out))

@@ -90,7 +90,30 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// The version served for `group` (`""` is the core group).
+/// Every version served for `group`, the preferred (stored) one first: autoscaling has v2
+/// and v1.
+pub fn served_versions(group: &str) -> Vec<&'static str> {
+    if group == METRICS_GROUP {
+        return vec![METRICS_VERSION];
+    }
+    let mut out: Vec<&'static str> = Vec::new();
+    for k in Kind::ALL.into_iter().filter(|k| k.group() == group) {
+        for v in k.served_versions() {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    // The preferred version first, whatever order the kinds come in.
+    if let Some(p) = group_version(group)
+        && let Some(i) = out.iter().position(|v| *v == p)
+    {
+        out.swap(0, i);
+    }
+    out
+}
+
+/// The preferred version served for `group` (`""` is the core group).
 pub fn group_version(group: &str) -> Option<&'static str> {
     if group.is_empty() {
         return Some("v1");
@@ -115,11 +138,14 @@ pub fn resources(group: &str, version: &str) -> Option<Vec<Resource>> {
     if group == METRICS_GROUP {
         return (version == METRICS_VERSION).then(metrics_resources);
     }
-    if group_version(group) != Some(version) {
+    if !served_versions(group).contains(&version) {
         return None;
     }
     let mut out = Vec::new();
     for k in Kind::ALL.into_iter().filter(|k| k.group() == group) {
+        let Some(version) = k.served_versions().find(|v| *v == version) else {
+            continue;
+        };
         let i = k.info();
         let sub = |name: &str, group, version, kind, verbs| Resource {
             name: format!("{}/{name}", i.plural),
@@ -137,7 +163,7 @@ pub fn resources(group: &str, version: &str) -> Option<Vec<Resource>> {
             singular: i.singular,
             namespaced: i.namespaced,
             group: i.group,
-            version: i.version,
+            version,
             kind: i.kind,
             verbs: &RESOURCE_VERBS,
             short_names: i.short_names,
@@ -158,13 +184,7 @@ pub fn resources(group: &str, version: &str) -> Option<Vec<Resource>> {
             ));
         }
         if i.has_status {
-            out.push(sub(
-                "status",
-                i.group,
-                i.version,
-                i.kind,
-                &SUBRESOURCE_VERBS,
-            ));
+            out.push(sub("status", i.group, version, i.kind, &SUBRESOURCE_VERBS));
         }
     }
     Some(out)
@@ -200,9 +220,11 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
+/// A group with every version it serves, `version` preferred.
 fn group_entry(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": gv_string(group, version), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+    let gv = |v: &str| json!({"groupVersion": gv_string(group, v), "version": v});
+    let versions: Vec<Value> = served_versions(group).into_iter().map(gv).collect();
+    json!({"name": group, "versions": versions, "preferredVersion": gv(version)})
 }
 
 /// `/apis`.
@@ -297,21 +319,29 @@ pub fn aggregated(legacy: bool, version: &str) -> Value {
     let groups: Vec<(&str, &str)> = if legacy { vec![("", "v1")] } else { groups() };
     let items: Vec<Value> = groups
         .into_iter()
-        .map(|(group, version)| {
-            let resources = resources(group, version).unwrap_or_default();
-            let mains: Vec<Value> = resources
-                .iter()
-                .filter(|r| !r.name.contains('/'))
-                .map(|r| aggregated_resource(r, &resources))
+        .map(|(group, preferred)| {
+            // Every served version, the preferred first (clients take the first).
+            let mut served = served_versions(group);
+            if served.is_empty() {
+                served.push(preferred);
+            }
+            let versions: Vec<Value> = served
+                .into_iter()
+                .map(|version| {
+                    let resources = resources(group, version).unwrap_or_default();
+                    let mains: Vec<Value> = resources
+                        .iter()
+                        .filter(|r| !r.name.contains('/'))
+                        .map(|r| aggregated_resource(r, &resources))
+                        .collect();
+                    json!({"version": version, "resources": mains, "freshness": "Current"})
+                })
                 .collect();
             let mut meta = json!({"creationTimestamp": null});
             if !group.is_empty() {
                 meta["name"] = group.into();
             }
-            json!({
-                "metadata": meta,
-                "versions": [{"version": version, "resources": mains, "freshness": "Current"}],
-            })
+            json!({"metadata": meta, "versions": versions})
         })
         .collect();
     json!({
@@ -502,6 +532,57 @@ mod tests {
             .cloned()
             .unwrap();
         assert_eq!(nodes["scope"], "Cluster");
+    }
+
+    #[test]
+    fn autoscaling_serves_v2_preferred_and_v1() {
+        assert_eq!(served_versions("autoscaling"), ["v2", "v1"]);
+        let g = api_group("autoscaling").unwrap();
+        assert_eq!(g["preferredVersion"]["version"], "v2");
+        assert_eq!(
+            g["versions"],
+            json!([{"groupVersion": "autoscaling/v2", "version": "v2"},
+                   {"groupVersion": "autoscaling/v1", "version": "v1"}])
+        );
+        let v1 = api_resource_list("autoscaling", "v1").unwrap();
+        assert_eq!(v1["groupVersion"], "autoscaling/v1");
+        let names: Vec<&str> = v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "horizontalpodautoscalers",
+                "horizontalpodautoscalers/status"
+            ]
+        );
+        assert_eq!(v1["resources"][0]["shortNames"], json!(["hpa"]));
+        // The v1 list names no other version for its own resources.
+        assert!(v1["resources"][0].get("version").is_none());
+        let agg = aggregated(false, "v2");
+        let auto = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "autoscaling")
+            .unwrap();
+        let versions: Vec<&str> = auto["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["v2", "v1"]);
+        assert_eq!(
+            auto["versions"][1]["resources"][0]["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"})
+        );
+        // Apps keeps its one version.
+        assert_eq!(served_versions("apps"), ["v1"]);
+        assert!(resources("apps", "v2").is_none());
     }
 
     #[test]

@@ -66,12 +66,22 @@ fn hash(bytes: &[u8]) -> String {
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for k in Kind::ALL {
-        let gv = (k.group(), k.version());
-        if !out.contains(&gv) {
-            out.push(gv);
+        for v in k.served_versions() {
+            let gv = (k.group(), v);
+            if !out.contains(&gv) {
+                out.push(gv);
+            }
         }
     }
     out
+}
+
+/// The kinds served in `group`/`version`.
+fn kinds_at(group: &str, version: &str) -> Vec<Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| k.group() == group && k.served_versions().any(|v| v == version))
+        .collect()
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -88,14 +98,16 @@ fn build() -> Documents {
     let mut index = Map::new();
     let mut all_paths = Map::new();
     for (group, version) in group_versions() {
-        let kinds: Vec<Kind> = Kind::ALL
-            .into_iter()
-            .filter(|k| k.group() == group && k.version() == version)
-            .collect();
-        let paths = paths(&kinds, Dialect::V3);
+        let kinds = kinds_at(group, version);
+        let paths = paths(&kinds, version, Dialect::V3);
         let mut roots: Vec<String> = kinds
             .iter()
-            .flat_map(|k| [schema_name(*k), list_schema_name(*k)])
+            .flat_map(|k| {
+                [
+                    schema_name_at(*k, version),
+                    list_schema_name_at(*k, version),
+                ]
+            })
             .collect();
         roots.extend([STATUS, DELETE_OPTIONS, PATCH].map(String::from));
         if kinds.iter().any(|k| k.info().has_scale) {
@@ -116,7 +128,7 @@ fn build() -> Documents {
             json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={h}")}),
         );
         v3.insert(key, (h, bytes));
-        all_paths.extend(self::paths(&kinds, Dialect::V2));
+        all_paths.extend(self::paths(&kinds, version, Dialect::V2));
     }
     let v2_defs: Map<String, Value> = defs
         .into_iter()
@@ -142,8 +154,26 @@ fn schema_name(kind: Kind) -> String {
     podd_api::with_kind_type!(kind, T => <T as JsonSchema>::schema_name().into_owned())
 }
 
-fn list_schema_name(kind: Kind) -> String {
-    format!("{}List", schema_name(kind))
+/// The older versions' types (see `Kind::served_versions`).
+type HpaV1 = podd_api::k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
+
+/// The schema of `kind` in `version`, which may be an older one it is also served in.
+fn schema_name_at(kind: Kind, version: &str) -> String {
+    match (kind, version) {
+        (Kind::HorizontalPodAutoscaler, "v1") => <HpaV1 as JsonSchema>::schema_name().into_owned(),
+        _ => schema_name(kind),
+    }
+}
+
+fn list_schema_name_at(kind: Kind, version: &str) -> String {
+    format!("{}List", schema_name_at(kind, version))
+}
+
+/// Every (kind, version) served in a version other than the stored one.
+fn other_versions() -> impl Iterator<Item = (Kind, &'static str)> {
+    Kind::ALL
+        .into_iter()
+        .flat_map(|k| k.info().other_versions.iter().map(move |v| (k, *v)))
 }
 
 fn gvk(group: &str, version: &str, kind: &str) -> Value {
@@ -161,6 +191,7 @@ fn definitions() -> Map<String, Value> {
             generator.subschema_for::<T>();
         });
     }
+    generator.subschema_for::<HpaV1>();
     generator.subschema_for::<podd_api::Status>();
     generator
         .subschema_for::<podd_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
@@ -182,9 +213,18 @@ fn definitions() -> Map<String, Value> {
     for k in Kind::ALL {
         mark(&schema_name(k), gvk(k.group(), k.version(), k.name()));
     }
+    for (k, v) in other_versions() {
+        mark(&schema_name_at(k, v), gvk(k.group(), v, k.name()));
+    }
     mark(STATUS, gvk("", "v1", "Status"));
     mark(SCALE, gvk("autoscaling", "v1", "Scale"));
-    for k in Kind::ALL {
+    let listed = Kind::ALL
+        .into_iter()
+        .map(|k| (k, k.version()))
+        .chain(other_versions());
+    for (k, version) in listed {
+        let schema_name = |k: Kind| schema_name_at(k, version);
+        let list_schema_name = |k: Kind| list_schema_name_at(k, version);
         defs.insert(
             list_schema_name(k),
             json!({
@@ -204,7 +244,7 @@ fn definitions() -> Map<String, Value> {
                     },
                 },
                 "required": ["items"],
-                "x-kubernetes-group-version-kind": [gvk(k.group(), k.version(), &k.list_kind())],
+                "x-kubernetes-group-version-kind": [gvk(k.group(), version, &k.list_kind())],
             }),
         );
     }
@@ -367,7 +407,7 @@ fn operation(d: Dialect, op: Op<'_>) -> Value {
 
 /// The paths of `kinds` (one group version): the collection, the object, and the
 /// subresources that take JSON.
-fn paths(kinds: &[Kind], d: Dialect) -> Map<String, Value> {
+fn paths(kinds: &[Kind], version: &str, d: Dialect) -> Map<String, Value> {
     let mut out = Map::new();
     let write_params = || {
         vec![
@@ -399,19 +439,17 @@ fn paths(kinds: &[Kind], d: Dialect) -> Map<String, Value> {
     ];
     for &k in kinds {
         let i = k.info();
-        let prefix = if i.group.is_empty() {
-            format!("/api/{}", i.version)
-        } else {
-            format!("/apis/{}/{}", i.group, i.version)
-        };
+        let prefix = k.group_prefix_at(version);
+        let schema_name = |k: Kind| schema_name_at(k, version);
+        let list_schema_name = |k: Kind| list_schema_name_at(k, version);
         let ns_word = if i.namespaced { "Namespaced" } else { "" };
         let base = if i.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}", i.plural)
         } else {
             format!("{prefix}/{}", i.plural)
         };
-        let opp = op_prefix(i.group, i.version);
-        let kind_gvk = gvk(i.group, i.version, i.kind);
+        let opp = op_prefix(i.group, version);
+        let kind_gvk = gvk(i.group, version, i.kind);
         let schema = schema_name(k);
         let ns_param = || {
             i.namespaced.then(|| {
@@ -730,6 +768,50 @@ mod tests {
                 .is_none()
         );
         assert!(d["paths"].get("/api/v1/pods").is_some());
+    }
+
+    #[test]
+    fn hpa_v1_has_its_own_document_and_schema() {
+        let index: Value = serde_json::from_slice(v3_index()).unwrap();
+        assert!(index["paths"].get("apis/autoscaling/v1").is_some());
+        assert!(index["paths"].get("apis/autoscaling/v2").is_some());
+        let (_, doc) = v3("apis/autoscaling/v1").unwrap();
+        let doc: Value = serde_json::from_slice(doc).unwrap();
+        let post = &doc["paths"]["/apis/autoscaling/v1/namespaces/{namespace}/horizontalpodautoscalers"]
+            ["post"];
+        assert_eq!(
+            post["x-kubernetes-group-version-kind"],
+            json!({"group": "autoscaling", "kind": "HorizontalPodAutoscaler", "version": "v1"})
+        );
+        let hpa =
+            &doc["components"]["schemas"]["io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"];
+        assert_eq!(
+            hpa["x-kubernetes-group-version-kind"],
+            json!([{"group": "autoscaling", "kind": "HorizontalPodAutoscaler", "version": "v1"}])
+        );
+        let spec = resolve(
+            &doc,
+            hpa["properties"]["spec"]["allOf"][0]["$ref"]
+                .as_str()
+                .or(hpa["properties"]["spec"]["$ref"].as_str())
+                .unwrap(),
+        );
+        assert!(
+            spec["properties"]
+                .get("targetCPUUtilizationPercentage")
+                .is_some()
+        );
+        let v2: Value = serde_json::from_slice(v2()).unwrap();
+        assert!(
+            v2["paths"]
+                .get("/apis/autoscaling/v1/namespaces/{namespace}/horizontalpodautoscalers/{name}")
+                .is_some()
+        );
+        assert!(
+            v2["definitions"]
+                .get("io.k8s.api.autoscaling.v1.HorizontalPodAutoscalerList")
+                .is_some()
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! ```
 //! See docs/SERVICES.md for the design.
 
+// Every [dependencies] entry is used by the library (dev-dependencies are the tests').
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 mod loader;
 pub mod maglev;
 mod plan;

@@ -2,9 +2,10 @@
 //! It runs detached from the agent, logs to `POD_STATE_DIR/shim.log`, and exits when the pod's
 //! containers have ended for good or on SIGTERM.
 //!
-//! `podd-shim exec POD_STATE_DIR CONTAINER -- CMD [ARGS...]` runs a command inside a running
-//! container with this process's stdio and exits with its exit code; the agent uses it for
-//! `podctl exec` and keeps its own file descriptors untouched.
+//! `podd-shim exec POD_STATE_DIR CONTAINER [--console-socket PATH] -- CMD [ARGS...]` runs a
+//! command inside a running container with this process's stdio (or, with a console socket,
+//! a pty whose master is sent there) and exits with its exit code; the agent uses it for
+//! `kubectl exec` and keeps its own file descriptors untouched.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ fn exec(args: &[std::ffi::OsString]) -> anyhow::Result<i32> {
     };
     let dir = PathBuf::from(dir);
     let container = container.to_string_lossy().to_string();
+    // Options between the container and `--`: `--console-socket PATH` (a terminal).
+    let opts: Vec<&std::ffi::OsString> = args[2..].iter().take_while(|a| *a != "--").collect();
+    let console = match opts.as_slice() {
+        [] => None,
+        [flag, path] if *flag == "--console-socket" => Some(PathBuf::from(path)),
+        other => bail!("exec into {container}: unknown options {other:?} before --"),
+    };
     let argv: Vec<String> = args[2..]
         .iter()
         .skip_while(|a| *a != "--")
@@ -52,7 +60,7 @@ fn exec(args: &[std::ffi::OsString]) -> anyhow::Result<i32> {
     if argv.is_empty() {
         bail!("exec into {container}: no command given after --");
     }
-    podd_pod::shim::exec(&dir, &container, &argv).with_context(|| {
+    podd_pod::shim::exec(&dir, &container, &argv, console.as_deref()).with_context(|| {
         format!(
             "exec into container {container:?} of the pod in {}",
             dir.display()

@@ -21,7 +21,17 @@ pub use types::{ContainerState, ContainerStatus, Probe, RestartPolicy};
 
 /// Runs `argv` inside the pod's running container `container` with the caller's stdio and
 /// returns its exit code (128+signal when killed).
-pub fn exec(pod_dir: &std::path::Path, container: &str, argv: &[String]) -> Result<i32, ExecError> {
+///
+/// With `console_socket`, the command gets a terminal instead: a pty opened in the
+/// container's devpts, its controlling terminal and stdio; the pty's master goes to that Unix
+/// socket (SCM_RIGHTS), where the agent relays it (`kubectl exec -t`). `TERM` defaults to
+/// `xterm` then.
+pub fn exec(
+    pod_dir: &std::path::Path,
+    container: &str,
+    argv: &[String],
+    console_socket: Option<&std::path::Path>,
+) -> Result<i32, ExecError> {
     use nix::sys::wait::{WaitStatus, waitpid};
     let plan =
         ShimPlan::load(pod_dir).map_err(|e| ExecError(format!("reading the pod plan: {e}")))?;
@@ -41,9 +51,20 @@ pub fn exec(pod_dir: &std::path::Path, container: &str, argv: &[String]) -> Resu
         .map_err(|e| ExecError(format!("the container is not running: {e}")))?;
     let mut process = c.spec.process().clone().unwrap_or_default();
     process.set_args(Some(argv.to_vec()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(console_socket.is_some()));
+    if console_socket.is_some() {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".to_string());
+        }
+        process.set_env(Some(env));
+    }
+    let opts = podd_runtime::ExecOptions {
+        console_socket: console_socket.map(std::path::Path::to_path_buf),
+        ..Default::default()
+    };
     let pid = running
-        .exec(&process, &Default::default())
+        .exec(&process, &opts)
         .map_err(|e| ExecError(e.to_string()))?;
     loop {
         match waitpid(nix::unistd::Pid::from_raw(pid), None) {

@@ -82,6 +82,16 @@ pub struct ShimContainer {
     pub image_id: String,
     pub readiness_probe: Option<Probe>,
     pub liveness_probe: Option<Probe>,
+    /// The container asked for `stdin: true`: its fd 0 is a FIFO the shim keeps open
+    /// ([`stdin_fifo`]), where `kubectl attach -i` writes.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// The FIFO that is the stdin of `container` (with `stdin: true`) of the pod whose state
+/// directory is `pod_dir`.
+pub fn stdin_fifo(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("stdin").join(container)
 }
 
 pub const PLAN_FILE: &str = "plan.json";

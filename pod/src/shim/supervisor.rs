@@ -232,8 +232,17 @@ fn supervise(shared: &Shared, i: usize) {
             return;
         }
     };
+    let mut runs = 0u64;
     while !shared.stopping() {
         let started = Instant::now();
+        // Each run after the first keeps the last one's log for `kubectl logs --previous`.
+        if runs > 0
+            && let Ok(mut w) = log.lock()
+            && let Err(e) = w.new_run()
+        {
+            tracing::warn!(error = %e, "keeping the previous run's log");
+        }
+        runs += 1;
         let container = match start(shared, spec, &log) {
             Ok(c) => c,
             Err(message) => {
@@ -336,9 +345,14 @@ fn start(
     opts.cgroup_root = shared.plan.cgroup_root.clone();
     let (out_r, out_w) = pipe().map_err(|e| format!("creating the stdout pipe: {e}"))?;
     let (err_r, err_w) = pipe().map_err(|e| format!("creating the stderr pipe: {e}"))?;
+    let stdin = if spec.stdin {
+        Some(stdin_fifo(shared, spec)?)
+    } else {
+        None
+    };
     let mut container = {
         let _one_at_a_time = shared.create_lock.lock().unwrap_or_else(|e| e.into_inner());
-        with_stdio(&out_w, &err_w, || {
+        with_stdio(stdin.as_ref(), &out_w, &err_w, || {
             Container::create(&spec.id, &spec.bundle, &spec.spec, &opts)
         })
         .map_err(|e| e.to_string())?
@@ -353,17 +367,53 @@ fn start(
     Ok(container)
 }
 
+/// The FIFO that is a `stdin: true` container's fd 0, opened read-write: the container never
+/// reads an end of file while the shim lives, and `kubectl attach -i` (the agent) writes
+/// into it. Made once per pod; a restarted container gets the same one.
+fn stdin_fifo(shared: &Shared, spec: &ShimContainer) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = shared
+        .plan
+        .runtime_root
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = crate::shim::plan::stdin_fifo(&dir, &spec.name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(format!("creating the stdin FIFO {}: {e}", path.display())),
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| format!("opening the stdin FIFO {}: {e}", path.display()))
+}
+
 fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
-/// Runs `f` with fds 1 and 2 pointing at the given pipes and fd 0 at /dev/null, so that the
+/// Runs `f` with fds 1 and 2 pointing at the given pipes and fd 0 at the stdin FIFO (or
+/// /dev/null), so that the
 /// container's init inherits them; restores the shim's own afterwards.
-fn with_stdio<T>(out: &OwnedFd, err: &OwnedFd, f: impl FnOnce() -> T) -> T {
+fn with_stdio<T>(stdin: Option<&File>, out: &OwnedFd, err: &OwnedFd, f: impl FnOnce() -> T) -> T {
     use nix::unistd::{dup, dup2};
     let saved: Vec<Option<i32>> = (0..3).map(|fd| dup(fd).ok()).collect();
-    if let Ok(null) = File::open("/dev/null") {
-        let _ = dup2(null.as_raw_fd(), 0);
+    match stdin {
+        Some(fifo) => {
+            let _ = dup2(fifo.as_raw_fd(), 0);
+        }
+        None => {
+            if let Ok(null) = File::open("/dev/null") {
+                let _ = dup2(null.as_raw_fd(), 0);
+            }
+        }
     }
     let _ = dup2(out.as_raw_fd(), 1);
     let _ = dup2(err.as_raw_fd(), 2);

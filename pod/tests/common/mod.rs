@@ -18,18 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-/// The cgroup v2 mount this machine offers podd: `/sys/fs/cgroup` when it is cgroup2 (the VM,
-/// with controllers), else the hybrid host's `/sys/fs/cgroup/unified` (no controllers).
+/// The cgroup v2 mount this machine offers podd, found as podd finds it: `/sys/fs/cgroup` when
+/// it is cgroup2 (the VM, with controllers), else the hybrid host's `/sys/fs/cgroup/unified`.
 pub fn cgroup2_mount() -> PathBuf {
-    let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC);
-    PathBuf::from(if unified {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/unified"
-    })
+    podd_runtime::cgroups::detect_root().expect("a cgroup2 mount")
 }
 
 /// The test's node: a network namespace with the bridge, a cgroup subtree, state dirs; all

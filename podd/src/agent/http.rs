@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use podd_control_plane::streaming::frames;
 use podd_pod::logs::LogReader;
 use podd_pod::manager::PodManager;
 use std::convert::Infallible;
@@ -202,6 +203,99 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether the API server asks to switch this connection to a stream.
+fn is_stream_upgrade(headers: &hyper::HeaderMap) -> bool {
+    let has = |name, want: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(want))
+    };
+    has(hyper::header::CONNECTION, "upgrade")
+        && has(hyper::header::UPGRADE, frames::UPGRADE_PROTOCOL)
+}
+
+/// `pods/log`'s options, as kubectl sends them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LogOptions {
+    follow: bool,
+    tail: Option<usize>,
+    /// Records at or after this time (normalized, see [`comparable_time`]).
+    since: Option<String>,
+    previous: bool,
+    timestamps: bool,
+    limit_bytes: Option<usize>,
+}
+
+impl LogOptions {
+    fn parse(query: &str) -> Result<LogOptions, String> {
+        let one = |k: &str| query_values(query, k).into_iter().next();
+        let flag = |k: &str| one(k).is_some_and(|v| v == "true" || v == "1");
+        let num = |k: &str| -> Result<Option<u64>, String> {
+            one(k)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .map_err(|_| format!("{k}={v:?} is not a number"))
+                })
+                .transpose()
+                .map(|v| v.map(|n| n.max(0) as u64))
+        };
+        let since = match (num("sinceSeconds")?, one("sinceTime")) {
+            (Some(_), Some(_)) => {
+                return Err("at most one of sinceTime or sinceSeconds may be given".into());
+            }
+            (Some(secs), None) => {
+                let t = std::time::SystemTime::now()
+                    .checked_sub(Duration::from_secs(secs))
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some(comparable_time(&podd_pod::timefmt::rfc3339_nanos(t)))
+            }
+            (None, Some(t)) => Some(comparable_time(&t)),
+            (None, None) => None,
+        };
+        Ok(LogOptions {
+            follow: flag("follow"),
+            // A negative tailLines (kubectl's default -1) means all.
+            tail: one("tailLines")
+                .and_then(|t| t.parse::<i64>().ok())
+                .filter(|t| *t >= 0)
+                .map(|t| t as usize),
+            since,
+            previous: flag("previous"),
+            timestamps: flag("timestamps"),
+            limit_bytes: num("limitBytes")?.map(|n| n as usize),
+        })
+    }
+
+    fn keeps(&self, l: &podd_pod::logs::LogLine) -> bool {
+        self.since
+            .as_ref()
+            .is_none_or(|s| comparable_time(&l.timestamp) >= *s)
+    }
+
+    fn render(&self, l: &podd_pod::logs::LogLine, out: &mut String) {
+        if self.timestamps {
+            out.push_str(&l.timestamp);
+            out.push(' ');
+        }
+        out.push_str(&l.text);
+        if l.full {
+            out.push('\n');
+        }
+    }
+}
+
+/// An RFC 3339 UTC time as a string that sorts by time: `YYYY-MM-DDTHH:MM:SS.fffffffff`
+/// (the fraction padded to nanoseconds).
+fn comparable_time(t: &str) -> String {
+    let t = t.trim().trim_end_matches('Z').trim_end_matches("+00:00");
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    let frac: String = frac.chars().filter(char::is_ascii_digit).take(9).collect();
+    format!("{secs}.{frac:0<9}")
+}
+
 /// The most stdin an exec takes (the server bounds it the same way).
 const MAX_EXEC_STDIN: usize = 64 << 20;
 
@@ -225,12 +319,19 @@ impl AgentHttp {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or_default().to_string();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (req.method(), parts.as_slice()) {
+        let method = req.method().clone();
+        match (&method, parts.as_slice()) {
             (&Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok\n"),
             (&Method::GET, ["metrics"]) => {
                 full(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
             }
             (&Method::GET, ["pods", uid, "log"]) => self.log(uid, &query),
+            (&Method::POST, ["pods", uid, sub @ ("exec" | "attach" | "portforward")])
+                if is_stream_upgrade(req.headers()) =>
+            {
+                let (uid, sub) = (uid.to_string(), sub.to_string());
+                self.stream(req, &uid, &sub, &query)
+            }
             (&Method::POST, ["pods", uid, "exec"]) => {
                 let uid = uid.to_string();
                 let stdin = match read_stdin(req).await {
@@ -281,22 +382,45 @@ impl AgentHttp {
             Ok(c) => c,
             Err(r) => return *r,
         };
-        let tail = query_values(query, "tailLines")
-            .first()
-            .and_then(|t| t.parse::<usize>().ok());
-        let follow = query_values(query, "follow")
-            .first()
-            .is_some_and(|f| f == "true" || f == "1");
-        let reader = LogReader::new(&self.manager.log_path(uid, &container));
-        if !follow {
-            return match reader.read(tail) {
+        let opts = match LogOptions::parse(query) {
+            Ok(o) => o,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let tail = opts.tail;
+        let follow = opts.follow;
+        let path = if opts.previous {
+            // The log of the container's previous run (the shim keeps it when it restarts).
+            let p = podd_pod::logs::previous_path(&self.manager.log_path(uid, &container));
+            if !p.exists() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("previous terminated container {container:?} in pod {uid} not found"),
+                );
+            }
+            p
+        } else {
+            self.manager.log_path(uid, &container)
+        };
+        let reader = LogReader::new(&path);
+        if !follow || opts.previous {
+            return match reader.read(None) {
                 Ok(lines) => {
+                    let mut kept: Vec<_> = lines.iter().filter(|l| opts.keeps(l)).collect();
+                    if let Some(n) = tail {
+                        kept.drain(..kept.len().saturating_sub(n));
+                    }
                     let mut text = String::new();
-                    for l in lines {
-                        text.push_str(&l.text);
-                        if l.full {
-                            text.push('\n');
+                    for l in kept {
+                        opts.render(l, &mut text);
+                    }
+                    if let Some(limit) = opts.limit_bytes
+                        && text.len() > limit
+                    {
+                        let mut cut = limit;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
                         }
+                        text.truncate(cut);
                     }
                     full(StatusCode::OK, "text/plain", text)
                 }
@@ -308,16 +432,18 @@ impl AgentHttp {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         let closed = Arc::new(AtomicBool::new(false));
         let (m, uid) = (self.manager.clone(), uid.to_string());
+        let opts = opts.clone();
         tokio::task::spawn_blocking(move || {
             let closed2 = closed.clone();
             let _ = reader.follow(
                 tail,
                 Duration::from_millis(100),
                 |l| {
-                    let mut text = l.text.clone();
-                    if l.full {
-                        text.push('\n');
+                    if !opts.keeps(l) {
+                        return true;
                     }
+                    let mut text = String::new();
+                    opts.render(l, &mut text);
                     let ok = tx.blocking_send(Ok(Frame::data(Bytes::from(text)))).is_ok();
                     if !ok {
                         closed2.store(true, Ordering::Relaxed);
@@ -396,6 +522,119 @@ impl AgentHttp {
         }
     }
 
+    /// A streaming request (`Upgrade: podd-stream`): checks it, answers 101 and serves the
+    /// upgraded connection in a task (see [`super::stream`]).
+    fn stream(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        uid: &str,
+        sub: &str,
+        query: &str,
+    ) -> Response<Body> {
+        let flag = |k: &str| {
+            query_values(query, k)
+                .first()
+                .is_some_and(|v| v == "true" || v == "1")
+        };
+        enum Job {
+            Exec(super::stream::ExecRequest),
+            Attach(super::attach::AttachRequest),
+            Forward(PathBuf, u16),
+        }
+        let job = match sub {
+            "portforward" => {
+                if self.manager.pod(uid).is_none() {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("pod {uid} does not run on this node"),
+                    );
+                }
+                let Some(port) = query_values(query, "port")
+                    .first()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p > 0)
+                else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "portforward needs ?port=N (1-65535)",
+                    );
+                };
+                let Some(netns) = self.manager.pod_netns(uid) else {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("pod {uid} has no network namespace here (is it running?)"),
+                    );
+                };
+                Job::Forward(netns, port)
+            }
+            _ => {
+                let container = match self.container(uid, query) {
+                    Ok(c) => c,
+                    Err(r) => return *r,
+                };
+                if sub == "attach" {
+                    Job::Attach(super::attach::AttachRequest {
+                        uid: uid.to_string(),
+                        container,
+                        stdin: flag("stdin"),
+                    })
+                } else {
+                    let argv = query_values(query, "command");
+                    if argv.is_empty() {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "exec needs the command: ?command=ARG0&command=ARG1...",
+                        );
+                    }
+                    Job::Exec(super::stream::ExecRequest {
+                        uid: uid.to_string(),
+                        container,
+                        argv,
+                        stdin: flag("stdin"),
+                        tty: flag("tty"),
+                    })
+                }
+            }
+        };
+        // Port forwarding connects before answering, so a closed port is an HTTP error.
+        let manager = self.manager.clone();
+        let sub_name = sub.to_string();
+        tokio::spawn(async move {
+            let conn = match hyper::upgrade::on(req).await {
+                Ok(u) => TokioIo::new(u),
+                Err(e) => {
+                    tracing::debug!(error = %e, sub = %sub_name, "agent stream upgrade failed");
+                    return;
+                }
+            };
+            match job {
+                Job::Exec(r) => super::stream::exec(conn, manager, r).await,
+                Job::Attach(r) => super::attach::attach(conn, manager, r).await,
+                Job::Forward(netns, port) => {
+                    match super::stream::connect_in_pod(&netns, port).await {
+                        Ok(tcp) => super::stream::portforward(conn, tcp).await,
+                        Err(e) => {
+                            // The API server reports it on kubectl's error stream when the
+                            // byte stream ends at once.
+                            tracing::info!(error = %e, "port forward");
+                        }
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        r.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static(frames::UPGRADE_PROTOCOL),
+        );
+        r
+    }
+
     /// Prometheus text: pods on the node, container restarts, and the service load balancer's
     /// counters.
     fn metrics(&self) -> String {
@@ -467,6 +706,37 @@ impl AgentHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_options_as_kubectl_sends_them() {
+        let o = LogOptions::parse(
+            "container=c&follow=true&tailLines=5&timestamps=true&previous=true&limitBytes=10",
+        )
+        .unwrap();
+        assert!(o.follow && o.timestamps && o.previous);
+        assert_eq!((o.tail, o.limit_bytes, o.since), (Some(5), Some(10), None));
+        // kubectl's "all lines" is -1.
+        assert_eq!(LogOptions::parse("tailLines=-1").unwrap().tail, None);
+        let o = LogOptions::parse("sinceTime=2026-01-02T03%3A04%3A05Z").unwrap();
+        let line = |ts: &str| podd_pod::logs::LogLine {
+            timestamp: ts.into(),
+            stream: podd_pod::logs::Stream::Stdout,
+            full: true,
+            text: "x".into(),
+        };
+        assert!(o.keeps(&line("2026-01-02T03:04:05.000000001Z")));
+        assert!(o.keeps(&line("2026-01-02T03:04:05Z")));
+        assert!(!o.keeps(&line("2026-01-02T03:04:04.999999999Z")));
+        let recent = LogOptions::parse("sinceSeconds=60").unwrap();
+        assert!(!recent.keeps(&line("2020-01-01T00:00:00Z")));
+        assert!(LogOptions::parse("sinceSeconds=1&sinceTime=2026-01-01T00:00:00Z").is_err());
+        assert!(LogOptions::parse("limitBytes=x").is_err());
+        let mut out = String::new();
+        LogOptions::parse("timestamps=true")
+            .unwrap()
+            .render(&line("2026-01-02T03:04:05.5Z"), &mut out);
+        assert_eq!(out, "2026-01-02T03:04:05.5Z x\n");
+    }
 
     #[test]
     fn query_values_decode() {

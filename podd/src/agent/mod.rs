@@ -1,12 +1,14 @@
 //! The node agent: registers the node, renews its lease, runs the pods bound to it, programs
 //! the service load balancer and DNS, and routes to the other nodes' pods.
 
+mod attach;
 mod events;
 mod http;
 mod node;
 mod pods;
 mod routes;
 mod services;
+mod stream;
 mod usage;
 
 pub use http::socket_path;
@@ -84,7 +86,9 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         cfg.lease_interval,
     ));
 
-    let cidr = parse_cidr(&pod_cidr)?;
+    let cidr: Ipv4Cidr = pod_cidr
+        .parse()
+        .with_context(|| format!("the pod CIDR the server gave node {}", cfg.node_name))?;
     let mut net_cfg = NodeNetConfig::new(cidr);
     net_cfg.ipam_dir = cfg.data_dir.join("ipam");
     let net = Arc::new(
@@ -213,14 +217,4 @@ fn ensure_bpffs(pin_dir: &std::path::Path) -> Result<()> {
         tracing::info!("mounted bpffs on /sys/fs/bpf");
     }
     Ok(())
-}
-
-fn parse_cidr(s: &str) -> Result<Ipv4Cidr> {
-    let (net, len) = s
-        .split_once('/')
-        .with_context(|| format!("pod CIDR {s:?} is not NETWORK/PREFIX"))?;
-    Ok(Ipv4Cidr::new(
-        net.parse().with_context(|| format!("pod CIDR {s:?}"))?,
-        len.parse().with_context(|| format!("pod CIDR {s:?}"))?,
-    )?)
 }

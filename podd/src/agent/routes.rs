@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 /// The route to `node`'s pods, if it has a pod CIDR and an InternalIP.
 fn peer_route(node: &Node) -> Option<PeerRoute> {
-    let (net, len) = node.spec.as_ref()?.pod_cidr.as_deref()?.split_once('/')?;
-    let cidr = Ipv4Cidr::new(net.parse().ok()?, len.parse().ok()?).ok()?;
+    let cidr: Ipv4Cidr = node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
     let via: Ipv4Addr = node
         .status
         .as_ref()?
@@ -66,6 +65,35 @@ pub async fn run(client: Client, me: String, net: Arc<NodeNetwork>) {
             }
             Ok(Err(e)) => tracing::error!(error = %e, "syncing routes to other nodes"),
             Err(e) => tracing::error!(error = %e, "the route sync task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(pod_cidr: &str, ip: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "spec": {"podCIDR": pod_cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_peer_route_takes_the_pod_cidr_through_the_one_cidr_parser() {
+        assert_eq!(
+            peer_route(&node("10.244.7.0/24", "192.168.1.7")),
+            Some(PeerRoute {
+                cidr: "10.244.7.0/24".parse().unwrap(),
+                via: Ipv4Addr::new(192, 168, 1, 7),
+            })
+        );
+        // Ipv4Cidr's parser refuses host bits, a missing length and a length over 32.
+        for bad in ["10.244.7.1/24", "10.244.7.0", "10.244.7.0/33", ""] {
+            assert_eq!(peer_route(&node(bad, "192.168.1.7")), None, "{bad}");
         }
     }
 }

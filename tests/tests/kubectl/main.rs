@@ -5,9 +5,18 @@
 //! field, dry runs that change nothing, orphan deletes, set-based selectors, rollouts.
 //!
 //! `cargo test -p podd-tests --test kubectl`. No root needed; nothing leaves 127.0.0.1.
+//! Except `streaming`: exec, attach, port-forward, cp and logs need real containers, so it
+//! runs a one-node netns cluster (`podd_tests::cluster`; root, and the podd binaries built),
+//! and skips itself when not root.
 
 mod apply;
+mod autoscale;
 mod basics;
+mod certs;
 mod harness;
+mod manifests;
+mod protobuf;
 mod python;
+mod streaming;
+mod verbs;
 mod workloads;

@@ -667,6 +667,8 @@ fn secret_paths(data: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         "pki/ca.key",
         "pki/server.crt",
         "pki/server.key",
+        "pki/client-ca.crt",
+        "pki/client-ca.key",
         "tokens/admin",
         "tokens/nodes/n1",
     ]

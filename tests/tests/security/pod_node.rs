@@ -25,17 +25,10 @@ pub(crate) struct PodNode {
     shim: PathBuf,
 }
 
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-/// `/sys/fs/cgroup` where it is cgroup2 (the VM), else the hybrid host's unified tree.
+/// `/sys/fs/cgroup` where it is cgroup2 (the VM), else the hybrid host's unified tree, found as
+/// podd finds it.
 pub(crate) fn cgroup2_mount() -> PathBuf {
-    let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC);
-    PathBuf::from(if unified {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/unified"
-    })
+    podd_runtime::cgroups::detect_root().expect("a cgroup2 mount")
 }
 
 impl PodNode {

@@ -68,16 +68,10 @@ pub fn service(
     }
 }
 
-/// cgroup v2 root: the unified tree of this hybrid host, or the VM's cgroup2 root.
+/// cgroup v2 root: the unified tree of this hybrid host, or the VM's cgroup2 root, found as
+/// podd finds it.
 pub fn cgroup2_root() -> PathBuf {
-    for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(p).join("cgroup.procs").exists()
-            && Path::new(p).join("cgroup.threads").exists()
-        {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("no cgroup v2 hierarchy found");
+    podd_runtime::cgroups::detect_root().expect("a cgroup v2 hierarchy")
 }
 
 pub struct Netns {
