@@ -1111,8 +1111,22 @@ impl Container {
         }
     }
 
-    /// Release init to exec the user process, then run the poststart hooks.
+    /// Release init to exec the user process, then run the poststart hooks. Returns once the
+    /// user's program runs; with poststart hooks, once it has also settled (see
+    /// [`Container::start_settled`]).
     pub fn start(&mut self) -> Result<()> {
+        self.start_with(false)
+    }
+
+    /// [`Container::start`], returning only once the process has exec'd and then first blocked
+    /// or exited (at most 250 ms): for `podd-oci start`, whose caller acts as soon as the
+    /// command returns (engines and the OCI suite signal at once, and a shell that has just
+    /// exec'd has not set its traps yet). The shim, which owns the process, does not wait.
+    pub fn start_settled(&mut self) -> Result<()> {
+        self.start_with(true)
+    }
+
+    fn start_with(&mut self, settle: bool) -> Result<()> {
         let status = self.status();
         if status != Status::Created {
             let hint = match status {
@@ -1180,12 +1194,13 @@ impl Container {
             while self.state.alive() && identity(&exe) == setup_exe {
                 std::thread::sleep(Duration::from_micros(200));
             }
-            // Only poststart hooks need the process past its first steps; without them,
-            // `start` returns as soon as the user's program runs (a pod's start latency).
-            if hooks
-                .as_ref()
-                .and_then(|h| h.poststart().as_ref())
-                .is_some_and(|p| !p.is_empty())
+            // poststart hooks (and `podd-oci start`'s caller) meet a process past its first
+            // steps; the shim's `start` returns as soon as the user's program runs.
+            if settle
+                || hooks
+                    .as_ref()
+                    .and_then(|h| h.poststart().as_ref())
+                    .is_some_and(|p| !p.is_empty())
             {
                 self.wait_settled(Duration::from_millis(250));
             }

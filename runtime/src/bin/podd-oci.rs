@@ -190,7 +190,7 @@ fn run(cli: &Cli) -> Result<i32> {
             }
             Container::create_from_bundle(&a.id, &a.bundle, &create_opts(cli, a))?;
         }
-        Cmd::Start { id } => Container::load(&cli.root, id)?.start()?,
+        Cmd::Start { id } => Container::load(&cli.root, id)?.start_settled()?,
         Cmd::Run { create, detach } => {
             // Block the signals to forward before the container exists, so none is lost; the
             // container's init clears its mask.
@@ -203,7 +203,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 &create.bundle,
                 &create_opts(cli, create),
             )?;
-            if let Err(e) = c.start() {
+            if let Err(e) = c.start_settled() {
                 let _ = c.clone().delete(true);
                 return Err(e.into());
             }
@@ -387,30 +387,10 @@ fn wait_forwarding(pid: i32, set: &nix::sys::signal::SigSet) -> Result<i32> {
     }
 }
 
-/// RFC 3339 UTC timestamp without a date library.
+/// The current time in RFC 3339 (UTC).
 fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    // RFC 3339 with nanoseconds, as runc's log lines.
+    format!("{:.9}", jiff::Timestamp::now())
 }
 
 fn init_logging(cli: &Cli) -> Result<()> {
