@@ -292,7 +292,12 @@ fn main() {
         for p in &pods {
             cp.registry.create_obj(p).await.expect("create pod");
         }
-        let stored: Vec<Pod> = cp.registry.cached(None);
+        // The watch cache follows the store a moment behind the last create.
+        let mut stored: Vec<Pod> = cp.registry.cached(None);
+        while stored.len() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stored = cp.registry.cached(None);
+        }
         println!("== api: {} pods ==", stored.len());
         list_bench(&cp, &stored).await;
         let watchers = env_usize("PODD_BENCH_WATCHERS", 100);

@@ -434,7 +434,8 @@ fn negotiation(req: &Request<Incoming>) -> crate::negotiate::Negotiation {
     let watch = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
     let protobuf_watch = watch
         && parse_path(req.uri().path()).is_ok_and(|r| {
-            r.sub.is_none() && podd_api::protobuf::encodable(&r.kind.api_version(), r.kind.name())
+            r.sub.is_none()
+                && podd_api::protobuf::encodable(&r.kind.api_version_at(r.version), r.kind.name())
         });
     crate::negotiate::Negotiation::new(&accept, protobuf_watch)
 }
@@ -871,16 +872,17 @@ impl ApiServer {
                     .list_page(kind, route.namespace.as_deref(), &opts)
                     .await?;
                 if table {
-                    let items: Vec<serde_json::Value> =
-                        page.items.iter().filter_map(|o| o.decode()).collect();
-                    let mut t = crate::table::to_table(kind, &items, &include_object);
-                    if let Some(o) = t.as_object_mut() {
-                        o.insert(
-                            "metadata".into(),
-                            list_meta(page.revision, &page.continue_token, page.remaining),
-                        );
-                    }
-                    return Ok(json_response(StatusCode::OK, &t));
+                    // Rendering thousands of rows is CPU work: off the async workers.
+                    let items = page.items.clone();
+                    let include = include_object.clone();
+                    let meta = list_meta(page.revision, &page.continue_token, page.remaining);
+                    let body = tokio::task::spawn_blocking(move || {
+                        let json: Vec<&[u8]> = items.iter().map(|o| &o.json[..]).collect();
+                        crate::table::table_of_json(kind, &json, &include, &meta)
+                    })
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("rendering the table: {e}")))?;
+                    return Ok(full(StatusCode::OK, body));
                 }
                 Ok(full(
                     StatusCode::OK,

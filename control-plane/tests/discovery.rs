@@ -54,6 +54,8 @@ async fn version_and_legacy_discovery() {
         "pods/status",
         "pods/log",
         "pods/exec",
+        "pods/attach",
+        "pods/portforward",
         "services",
         "nodes",
         "events",

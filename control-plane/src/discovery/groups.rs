@@ -23,10 +23,12 @@ const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 /// The pod subresources the server proxies to the node agents, as kube-apiserver lists them
 /// (name, kind, verbs). Only those served are listed: kubectl acts on what discovery says
 /// (`kubectl drain` evicts through `pods/eviction` when it is listed, and deletes otherwise),
-/// so `attach`, `portforward` and `eviction` join this list when the server serves them.
+/// so `eviction` joins this list when the server serves it.
 const POD_PROXY_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
+    ("attach", "PodAttachOptions", &["create", "get"]),
     ("exec", "PodExecOptions", &["create", "get"]),
     ("log", "Pod", &["get"]),
+    ("portforward", "PodPortForwardOptions", &["create", "get"]),
 ];
 
 /// `/version`.
@@ -510,7 +512,7 @@ mod tests {
             .iter()
             .map(|s| s["subresource"].as_str().unwrap())
             .collect();
-        assert_eq!(subs, ["exec", "log", "status"]);
+        assert_eq!(subs, ["attach", "exec", "log", "portforward", "status"]);
 
         let apis = aggregated(false, "v2beta1");
         assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2beta1");

@@ -25,25 +25,31 @@ fn cells(cells: Vec<Value>) -> Row {
 
 /// The row of one object; an object that does not decode as `kind` gets just its name.
 pub(super) fn row(kind: Kind, item: &Value, now: Timestamp) -> Row {
-    fn decode<T: DeserializeOwned>(item: &Value) -> Option<T> {
-        serde_json::from_value(item.clone()).ok()
-    }
-    let row = match kind {
-        Kind::Pod => decode(item).map(|p| pod(&p, now)),
-        Kind::Deployment => decode(item).map(|d| deployment(&d, now)),
-        Kind::ReplicaSet => decode(item).map(|r| replica_set(&r, now)),
-        Kind::Service => decode(item).map(|s| service(&s, now)),
-        Kind::Endpoints => decode(item).map(|e| endpoints(&e, now)),
-        Kind::EndpointSlice => decode(item).map(|e| endpoint_slice(&e, now)),
-        Kind::Node => decode(item).map(|n| node(&n, now)),
-        Kind::Event => decode(item).map(|e| event(&e, now)),
-        Kind::HorizontalPodAutoscaler => decode(item).map(|h| hpa(&h, now)),
-        Kind::Lease => decode(item).map(|l| lease(&l, now)),
-    };
-    row.unwrap_or_else(|| {
+    let json = serde_json::to_vec(item).unwrap_or_default();
+    row_of_json(kind, &json, now).unwrap_or_else(|| {
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
         cells(vec![name.into()])
     })
+}
+
+/// The row of one stored object given as its JSON, decoded once straight into its type (a
+/// list's rows: no intermediate `Value`); None when it does not decode as `kind`.
+pub(super) fn row_of_json(kind: Kind, json: &[u8], now: Timestamp) -> Option<Row> {
+    fn typed<T: DeserializeOwned>(json: &[u8]) -> Option<T> {
+        serde_json::from_slice(json).ok()
+    }
+    match kind {
+        Kind::Pod => typed(json).map(|p| pod(&p, now)),
+        Kind::Deployment => typed(json).map(|d| deployment(&d, now)),
+        Kind::ReplicaSet => typed(json).map(|r| replica_set(&r, now)),
+        Kind::Service => typed(json).map(|v| service(&v, now)),
+        Kind::Endpoints => typed(json).map(|e| endpoints(&e, now)),
+        Kind::EndpointSlice => typed(json).map(|e| endpoint_slice(&e, now)),
+        Kind::Node => typed(json).map(|n| node(&n, now)),
+        Kind::Event => typed(json).map(|e| event(&e, now)),
+        Kind::HorizontalPodAutoscaler => typed(json).map(|h| hpa(&h, now)),
+        Kind::Lease => typed(json).map(|l| lease(&l, now)),
+    }
 }
 
 fn s(v: impl Into<String>) -> Value {
