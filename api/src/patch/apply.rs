@@ -379,11 +379,21 @@ fn take_changes(
     kind: Kind,
     old: &Value,
     new: &Value,
-    mut entries: Vec<Entry>,
+    entries: Vec<Entry>,
     writer: Option<usize>,
     force: bool,
 ) -> Result<Vec<Entry>, ApplyError> {
     let cmp = typed::compare(kind, old, new).map_err(ApplyError::Invalid)?;
+    take_compared_changes(&cmp, entries, writer, force)
+}
+
+/// [`take_changes`] with the objects already compared.
+fn take_compared_changes(
+    cmp: &typed::Comparison,
+    mut entries: Vec<Entry>,
+    writer: Option<usize>,
+    force: bool,
+) -> Result<Vec<Entry>, ApplyError> {
     let changed = cmp.modified.union(&cmp.added);
     let mut conflicts = Vec::new();
     for (i, e) in entries.iter_mut().enumerate() {
@@ -472,16 +482,20 @@ pub fn record_update_at(
         set: FieldSet::new(),
     });
     let writer = entries.len() - 1;
-    let Ok(mut entries) = take_changes(kind, &old, &result, entries, Some(writer), true) else {
+    // One comparison serves both the other managers' losses and this manager's gains.
+    let compared = typed::compare(kind, &old, &result);
+    let taken_entries = compared
+        .as_ref()
+        .map_err(|e| ApplyError::Invalid(e.clone()))
+        .and_then(|cmp| take_compared_changes(cmp, entries, Some(writer), true));
+    let (Ok(cmp), Ok(mut entries)) = (compared, taken_entries) else {
         // The objects cannot be compared (an item without its key): keep what was recorded.
         let mut result = result;
         encode_entries(&mut result, live_entries());
         return result;
     };
-    let taken = match typed::compare(kind, &old, &result) {
-        Ok(c) => c.modified.union(&c.added).difference(&unowned()),
-        Err(_) => FieldSet::new(),
-    };
+    let unowned = unowned();
+    let taken = cmp.modified.union(&cmp.added).difference(&unowned);
     entries.pop();
     if !taken.is_empty() {
         match entries
@@ -503,7 +517,7 @@ pub fn record_update_at(
         }
     }
     for e in &mut entries {
-        e.set = e.set.difference(&unowned());
+        e.set = e.set.difference(&unowned);
     }
     encode_entries(&mut result, entries);
     result
