@@ -179,10 +179,19 @@ fn metric_id(name: &Value, selector: &Value) -> Value {
 
 /// A v1 annotation `MetricSpec` as v2 has it.
 fn metric_spec_to_v2(m: &Value) -> Value {
+    metric_to_v2(m, "target", target_v2)
+}
+
+/// A v1 annotation `MetricSpec` or `MetricStatus` as v2 has it: the two differ only in the
+/// prefix of their value fields (`targetValue` against `currentValue`, …), which is also the
+/// name of the v2 field they become (`target`, `current`), made by `value_v2` from the value,
+/// average value and utilization.
+fn metric_to_v2(m: &Value, prefix: &str, value_v2: fn(&Value, &Value, &Value) -> Value) -> Value {
     let ty = m["type"].as_str().unwrap_or_default();
     let mut out = Map::new();
     out.insert("type".into(), ty.into());
     let null = Value::Null;
+    let field = |src: &Value, name: &str| src[format!("{prefix}{name}").as_str()].clone();
     match ty {
         "Object" => {
             let o = &m["object"];
@@ -190,8 +199,8 @@ fn metric_spec_to_v2(m: &Value) -> Value {
             set(&mut src, "describedObject", &o["target"]);
             src.insert("metric".into(), metric_id(&o["metricName"], &o["selector"]));
             src.insert(
-                "target".into(),
-                target_v2(&o["targetValue"], &o["averageValue"], &null),
+                prefix.into(),
+                value_v2(&field(o, "Value"), &o["averageValue"], &null),
             );
             out.insert("object".into(), src.into());
         }
@@ -200,8 +209,8 @@ fn metric_spec_to_v2(m: &Value) -> Value {
             let mut src = Map::new();
             src.insert("metric".into(), metric_id(&p["metricName"], &p["selector"]));
             src.insert(
-                "target".into(),
-                target_v2(&null, &p["targetAverageValue"], &null),
+                prefix.into(),
+                value_v2(&null, &field(p, "AverageValue"), &null),
             );
             out.insert("pods".into(), src.into());
         }
@@ -216,11 +225,11 @@ fn metric_spec_to_v2(m: &Value) -> Value {
             set(&mut src, "name", &r["name"]);
             set(&mut src, "container", &r["container"]);
             src.insert(
-                "target".into(),
-                target_v2(
+                prefix.into(),
+                value_v2(
                     &null,
-                    &r["targetAverageValue"],
-                    &r["targetAverageUtilization"],
+                    &field(r, "AverageValue"),
+                    &field(r, "AverageUtilization"),
                 ),
             );
             out.insert(key.into(), src.into());
@@ -233,8 +242,8 @@ fn metric_spec_to_v2(m: &Value) -> Value {
                 metric_id(&e["metricName"], &e["metricSelector"]),
             );
             src.insert(
-                "target".into(),
-                target_v2(&e["targetValue"], &e["targetAverageValue"], &null),
+                prefix.into(),
+                value_v2(&field(e, "Value"), &field(e, "AverageValue"), &null),
             );
             out.insert("external".into(), src.into());
         }
@@ -318,68 +327,7 @@ fn current_v2(value: &Value, average: &Value, utilization: &Value) -> Value {
 
 /// A v1 annotation `MetricStatus` as v2 has it.
 fn metric_status_to_v2(m: &Value) -> Value {
-    let ty = m["type"].as_str().unwrap_or_default();
-    let mut out = Map::new();
-    out.insert("type".into(), ty.into());
-    let null = Value::Null;
-    match ty {
-        "Object" => {
-            let o = &m["object"];
-            let mut src = Map::new();
-            set(&mut src, "describedObject", &o["target"]);
-            src.insert("metric".into(), metric_id(&o["metricName"], &o["selector"]));
-            src.insert(
-                "current".into(),
-                current_v2(&o["currentValue"], &o["averageValue"], &null),
-            );
-            out.insert("object".into(), src.into());
-        }
-        "Pods" => {
-            let p = &m["pods"];
-            let mut src = Map::new();
-            src.insert("metric".into(), metric_id(&p["metricName"], &p["selector"]));
-            src.insert(
-                "current".into(),
-                current_v2(&null, &p["currentAverageValue"], &null),
-            );
-            out.insert("pods".into(), src.into());
-        }
-        "Resource" | "ContainerResource" => {
-            let key = if ty == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let r = &m[key];
-            let mut src = Map::new();
-            set(&mut src, "name", &r["name"]);
-            set(&mut src, "container", &r["container"]);
-            src.insert(
-                "current".into(),
-                current_v2(
-                    &null,
-                    &r["currentAverageValue"],
-                    &r["currentAverageUtilization"],
-                ),
-            );
-            out.insert(key.into(), src.into());
-        }
-        "External" => {
-            let e = &m["external"];
-            let mut src = Map::new();
-            src.insert(
-                "metric".into(),
-                metric_id(&e["metricName"], &e["metricSelector"]),
-            );
-            src.insert(
-                "current".into(),
-                current_v2(&e["currentValue"], &e["currentAverageValue"], &null),
-            );
-            out.insert("external".into(), src.into());
-        }
-        _ => {}
-    }
-    out.into()
+    metric_to_v2(m, "current", current_v2)
 }
 
 /// JSON keys with the first letter changed by `f` (Go's field names `ScaleUp` from and to
