@@ -203,6 +203,9 @@ fn dry_run_and_diff_change_nothing() {
         &web_manifest(1, "production", "busybox-httpd"),
         &[],
     );
+    // The controllers write the rollout's status until it is complete; only then is the
+    // resourceVersion one that nothing but a real write may change.
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     let before = deploy(&c);
     let rv = before["metadata"]["resourceVersion"].clone();
 
