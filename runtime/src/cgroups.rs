@@ -412,17 +412,45 @@ impl Cgroup {
         let file = self.path().join("cgroup.freeze");
         fs::write(&file, if frozen { "1" } else { "0" }).map_err(io_err("write", file))?;
         let want = u64::from(frozen);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.events().get("frozen").copied().unwrap_or(0) != want {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "waiting for {} to report frozen {want}",
-                    self.path().display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        if !self.wait_event("frozen", want, Instant::now() + Duration::from_secs(5)) {
+            return Err(Error::Timeout(format!(
+                "waiting for {} to report frozen {want}",
+                self.path().display()
+            )));
         }
         Ok(())
+    }
+
+    /// Wait until `cgroup.events` reports `key` as `want`, or `deadline`; true once it does (or
+    /// once the cgroup is gone and `want` is 0). The kernel signals each change of the file
+    /// with POLLPRI, so this sleeps until an event, not in a polling loop.
+    fn wait_event(&self, key: &str, want: u64, deadline: Instant) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Ok(file) = fs::File::open(self.path().join("cgroup.events")) else {
+            return want == 0;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            // A read from the start also re-arms the notification.
+            let Ok(n) = file.read_at(&mut buf, 0) else {
+                return want == 0;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if parse_flat_keyed(&text).get(key).copied().unwrap_or(0) == want {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let timeout = nix::poll::PollTimeout::try_from(left.as_micros().div_ceil(1000))
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let mut pfd = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&file),
+                nix::poll::PollFlags::POLLPRI,
+            )];
+            let _ = nix::poll::poll(&mut pfd, timeout);
+        }
     }
 
     /// Whether the cgroup is frozen.
@@ -457,20 +485,14 @@ impl Cgroup {
         if !leaf.exists() {
             return Ok(());
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut killed = false;
-        while self.populated() {
-            if !killed {
-                self.kill_all()?;
-                killed = true;
-            }
-            if Instant::now() > deadline {
+        if self.populated() {
+            self.kill_all()?;
+            if !self.wait_event("populated", 0, Instant::now() + Duration::from_secs(10)) {
                 return Err(Error::Timeout(format!(
                     "waiting for the processes of {} to exit",
                     leaf.display()
                 )));
             }
-            std::thread::sleep(Duration::from_micros(200));
         }
         let dirs: Vec<PathBuf> = if self.created.is_empty() {
             vec![leaf.clone()]

@@ -202,18 +202,20 @@ impl ProcessPlan {
         keep
     }
 
-    /// Close every fd but stdio, the preserved ones and the setup socket.
-    fn close_for_exec(&self, sock: &OwnedFd) {
+    /// Close every fd but stdio, the preserved ones and `extra` (the setup socket; init's write
+    /// end of exec.fifo, which tells `start` of the execve by closing).
+    fn close_for_exec(&self, extra: &[RawFd]) {
         let mut keep: Vec<RawFd> = (0..3 + self.preserve_fds as RawFd).collect();
-        keep.push(sock.as_raw_fd());
+        keep.extend_from_slice(extra);
         fds::close_all_except(&keep);
     }
 
-    /// Last steps: close every fd but stdio, the preserved ones and the setup socket (whatever
-    /// setup opened, e.g. a procfs handle, must not be open while execve resolves the program
-    /// path), the seccomp filter (when no_new_privs), execve.
-    fn exec(&self, program: &CString, sock: &OwnedFd) -> Result<std::convert::Infallible> {
-        self.close_for_exec(sock);
+    /// Last steps: close every fd but stdio, the preserved ones and `extra` (whatever setup
+    /// opened, e.g. a procfs handle, must not be open while execve resolves the program path),
+    /// the seccomp filter (when no_new_privs), execve. `extra` fds are CLOEXEC: the execve
+    /// closes them.
+    fn exec(&self, program: &CString, extra: &[RawFd]) -> Result<std::convert::Infallible> {
+        self.close_for_exec(extra);
         fds::cloexec_from(3 + self.preserve_fds);
         if self.nnp {
             seccomp::install(&self.seccomp, true)?;
@@ -358,25 +360,10 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 fn clone_process(flags: CloneFlags, cgroup: Option<RawFd>) -> Result<i32> {
     let base = flags.bits() as u64 | libc::CLONE_PARENT as u64;
     if let Some(fd) = cgroup {
-        // With CLONE_PARENT, clone3 wants exit_signal 0; the child inherits ours (SIGCHLD).
-        let args = CloneArgs {
-            flags: base | CLONE_INTO_CGROUP,
-            cgroup: fd as u64,
-            ..Default::default()
+        let err = match clone3_into_cgroup(flags, fd, true) {
+            Ok(pid) => return Ok(pid),
+            Err(e) => e,
         };
-        // SAFETY: clone3 reads `args` (a valid clone_args of the size passed); with no stack the
-        // child gets a copy of our memory and continues here, like fork.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        if rc >= 0 {
-            return Ok(rc as i32);
-        }
-        let err = nix::Error::last();
         if err != nix::Error::ENOSYS && err != nix::Error::E2BIG {
             return Err(sys_err(format!(
                 "clone3 into the container's cgroup with namespaces {flags:?}"
@@ -406,6 +393,84 @@ fn clone_process(flags: CloneFlags, cgroup: Option<RawFd>) -> Result<i32> {
         ));
     }
     Ok(rc as i32)
+}
+
+/// clone3 with `flags` straight into the cgroup `cgroup_fd`; with `sibling`, as a child of our
+/// parent (CLONE_PARENT), else as our own child. Returns twice like fork. ENOSYS or E2BIG
+/// means a kernel before 5.7.
+fn clone3_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd, sibling: bool) -> nix::Result<i32> {
+    let args = CloneArgs {
+        flags: flags.bits() as u64
+            | CLONE_INTO_CGROUP
+            | if sibling {
+                libc::CLONE_PARENT as u64
+            } else {
+                0
+            },
+        cgroup: cgroup_fd as u64,
+        // With CLONE_PARENT, clone3 wants exit_signal 0; the child inherits ours (SIGCHLD).
+        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
+        ..Default::default()
+    };
+    // SAFETY: clone3 reads `args` (a valid clone_args of the size passed); with no stack the
+    // child gets a copy of our memory and continues here, like fork.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc >= 0 {
+        Ok(rc as i32)
+    } else {
+        Err(nix::Error::last())
+    }
+}
+
+/// Whether this process has a single thread (field 20 of /proc/self/stat): a raw clone of it
+/// may then allocate, as no other thread can hold a lock of the allocator.
+fn single_threaded() -> bool {
+    fs::read_to_string("/proc/self/stat").is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(17).map(|n| n == "1"))
+            .unwrap_or(false)
+    })
+}
+
+/// Init straight from the caller, without stage 1, when stage 1 has nothing to do: no
+/// namespace to join, no time namespace, a single-threaded caller (a raw clone skips glibc's
+/// fork handlers) and a kernel with clone3 into a cgroup. Init is then our child, as with
+/// CLONE_PARENT, and its first act is the fd sweep stage 1 would have made: nothing else runs
+/// in its fresh namespaces before. Saves a fork, an exit and a wait. Returns the pid in the
+/// caller, `None` where stage 1 is needed; never returns in init.
+fn clone_init_directly(plan: &InitPlan, sock: &OwnedFd) -> Result<Option<i32>> {
+    let time = namespaces::flag(LinuxNamespaceType::Time);
+    let Some(cgroup) = plan.cgroup.as_ref() else {
+        return Ok(None);
+    };
+    if !plan.ns.join.is_empty() || plan.ns.new.contains(time) || !single_threaded() {
+        return Ok(None);
+    }
+    let mut new = plan.ns.new;
+    // As in stage 1: init unshares its cgroup namespace once it is in its cgroup.
+    new.remove(CloneFlags::CLONE_NEWCGROUP);
+    let fd = open_cgroup(cgroup)?;
+    let r = clone3_into_cgroup(new, fd, false);
+    if r == Ok(0) {
+        // The host's cgroup directory and the caller's end of the setup socket go with
+        // everything else the caller had open.
+        fds::close_all_except(&plan.proc.keep(&[sock.as_raw_fd()]));
+        init(plan, sock);
+    }
+    let _ = nix::unistd::close(fd);
+    match r {
+        Ok(pid) => Ok(Some(pid)),
+        Err(nix::Error::ENOSYS | nix::Error::E2BIG) => Ok(None),
+        Err(e) => Err(sys_err(format!(
+            "clone3 into the container's cgroup with namespaces {new:?}"
+        ))(e)),
+    }
 }
 
 /// Open a cgroup directory for clone3's CLONE_INTO_CGROUP.
@@ -614,7 +679,7 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         drop(procfs);
         drop(fifo);
         send_msg(sock, &Msg::Ready)?;
-        plan.proc.close_for_exec(sock);
+        plan.proc.close_for_exec(&[sock.as_raw_fd()]);
         let _ = nix::unistd::close(sock.as_raw_fd());
         loop {
             nix::unistd::pause();
@@ -654,17 +719,19 @@ fn init_inner(plan: &InitPlan, sock: &OwnedFd) -> Result<std::convert::Infallibl
         ));
     }
     let _ = w.write_all(b"0");
-    drop(w);
     drop(procfs);
     drop(fifo);
-    // pathrs keeps its procfs handle cached: gone too before the hooks run in the container.
-    plan.proc.close_for_exec(sock);
+    // The write end stays open (CLOEXEC) until execve: `start` waits for its end of file to
+    // learn that the program runs (or that init died), with no polling. pathrs keeps its
+    // procfs handle cached: gone too before the hooks run in the container.
+    let keep = [sock.as_raw_fd(), w.as_raw_fd()];
+    plan.proc.close_for_exec(&keep);
     hooks::run_all(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,
     )?;
-    plan.proc.exec(&program, sock)
+    plan.proc.exec(&program, &keep)
 }
 
 /// A spec without a mount namespace runs in the runtime's mount namespace (the spec: a
@@ -950,14 +1017,18 @@ impl Container {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(sys_err("socketpair"))?;
-        // SAFETY: the child only makes system calls, allocates (glibc's fork handlers keep malloc
-        // usable) and exits with _exit; it takes no other locks and never returns here.
-        let stage1_pid = match unsafe { fork() }.map_err(sys_err("fork"))? {
-            ForkResult::Child => {
-                drop(parent_sock);
-                stage1(&plan, &child_sock)
-            }
-            ForkResult::Parent { child } => child,
+        let direct_pid = clone_init_directly(&plan, &child_sock)?;
+        let stage1_pid = match direct_pid {
+            Some(_) => None,
+            // SAFETY: the child only makes system calls, allocates (glibc's fork handlers keep
+            // malloc usable) and exits with _exit; it takes no other locks and never returns.
+            None => match unsafe { fork() }.map_err(sys_err("fork"))? {
+                ForkResult::Child => {
+                    drop(parent_sock);
+                    stage1(&plan, &child_sock)
+                }
+                ForkResult::Parent { child } => Some(child),
+            },
         };
         drop(child_sock);
         drop(plan.proc.console);
@@ -982,15 +1053,23 @@ impl Container {
                 })
                 .and_then(|_| send_msg(&parent_sock, &Msg::HooksDone(pid)))
         };
+        // Without stage 1 the pid is known at once: handled as if stage 1 had sent it.
+        let mut direct_pid = direct_pid;
         let result = loop {
             if ready && init_pid.is_some() {
                 break Ok(());
             }
-            match recv_msg(&parent_sock) {
+            let msg = match direct_pid.take() {
+                Some(pid) => Ok(Some(Msg::Pid(pid))),
+                None => recv_msg(&parent_sock),
+            };
+            match msg {
                 Ok(Some(Msg::Pid(pid))) => {
                     init_pid = Some(pid);
                     guard.pid = Some(pid);
-                    let _ = waitpid(stage1_pid, None);
+                    if let Some(stage1) = stage1_pid {
+                        let _ = waitpid(stage1, None);
+                    }
                     if plan.ns.new.contains(CloneFlags::CLONE_NEWUSER)
                         && let Err(e) =
                             write_id_maps(pid, spec).and_then(|_| send_msg(&parent_sock, &Msg::Go))
@@ -1020,8 +1099,10 @@ impl Container {
                 Err(e) => break Err(e),
             }
         };
-        if init_pid.is_none() {
-            let _ = waitpid(stage1_pid, None);
+        if init_pid.is_none()
+            && let Some(stage1) = stage1_pid
+        {
+            let _ = waitpid(stage1, None);
         }
         result?;
         let pid = init_pid.ok_or_else(|| Error::Init("no init pid".into()))?;
@@ -1143,14 +1224,6 @@ impl Container {
             )));
         }
         let fifo = State::dir(&self.root, &self.state.id).join("exec.fifo");
-        // What init runs now (a copy of podd-oci): poststart waits until that has changed.
-        let exe = PathBuf::from(format!("/proc/{}/exe", self.state.pid));
-        let identity = |p: &Path| {
-            nix::sys::stat::stat(p)
-                .ok()
-                .map(|st| (st.st_dev, st.st_ino))
-        };
-        let setup_exe = identity(&exe);
         let fd = open(
             &fifo,
             OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
@@ -1159,21 +1232,24 @@ impl Container {
         .map_err(sys_err(format!("open {}", fifo.display())))?;
         // SAFETY: open returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Init's byte says it is released. The timeout only bounds how long a dead init goes
+        // unnoticed (a fifo opened before any writer reports no hang-up).
         loop {
-            let mut pfd = [nix::poll::PollFd::new(
-                fd.as_fd_ref(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
-            if let Ok(n) = n
-                && n > 0
-                && pfd[0]
-                    .revents()
-                    .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN))
-            {
+            if wait_readable(&fd, Some(Duration::from_millis(100)))? {
                 let mut b = [0u8; 1];
-                if nix::unistd::read(fd.as_raw_fd(), &mut b).unwrap_or(0) == 1 {
-                    break;
+                match nix::unistd::read(fd.as_raw_fd(), &mut b) {
+                    Ok(1) => break,
+                    // End of file: init had the fifo open and closed it without a byte for us,
+                    // so a concurrent `start` released it (or it died, below).
+                    Ok(_) if self.state.alive() => {
+                        return Err(self.refuse(
+                            Status::Running,
+                            "start",
+                            " (it was already started)",
+                        ));
+                    }
+                    Ok(_) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
+                    Err(e) => return Err(sys_err(format!("read {}", fifo.display()))(e)),
                 }
             }
             if !self.state.alive() {
@@ -1183,27 +1259,35 @@ impl Container {
                 )));
             }
         }
-        let _ = fs::remove_file(&fifo);
+        // Without the fifo the status is `running` (see `State::status`), so the state file is
+        // not written again; only if the fifo cannot be removed does `started` have to say so.
         self.state.started = true;
-        self.state.save(&self.root)?;
+        match fs::remove_file(&fifo) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => self.state.save(&self.root)?,
+        }
         // The spec: poststart hooks run "after the user-specified process is executed". Init
-        // still has the startContainer hooks and its last steps to go once released, so wait
-        // until its executable is no longer the runtime's (or it is gone).
+        // still has the startContainer hooks and its last steps to go once released; it holds
+        // its write end of the fifo (CLOEXEC) until execve, so the end of file is the exec (or
+        // init's death): an event, no polling.
+        let mut end = [0u8; 1];
+        while wait_readable(&fd, None)? {
+            if nix::unistd::read(fd.as_raw_fd(), &mut end).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        drop(fd);
         let hooks = self.state.hooks.clone();
-        if setup_exe.is_some() {
-            while self.state.alive() && identity(&exe) == setup_exe {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            // poststart hooks (and `podd-oci start`'s caller) meet a process past its first
-            // steps; the shim's `start` returns as soon as the user's program runs.
-            if settle
-                || hooks
-                    .as_ref()
-                    .and_then(|h| h.poststart().as_ref())
-                    .is_some_and(|p| !p.is_empty())
-            {
-                self.wait_settled(Duration::from_millis(250));
-            }
+        // poststart hooks (and `podd-oci start`'s caller) meet a process past its first
+        // steps; the shim's `start` returns as soon as the user's program runs.
+        if settle
+            || hooks
+                .as_ref()
+                .and_then(|h| h.poststart().as_ref())
+                .is_some_and(|p| !p.is_empty())
+        {
+            self.wait_settled(Duration::from_millis(250));
         }
         // The process may already have exited; the hooks still get the pid it ran as.
         let st = OciState {
@@ -1326,20 +1410,7 @@ impl Container {
                 }
             }
         }
-        // Reap init if it is our child (library use, `run`); ECHILD otherwise. The cgroup
-        // empties a moment before the exiting task becomes a zombie, so retry briefly.
-        // Only the same process (start time), so a reused pid is never reaped by mistake.
-        for _ in 0..200 {
-            if state::proc_stat(self.state.pid).map(|(_, start)| start)
-                != Some(self.state.pid_start_time)
-            {
-                break;
-            }
-            match waitpid(Pid::from_raw(self.state.pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_micros(500)),
-                _ => break,
-            }
-        }
+        self.reap_init();
         let dir = State::dir(&self.root, &self.state.id);
         let mut oci = self.state.oci(&self.root);
         oci.status = Status::Stopped;
@@ -1358,6 +1429,42 @@ impl Container {
             &oci,
         );
         Ok(())
+    }
+
+    /// Reap init if it is our child (library use, `run`); ECHILD otherwise. The cgroup empties
+    /// a moment before the exiting task becomes a zombie, so this waits for the exit on a
+    /// pidfd (an event, at most 100 ms). Only the same process (start time, checked again once
+    /// the pidfd pins it), so a reused pid is never reaped by mistake.
+    fn reap_init(&self) {
+        let pid = self.state.pid;
+        let same =
+            || state::proc_stat(pid).map(|(_, start)| start) == Some(self.state.pid_start_time);
+        if !same() {
+            return;
+        }
+        let pidfd = pidfd_open(pid);
+        if !same() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                _ => return,
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match &pidfd {
+                // Readable once the process has exited.
+                Some(fd) => {
+                    let _ = wait_readable(fd, Some(left));
+                }
+                // Kernels before 5.3: no pidfd, poll the old way.
+                None => std::thread::sleep(Duration::from_micros(500)),
+            }
+        }
     }
 
     /// Start `process` inside the running container: it joins the container's namespaces and
@@ -1457,7 +1564,10 @@ impl Container {
                         nix::unistd::setsid()
                             .map_err(sys_err("setsid"))
                             .unwrap_or_else(|e| fail_child(&child_sock, e));
-                        match plan.prepare().and_then(|p| plan.exec(&p, &child_sock)) {
+                        match plan
+                            .prepare()
+                            .and_then(|p| plan.exec(&p, &[child_sock.as_raw_fd()]))
+                        {
                             Ok(never) => match never {},
                             Err(e) => fail_child(&child_sock, e),
                         }
@@ -1507,6 +1617,36 @@ trait AsFdRef {
 impl AsFdRef for OwnedFd {
     fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+/// A pidfd for `pid` (Linux 5.3), or None where the kernel has none.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Wait until `fd` is readable or hung up (`None`: no limit). Returns false on timeout.
+fn wait_readable(fd: &OwnedFd, timeout: Option<Duration>) -> Result<bool> {
+    let timeout = match timeout {
+        // Rounded up to whole milliseconds, so a short wait does not become a busy loop.
+        Some(t) => nix::poll::PollTimeout::try_from(t.as_micros().div_ceil(1000))
+            .unwrap_or(nix::poll::PollTimeout::MAX),
+        None => nix::poll::PollTimeout::NONE,
+    };
+    loop {
+        let mut pfd = [nix::poll::PollFd::new(
+            fd.as_fd_ref(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, timeout) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(sys_err("poll")(e)),
+        }
     }
 }
 

@@ -18,6 +18,10 @@
 //! - init's `exec.fifo` handle: an O_PATH fd on a fifo, opened on the host before pivot_root. A
 //!   non-directory cannot be walked (`/proc/self/fd/N/..` is ENOTDIR); it is closed right after
 //!   `start` releases init.
+//! - init's write end of `exec.fifo` (reopened through its procfs handle when `start` opens the
+//!   fifo): kept until execve (CLOEXEC, so no startContainer hook inherits it) because its
+//!   closing tells `start` that the program runs. Like the handle, a fifo cannot be walked as
+//!   a path, and reopening it gives only the same fifo.
 //! - the cgroup directory (clone3 `CLONE_INTO_CGROUP`) and the cgroup namespace file of `exec`:
 //!   host fds, closed in both processes right after clone3 / setns.
 //! - namespace files of `namespaces::join_all`: closed when joined.
@@ -30,6 +34,8 @@
 //!   links, and `execve` runs only after it is closed.
 //! - everything else the caller had open (a shim's log file, sockets, the pod manager's files,
 //!   a parent's leaked directory fds): closed by the first sweep, before any namespace is joined.
+//!   Where create needs no stage 1 (nothing to join), init is cloned by the caller and makes
+//!   that sweep first thing, before anything runs in its fresh namespaces.
 //!
 //! After the cwd is set, [`check_cwd_in_root`] makes sure it is reachable from the container's
 //! root, as runc does, so a cwd that got out any other way is refused too.

@@ -203,7 +203,14 @@ fn run(cli: &Cli) -> Result<i32> {
                 &create.bundle,
                 &create_opts(cli, create),
             )?;
-            if let Err(e) = c.start_settled() {
+            // Attached, nobody acts on `start` returning: the program only has to run (the
+            // wait below sees it exit). Detached, the caller goes on at once, as after `start`.
+            let started = if *detach {
+                c.start_settled()
+            } else {
+                c.start()
+            };
+            if let Err(e) = started {
                 let _ = c.clone().delete(true);
                 return Err(e.into());
             }
@@ -440,16 +447,27 @@ fn log_error(cli: &Cli, msg: &str) {
     let _ = writeln!(std::io::stderr(), "podd-oci: {msg}");
 }
 
+/// Whether the command line may name a command whose processes enter a container (create,
+/// run, exec). Read from the raw arguments, before clap parses them, so the process that
+/// re-executes itself does not parse twice. A subcommand is matched only by its exact name (no
+/// aliases, no inferred prefixes), so one that enters a container always shows up here; a
+/// false positive (a container named `run`) only costs the re-execution.
+fn may_enter_a_container() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a == "create" || a == "run" || a == "exec")
+}
+
 fn main() {
-    let cli = Cli::parse();
     // The commands whose processes enter a container run from a sealed copy of this binary, so
     // the container cannot reach (and overwrite) the host's file through /proc/<pid>/exe.
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec { .. })
+    if may_enter_a_container()
         && let Err(e) = podd_runtime::sealed_exe::ensure("podd-oci")
     {
         let _ = writeln!(std::io::stderr(), "podd-oci: {e}");
         std::process::exit(1);
     }
+    let cli = Cli::parse();
     if let Err(e) = init_logging(&cli) {
         let _ = writeln!(std::io::stderr(), "podd-oci: {e:#}");
         std::process::exit(1);
