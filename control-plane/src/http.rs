@@ -773,9 +773,20 @@ impl ApiServer {
                 if sub != "log" && crate::streaming::is_websocket_upgrade(req.headers()) {
                     return self.stream_websocket(req, ns, name, sub, query);
                 }
+                if sub != "log" && crate::streaming::spdy_upgrade::is_spdy_upgrade(req.headers()) {
+                    return Ok(crate::streaming::spdy_upgrade::serve(
+                        req,
+                        self.registry.clone(),
+                        self.agents.clone(),
+                        ns,
+                        name,
+                        sub,
+                        query,
+                    ));
+                }
                 if sub == "attach" || sub == "portforward" {
                     return Err(ApiError::BadRequest(format!(
-                        "pods/{sub} is served over WebSocket only (kubectl 1.31+ uses it)"
+                        "pods/{sub} is served over a WebSocket or SPDY/3.1 upgrade only"
                     )));
                 }
                 return crate::agent_proxy::proxy(

@@ -1,6 +1,7 @@
 //! The streaming subresources kubectl reaches over WebSocket: `pods/exec` and `pods/attach`
 //! (channel protocol `v5.channel.k8s.io`, and `v4.channel.k8s.io` for older clients) and
-//! `pods/portforward` (SPDY/3.1 tunnelled over a WebSocket, [`portforward`]).
+//! `pods/portforward` (SPDY/3.1 tunnelled over a WebSocket, [`portforward`]); and the same
+//! three over kubectl's older transport, a plain upgrade to SPDY/3.1 ([`spdy_upgrade`]).
 //!
 //! Exec and attach: binary messages whose first byte is the channel (0 stdin, 1 stdout,
 //! 2 stderr, 3 the final Status, 4 terminal resize; in v5, `[255, N]` closes the client's
@@ -16,12 +17,16 @@
 
 pub mod frames;
 pub mod portforward;
+pub mod remotecommand;
 pub mod spdy;
+pub mod spdy_upgrade;
+pub mod spdy_wire;
 
 use crate::agent_proxy::AgentLink;
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::registry::Registry;
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -109,6 +114,56 @@ pub fn failure_status(message: &str) -> serde_json::Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
 
+/// The Status for the agent's end frame (`{"exitCode":N}` or `{"error":"..."}`).
+pub fn end_status(end: &[u8], argv: &[String]) -> serde_json::Value {
+    match serde_json::from_slice::<frames::End>(end) {
+        Ok(frames::End { error: Some(e), .. }) => failure_status(&e),
+        Ok(frames::End {
+            exit_code: Some(c), ..
+        }) => exit_status(c, argv),
+        Ok(_) => exit_status(0, argv),
+        Err(e) => failure_status(&format!("the agent's end frame is not JSON: {e}")),
+    }
+}
+
+/// The command of an exec request: its `command` query parameters, in order.
+pub(crate) fn command_argv(query: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| crate::http::percent_decode(k) == "command")
+        .map(|(_, v)| crate::http::percent_decode(v))
+        .collect()
+}
+
+/// A byte stream to a port of the pod, opened through its node's agent.
+pub(crate) type PodConnection = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Opens connections to ports of pod `ns/name` (for [`portforward::serve`]).
+pub(crate) fn port_connector(
+    registry: Arc<Registry>,
+    agents: Arc<AgentLink>,
+    ns: String,
+    name: String,
+) -> impl Fn(u16) -> BoxFuture<'static, Result<PodConnection, String>> + Send + Sync + 'static {
+    move |port: u16| {
+        let (registry, agents, ns, name) =
+            (registry.clone(), agents.clone(), ns.clone(), name.clone());
+        Box::pin(async move {
+            crate::agent_proxy::upgrade(
+                &registry,
+                &agents,
+                &ns,
+                &name,
+                "portforward",
+                &format!("port={port}"),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Serves `pods/{name}/{exec|attach|portforward}` upgraded to a WebSocket: answers 101 with
 /// the negotiated protocol and relays, in a task, between kubectl and the pod's agent.
 pub fn serve_websocket(
@@ -144,31 +199,11 @@ pub fn serve_websocket(
             }
         };
         if sub == "portforward" {
-            let connect = move |port: u16| {
-                let (registry, agents, ns, name) =
-                    (registry.clone(), agents.clone(), ns.clone(), name.clone());
-                async move {
-                    crate::agent_proxy::upgrade(
-                        &registry,
-                        &agents,
-                        &ns,
-                        &name,
-                        "portforward",
-                        &format!("port={port}"),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-                }
-            };
-            portforward::serve(io, connect).await;
+            let wire = spdy_wire::over_websocket(io).await;
+            portforward::serve(wire, port_connector(registry, agents, ns, name)).await;
             return;
         }
-        let argv: Vec<String> = query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| crate::http::percent_decode(k) == "command")
-            .map(|(_, v)| crate::http::percent_decode(v))
-            .collect();
+        let argv = command_argv(&query);
         let agent = async {
             crate::agent_proxy::upgrade(&registry, &agents, &ns, &name, &sub, &query)
                 .await
@@ -240,16 +275,7 @@ where
                     return;
                 }
             }
-            Ok(Some((frames::STATUS, data))) => {
-                break match serde_json::from_slice::<frames::End>(&data) {
-                    Ok(frames::End { error: Some(e), .. }) => failure_status(&e),
-                    Ok(frames::End {
-                        exit_code: Some(c), ..
-                    }) => exit_status(c, &argv),
-                    Ok(_) => exit_status(0, &argv),
-                    Err(e) => failure_status(&format!("the agent's end frame is not JSON: {e}")),
-                };
-            }
+            Ok(Some((frames::STATUS, data))) => break end_status(&data, &argv),
             Ok(Some(_)) => {}
             Ok(None) => break failure_status("the node's agent ended the stream without a status"),
             Err(e) => break failure_status(&format!("reading from the node's agent: {e}")),

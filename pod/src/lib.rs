@@ -11,6 +11,7 @@ use tracing_subscriber as _;
 
 pub mod backoff;
 pub mod etc_files;
+pub mod fdpass;
 pub mod logs;
 pub mod manager;
 pub mod pod_status;

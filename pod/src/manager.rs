@@ -533,6 +533,8 @@ impl PodManager {
                 readiness_probe: probe(&c.readiness_probe),
                 liveness_probe: probe(&c.liveness_probe),
                 stdin: c.stdin.unwrap_or(false),
+                stdin_once: c.stdin_once.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
             });
             // The mount stays for the pod's life; teardown finds it again by its directory.
             std::mem::forget(rootfs);

@@ -126,6 +126,8 @@ impl TestPod {
                         .as_ref()
                         .map(|p| podd_pod::shim::Probe::resolve(p, pod_containers).unwrap()),
                     stdin: c.stdin.unwrap_or(false),
+                    stdin_once: c.stdin_once.unwrap_or(false),
+                    tty: c.tty.unwrap_or(false),
                 }
             })
             .collect();

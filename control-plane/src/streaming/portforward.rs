@@ -1,5 +1,7 @@
-//! `pods/portforward` as kubectl 1.32 speaks it by default: a WebSocket (subprotocol
-//! `SPDY/3.1+portforward.k8s.io`) tunnelling a SPDY/3.1 session (see [`super::spdy`]).
+//! `pods/portforward`: a SPDY/3.1 session (see [`super::spdy`]), which kubectl 1.32 tunnels
+//! over a WebSocket by default (subprotocol `SPDY/3.1+portforward.k8s.io`) and older kubectl,
+//! or kubectl with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`, speaks raw on a connection
+//! upgraded to `SPDY/3.1` (protocol `portforward.k8s.io`); [`super::spdy_wire`] carries both.
 //!
 //! For every local connection kubectl opens two SPDY streams with the headers `streamtype`
 //! (`error`, then `data`), `port` and `requestid`. The server answers each SYN_STREAM with a
@@ -9,18 +11,18 @@
 //! error stream, after a message on it if the connection failed; kubectl waits for that.
 //! PINGs are echoed. Flow control is not enforced (kubectl's SPDY library does not either).
 
-use super::spdy::{self, Codec, Frame};
-use futures::{SinkExt, StreamExt};
+use super::spdy::{self, Frame};
+use super::spdy_wire::Wire;
 use std::collections::HashMap;
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The WebSocket subprotocol kubectl offers for port forwarding.
 pub const PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// The `X-Stream-Protocol-Version` of port forwarding over a raw SPDY upgrade.
+pub const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 
 /// The most bytes put in one DATA frame.
 const CHUNK: usize = 32 << 10;
@@ -32,135 +34,107 @@ struct Request {
     started: bool,
 }
 
-/// Serves one port-forward session on an upgraded connection until kubectl goes away.
+/// Serves one port-forward session on `wire` until kubectl goes away.
 /// `connect(port)` opens a byte stream to the pod's `port`.
-pub async fn serve<IO, C, Fut, S>(io: IO, connect: C)
+pub async fn serve<C, Fut, S>(wire: Wire, connect: C)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Fn(u16) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<S, String>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(256);
-    // One writer owns the compressor: header blocks must leave in the order compressed.
-    let writer = tokio::spawn(async move {
-        let mut codec = Codec::new();
-        while let Some(f) = out_rx.recv().await {
-            let bytes = codec.encode(&f);
-            if sink.send(Message::Binary(bytes.into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-    let mut codec = Codec::new();
+    let Wire {
+        mut frames,
+        out: out_tx,
+        writer,
+    } = wire;
     let mut requests: HashMap<String, Request> = HashMap::new();
     let mut to_pod: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut relays: HashMap<u32, tokio::task::AbortHandle> = HashMap::new();
     let connect = std::sync::Arc::new(connect);
-    'session: while let Some(msg) = source.next().await {
-        let bytes = match msg {
-            Ok(Message::Binary(b)) => b,
-            Ok(Message::Close(_)) => break,
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(f) => f,
             Err(e) => {
-                tracing::debug!(error = %e, "port-forward: the client's WebSocket failed");
+                tracing::debug!(error = %e, "port-forward: bad SPDY from the client");
+                let _ = out_tx
+                    .send(Frame::GoAway {
+                        last_stream: 0,
+                        status: 1,
+                    })
+                    .await;
                 break;
             }
-            Ok(m) => {
-                tracing::debug!(?m, "port-forward: a non-binary message");
-                continue;
-            }
         };
-        codec.push(&bytes);
-        loop {
-            let frame = match codec.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "port-forward: bad SPDY from the client");
-                    let _ = out_tx
-                        .send(Frame::GoAway {
-                            last_stream: 0,
-                            status: 1,
-                        })
-                        .await;
-                    break 'session;
-                }
-            };
-            match frame {
-                Frame::SynStream {
-                    stream, headers, ..
-                } => {
-                    let _ = out_tx
-                        .send(Frame::SynReply {
-                            stream,
-                            headers: Vec::new(),
-                            fin: false,
-                        })
-                        .await;
-                    tracing::debug!(stream, ?headers, "port-forward: new stream");
-                    let kind = spdy::header(&headers, "streamtype").unwrap_or_default();
-                    let id = spdy::header(&headers, "requestid")
-                        .unwrap_or_default()
-                        .to_string();
-                    let port = spdy::header(&headers, "port").and_then(|p| p.parse::<u16>().ok());
-                    let req = requests.entry(id.clone()).or_default();
-                    match (kind, port) {
-                        ("error", _) => req.error = Some(stream),
-                        ("data", Some(port)) if port > 0 => req.data = Some((stream, port)),
-                        _ => {
-                            let _ = out_tx
-                                .send(Frame::RstStream {
-                                    stream,
-                                    status: spdy::RST_PROTOCOL_ERROR,
-                                })
-                                .await;
-                            continue;
-                        }
-                    }
-                    if let (Some(error), Some((data, port)), false) =
-                        (req.error, req.data, req.started)
-                    {
-                        req.started = true;
-                        let (tx, rx) = mpsc::channel(64);
-                        to_pod.insert(data, tx);
-                        let task = tokio::spawn(relay(
-                            connect.clone(),
-                            port,
-                            data,
-                            error,
-                            rx,
-                            out_tx.clone(),
-                        ));
-                        relays.insert(data, task.abort_handle());
-                        requests.remove(&id);
+        match frame {
+            Frame::SynStream {
+                stream, headers, ..
+            } => {
+                let _ = out_tx
+                    .send(Frame::SynReply {
+                        stream,
+                        headers: Vec::new(),
+                        fin: false,
+                    })
+                    .await;
+                tracing::debug!(stream, ?headers, "port-forward: new stream");
+                let kind = spdy::header(&headers, "streamtype").unwrap_or_default();
+                let id = spdy::header(&headers, "requestid")
+                    .unwrap_or_default()
+                    .to_string();
+                let port = spdy::header(&headers, "port").and_then(|p| p.parse::<u16>().ok());
+                let req = requests.entry(id.clone()).or_default();
+                match (kind, port) {
+                    ("error", _) => req.error = Some(stream),
+                    ("data", Some(port)) if port > 0 => req.data = Some((stream, port)),
+                    _ => {
+                        let _ = out_tx
+                            .send(Frame::RstStream {
+                                stream,
+                                status: spdy::RST_PROTOCOL_ERROR,
+                            })
+                            .await;
+                        continue;
                     }
                 }
-                Frame::Data { stream, fin, data } => {
-                    if let Some(tx) = to_pod.get(&stream) {
-                        if !data.is_empty() && tx.send(data).await.is_err() {
-                            to_pod.remove(&stream);
-                        }
-                        if fin {
-                            // Dropping the sender half-closes the pod connection.
-                            to_pod.remove(&stream);
-                        }
-                    }
+                if let (Some(error), Some((data, port)), false) = (req.error, req.data, req.started)
+                {
+                    req.started = true;
+                    let (tx, rx) = mpsc::channel(64);
+                    to_pod.insert(data, tx);
+                    let task = tokio::spawn(relay(
+                        connect.clone(),
+                        port,
+                        data,
+                        error,
+                        rx,
+                        out_tx.clone(),
+                    ));
+                    relays.insert(data, task.abort_handle());
+                    requests.remove(&id);
                 }
-                Frame::RstStream { stream, .. } => {
-                    to_pod.remove(&stream);
-                    if let Some(t) = relays.remove(&stream) {
-                        t.abort();
-                    }
-                }
-                Frame::Ping(id) => {
-                    let _ = out_tx.send(Frame::Ping(id)).await;
-                }
-                Frame::GoAway { .. } => break 'session,
-                _ => {}
             }
+            Frame::Data { stream, fin, data } => {
+                if let Some(tx) = to_pod.get(&stream) {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
+                        to_pod.remove(&stream);
+                    }
+                    if fin {
+                        // Dropping the sender half-closes the pod connection.
+                        to_pod.remove(&stream);
+                    }
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                to_pod.remove(&stream);
+                if let Some(t) = relays.remove(&stream) {
+                    t.abort();
+                }
+            }
+            Frame::Ping(id) => {
+                let _ = out_tx.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            _ => {}
         }
     }
     tracing::debug!("port-forward: session ended");
@@ -262,6 +236,12 @@ async fn relay<C, Fut, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streaming::spdy::Codec;
+    use crate::streaming::spdy_wire::over_websocket;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     async fn next_frames(
         ws: &mut WebSocketStream<tokio::io::DuplexStream>,
@@ -281,22 +261,26 @@ mod tests {
         got
     }
 
+    /// The "pod": an echo service on port 8080 that upper-cases, refusing other ports.
+    async fn upper_case_echo_on_8080(port: u16) -> Result<tokio::io::DuplexStream, String> {
+        if port != 8080 {
+            return Err(format!("connection refused on {port}"));
+        }
+        let (a, mut b) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = b.read_to_end(&mut buf).await;
+            let _ = b.write_all(&buf.to_ascii_uppercase()).await;
+        });
+        Ok(a)
+    }
+
     #[tokio::test]
     async fn a_forwarded_connection_echoes_through_spdy() {
         let (server, client) = tokio::io::duplex(1 << 16);
-        // The "pod": an echo service on port 8080 that upper-cases, refusing other ports.
-        let srv = tokio::spawn(serve(server, |port| async move {
-            if port != 8080 {
-                return Err(format!("connection refused on {port}"));
-            }
-            let (a, mut b) = tokio::io::duplex(1024);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let _ = b.read_to_end(&mut buf).await;
-                let _ = b.write_all(&buf.to_ascii_uppercase()).await;
-            });
-            Ok(a)
-        }));
+        let srv = tokio::spawn(async move {
+            serve(over_websocket(server).await, upper_case_echo_on_8080).await
+        });
         let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let (mut tx, mut rx) = (Codec::new(), Codec::new());
         let h = |t: &str, port: &str| -> spdy::Headers {

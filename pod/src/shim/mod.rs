@@ -8,6 +8,7 @@
 //! reads `status.json` and finds the pod as it left it. SIGTERM stops the containers (with
 //! the grace period) and ends the shim; the agent then tears the sandbox down.
 
+pub mod attach;
 pub mod plan;
 pub mod status;
 mod supervisor;

@@ -86,6 +86,13 @@ pub struct ShimContainer {
     /// ([`stdin_fifo`]), where `kubectl attach -i` writes.
     #[serde(default)]
     pub stdin: bool,
+    /// `stdinOnce: true`: stdin closes when the first attach session that took it ends
+    /// (see [`super::attach`]).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// `tty: true`: the container's stdio is a pty whose master the shim holds.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The FIFO that is the stdin of `container` (with `stdin: true`) of the pod whose state

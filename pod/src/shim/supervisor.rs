@@ -1,6 +1,7 @@
 //! The shim's threads: one supervisor per container, one prober per pod, and the signal
 //! watcher that stops everything on SIGTERM.
 
+use super::attach::{AttachPoint, pump_terminal};
 use super::plan::{ShimContainer, ShimPlan};
 use super::status::PodRuntimeStatus;
 use super::types::{ContainerState, ContainerStatus, Probe};
@@ -48,6 +49,8 @@ struct Shared {
     wake: (Mutex<()>, Condvar),
     /// fds 0-2 are process-wide: containers are created one at a time.
     create_lock: Mutex<()>,
+    /// Per container: its stdin and terminal for attach sessions (with stdin or tty).
+    attach: Vec<Option<Arc<AttachPoint>>>,
 }
 
 impl Shared {
@@ -123,6 +126,12 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
         dir: dir.to_path_buf(),
         source,
     })?;
+    let attach = plan
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serve_attach(dir, i, c))
+        .collect();
     let shared = Arc::new(Shared {
         plan,
         dir: dir.to_path_buf(),
@@ -130,6 +139,7 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
         stop: AtomicBool::new(false),
         wake: (Mutex::new(()), Condvar::new()),
         create_lock: Mutex::new(()),
+        attach,
     });
 
     let watcher = shared.clone();
@@ -167,6 +177,20 @@ pub fn run(dir: &Path) -> Result<(), ShimError> {
     }
     shared.update(|s| s.stopped = true);
     Ok(())
+}
+
+/// The attach socket of a container with stdin or a terminal (see [`super::attach`]).
+fn serve_attach(dir: &Path, i: usize, c: &ShimContainer) -> Option<Arc<AttachPoint>> {
+    if !c.stdin && !c.tty {
+        return None;
+    }
+    let point = Arc::new(AttachPoint::new(&c.name, c.tty, c.stdin, c.stdin_once));
+    let path = super::attach::socket_path(dir, i);
+    if let Err(e) = point.serve(&path) {
+        // The container still runs; attach then has its output only.
+        tracing::error!(error = %e, path = %path.display(), container = %c.name, "serving the attach socket");
+    }
+    Some(point)
 }
 
 /// SIGTERM to every running container, SIGKILL after the grace period (at once when it is
@@ -243,7 +267,7 @@ fn supervise(shared: &Shared, i: usize) {
             tracing::warn!(error = %e, "keeping the previous run's log");
         }
         runs += 1;
-        let container = match start(shared, spec, &log) {
+        let container = match start(shared, i, &log) {
             Ok(c) => c,
             Err(message) => {
                 tracing::warn!(container = %spec.name, pod = %plan.pod, %message, "container did not start");
@@ -256,6 +280,7 @@ fn supervise(shared: &Shared, i: usize) {
                 continue;
             }
         };
+        let (container, attach_run) = container;
         let pid = container.pid();
         shared.update(|s| {
             s.pids[i] = pid;
@@ -266,6 +291,12 @@ fn supervise(shared: &Shared, i: usize) {
             cs.ready = spec.readiness_probe.is_none();
         });
         let code = container.wait().unwrap_or(-1);
+        // A pipe's stdin closes with the run; a terminal's pump ends the run when it hangs up.
+        if let Some((point, run)) = &attach_run
+            && !point.tty()
+        {
+            point.end_run(*run);
+        }
         let oom = container
             .stats()
             .ok()
@@ -331,40 +362,138 @@ fn set_waiting(shared: &Shared, i: usize, reason: &str, message: &str) {
     });
 }
 
-/// Creates and starts one container with its stdout and stderr on fresh pipes.
+/// One run's attach point and run number, while the container runs.
+type AttachRun = Option<(Arc<AttachPoint>, u64)>;
+
+/// Creates and starts one container with its stdout and stderr on fresh pipes (or, with
+/// `tty: true`, on a pty).
 fn start(
     shared: &Shared,
-    spec: &ShimContainer,
+    i: usize,
     log: &Arc<Mutex<LogWriter>>,
-) -> Result<Container, String> {
+) -> Result<(Container, AttachRun), String> {
+    let spec = &shared.plan.containers[i];
     // A container left by an earlier shim of this pod goes first.
     if let Ok(old) = Container::load(&shared.plan.runtime_root, &spec.id) {
         let _ = old.delete(true);
     }
     let mut opts = CreateOptions::new(&shared.plan.runtime_root);
     opts.cgroup_root = shared.plan.cgroup_root.clone();
+    if spec.tty {
+        return start_tty(shared, i, opts, log);
+    }
     let (out_r, out_w) = pipe().map_err(|e| format!("creating the stdout pipe: {e}"))?;
     let (err_r, err_w) = pipe().map_err(|e| format!("creating the stderr pipe: {e}"))?;
     let stdin = if spec.stdin {
-        Some(stdin_fifo(shared, spec)?)
+        Some(run_stdin(shared, spec)?)
     } else {
         None
     };
     let mut container = {
         let _one_at_a_time = shared.create_lock.lock().unwrap_or_else(|e| e.into_inner());
-        with_stdio(stdin.as_ref(), &out_w, &err_w, || {
-            Container::create(&spec.id, &spec.bundle, &spec.spec, &opts)
-        })
+        with_stdio(
+            stdin.as_ref().map(|(theirs, _)| theirs),
+            &out_w,
+            &err_w,
+            || Container::create(&spec.id, &spec.bundle, &spec.spec, &opts),
+        )
         .map_err(|e| e.to_string())?
     };
     drop((out_w, err_w));
     pump(out_r, Stream::Stdout, log.clone());
     pump(err_r, Stream::Stderr, log.clone());
+    let attach_run = shared.attach[i].clone().map(|p| {
+        let run = p.begin_run(stdin.map(|(_, ours)| Arc::new(ours)));
+        (p, run)
+    });
     if let Err(e) = container.start() {
         let _ = container.delete(true);
+        if let Some((p, run)) = &attach_run {
+            p.end_run(*run);
+        }
         return Err(e.to_string());
     }
-    Ok(container)
+    Ok((container, attach_run))
+}
+
+/// Creates and starts a `tty: true` container: the runtime opens a pty in the container's
+/// devpts, makes its slave the process's controlling terminal and stdio, and sends the master
+/// to a console socket of ours (as for `kubectl exec -t`). The shim keeps the master: its
+/// output goes to the log and to attach sessions; sessions write input and resizes to it.
+fn start_tty(
+    shared: &Shared,
+    i: usize,
+    mut opts: CreateOptions,
+    log: &Arc<Mutex<LogWriter>>,
+) -> Result<(Container, AttachRun), String> {
+    let spec = &shared.plan.containers[i];
+    let point = shared.attach[i]
+        .clone()
+        .ok_or("a tty container has no attach point")?;
+    let console = shared.dir.join(format!("console-{i}.sock"));
+    let _ = std::fs::remove_file(&console);
+    let listener = std::os::unix::net::UnixListener::bind(&console)
+        .map_err(|e| format!("binding the console socket {}: {e}", console.display()))?;
+    let mut oci = spec.spec.clone();
+    let mut process = oci.process().clone().unwrap_or_default();
+    process.set_terminal(Some(true));
+    // As the CRI runtimes do for a tty container.
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
+    process.set_env(Some(env));
+    oci.set_process(Some(process));
+    opts.console_socket = Some(console.clone());
+    let created = File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| format!("opening /dev/null: {e}"))
+        .and_then(|null| {
+            let _one_at_a_time = shared.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+            with_stdio(Some(&null), &null, &null, || {
+                Container::create(&spec.id, &spec.bundle, &oci, &opts)
+            })
+            .map_err(|e| e.to_string())
+        });
+    // The runtime connected and sent the master during create: it waits in the backlog.
+    let master = created.and_then(|c| {
+        let (conn, _) = listener
+            .accept()
+            .map_err(|e| format!("accepting on the console socket: {e}"))?;
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        match crate::fdpass::receive_fd(&conn) {
+            Ok((_, Some(master))) => Ok((c, master)),
+            Ok((_, None)) => Err("the runtime sent no pty master".to_string()),
+            Err(e) => Err(format!("receiving the pty master: {e}")),
+        }
+    });
+    let _ = std::fs::remove_file(&console);
+    let (mut container, master) = master?;
+    let master = Arc::new(master);
+    let run = point.begin_run(Some(master.clone()));
+    pump_terminal(master, log.clone(), point.clone(), run);
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        point.end_run(run);
+        return Err(e.to_string());
+    }
+    Ok((container, Some((point, run))))
+}
+
+/// The stdin of one run of a `stdin: true` container: (the container's end, the shim's).
+/// Without `stdinOnce` both are the pod's FIFO, held read-write so the container never
+/// reads an end of file; with it, a pipe of the run's own, whose write end closes after the
+/// first attach session (see [`super::attach`]).
+fn run_stdin(shared: &Shared, spec: &ShimContainer) -> Result<(OwnedFd, OwnedFd), String> {
+    if spec.stdin_once {
+        let (r, w) = pipe().map_err(|e| format!("creating the stdin pipe: {e}"))?;
+        return Ok((r, w));
+    }
+    let fifo = OwnedFd::from(stdin_fifo(shared, spec)?);
+    let ours = fifo
+        .try_clone()
+        .map_err(|e| format!("duplicating the stdin FIFO: {e}"))?;
+    Ok((fifo, ours))
 }
 
 /// The FIFO that is a `stdin: true` container's fd 0, opened read-write: the container never
@@ -402,7 +531,12 @@ fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
 /// Runs `f` with fds 1 and 2 pointing at the given pipes and fd 0 at the stdin FIFO (or
 /// /dev/null), so that the
 /// container's init inherits them; restores the shim's own afterwards.
-fn with_stdio<T>(stdin: Option<&File>, out: &OwnedFd, err: &OwnedFd, f: impl FnOnce() -> T) -> T {
+fn with_stdio<T>(
+    stdin: Option<&OwnedFd>,
+    out: &OwnedFd,
+    err: &OwnedFd,
+    f: impl FnOnce() -> T,
+) -> T {
     use nix::unistd::{dup, dup2};
     let saved: Vec<Option<i32>> = (0..3).map(|fd| dup(fd).ok()).collect();
     match stdin {

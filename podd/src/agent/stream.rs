@@ -189,30 +189,11 @@ fn console_path(manager: &PodManager, uid: &str) -> PathBuf {
 
 /// Receives the pty master the runtime sends over the console socket.
 fn receive_master(stream: std::os::unix::net::UnixStream) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::FromRawFd;
-    let mut name = [0u8; 256];
-    let mut iov = [std::io::IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("receiving the pty from the console socket: {e}"))?;
-    for c in msg
-        .cmsgs()
-        .map_err(|e| format!("reading the pty message: {e}"))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: SCM_RIGHTS just installed this fd in our table; nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
+    match podd_pod::fdpass::receive_fd(&stream) {
+        Ok((_, Some(master))) => Ok(master),
+        Ok((_, None)) => Err("the console socket message carried no pty".into()),
+        Err(e) => Err(format!("receiving the pty from the console socket: {e}")),
     }
-    Err("the console socket message carried no pty".into())
 }
 
 nix::ioctl_write_ptr_bad!(set_winsize, nix::libc::TIOCSWINSZ, nix::libc::winsize);
