@@ -5,7 +5,7 @@
 
 use crate::{
     Container, Deployment, DeploymentStrategy, EndpointSlice, Endpoints, HorizontalPodAutoscaler,
-    IntOrString, MetricSpec, MetricTarget, Node, Pod, PodSpec, Probe, ReplicaSet,
+    IntOrString, Job, MetricSpec, MetricTarget, Node, Pod, PodSpec, Probe, ReplicaSet,
     ResourceMetricSource, RollingUpdateDeployment, Service,
 };
 use k8s_openapi::api::autoscaling::v2::{HPAScalingPolicy, HPAScalingRules};
@@ -68,6 +68,8 @@ pub fn apply<T: crate::Object>(obj: &mut T) {
         endpoint_slice(s);
     } else if let Some(n) = any.downcast_mut::<Node>() {
         node(n);
+    } else if let Some(j) = any.downcast_mut::<Job>() {
+        job(j);
     }
     // Event and Lease have no defaults.
 }
@@ -239,6 +241,85 @@ fn replica_set(rs: &mut ReplicaSet) {
     set(&mut spec.replicas, || 1);
     if let Some(s) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
         pod_spec(s);
+    }
+}
+
+/// `SetDefaults_Job` (batch/v1), with what the Job strategy's `PrepareForCreate` adds
+/// before validation: unless `manualSelector`, the template gets the Job's name and uid as
+/// labels and the selector selects the uid (`generateSelector`); a Job without labels then
+/// takes the template's, as kube-apiserver stores it.
+fn job(j: &mut Job) {
+    use crate::validation::{
+        CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+    };
+    let name = j.metadata.name.clone().unwrap_or_default();
+    let uid = j.metadata.uid.clone().unwrap_or_default();
+    let Some(spec) = j.spec.as_mut() else { return };
+    if spec.completions.is_none() && spec.parallelism.is_none() {
+        spec.completions = Some(1);
+    }
+    set(&mut spec.parallelism, || 1);
+    set(&mut spec.backoff_limit, || {
+        if spec.backoff_limit_per_index.is_some() {
+            i32::MAX
+        } else {
+            6
+        }
+    });
+    set_str(&mut spec.completion_mode, "NonIndexed");
+    set(&mut spec.suspend, || false);
+    set_str(
+        &mut spec.pod_replacement_policy,
+        if spec.pod_failure_policy.is_some() {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        },
+    );
+    for rule in spec
+        .pod_failure_policy
+        .iter_mut()
+        .flat_map(|p| p.rules.iter_mut())
+    {
+        for pattern in rule.on_pod_conditions.iter_mut().flatten() {
+            if pattern.status.is_empty() {
+                pattern.status = "True".into();
+            }
+        }
+    }
+    set(&mut spec.manual_selector, || false);
+    if spec.manual_selector != Some(true) && !uid.is_empty() {
+        let labels = spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(Default::default);
+        for key in [LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL] {
+            labels.entry(key.into()).or_insert_with(|| name.clone());
+        }
+        for key in [LEGACY_CONTROLLER_UID_LABEL, CONTROLLER_UID_LABEL] {
+            labels.entry(key.into()).or_insert_with(|| uid.clone());
+        }
+        spec.selector
+            .get_or_insert_with(Default::default)
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .entry(CONTROLLER_UID_LABEL.into())
+            .or_insert_with(|| uid.clone());
+    }
+    if let Some(s) = spec.template.spec.as_mut() {
+        pod_spec(s);
+    }
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    if j.metadata.labels.as_ref().is_none_or(|l| l.is_empty())
+        && template_labels.as_ref().is_some_and(|l| !l.is_empty())
+    {
+        j.metadata.labels = template_labels;
     }
 }
 

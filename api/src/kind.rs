@@ -16,6 +16,7 @@ pub enum Kind {
     HorizontalPodAutoscaler,
     EndpointSlice,
     Lease,
+    Job,
 }
 
 /// What the API says of one kind.
@@ -67,7 +68,7 @@ const fn info(
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
@@ -78,6 +79,7 @@ impl Kind {
         Kind::HorizontalPodAutoscaler,
         Kind::EndpointSlice,
         Kind::Lease,
+        Kind::Job,
     ];
 
     pub const fn info(self) -> KindInfo {
@@ -167,6 +169,11 @@ impl Kind {
                 &[],
                 true,
             ),
+            Kind::Job => KindInfo {
+                has_status: true,
+                categories: &["all"],
+                ..info("batch", "v1", "Job", "jobs", "job", &[], true)
+            },
         }
     }
 

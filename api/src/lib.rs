@@ -38,6 +38,9 @@ pub use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
     HorizontalPodAutoscalerStatus, MetricSpec, MetricStatus, MetricTarget, ResourceMetricSource,
 };
+pub use k8s_openapi::api::batch::v1::{
+    Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods,
+};
 pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 pub use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, ContainerState, ContainerStateRunning,

@@ -44,6 +44,7 @@ object!(
 );
 object!(crate::EndpointSlice, Kind::EndpointSlice);
 object!(crate::Lease, Kind::Lease);
+object!(crate::Job, Kind::Job);
 
 /// Runs `$body` with `$t` bound to the k8s-openapi type of the runtime kind `$kind`:
 /// `with_kind_type!(kind, T => serde_json::from_slice::<T>(bytes).map(|_| ()))`.
@@ -89,6 +90,10 @@ macro_rules! with_kind_type {
             }
             $crate::Kind::Lease => {
                 type $t = $crate::Lease;
+                $body
+            }
+            $crate::Kind::Job => {
+                type $t = $crate::Job;
                 $body
             }
         }

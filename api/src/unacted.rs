@@ -57,7 +57,7 @@ const fn one_of(
     }
 }
 
-use Kind::{Pod, Service};
+use Kind::{Job, Pod, Service};
 
 /// The table. Pod entries also apply to the pod templates of Deployments and ReplicaSets
 /// (under `spec.template.`).
@@ -252,12 +252,33 @@ pub const UNACTED: &[Unacted] = &[
         "spec.publishNotReadyAddresses",
         "endpoints list ready pods only",
     ),
+    // Job (batch/v1).
+    set(
+        Job,
+        "spec.podFailurePolicy",
+        "every failed pod counts against backoffLimit",
+    ),
+    set(
+        Job,
+        "spec.successPolicy",
+        "the Job succeeds when all its completions have succeeded",
+    ),
+    set(
+        Job,
+        "spec.backoffLimitPerIndex",
+        "failures count against backoffLimit for the whole Job",
+    ),
+    set(
+        Job,
+        "spec.maxFailedIndexes",
+        "failures count against backoffLimit for the whole Job",
+    ),
 ];
 
 /// The kinds whose pod template the Pod entries also apply to, and where it is.
 fn template_prefix(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Deployment | Kind::ReplicaSet => Some("spec.template."),
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job => Some("spec.template."),
         _ => None,
     }
 }

@@ -4,6 +4,7 @@
 //! `spec.replicas: Invalid value: -1: must be greater than or equal to 0`.
 
 mod cluster;
+mod jobs;
 mod meta;
 mod names;
 mod network;
@@ -11,6 +12,9 @@ mod pod;
 mod quantity;
 mod workloads;
 
+pub use jobs::{
+    CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+};
 pub use names::{
     check_dns1035_label, check_dns1123_label, check_dns1123_subdomain, check_iana_port_name,
     check_label_key, check_label_value, check_qualified_name,
@@ -278,6 +282,25 @@ pub fn validate<T: crate::Object>(obj: &T) -> Result<(), ValidationErrors> {
         Kind::Node => run!(crate::Node, cluster::validate_node),
         Kind::Event => run!(crate::Event, cluster::validate_event),
         Kind::Lease => run!(crate::Lease, cluster::validate_lease),
+        Kind::Job => run!(crate::Job, jobs::validate_job),
+    }
+    errs.into_result()
+}
+
+/// The rules of an update beyond those of the new object alone: what the kind keeps
+/// immutable once created (a Job's selector, template, completions). `old` and `new` are the
+/// stored and the admitted (defaulted) JSON.
+pub fn validate_update(
+    kind: Kind,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> Result<(), ValidationErrors> {
+    let mut errs = ValidationErrors::default();
+    if kind == Kind::Job {
+        let typed = |v: &serde_json::Value| serde_json::from_value::<crate::Job>(v.clone()).ok();
+        if let (Some(o), Some(n)) = (typed(old), typed(new)) {
+            jobs::validate_job_update(&mut errs, &o, &n);
+        }
     }
     errs.into_result()
 }
@@ -301,7 +324,9 @@ pub fn check_limits_before_decode(
     let mut errs = ValidationErrors::default();
     let ptr = match kind {
         Kind::Pod => Some(("spec", "/spec")),
-        Kind::Deployment | Kind::ReplicaSet => Some(("spec.template.spec", "/spec/template/spec")),
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job => {
+            Some(("spec.template.spec", "/spec/template/spec"))
+        }
         _ => None,
     };
     if let Some((path, ptr)) = ptr {

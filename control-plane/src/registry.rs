@@ -792,7 +792,15 @@ impl Registry {
         // The creator owns every field it set, defaults included (an apply has recorded
         // its own).
         let mut v = if record {
-            podd_api::patch::record_update(kind, &Value::Null, &v, &opts.manager(), &now_rfc3339())
+            podd_api::patch::record_update_in(
+                kind,
+                &opts.version,
+                &Value::Null,
+                v,
+                &opts.manager(),
+                "",
+                &now_rfc3339(),
+            )
         } else {
             v
         };
@@ -1201,12 +1209,20 @@ impl Registry {
                 _ => Vec::new(),
             };
             let (new, mut warnings) = admit(kind, name, new, opts.field_validation)?;
+            podd_api::validation::validate_update(kind, &cur, &new).map_err(|errors| {
+                ApiError::Invalid {
+                    kind,
+                    name: name.to_string(),
+                    errors,
+                }
+            })?;
             warnings.extend(unacted);
             let mut new = match track {
-                Track::Update(sub) => podd_api::patch::record_update_at(
+                Track::Update(sub) => podd_api::patch::record_update_in(
                     kind,
+                    &opts.version,
                     &cur,
-                    &new,
+                    new,
                     &opts.manager(),
                     sub.managed_name(),
                     &now_rfc3339(),

@@ -365,6 +365,31 @@ pub fn columns(kind: Kind) -> Vec<Column> {
             ),
             AGE,
         ],
+        Kind::Job => vec![
+            NAME,
+            col("Status", "string", 0, "Status of the job."),
+            col(
+                "Completions",
+                "string",
+                0,
+                "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs.",
+            ),
+            col(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            col(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors",
+            ),
+        ],
         Kind::Lease => vec![
             NAME,
             col(

@@ -195,6 +195,112 @@ async fn hpa_v1_round_trips_through_v2_storage() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// `fieldsV1` without the `"."` members (a map owned as a whole besides its fields), so
+/// that the paths are compared.
+fn without_self_members(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| k.as_str() != ".")
+            .map(|(k, v)| (k.clone(), without_self_members(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other.clone(),
+    }
+}
+
+/// A write through autoscaling/v1 (`kubectl autoscale` posts v1) is recorded as Kubernetes
+/// records it: under `autoscaling/v1`, in v1's fields, and read back as stored through either
+/// version; a later v2 write takes from it what it changed as v1 sees it.
+#[tokio::test]
+async fn hpa_v1_writes_record_v1_managed_fields() {
+    let t = start(None).await;
+    let v1 = json!({
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    });
+    let r = request(
+        &t,
+        Method::POST,
+        &format!("{V1}?fieldManager=kubectl-autoscale"),
+        &[JSON],
+        Some(v1),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let e = entry(&r.body, "kubectl-autoscale", "");
+    assert_eq!(e["apiVersion"], "autoscaling/v1", "{e:#}");
+    assert_eq!(e["operation"], "Update");
+    assert_eq!(
+        without_self_members(&e["fieldsV1"]),
+        json!({"f:spec": {
+            "f:maxReplicas": {}, "f:minReplicas": {},
+            "f:scaleTargetRef": {"f:apiVersion": {}, "f:kind": {}, "f:name": {}},
+            "f:targetCPUUtilizationPercentage": {}}})
+    );
+    // Read through either version, the entries are the stored ones.
+    let via_v1 = request(&t, Method::GET, &format!("{V1}/web"), &[], None).await;
+    let via_v2 = request(&t, Method::GET, &format!("{V2}/web"), &[], None).await;
+    assert_eq!(
+        via_v1.body["metadata"]["managedFields"],
+        via_v2.body["metadata"]["managedFields"]
+    );
+    assert_eq!(
+        via_v2.body["metadata"]["managedFields"][0]["apiVersion"],
+        "autoscaling/v1"
+    );
+
+    // A merge patch through v1 by the same manager updates its v1 entry.
+    let r = request(
+        &t,
+        Method::PATCH,
+        &format!("{V1}/web?fieldManager=kubectl-autoscale"),
+        &[("content-type", "application/merge-patch+json")],
+        Some(json!({"spec": {"maxReplicas": 5}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(managers(&r.body).len(), 1, "{:#}", r.body);
+
+    // A v2 writer changes the CPU target: the v1 entry loses targetCPUUtilizationPercentage
+    // (that metric, in v1) and keeps the rest; the v2 writer's entry is in v2's fields.
+    let mut v2 = request(&t, Method::GET, &format!("{V2}/web"), &[], None)
+        .await
+        .body;
+    v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = json!(70);
+    let r = request(
+        &t,
+        Method::PUT,
+        &format!("{V2}/web?fieldManager=tuner"),
+        &[JSON],
+        Some(v2),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tuner = entry(&r.body, "tuner", "");
+    assert_eq!(tuner["apiVersion"], "autoscaling/v2");
+    assert!(
+        tuner["fieldsV1"]["f:spec"].get("f:metrics").is_some(),
+        "{tuner:#}"
+    );
+    let v1_entry = entry(&r.body, "kubectl-autoscale", "");
+    assert_eq!(v1_entry["apiVersion"], "autoscaling/v1");
+    assert!(
+        v1_entry["fieldsV1"]["f:spec"]
+            .get("f:targetCPUUtilizationPercentage")
+            .is_none(),
+        "{v1_entry:#}"
+    );
+    assert!(
+        v1_entry["fieldsV1"]["f:spec"]
+            .get("f:maxReplicas")
+            .is_some(),
+        "{v1_entry:#}"
+    );
+}
+
 #[tokio::test]
 async fn hpa_v1_without_a_target_gets_the_default_and_bad_annotations_are_refused() {
     let t = start(None).await;

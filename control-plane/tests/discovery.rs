@@ -69,6 +69,8 @@ async fn version_and_legacy_discovery() {
     let r = request(&t, Method::GET, "/apis/metrics.k8s.io/v1beta1", &[], None).await;
     assert_eq!(r.body["resources"][1]["kind"], "PodMetrics");
     let r = request(&t, Method::GET, "/apis/batch/v1", &[], None).await;
+    assert_eq!(r.body["resources"][0]["kind"], "Job");
+    let r = request(&t, Method::GET, "/apis/policy/v1", &[], None).await;
     assert_eq!(r.status, 404);
     let r = request(
         &t,
@@ -116,6 +118,73 @@ async fn aggregated_discovery_as_kubectl_asks() {
     assert_eq!(deploy["subresources"][0]["subresource"], "scale");
 }
 
+/// `kubectl auth whoami`'s group is discovered as kube-apiserver lists it: SelfSubjectReview,
+/// cluster-scoped, create only (tokenreviews are not served, so not listed).
+#[tokio::test]
+async fn authentication_group_lists_selfsubjectreviews() {
+    let t = start(None).await;
+    let r = request(&t, Method::GET, "/apis", &[], None).await;
+    let auth = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "authentication.k8s.io")
+        .cloned()
+        .unwrap_or_else(|| panic!("no authentication.k8s.io in {}", r.body));
+    assert_eq!(
+        auth,
+        json!({"name": "authentication.k8s.io",
+            "versions": [{"groupVersion": "authentication.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "authentication.k8s.io/v1", "version": "v1"}})
+    );
+    let r = request(&t, Method::GET, "/apis/authentication.k8s.io", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["kind"], "APIGroup");
+    assert_eq!(r.body["preferredVersion"]["version"], "v1");
+    let r = request(&t, Method::GET, "/apis/authentication.k8s.io/v1", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["kind"], "APIResourceList");
+    assert_eq!(r.body["groupVersion"], "authentication.k8s.io/v1");
+    assert_eq!(
+        r.body["resources"],
+        json!([{"name": "selfsubjectreviews", "singularName": "selfsubjectreview",
+            "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"]}])
+    );
+    let r = request(&t, Method::GET, "/apis", &[("accept", AGGREGATED)], None).await;
+    let auth = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "authentication.k8s.io")
+        .cloned()
+        .unwrap_or_else(|| panic!("no authentication.k8s.io in {}", r.body));
+    let v1 = &auth["versions"][0];
+    assert_eq!(v1["version"], "v1");
+    assert_eq!(v1["resources"][0]["resource"], "selfsubjectreviews");
+    assert_eq!(v1["resources"][0]["scope"], "Cluster");
+    assert_eq!(v1["resources"][0]["verbs"], json!(["create"]));
+    assert_eq!(
+        v1["resources"][0]["responseKind"],
+        json!({"group": "authentication.k8s.io", "version": "v1", "kind": "SelfSubjectReview"})
+    );
+    // What discovery promises is served: a create answers who the caller is.
+    let r = request(
+        &t,
+        Method::POST,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &[("content-type", "application/json")],
+        Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["kind"], "SelfSubjectReview");
+    assert!(
+        r.body["status"]["userInfo"]["username"].is_string(),
+        "{}",
+        r.body
+    );
+}
+
 #[tokio::test]
 async fn openapi_v3_documents_for_explain() {
     let t = start(None).await;
@@ -144,6 +213,8 @@ async fn openapi_v3_documents_for_explain() {
     let r = request(&t, Method::GET, "/openapi/v3/api/v1", &[], None).await;
     assert!(r.body["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"].is_object());
     let r = request(&t, Method::GET, "/openapi/v3/apis/batch/v1", &[], None).await;
+    assert!(r.body["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs"]["get"].is_object());
+    let r = request(&t, Method::GET, "/openapi/v3/apis/policy/v1", &[], None).await;
     assert_eq!(r.status, 404);
     let r = request(
         &t,

@@ -181,6 +181,15 @@ fn case(kind: Kind, name: &str) -> Case {
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
             None,
         ),
+        // Suspended, so the job controller starts no pod.
+        Kind::Job => (
+            json!({"spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox:1"}]}}}}),
+            Some((
+                "/spec/activeDeadlineSeconds",
+                [json!(100), json!(200), json!(300), json!(400)],
+            )),
+        ),
         Kind::Lease => (
             json!({"spec": {"holderIdentity": "h0", "leaseDurationSeconds": 10}}),
             Some((

@@ -9,7 +9,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use podd_api::jiff::Timestamp;
 use podd_api::{
-    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Kind, Lease, Node,
+    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, Kind, Lease, Node,
     Object, Pod, ReplicaSet, Service,
 };
 use podd_client::{Api, Client, ListParams, WatcherEvent, watcher};
@@ -45,6 +45,7 @@ pub async fn get(client: &Client, ns: &str, a: GetArgs) -> Result<()> {
         }
         Kind::Event => get_kind::<Event>(client, ns, &a, |i, _| views::events(i, now())).await,
         Kind::Lease => get_kind::<Lease>(client, ns, &a, |i, _| views::leases(i, now())).await,
+        Kind::Job => get_kind::<Job>(client, ns, &a, |i, _| views::jobs(i, now())).await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `podctl apply -f`: Kubernetes YAML or JSON manifests of any kind the server serves (Pod,
 //! Deployment, ReplicaSet, Service, Endpoints, EndpointSlice, HorizontalPodAutoscaler, Lease,
-//! Event, Node), several per file or in a `List`. Each document is checked against its
+//! Event, Node, Job), several per file or in a `List`. Each document is checked against its
 //! k8s-openapi type; a field the type does not know (a typo, or a field of another version)
 //! is an error that names it, rather than being dropped without a word.
 
@@ -233,12 +233,12 @@ spec:
     #[test]
     fn every_served_kind_and_json_lists() {
         let e = parse(
-            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n",
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n",
             "j.yaml",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("batch/v1 Job is not supported"), "{e}");
+        assert!(e.contains("batch/v1 CronJob is not supported"), "{e}");
         let json = r#"{"kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}]}"#;
         let m = parse(json, "l.json").unwrap();
         assert_eq!(m[0].name(), "p");
@@ -246,7 +246,8 @@ spec:
         let more = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n  selector: {matchLabels: {a: b}}\n---\n\
             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\n---\n\
             apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l, namespace: kube-node-lease}\nspec: {holderIdentity: n1}\n---\n\
-            apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\nreason: Started\n";
+            apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\nreason: Started\n---\n\
+            apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n";
         let kinds: Vec<Kind> = parse(more, "m.yaml")
             .unwrap()
             .iter()
@@ -258,7 +259,8 @@ spec:
                 Kind::ReplicaSet,
                 Kind::EndpointSlice,
                 Kind::Lease,
-                Kind::Event
+                Kind::Event,
+                Kind::Job
             ]
         );
     }

@@ -5,8 +5,8 @@ use crate::table::Table;
 use podd_api::jiff::Timestamp;
 use podd_api::resources::{node_is_ready, pod_node, pod_phase};
 use podd_api::{
-    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, LabelSelector, Lease,
-    Node, Object, Pod, ReplicaSet, Service,
+    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, LabelSelector,
+    Lease, Node, Object, Pod, ReplicaSet, Service,
 };
 use std::collections::BTreeMap;
 
@@ -461,6 +461,42 @@ pub fn leases(items: &[Lease], now: Timestamp) -> Table {
                 .and_then(|s| s.holder_identity.clone())
                 .unwrap_or_default(),
             age(l.metadata.creation_timestamp.as_ref(), now),
+        ]);
+    }
+    t
+}
+
+/// kubectl's job columns: STATUS from the conditions, COMPLETIONS succeeded/completions.
+pub fn jobs(items: &[Job], now: Timestamp) -> Table {
+    let mut t = Table::new(vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]);
+    for j in items {
+        let spec = j.spec.clone().unwrap_or_default();
+        let st = j.status.clone().unwrap_or_default();
+        let has = |ty: &str| {
+            st.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == ty && c.status == "True")
+        };
+        let status = ["Complete", "Failed", "Suspended"]
+            .into_iter()
+            .find(|c| has(c))
+            .unwrap_or("Running");
+        let duration = match (&st.start_time, &st.completion_time) {
+            (Some(s), Some(e)) => human(since(s.0, e.0)),
+            (Some(s), None) => human(since(s.0, now)),
+            (None, _) => String::new(),
+        };
+        t.push(vec![
+            name(j),
+            status.to_string(),
+            format!(
+                "{}/{}",
+                st.succeeded.unwrap_or(0),
+                spec.completions.unwrap_or(1)
+            ),
+            duration,
+            age(j.metadata.creation_timestamp.as_ref(), now),
         ]);
     }
     t

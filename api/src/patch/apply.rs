@@ -102,26 +102,37 @@ fn conflicts_message(conflicts: &[Conflict]) -> String {
 
 /// One managedFields entry.
 #[derive(Debug, Clone, PartialEq)]
-struct Entry {
-    manager: String,
-    operation: String,
-    api_version: String,
-    subresource: String,
-    time: Option<String>,
-    set: FieldSet,
+pub(super) struct Entry {
+    pub(super) manager: String,
+    pub(super) operation: String,
+    pub(super) api_version: String,
+    pub(super) subresource: String,
+    pub(super) time: Option<String>,
+    pub(super) set: FieldSet,
 }
 
 impl Entry {
     /// Whether the entry is the one of this manager, operation and subresource (appliers are
     /// one entry whatever their version, as in Kubernetes).
-    fn is(&self, manager: &str, operation: &str, api_version: &str, subresource: &str) -> bool {
+    pub(super) fn is(
+        &self,
+        manager: &str,
+        operation: &str,
+        api_version: &str,
+        subresource: &str,
+    ) -> bool {
         self.manager == manager
             && self.operation == operation
             && self.subresource == subresource
             && (operation == "Apply" || self.api_version == api_version)
     }
 
-    fn encode(&self) -> Value {
+    pub(super) fn encode(&self) -> Value {
+        self.encode_with(self.set.to_fields_v1())
+    }
+
+    /// The entry's JSON with `fields` as its `fieldsV1`.
+    pub(super) fn encode_with(&self, fields: Value) -> Value {
         let mut m = Map::new();
         m.insert("manager".into(), json!(self.manager));
         m.insert("operation".into(), json!(self.operation));
@@ -130,7 +141,7 @@ impl Entry {
             m.insert("time".into(), json!(t));
         }
         m.insert("fieldsType".into(), json!("FieldsV1"));
-        m.insert("fieldsV1".into(), self.set.to_fields_v1());
+        m.insert("fieldsV1".into(), fields);
         if !self.subresource.is_empty() {
             m.insert("subresource".into(), json!(self.subresource));
         }
@@ -138,30 +149,35 @@ impl Entry {
     }
 
     fn decode(v: &Value) -> Result<Entry, String> {
+        let mut e = Entry::decode_meta(v)?;
+        if let Some(f) = v.get("fieldsV1") {
+            e.set = FieldSet::from_fields_v1(f)?;
+        }
+        Ok(e)
+    }
+
+    /// The entry without its field set (left empty).
+    pub(super) fn decode_meta(v: &Value) -> Result<Entry, String> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         if v.get("fieldsType").is_some_and(|t| t != "FieldsV1") {
             return Err("fieldsType must be FieldsV1".into());
         }
-        let set = match v.get("fieldsV1") {
-            Some(f) => FieldSet::from_fields_v1(f)?,
-            None => FieldSet::new(),
-        };
         Ok(Entry {
             manager: s("manager"),
             operation: s("operation"),
             api_version: s("apiVersion"),
             subresource: s("subresource"),
             time: v.get("time").and_then(Value::as_str).map(str::to_string),
-            set,
+            set: FieldSet::new(),
         })
     }
 }
 
-fn managed_fields(obj: &Value) -> Option<&Value> {
+pub(super) fn managed_fields(obj: &Value) -> Option<&Value> {
     obj.get("metadata")?.get("managedFields")
 }
 
-fn decode_entries(v: Option<&Value>) -> Result<Vec<Entry>, String> {
+pub(super) fn decode_entries(v: Option<&Value>) -> Result<Vec<Entry>, String> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(l)) => l.iter().map(Entry::decode).collect(),
@@ -175,25 +191,26 @@ fn strip_managed_fields(obj: &mut Value) {
     }
 }
 
-/// The object with these entries as its managedFields, sorted as Kubernetes sorts them.
-fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
-    entries.retain(|e| !e.set.is_empty());
-    entries.sort_by(|a, b| {
-        (
-            &a.operation,
-            &a.time,
-            &a.manager,
-            &a.api_version,
-            &a.subresource,
-        )
-            .cmp(&(
-                &b.operation,
-                &b.time,
-                &b.manager,
-                &b.api_version,
-                &b.subresource,
-            ))
-    });
+/// The order Kubernetes keeps managedFields in.
+pub(super) fn entry_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    (
+        &a.operation,
+        &a.time,
+        &a.manager,
+        &a.api_version,
+        &a.subresource,
+    )
+        .cmp(&(
+            &b.operation,
+            &b.time,
+            &b.manager,
+            &b.api_version,
+            &b.subresource,
+        ))
+}
+
+/// The object with these encoded entries as its managedFields (none: no managedFields).
+pub(super) fn set_managed_fields(obj: &mut Value, entries: Vec<Value>) {
     let Value::Object(root) = obj else { return };
     let meta = root
         .entry("metadata")
@@ -202,16 +219,25 @@ fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
         if entries.is_empty() {
             meta.remove("managedFields");
         } else {
-            meta.insert(
-                "managedFields".into(),
-                Value::Array(entries.iter().map(Entry::encode).collect()),
-            );
+            meta.insert("managedFields".into(), Value::Array(entries));
         }
     }
 }
 
+/// The object with these entries as its managedFields, sorted as Kubernetes sorts them.
+fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
+    entries.retain(|e| !e.set.is_empty());
+    entries.sort_by(entry_order);
+    set_managed_fields(obj, entries.iter().map(Entry::encode).collect());
+}
+
 /// The fields no manager owns: the type, identity and bookkeeping of the object.
-fn unowned() -> FieldSet {
+pub(super) fn unowned() -> &'static FieldSet {
+    static UNOWNED: std::sync::OnceLock<FieldSet> = std::sync::OnceLock::new();
+    UNOWNED.get_or_init(unowned_fields)
+}
+
+fn unowned_fields() -> FieldSet {
     let mut s = FieldSet::new();
     let f = |n: &str| PathElement::Field(n.into());
     for top in ["apiVersion", "kind", "metadata"] {
@@ -332,7 +358,7 @@ pub fn server_side_apply(
         sync_last_applied(&mut new, applied);
     }
     for e in &mut entries {
-        e.set = e.set.difference(&unowned());
+        e.set = e.set.difference(unowned());
     }
     encode_entries(&mut new, entries);
     Ok(new)
@@ -449,30 +475,71 @@ pub fn record_update_at(
     subresource: &str,
     now: &str,
 ) -> Value {
-    let api_version = kind.api_version();
-    let live_entries = || decode_entries(managed_fields(old)).unwrap_or_default();
+    record_update_owned(kind, old, new.clone(), manager, subresource, now)
+}
+
+/// [`record_update_at`] taking the new object, which it returns with its managedFields.
+pub fn record_update_owned(
+    kind: Kind,
+    old: &Value,
+    mut new: Value,
+    manager: &str,
+    subresource: &str,
+    now: &str,
+) -> Value {
+    let sent = take_managed_fields(&mut new);
+    let live = managed_fields(old);
     let entries = if !subresource.is_empty() {
-        live_entries()
+        None
     } else {
-        match managed_fields(new) {
-            Some(Value::Array(l)) if l.is_empty() => Vec::new(),
-            Some(Value::Array(l)) if l.len() == 1 && l[0] == json!({}) => Vec::new(),
-            sent => match decode_entries(sent) {
-                Ok(e) if !e.is_empty() => e,
-                _ => live_entries(),
+        match sent {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(l)) if l.is_empty() => Some(Vec::new()),
+            Some(Value::Array(l)) if l.len() == 1 && l[0] == json!({}) => Some(Vec::new()),
+            // What a client read and sends back unchanged decodes to the live entries.
+            Some(s) if live == Some(&s) => None,
+            Some(s) => match decode_entries(Some(&s)) {
+                Ok(e) if !e.is_empty() => Some(e),
+                _ => None,
             },
         }
     };
-    let mut old = if old.is_object() {
-        old.clone()
-    } else {
-        Value::Object(Map::new())
-    };
-    let mut result = new.clone();
-    strip_managed_fields(&mut old);
-    strip_managed_fields(&mut result);
+    match entries {
+        // The live entries: most writes touch few of them, which stay as stored.
+        None => match super::record::record_live(kind, old, new, manager, subresource, now) {
+            Ok(result) => result,
+            Err(new) => {
+                let entries = decode_entries(live).unwrap_or_default();
+                record_entries(kind, old, new, entries, manager, subresource, now)
+            }
+        },
+        Some(entries) => record_entries(kind, old, new, entries, manager, subresource, now),
+    }
+}
 
-    let mut entries = entries;
+/// The object's managedFields, taken out of it.
+fn take_managed_fields(obj: &mut Value) -> Option<Value> {
+    match obj.get_mut("metadata") {
+        Some(Value::Object(meta)) => meta.remove("managedFields"),
+        _ => None,
+    }
+}
+
+/// Records the write of `result` (without managedFields) over `old` with these entries as
+/// the ones it starts from, every entry decoded.
+pub(super) fn record_entries(
+    kind: Kind,
+    old: &Value,
+    mut result: Value,
+    mut entries: Vec<Entry>,
+    manager: &str,
+    subresource: &str,
+    now: &str,
+) -> Value {
+    let api_version = kind.api_version();
+    let live_entries = || decode_entries(managed_fields(old)).unwrap_or_default();
+    let empty = Value::Object(Map::new());
+    let old = if old.is_object() { old } else { &empty };
     entries.push(Entry {
         manager: CURRENT_OPERATION.into(),
         operation: "Update".into(),
@@ -483,19 +550,18 @@ pub fn record_update_at(
     });
     let writer = entries.len() - 1;
     // One comparison serves both the other managers' losses and this manager's gains.
-    let compared = typed::compare(kind, &old, &result);
+    let compared = typed::compare_without_managed_fields(kind, old, &result);
     let taken_entries = compared
         .as_ref()
         .map_err(|e| ApplyError::Invalid(e.clone()))
         .and_then(|cmp| take_compared_changes(cmp, entries, Some(writer), true));
     let (Ok(cmp), Ok(mut entries)) = (compared, taken_entries) else {
         // The objects cannot be compared (an item without its key): keep what was recorded.
-        let mut result = result;
         encode_entries(&mut result, live_entries());
         return result;
     };
     let unowned = unowned();
-    let taken = cmp.modified.union(&cmp.added).difference(&unowned);
+    let taken = cmp.modified.union(&cmp.added).difference(unowned);
     entries.pop();
     if !taken.is_empty() {
         match entries
@@ -517,7 +583,7 @@ pub fn record_update_at(
         }
     }
     for e in &mut entries {
-        e.set = e.set.difference(&unowned);
+        e.set = e.set.difference(unowned);
     }
     encode_entries(&mut result, entries);
     result

@@ -248,6 +248,38 @@ impl FieldSet {
         m
     }
 
+    /// Whether any path of this set is a member of the set a `FieldsV1` JSON encodes, read
+    /// straight from the JSON. The JSON must be in this encoding's own spelling (as
+    /// [`FieldSet::to_fields_v1`] writes it, which is how stored managedFields are), since its
+    /// keys are looked up by their encoding.
+    pub fn meets_fields_v1(&self, fields: &Value) -> bool {
+        let Value::Object(m) = fields else {
+            return false;
+        };
+        self.members
+            .iter()
+            .any(|pe| m.get(&pe.encode()).is_some_and(is_member_mark))
+            || self.children.iter().any(|(pe, c)| {
+                m.get(&pe.encode())
+                    .is_some_and(|sub| c.meets_fields_v1(sub))
+            })
+    }
+
+    /// Whether every path of this set is a member of the set a `FieldsV1` JSON (in this
+    /// encoding's own spelling) encodes.
+    pub fn within_fields_v1(&self, fields: &Value) -> bool {
+        let Value::Object(m) = fields else {
+            return self.is_empty();
+        };
+        self.members
+            .iter()
+            .all(|pe| m.get(&pe.encode()).is_some_and(is_member_mark))
+            && self.children.iter().all(|(pe, c)| {
+                m.get(&pe.encode())
+                    .is_some_and(|sub| c.within_fields_v1(sub))
+            })
+    }
+
     /// The set of a `FieldsV1` JSON.
     pub fn from_fields_v1(v: &Value) -> Result<FieldSet, String> {
         let Value::Object(m) = v else {
@@ -272,6 +304,20 @@ impl FieldSet {
         }
         Ok(set)
     }
+}
+
+/// Whether a `FieldsV1` node marks its path as a member: a leaf, or `.` among its children.
+fn is_member_mark(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|m| m.is_empty() || m.contains_key("."))
+}
+
+/// Whether a `FieldsV1` JSON encodes a non-empty set (every key but `.` names a path that is
+/// a member or has members below it).
+pub fn fields_v1_is_empty(fields: &Value) -> bool {
+    !fields
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k != "."))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ const BY_TYPE: Shape = by_key("type", &[key("type")]);
 
 const ATOMIC: Shape = Shape::AtomicObject;
 
-const WORKLOADS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet];
+const WORKLOADS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Job];
 
 /// Paths are field names joined by `.`; list items are transparent (`containers.env` is the
 /// `env` of every container).
@@ -195,7 +195,7 @@ const RULES: &[(Scope, &str, Shape)] = &[
     (Scope::Root(&[Kind::Node]), "spec.podCIDRs", MERGED_SET),
     (Scope::Root(&[Kind::Node]), "status.conditions", BY_TYPE),
     (Scope::Root(&[Kind::Node]), "status.addresses", BY_TYPE),
-    // Deployment, ReplicaSet
+    // Deployment, ReplicaSet, Job
     (Scope::Root(WORKLOADS), "spec.selector", ATOMIC),
     (Scope::Root(WORKLOADS), "status.conditions", BY_TYPE),
     // HorizontalPodAutoscaler
@@ -214,7 +214,7 @@ const RULES: &[(Scope, &str, Shape)] = &[
 fn anchors(kind: Kind, scope: Scope) -> Vec<String> {
     let pod_specs: &[&str] = match kind {
         Kind::Pod => &["spec"],
-        Kind::Deployment | Kind::ReplicaSet => &["spec.template.spec"],
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job => &["spec.template.spec"],
         _ => &[],
     };
     match scope {
@@ -227,7 +227,7 @@ fn anchors(kind: Kind, scope: Scope) -> Vec<String> {
         }
         Scope::Meta => {
             let mut v = vec!["metadata".to_string()];
-            if matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+            if matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::Job) {
                 v.push("spec.template.metadata".to_string());
             }
             v
@@ -250,15 +250,18 @@ fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-/// The table, expanded to full paths per kind.
-fn table() -> &'static HashMap<(Kind, String), Shape> {
-    static TABLE: OnceLock<HashMap<(Kind, String), Shape>> = OnceLock::new();
+/// The table, expanded to full paths per kind (by kind first, so that a lookup by path needs
+/// no allocation: the walks of managedFields look up every node of every write).
+fn table() -> &'static HashMap<Kind, HashMap<String, Shape>> {
+    static TABLE: OnceLock<HashMap<Kind, HashMap<String, Shape>>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t = HashMap::new();
+        let mut t: HashMap<Kind, HashMap<String, Shape>> = HashMap::new();
         for kind in Kind::ALL {
             for (scope, path, shape) in RULES {
                 for anchor in anchors(kind, *scope) {
-                    t.insert((kind, join(&anchor, path)), *shape);
+                    t.entry(kind)
+                        .or_default()
+                        .insert(join(&anchor, path), *shape);
                 }
             }
         }
@@ -269,7 +272,7 @@ fn table() -> &'static HashMap<(Kind, String), Shape> {
 /// What the table says of the field at `path` (field names joined by `.`, list items
 /// transparent, `*` standing for the items of a list) of an object of `kind`.
 pub fn shape(kind: Kind, path: &str) -> Option<Shape> {
-    table().get(&(kind, path.to_string())).copied()
+    table().get(&kind)?.get(path).copied()
 }
 
 /// The path of a child field.

@@ -6,13 +6,16 @@ pub mod apply;
 mod fieldset;
 mod json;
 pub mod merge_keys;
+mod record;
 pub(crate) mod strategic;
 mod typed;
+mod versioned;
 
 pub use apply::{
     ApplyError, Conflict, manager_from_user_agent, record_update, record_update_at,
-    server_side_apply,
+    record_update_owned, server_side_apply,
 };
+pub use versioned::record_update_in;
 
 use crate::Kind;
 use serde_json::Value;
@@ -103,5 +106,7 @@ mod tests {
 mod tests_apply;
 #[cfg(test)]
 mod tests_json;
+#[cfg(test)]
+mod tests_record;
 #[cfg(test)]
 mod tests_strategic;

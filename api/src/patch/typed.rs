@@ -421,8 +421,41 @@ pub struct Comparison {
 
 pub fn compare(kind: Kind, old: &Value, new: &Value) -> Result<Comparison, String> {
     let mut c = Comparison::default();
-    compare_at(kind, ROOT, Some(old), Some(new), &mut Vec::new(), &mut c)?;
+    compare_at(
+        kind,
+        ROOT,
+        Some(old),
+        Some(new),
+        &mut Vec::new(),
+        &mut c,
+        false,
+    )?;
     Ok(c)
+}
+
+/// [`compare`] of the objects as if neither had `metadata.managedFields` (what a write
+/// records is compared without them), without copying them to take the field out.
+pub fn compare_without_managed_fields(
+    kind: Kind,
+    old: &Value,
+    new: &Value,
+) -> Result<Comparison, String> {
+    let mut c = Comparison::default();
+    compare_at(
+        kind,
+        ROOT,
+        Some(old),
+        Some(new),
+        &mut Vec::new(),
+        &mut c,
+        true,
+    )?;
+    Ok(c)
+}
+
+/// Whether the walk is at the root's `metadata` and leaves out `managedFields` there.
+fn skips_managed_fields(skip: bool, prefix: &[PathElement]) -> bool {
+    skip && matches!(prefix, [PathElement::Field(f)] if f == "metadata")
 }
 
 fn compare_at(
@@ -432,7 +465,15 @@ fn compare_at(
     rhs: Option<&Value>,
     prefix: &mut Vec<PathElement>,
     c: &mut Comparison,
+    skip_managed_fields: bool,
 ) -> Result<(), String> {
+    let skip_here = skips_managed_fields(skip_managed_fields, prefix);
+    if let (Some(l), Some(r)) = (lhs, rhs)
+        && l == r
+    {
+        // Nothing below changed; only the walk's refusals (an item without its key) remain.
+        return check_unchanged(kind, at, l, prefix.is_empty());
+    }
     let granular_object = |v: Option<&Value>| match v {
         Some(Value::Object(_)) => prefix.is_empty() || !at.atomic_object(kind),
         _ => false,
@@ -443,6 +484,7 @@ fn compare_at(
     };
     let empty = |v: Option<&Value>| match v {
         None => true,
+        Some(Value::Object(m)) if skip_here => m.keys().all(|k| k == "managedFields"),
         Some(Value::Object(m)) => m.is_empty(),
         Some(Value::Array(l)) => l.is_empty(),
         _ => false,
@@ -459,7 +501,9 @@ fn compare_at(
         match (lhs, rhs) {
             (None, Some(_)) => c.added.insert(prefix),
             (Some(_), None) => c.removed.insert(prefix),
-            (Some(l), Some(r)) if l != r => c.modified.insert(prefix),
+            (Some(l), Some(r)) if l != r && !(skip_here && empty(lhs) && empty(rhs)) => {
+                c.modified.insert(prefix)
+            }
             _ => {}
         }
         return Ok(());
@@ -470,6 +514,9 @@ fn compare_at(
         let rm = rhs.and_then(Value::as_object).unwrap_or(&empty_map);
         let mut keys: Vec<&String> = lm.keys().collect();
         keys.extend(rm.keys().filter(|k| !lm.contains_key(*k)));
+        if skip_here {
+            keys.retain(|k| *k != "managedFields");
+        }
         for k in keys {
             let path = merge_keys::child(at.path, k);
             prefix.push(PathElement::Field(k.clone()));
@@ -483,6 +530,7 @@ fn compare_at(
                 rm.get(k),
                 prefix,
                 c,
+                skip_managed_fields,
             )?;
             prefix.pop();
         }
@@ -516,6 +564,7 @@ fn compare_at(
                 r_items.get(&pe).copied(),
                 prefix,
                 c,
+                skip_managed_fields,
             )?;
             prefix.pop();
         }
@@ -528,4 +577,50 @@ fn compare_at(
         }
     }
     Ok(())
+}
+
+/// What [`compare_at`] of a value with itself does: nothing is added, removed or modified, but
+/// the items of its map lists and sets must still name themselves, in the same walk order, so
+/// that an unchanged subtree refuses what a changed one would.
+fn check_unchanged(kind: Kind, at: At, v: &Value, root: bool) -> Result<(), String> {
+    match v {
+        Value::Object(m) if !m.is_empty() && (root || !at.atomic_object(kind)) => {
+            for (k, child) in m {
+                let path = merge_keys::child(at.path, k);
+                check_unchanged(
+                    kind,
+                    At {
+                        path: &path,
+                        item: false,
+                    },
+                    child,
+                    false,
+                )?;
+            }
+            Ok(())
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let ty = at.list_type(kind);
+            if ty == ListType::Atomic {
+                return Ok(());
+            }
+            let mut seen: Vec<PathElement> = Vec::with_capacity(items.len());
+            let mut first = Vec::with_capacity(items.len());
+            for item in items {
+                let pe = item_element(ty, item, at.path)?;
+                if !seen.contains(&pe) {
+                    seen.push(pe);
+                    first.push(item);
+                }
+            }
+            let item_at = At {
+                path: at.path,
+                item: true,
+            };
+            first
+                .into_iter()
+                .try_for_each(|item| check_unchanged(kind, item_at, item, false))
+        }
+        _ => Ok(()),
+    }
 }

@@ -27,6 +27,8 @@ const ENV_NAME_MSG: &str = "a valid environment variable name must consist only 
 pub(crate) enum SpecOf {
     Pod,
     Template,
+    /// A Job's template: the restart policy must be `OnFailure` or `Never`.
+    JobTemplate,
 }
 
 pub(crate) fn validate_pod(errs: &mut ValidationErrors, pod: &Pod) {
@@ -102,6 +104,12 @@ pub(crate) fn check_pod_spec(errs: &mut ValidationErrors, path: &str, spec: &Pod
             format!("{path}.restartPolicy"),
             spec.restart_policy.as_deref(),
             &["Always"],
+        ),
+        SpecOf::JobTemplate => not_supported(
+            errs,
+            format!("{path}.restartPolicy"),
+            spec.restart_policy.as_deref(),
+            &["OnFailure", "Never"],
         ),
     }
     not_supported(

@@ -85,6 +85,17 @@ fn check_selector_and_template(
     template: Option<&PodTemplateSpec>,
     kind: &str,
 ) {
+    check_selector_and_template_of(errs, selector, template, kind, SpecOf::Template);
+}
+
+/// [`check_selector_and_template`] for a template whose pod spec sits in `of`.
+pub(crate) fn check_selector_and_template_of(
+    errs: &mut ValidationErrors,
+    selector: &LabelSelector,
+    template: Option<&PodTemplateSpec>,
+    kind: &str,
+    of: SpecOf,
+) {
     check_selector(errs, "spec.selector", selector, kind);
     let Some(t) = template else {
         errs.push(FieldError::required("spec.template", ""));
@@ -107,7 +118,7 @@ fn check_selector_and_template(
         ));
     }
     match &t.spec {
-        Some(spec) => check_pod_spec(errs, "spec.template.spec", spec, SpecOf::Template),
+        Some(spec) => check_pod_spec(errs, "spec.template.spec", spec, of),
         None => errs.push(FieldError::required("spec.template.spec.containers", "")),
     }
 }

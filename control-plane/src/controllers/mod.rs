@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod hpa;
+pub mod job;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
@@ -60,6 +61,9 @@ pub struct ControllerConfig {
     pub event_qps: u32,
     /// Terminal (Succeeded/Failed) pods kept per owner before the pod GC deletes the oldest.
     pub terminated_pods_per_owner: usize,
+    /// The job controller's back-off before replacing a failed pod, doubled per failure
+    /// (Kubernetes: 10 s).
+    pub job_backoff: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -79,6 +83,7 @@ impl Default for ControllerConfig {
             event_ttl: events::EVENT_TTL,
             event_qps: events::DEFAULT_QPS,
             terminated_pods_per_owner: podgc::TERMINATED_PER_OWNER,
+            job_backoff: job::DEFAULT_BACKOFF,
         }
     }
 }
@@ -128,6 +133,12 @@ pub fn spawn_all(
         )),
         tokio::spawn(endpoints::run(
             registry.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(job::run(
+            registry.clone(),
+            events.for_component(job::COMPONENT),
             config.clone(),
             shutdown.clone(),
         )),

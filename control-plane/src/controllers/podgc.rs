@@ -4,7 +4,8 @@
 //! [`TERMINATED_PER_OWNER`]) finished pods per controlling owner and deletes the oldest
 //! beyond that (Kubernetes' podgc keeps a cluster-wide 12,500; per owner bounds a crash loop
 //! of one ReplicaSet without letting it evict everyone else's history). Finished pods without
-//! an owner are left to whoever created them. It also removes pods that are terminating on a
+//! an owner are left to whoever created them, and a Job's are kept for the Job (they are
+//! what its controller counts; they go with the Job). It also removes pods that are terminating on a
 //! node that no longer exists (no agent will ever confirm they stopped).
 
 use super::{ControllerConfig, bounded, pod_is_terminal, pod_is_terminating};
@@ -44,10 +45,11 @@ pub fn collect(pods: &[Pod], nodes: &HashSet<String>, keep: usize) -> Vec<(Strin
         if !pod_is_terminal(p) || pod_is_terminating(p) {
             continue;
         }
+        // A Job's finished pods are its record of completions and failures: they stay.
         if let Some(o) = p
             .owner_references()
             .iter()
-            .find(|o| o.controller == Some(true))
+            .find(|o| o.controller == Some(true) && o.kind != "Job")
         {
             by_owner.entry(o.uid.clone()).or_default().push(p);
         }

@@ -189,7 +189,67 @@ pub fn status_of(rs: &ReplicaSet, pods: &[Pod]) -> ReplicaSetStatus {
     }
 }
 
-/// The pods a ReplicaSet controls: owned by it and still matching its selector.
+/// What the controller reads of a pod. A reconcile reads every pod of its ReplicaSet, so they
+/// are decoded without what it never reads (the spec but its node, managedFields, container
+/// statuses), which is most of a pod.
+#[derive(serde::Deserialize)]
+struct PodView {
+    metadata: PodViewMeta,
+    spec: Option<PodViewSpec>,
+    status: Option<PodViewStatus>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodViewMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    creation_timestamp: Option<podd_api::Time>,
+    deletion_timestamp: Option<podd_api::Time>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodViewSpec {
+    node_name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PodViewStatus {
+    phase: Option<String>,
+    conditions: Option<Vec<podd_api::PodCondition>>,
+}
+
+impl From<PodView> for Pod {
+    fn from(v: PodView) -> Pod {
+        let m = v.metadata;
+        Pod {
+            metadata: ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                uid: m.uid,
+                labels: m.labels,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                ..ObjectMeta::default()
+            },
+            spec: v.spec.map(|s| podd_api::PodSpec {
+                node_name: s.node_name,
+                ..podd_api::PodSpec::default()
+            }),
+            status: v.status.map(|s| podd_api::PodStatus {
+                phase: s.phase,
+                conditions: s.conditions,
+                ..podd_api::PodStatus::default()
+            }),
+        }
+    }
+}
+
+/// The pods a ReplicaSet controls: owned by it and still matching its selector, with only
+/// the fields of [`PodView`].
 fn owned_pods(registry: &Registry, rs: &ReplicaSet) -> Vec<Pod> {
     let uid = rs.metadata.uid.clone().unwrap_or_default();
     let selector = rs
@@ -202,7 +262,8 @@ fn owned_pods(registry: &Registry, rs: &ReplicaSet) -> Vec<Pod> {
         .owned_by(Kind::Pod, &uid)
         .iter()
         .filter(|o| label_selector_matches(&selector, &o.labels))
-        .filter_map(|o| o.decode())
+        .filter_map(|o| o.decode::<PodView>())
+        .map(Pod::from)
         .collect()
 }
 

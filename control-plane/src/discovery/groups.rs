@@ -1,7 +1,8 @@
 //! The discovery documents, generated from [`Kind::ALL`]: `/version`, `/api` (APIVersions),
 //! `/apis` (APIGroupList), `/apis/GROUP` (APIGroup), `/api/v1` and `/apis/GROUP/VERSION`
 //! (APIResourceList), and aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList,
-//! which kubectl asks for first), plus the `metrics.k8s.io/v1beta1` group served beside them.
+//! which kubectl asks for first), plus the groups served beside them: `metrics.k8s.io/v1beta1`
+//! and `authentication.k8s.io/v1` (SelfSubjectReview, `kubectl auth whoami`).
 
 use podd_api::Kind;
 use serde_json::{Value, json};
@@ -12,6 +13,11 @@ pub const GIT_VERSION: &str = "v1.34.0-podd";
 /// The metrics API group podd serves itself, as metrics-server does.
 pub const METRICS_GROUP: &str = "metrics.k8s.io";
 pub const METRICS_VERSION: &str = "v1beta1";
+
+/// The authentication group, for SelfSubjectReview (answered in [`crate::auth`]); its
+/// `tokenreviews` are not served, so not listed.
+pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
+pub const AUTHENTICATION_VERSION: &str = "v1";
 
 /// Verbs of every served resource. No `deletecollection`: the registry deletes one object at
 /// a time (kubectl's `delete --all` lists and deletes each).
@@ -88,6 +94,7 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
             out.push((i.group, i.version));
         }
     }
+    out.push((AUTHENTICATION_GROUP, AUTHENTICATION_VERSION));
     out.push((METRICS_GROUP, METRICS_VERSION));
     out
 }
@@ -97,6 +104,9 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 pub fn served_versions(group: &str) -> Vec<&'static str> {
     if group == METRICS_GROUP {
         return vec![METRICS_VERSION];
+    }
+    if group == AUTHENTICATION_GROUP {
+        return vec![AUTHENTICATION_VERSION];
     }
     let mut out: Vec<&'static str> = Vec::new();
     for k in Kind::ALL.into_iter().filter(|k| k.group() == group) {
@@ -139,6 +149,9 @@ fn gv_string(group: &str, version: &str) -> String {
 pub fn resources(group: &str, version: &str) -> Option<Vec<Resource>> {
     if group == METRICS_GROUP {
         return (version == METRICS_VERSION).then(metrics_resources);
+    }
+    if group == AUTHENTICATION_GROUP {
+        return (version == AUTHENTICATION_VERSION).then(authentication_resources);
     }
     if !served_versions(group).contains(&version) {
         return None;
@@ -208,6 +221,22 @@ fn metrics_resources() -> Vec<Resource> {
         r("nodes", "nodemetrics", false, "NodeMetrics"),
         r("pods", "podmetrics", true, "PodMetrics"),
     ]
+}
+
+/// `authentication.k8s.io/v1` as kube-apiserver lists SelfSubjectReview: cluster-scoped,
+/// create only.
+fn authentication_resources() -> Vec<Resource> {
+    vec![Resource {
+        name: "selfsubjectreviews".to_string(),
+        singular: "selfsubjectreview",
+        namespaced: false,
+        group: AUTHENTICATION_GROUP,
+        version: AUTHENTICATION_VERSION,
+        kind: "SelfSubjectReview",
+        verbs: &["create"],
+        short_names: &[],
+        categories: &[],
+    }]
 }
 
 /// `/api`: the core group's versions. `server_address` is the address the client reached
@@ -453,7 +482,15 @@ mod tests {
         );
         assert!(rs.iter().any(|r| r["name"] == "replicasets/scale"));
         assert!(api_resource_list("apps", "v1beta1").is_none());
-        assert!(api_resource_list("batch", "v1").is_none());
+        assert!(api_resource_list("policy", "v1").is_none());
+        let batch = api_resource_list("batch", "v1").unwrap();
+        assert!(
+            batch["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "jobs/status")
+        );
         let m = api_resource_list("metrics.k8s.io", "v1beta1").unwrap();
         assert_eq!(m["resources"][0]["kind"], "NodeMetrics");
         assert_eq!(m["resources"][1]["verbs"], json!(["get", "list"]));
@@ -475,6 +512,8 @@ mod tests {
                 "autoscaling",
                 "discovery.k8s.io",
                 "coordination.k8s.io",
+                "batch",
+                "authentication.k8s.io",
                 "metrics.k8s.io"
             ]
         );
@@ -484,6 +523,37 @@ mod tests {
         );
         assert_eq!(api_group("apps").unwrap()["kind"], "APIGroup");
         assert!(api_group("").is_none());
+    }
+
+    #[test]
+    fn authentication_lists_selfsubjectreviews_create_only() {
+        let g = api_group("authentication.k8s.io").unwrap();
+        assert_eq!(
+            g["preferredVersion"]["groupVersion"],
+            "authentication.k8s.io/v1"
+        );
+        assert_eq!(g["versions"].as_array().unwrap().len(), 1);
+        let l = api_resource_list("authentication.k8s.io", "v1").unwrap();
+        assert_eq!(
+            l["resources"],
+            json!([{"name": "selfsubjectreviews", "singularName": "selfsubjectreview",
+                "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"]}])
+        );
+        assert!(api_resource_list("authentication.k8s.io", "v1beta1").is_none());
+        let apis = aggregated(false, "v2");
+        let auth = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "authentication.k8s.io")
+            .unwrap();
+        assert_eq!(
+            auth["versions"][0]["resources"],
+            json!([{"resource": "selfsubjectreviews", "scope": "Cluster",
+                "singularResource": "selfsubjectreview", "verbs": ["create"],
+                "responseKind": {"group": "authentication.k8s.io", "version": "v1",
+                    "kind": "SelfSubjectReview"}}])
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::{age, since};
 use podd_api::jiff::Timestamp;
 use podd_api::k8s_openapi::api::autoscaling::v2::{MetricTarget, MetricValueStatus};
 use podd_api::{
-    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Kind, LabelSelector,
+    Deployment, EndpointSlice, Endpoints, Event, HorizontalPodAutoscaler, Job, Kind, LabelSelector,
     Lease, MetricSpec, MetricStatus, Node, Pod, ReplicaSet, Service,
 };
 use serde::de::DeserializeOwned;
@@ -49,6 +49,7 @@ pub(super) fn row_of_json(kind: Kind, json: &[u8], now: Timestamp) -> Option<Row
         Kind::Event => typed(json).map(|e| event(&e, now)),
         Kind::HorizontalPodAutoscaler => typed(json).map(|h| hpa(&h, now)),
         Kind::Lease => typed(json).map(|l| lease(&l, now)),
+        Kind::Job => typed(json).map(|j| job(&j, now)),
     }
 }
 
@@ -344,6 +345,58 @@ fn replica_set(r: &ReplicaSet, now: Timestamp) -> Row {
         s(names),
         s(images),
         s(format_label_selector(Some(&spec.selector))),
+    ])
+}
+
+/// kubectl's printJob: STATUS from the conditions, COMPLETIONS `succeeded/completions`,
+/// DURATION from startTime to completionTime (or now).
+fn job(j: &Job, now: Timestamp) -> Row {
+    let spec = j.spec.clone().unwrap_or_default();
+    let st = j.status.clone().unwrap_or_default();
+    let succeeded = st.succeeded.unwrap_or(0);
+    let completions = match spec.completions {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match spec.parallelism.unwrap_or(0) {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let duration = match (&st.start_time, &st.completion_time) {
+        (None, _) => String::new(),
+        (Some(start), None) => super::human_duration(now.duration_since(start.0).as_secs()),
+        (Some(start), Some(end)) => super::human_duration(end.0.duration_since(start.0).as_secs()),
+    };
+    let has = |t: &str| {
+        st.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if j.metadata.deletion_timestamp.is_some() {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    let (names, images) = containers_and_images(spec.template.spec.as_ref());
+    cells(vec![
+        name(&j.metadata),
+        s(status),
+        s(completions),
+        s(duration),
+        s(age(&j.metadata, now)),
+        s(names),
+        s(images),
+        s(format_label_selector(spec.selector.as_ref())),
     ])
 }
 

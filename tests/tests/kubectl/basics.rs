@@ -68,6 +68,16 @@ fn api_resources_lists_every_served_kind() {
             "HorizontalPodAutoscaler"
         ]
     );
+    // `kubectl auth whoami`'s kind, as kube-apiserver lists it.
+    assert_eq!(
+        row("selfsubjectreviews"),
+        [
+            "selfsubjectreviews",
+            "authentication.k8s.io/v1",
+            "false",
+            "SelfSubjectReview"
+        ]
+    );
     let metrics = c.ok(&["api-resources", "--api-group=metrics.k8s.io"]);
     assert!(
         metrics.contains("PodMetrics") && metrics.contains("NodeMetrics"),

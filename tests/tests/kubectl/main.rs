@@ -14,6 +14,7 @@ mod autoscale;
 mod basics;
 mod certs;
 mod harness;
+mod jobs;
 mod manifests;
 mod protobuf;
 mod python;
