@@ -18,6 +18,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Tests move the whole test process into their cgroup while acting as a client: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -218,15 +219,26 @@ impl Backends {
             threads.push(ns.spawn(move || {
                 let l = TcpListener::bind(backend(i)).expect("bind tcp backend");
                 let u = UdpSocket::bind(backend(i)).expect("bind udp backend");
-                tx.send((l.as_raw_fd(), u.as_raw_fd())).unwrap();
+                tx.send(l.as_raw_fd()).unwrap();
+                // The UDP server polls its stop flag: a shutdown(2) would wake recv_from with
+                // an empty source address, which std's recv_from panics on.
+                u.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("udp backend read timeout");
                 let udp = std::thread::spawn(move || {
                     let mut buf = [0u8; 1500];
-                    while let Ok((n, from)) = u.recv_from(&mut buf[1..]) {
-                        if stop3.load(Ordering::Relaxed) {
-                            break;
+                    while !stop3.load(Ordering::Relaxed) {
+                        match u.recv_from(&mut buf[1..]) {
+                            Ok((n, from)) => {
+                                buf[0] = i;
+                                let _ = u.send_to(&buf[..n + 1], from);
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
                         }
-                        buf[0] = i;
-                        let _ = u.send_to(&buf[..n + 1], from);
                     }
                 });
                 while let Ok((mut s, _)) = l.accept() {
@@ -247,9 +259,7 @@ impl Backends {
                 }
                 let _ = udp.join();
             }));
-            let (lf, uf) = rx.recv().unwrap();
-            fds.push(lf);
-            fds.push(uf);
+            fds.push(rx.recv().unwrap());
         }
         Backends { stop, fds, threads }
     }
@@ -259,8 +269,8 @@ impl Drop for Backends {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for fd in &self.fds {
-            // SAFETY: shutting down a socket fd owned by a server thread wakes its blocking
-            // accept/recv; the fd stays open until that thread drops it.
+            // SAFETY: shutting down a listening socket owned by a server thread wakes its
+            // blocking accept; the fd stays open until that thread drops it.
             unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
         }
         for t in self.threads.drain(..) {
