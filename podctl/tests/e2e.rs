@@ -272,7 +272,7 @@ async fn apply_manifests_and_errors() {
     );
     std::fs::write(
         &file,
-        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n",
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n",
     )
     .unwrap();
     let (code, _, err) = c.podctl(&["apply", "-f", f]).await;
