@@ -173,6 +173,8 @@ def served_kinds(core, apps, auto, disc, coord):
         "autoscaling": auto.get_api_resources,
         "discovery.k8s.io": disc.get_api_resources,
         "coordination.k8s.io": coord.get_api_resources,
+        "batch": client.BatchV1Api(core.api_client).get_api_resources,
+        "authentication.k8s.io": client.AuthenticationV1Api(core.api_client).get_api_resources,
     }
     groups = [g.name for g in client.ApisApi(core.api_client).get_api_versions().groups
               if g.name not in NOT_KINDS]
@@ -181,7 +183,8 @@ def served_kinds(core, apps, auto, disc, coord):
     kinds = set()
     for group in [""] + groups:
         for r in resources[group]().resources:
-            if "/" not in r.name:
+            # Create-only resources (SelfSubjectReview) have nothing to list or watch.
+            if "/" not in r.name and "list" in (r.verbs or []):
                 kinds.add((group, r.kind))
     return kinds
 
@@ -204,6 +207,8 @@ def list_and_watch_every_kind(core, apps, auto, disc, coord):
             disc.list_endpoint_slice_for_all_namespaces, client.V1EndpointSlice),
         ("coordination.k8s.io", "Lease"): (
             coord.list_lease_for_all_namespaces, client.V1Lease),
+        ("batch", "Job"): (
+            client.BatchV1Api(core.api_client).list_job_for_all_namespaces, client.V1Job),
     }
     served = served_kinds(core, apps, auto, disc, coord)
     check("this script covers every kind discovery lists",
