@@ -10,14 +10,13 @@
 
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, WorkQueue, drain, rev_of, transition_time};
+use super::{ControllerConfig, OwnerIndex, WorkQueue, drain, rev_of, transition_time};
 use crate::registry::{Registry, Subresource};
 use podd_api::resources::int_or_percent;
 use podd_api::{
     Deployment, DeploymentCondition, DeploymentStatus, IntOrString, Kind, LabelSelector, Metadata,
-    ObjectMeta, PodTemplateSpec, ReplicaSet, ReplicaSetSpec, ResourceExt, Time, WatchEventType,
+    ObjectMeta, PodTemplateSpec, ReplicaSet, ReplicaSetSpec, ResourceExt, Time,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -686,45 +685,19 @@ pub async fn run(
         events,
     };
     let mut queue = WorkQueue::default();
-    // owner uid -> deployment key
-    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut owners = OwnerIndex::default();
     let mut resync = tokio::time::interval(config.resync);
     let mut full = true;
-    let on_dep = |ev: &crate::cache::CacheEvent,
-                  owners: &mut HashMap<String, String>,
-                  queue: &mut WorkQueue| {
-        if ev.kind == WatchEventType::Deleted {
-            owners.remove(&ev.object.uid);
-        } else {
-            owners.insert(ev.object.uid.clone(), ev.object.key.clone());
-            queue.add(ev.object.key.clone());
-        }
-    };
-    let on_rs =
-        |ev: &crate::cache::CacheEvent, owners: &HashMap<String, String>, queue: &mut WorkQueue| {
-            for u in ev.object.owners.iter() {
-                if let Some(k) = owners.get(u) {
-                    queue.add(k.clone());
-                }
-            }
-        };
     loop {
         if full {
             full = false;
-            let (deps, _) = cache.snapshot(Kind::Deployment, &Kind::Deployment.key_prefix(None));
-            owners = deps
-                .iter()
-                .map(|o| (o.uid.clone(), o.key.clone()))
-                .collect();
-            for o in deps {
-                queue.add(o.key.clone());
-            }
+            owners.relist(&cache, Kind::Deployment, &mut queue);
         }
         let mut ok = drain(&mut deps_rx, Kind::Deployment, &registry, |ev| {
-            on_dep(ev, &mut owners, &mut queue)
+            owners.owner_event(ev, &mut queue)
         });
         ok &= drain(&mut rs_rx, Kind::ReplicaSet, &registry, |ev| {
-            on_rs(ev, &owners, &mut queue)
+            owners.owned_event(ev, &mut queue)
         });
         if !ok {
             full = true;
@@ -748,11 +721,11 @@ pub async fn run(
             _ = shutdown.changed() => return,
             _ = resync.tick() => full = true,
             r = deps_rx.recv() => match r {
-                Ok(ev) => on_dep(&ev, &mut owners, &mut queue),
+                Ok(ev) => owners.owner_event(&ev, &mut queue),
                 Err(_) => { deps_rx = cache.subscribe_now(Kind::Deployment); full = true; }
             },
             r = rs_rx.recv() => match r {
-                Ok(ev) => on_rs(&ev, &owners, &mut queue),
+                Ok(ev) => owners.owned_event(&ev, &mut queue),
                 Err(_) => { rs_rx = cache.subscribe_now(Kind::ReplicaSet); full = true; }
             },
             _ = rev_rx.changed(), if queue.has_waiting() => {}

@@ -14,16 +14,16 @@
 
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, WorkQueue, bounded, drain, pod_is_terminating, rev_of};
+use super::{ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, pod_is_terminating, rev_of};
 use crate::registry::{DeleteOptions, Propagation, Registry, Subresource};
 use podd_api::jiff::Timestamp;
 use podd_api::resources::{pod_is_ready, pod_node, pod_phase};
 use podd_api::selector::label_selector_matches;
 use podd_api::{
     EnvVar, Job, JobCondition, JobStatus, Kind, Metadata, ObjectMeta, Pod, ResourceExt, Time,
-    UncountedTerminatedPods, WatchEventType,
+    UncountedTerminatedPods,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -687,38 +687,15 @@ pub async fn run(
         config: config.clone(),
     };
     let mut queue = WorkQueue::default();
-    // owner uid -> job key
-    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut owners = OwnerIndex::default();
     // Jobs to look at again at a time (back-offs, deadlines, TTLs).
     let mut timers: BTreeMap<Instant, Vec<String>> = BTreeMap::new();
     let mut resync = tokio::time::interval(config.resync);
     let mut full = true;
-    let on_job = |ev: &crate::cache::CacheEvent,
-                  owners: &mut HashMap<String, String>,
-                  queue: &mut WorkQueue| {
-        if ev.kind == WatchEventType::Deleted {
-            owners.remove(&ev.object.uid);
-        } else {
-            owners.insert(ev.object.uid.clone(), ev.object.key.clone());
-            queue.add(ev.object.key.clone());
-        }
-    };
-    let on_pod =
-        |ev: &crate::cache::CacheEvent, owners: &HashMap<String, String>, queue: &mut WorkQueue| {
-            for u in ev.object.owners.iter() {
-                if let Some(k) = owners.get(u) {
-                    queue.add(k.clone());
-                }
-            }
-        };
     loop {
         if full {
             full = false;
-            let (all, _) = cache.snapshot(Kind::Job, &Kind::Job.key_prefix(None));
-            owners = all.iter().map(|o| (o.uid.clone(), o.key.clone())).collect();
-            for o in all {
-                queue.add(o.key.clone());
-            }
+            owners.relist(&cache, Kind::Job, &mut queue);
         }
         let now = Instant::now();
         while let Some(entry) = timers.first_entry() {
@@ -730,10 +707,10 @@ pub async fn run(
             }
         }
         let mut ok = drain(&mut jobs_rx, Kind::Job, &registry, |ev| {
-            on_job(ev, &mut owners, &mut queue)
+            owners.owner_event(ev, &mut queue)
         });
         ok &= drain(&mut pods_rx, Kind::Pod, &registry, |ev| {
-            on_pod(ev, &owners, &mut queue)
+            owners.owned_event(ev, &mut queue)
         });
         if !ok {
             full = true;
@@ -762,11 +739,11 @@ pub async fn run(
             _ = resync.tick() => full = true,
             _ = tokio::time::sleep_until(next_timer.unwrap_or(now)), if next_timer.is_some() => {}
             r = jobs_rx.recv() => match r {
-                Ok(ev) => on_job(&ev, &mut owners, &mut queue),
+                Ok(ev) => owners.owner_event(&ev, &mut queue),
                 Err(_) => { jobs_rx = cache.subscribe_now(Kind::Job); full = true; }
             },
             r = pods_rx.recv() => match r {
-                Ok(ev) => on_pod(&ev, &owners, &mut queue),
+                Ok(ev) => owners.owned_event(&ev, &mut queue),
                 Err(_) => { pods_rx = cache.subscribe_now(Kind::Pod); full = true; }
             },
             _ = rev_rx.changed(), if queue.has_waiting() => {}

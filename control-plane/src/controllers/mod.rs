@@ -19,7 +19,7 @@ pub mod scheduling;
 
 use crate::cache::CacheEvent;
 use crate::registry::Registry;
-use podd_api::Kind;
+use podd_api::{Kind, WatchEventType};
 use podd_scheduler::{Scheduler, SchedulerConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -175,6 +175,41 @@ async fn compactor(registry: Arc<Registry>, every: Duration, mut shutdown: watch
             tracing::warn!(revision = rev, error = %e, "compaction failed");
         }
         previous = registry.store().revision().await.ok();
+    }
+}
+
+/// The owners a controller keeps (uid -> key), so that an event of an object they own queues
+/// its owner: the Deployment of a ReplicaSet, the ReplicaSet or Job of a pod.
+#[derive(Default)]
+pub struct OwnerIndex(HashMap<String, String>);
+
+impl OwnerIndex {
+    /// An owner's event: remember it (and queue it) or, when deleted, forget it.
+    pub fn owner_event(&mut self, ev: &CacheEvent, queue: &mut WorkQueue) {
+        if ev.kind == WatchEventType::Deleted {
+            self.0.remove(&ev.object.uid);
+        } else {
+            self.0.insert(ev.object.uid.clone(), ev.object.key.clone());
+            queue.add(ev.object.key.clone());
+        }
+    }
+
+    /// An owned object's event: queue each of its owners this index knows.
+    pub fn owned_event(&self, ev: &CacheEvent, queue: &mut WorkQueue) {
+        for uid in ev.object.owners.iter() {
+            if let Some(key) = self.0.get(uid) {
+                queue.add(key.clone());
+            }
+        }
+    }
+
+    /// Rebuilds the index from the cache's objects of the owner kind and queues every one.
+    pub fn relist(&mut self, cache: &crate::cache::WatchCache, kind: Kind, queue: &mut WorkQueue) {
+        let (all, _) = cache.snapshot(kind, &kind.key_prefix(None));
+        self.0 = all.iter().map(|o| (o.uid.clone(), o.key.clone())).collect();
+        for o in all {
+            queue.add(o.key.clone());
+        }
     }
 }
 

@@ -8,17 +8,15 @@
 
 use super::events::{self, Recorder};
 use super::{
-    ControllerConfig, SharedScheduler, WorkQueue, bounded, drain, ns_name, pod_is_terminal,
-    pod_is_terminating, rev_of,
+    ControllerConfig, OwnerIndex, SharedScheduler, WorkQueue, bounded, drain, ns_name,
+    pod_is_terminal, pod_is_terminating, rev_of,
 };
 use crate::registry::{Registry, Subresource};
 use podd_api::resources::{pod_is_ready, pod_node, pod_phase};
 use podd_api::selector::label_selector_matches;
 use podd_api::{
     Kind, Metadata, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, ResourceExt,
-    WatchEventType,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
 
@@ -408,42 +406,19 @@ pub async fn run(
         writes: Arc::new(Semaphore::new(config.write_concurrency.max(1))),
     };
     let mut queue = WorkQueue::default();
-    // owner uid -> replicaset key
-    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut owners = OwnerIndex::default();
     let mut resync = tokio::time::interval(config.resync);
     let mut full = true;
-    let on_rs = |ev: &crate::cache::CacheEvent,
-                 owners: &mut HashMap<String, String>,
-                 queue: &mut WorkQueue| {
-        if ev.kind == WatchEventType::Deleted {
-            owners.remove(&ev.object.uid);
-        } else {
-            owners.insert(ev.object.uid.clone(), ev.object.key.clone());
-            queue.add(ev.object.key.clone());
-        }
-    };
-    let on_pod =
-        |ev: &crate::cache::CacheEvent, owners: &HashMap<String, String>, queue: &mut WorkQueue| {
-            for u in ev.object.owners.iter() {
-                if let Some(k) = owners.get(u) {
-                    queue.add(k.clone());
-                }
-            }
-        };
     loop {
         if full {
             full = false;
-            let (all, _) = cache.snapshot(Kind::ReplicaSet, &Kind::ReplicaSet.key_prefix(None));
-            owners = all.iter().map(|o| (o.uid.clone(), o.key.clone())).collect();
-            for o in all {
-                queue.add(o.key.clone());
-            }
+            owners.relist(&cache, Kind::ReplicaSet, &mut queue);
         }
         let mut ok = drain(&mut rs_rx, Kind::ReplicaSet, &registry, |ev| {
-            on_rs(ev, &mut owners, &mut queue)
+            owners.owner_event(ev, &mut queue)
         });
         ok &= drain(&mut pods_rx, Kind::Pod, &registry, |ev| {
-            on_pod(ev, &owners, &mut queue)
+            owners.owned_event(ev, &mut queue)
         });
         if !ok {
             full = true;
@@ -467,11 +442,11 @@ pub async fn run(
             _ = shutdown.changed() => return,
             _ = resync.tick() => full = true,
             r = rs_rx.recv() => match r {
-                Ok(ev) => on_rs(&ev, &mut owners, &mut queue),
+                Ok(ev) => owners.owner_event(&ev, &mut queue),
                 Err(_) => { rs_rx = cache.subscribe_now(Kind::ReplicaSet); full = true; }
             },
             r = pods_rx.recv() => match r {
-                Ok(ev) => on_pod(&ev, &owners, &mut queue),
+                Ok(ev) => owners.owned_event(&ev, &mut queue),
                 Err(_) => { pods_rx = cache.subscribe_now(Kind::Pod); full = true; }
             },
             _ = rev_rx.changed(), if queue.has_waiting() => {}
