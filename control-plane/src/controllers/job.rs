@@ -14,7 +14,10 @@
 
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, pod_is_terminating, rev_of};
+use super::{
+    ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, last_container_end,
+    pod_is_terminating, rev_of,
+};
 use crate::registry::{DeleteOptions, Propagation, Registry, Subresource};
 use podd_api::jiff::Timestamp;
 use podd_api::resources::{pod_is_ready, pod_node, pod_phase};
@@ -117,15 +120,7 @@ pub fn pod_index(p: &Pod) -> Option<i32> {
 
 /// When a pod finished: its containers' last end, else its deletion or creation time.
 fn finished_at(p: &Pod) -> Option<Timestamp> {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
-                .map(|t| t.0)
-                .max()
-        })
+    last_container_end(p)
         .or(p.metadata.deletion_timestamp.as_ref().map(|t| t.0))
         .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }

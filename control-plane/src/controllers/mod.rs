@@ -308,6 +308,19 @@ pub fn ns_name(meta: &podd_api::ObjectMeta) -> String {
     )
 }
 
+/// The latest end time among a pod's terminated containers, if any has one.
+pub fn last_container_end(p: &podd_api::Pod) -> Option<podd_api::jiff::Timestamp> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+                .map(|t| t.0)
+                .max()
+        })
+}
+
 /// Whether a pod has finished (Succeeded or Failed): it holds no resources and is not
 /// active for its controller.
 pub fn pod_is_terminal(p: &podd_api::Pod) -> bool {

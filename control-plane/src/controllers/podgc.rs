@@ -21,16 +21,7 @@ pub const TERMINATED_PER_OWNER: usize = 10;
 
 /// When a finished pod finished (or was created, without a container end time).
 fn finished_at(p: &Pod) -> Option<podd_api::jiff::Timestamp> {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
-                .map(|t| t.0)
-                .max()
-        })
-        .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    super::last_container_end(p).or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// The names (namespace, name) of the pods to collect.
