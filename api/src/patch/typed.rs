@@ -420,17 +420,7 @@ pub struct Comparison {
 }
 
 pub fn compare(kind: Kind, old: &Value, new: &Value) -> Result<Comparison, String> {
-    let mut c = Comparison::default();
-    compare_at(
-        kind,
-        ROOT,
-        Some(old),
-        Some(new),
-        &mut Vec::new(),
-        &mut c,
-        false,
-    )?;
-    Ok(c)
+    compare_objects(kind, old, new, false)
 }
 
 /// [`compare`] of the objects as if neither had `metadata.managedFields` (what a write
@@ -440,6 +430,15 @@ pub fn compare_without_managed_fields(
     old: &Value,
     new: &Value,
 ) -> Result<Comparison, String> {
+    compare_objects(kind, old, new, true)
+}
+
+fn compare_objects(
+    kind: Kind,
+    old: &Value,
+    new: &Value,
+    skip_managed_fields: bool,
+) -> Result<Comparison, String> {
     let mut c = Comparison::default();
     compare_at(
         kind,
@@ -448,7 +447,7 @@ pub fn compare_without_managed_fields(
         Some(new),
         &mut Vec::new(),
         &mut c,
-        true,
+        skip_managed_fields,
     )?;
     Ok(c)
 }
