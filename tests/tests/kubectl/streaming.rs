@@ -121,6 +121,22 @@ fn tail(s: &str) -> String {
 }
 
 /// Reads from `r` (in a thread) until `want` shows up in what was read or `timeout` passes.
+/// Writes `line` to an attach session's stdin every 250 ms for 10 s, because the session may
+/// not be up when the first line goes; stops when kubectl closes its stdin.
+fn keep_writing(
+    mut stdin: std::process::ChildStdin,
+    line: &'static [u8],
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for _ in 0..40 {
+            if stdin.write_all(line).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    })
+}
+
 fn read_until(r: impl Read + Send + 'static, want: &'static str, timeout: Duration) -> String {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
@@ -353,17 +369,9 @@ fn attach(c: &Cluster) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let stdin = child.stdin.take().unwrap();
     let out = child.stdout.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        // Again and again: the session may not be up when the first line goes.
-        for _ in 0..40 {
-            if stdin.write_all(b"hello\n").is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    });
+    let writer = keep_writing(stdin, b"hello\n");
     let got = read_until(out, "got hello", Duration::from_secs(20));
     kill(child);
     let _ = writer.join();
@@ -610,7 +618,7 @@ fn spdy(c: &Cluster) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let stdin = child.stdin.take().unwrap();
     let out = child.stdout.take().unwrap();
     let mut errors = child.stderr.take().unwrap();
     let errors = std::thread::spawn(move || {
@@ -618,14 +626,7 @@ fn spdy(c: &Cluster) {
         let _ = errors.read_to_string(&mut s);
         s
     });
-    let writer = std::thread::spawn(move || {
-        for _ in 0..40 {
-            if stdin.write_all(b"spdy\n").is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    });
+    let writer = keep_writing(stdin, b"spdy\n");
     let got = read_until(out, "got spdy", Duration::from_secs(20));
     kill(child);
     let _ = writer.join();
