@@ -14,8 +14,10 @@
 
 use anyhow::{Context, Result};
 use kube::config::Kubeconfig;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -162,6 +164,44 @@ pub fn write(path: &Path, k: &Kubeconfig) -> Result<()> {
     Ok(())
 }
 
+/// The file in the server's data directory naming the kubeconfig the server wrote: `podd
+/// reset` removes that file and no other, so a reset of another node (a test cluster's agent,
+/// say) never touches a kubeconfig some other server wrote.
+const RECORD: &str = "written-kubeconfig";
+
+/// Writes the server's admin kubeconfig to `path` and records it in `data_dir` for reset.
+pub fn write_recorded(data_dir: &Path, path: &Path, k: &Kubeconfig) -> Result<()> {
+    let record = data_dir.join(RECORD);
+    let path =
+        std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))?;
+    // Recorded before the write: a crash between the two leaves a record of nothing, never
+    // a kubeconfig nobody removes.
+    let mut text = path.as_os_str().as_bytes().to_vec();
+    text.push(b'\n');
+    std::fs::write(&record, text).with_context(|| format!("writing {}", record.display()))?;
+    write(&path, k)
+}
+
+/// Removes the kubeconfig the server of `data_dir` recorded, and the record; returns the
+/// kubeconfig's path when there was one.
+pub fn remove_recorded(data_dir: &Path) -> Result<Option<std::path::PathBuf>> {
+    let record = data_dir.join(RECORD);
+    let text = match std::fs::read(&record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
+    };
+    let path =
+        Path::new(OsStr::from_bytes(text.strip_suffix(b"\n").unwrap_or(&text))).to_path_buf();
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    std::fs::remove_file(&record).with_context(|| format!("removing {}", record.display()))?;
+    Ok(Some(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +245,34 @@ mod tests {
             ),
             "https://10.0.0.5:6443"
         );
+    }
+
+    #[test]
+    fn reset_removes_only_the_kubeconfig_its_own_server_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server_dir, other_dir) = (dir.path().join("server"), dir.path().join("agent"));
+        std::fs::create_dir_all(&server_dir).unwrap();
+        std::fs::create_dir_all(&other_dir).unwrap();
+        podd_control_plane::tls::TlsMaterial::load_or_generate(&server_dir, &[]).unwrap();
+        let k = admin(&server_dir, "https://127.0.0.1:6443").unwrap();
+        let path = dir.path().join("etc/podd/kubeconfig");
+        write_recorded(&server_dir, &path, &k).unwrap();
+        assert!(path.exists());
+
+        // Another data directory (another node) recorded nothing: its reset leaves it.
+        assert_eq!(remove_recorded(&other_dir).unwrap(), None);
+        assert!(path.exists());
+        // The server's own removes it and the record; a second time finds nothing.
+        assert_eq!(remove_recorded(&server_dir).unwrap(), Some(path.clone()));
+        assert!(!path.exists());
+        assert!(!server_dir.join(RECORD).exists());
+        assert_eq!(remove_recorded(&server_dir).unwrap(), None);
+
+        // A kubeconfig someone removed already: the record still goes.
+        write_recorded(&server_dir, &path, &k).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(remove_recorded(&server_dir).unwrap(), Some(path));
+        assert!(!server_dir.join(RECORD).exists());
     }
 
     #[tokio::test]

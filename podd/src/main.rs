@@ -442,7 +442,7 @@ async fn start_server_with(
     if !a.write_kubeconfig.as_os_str().is_empty() {
         let server = kubeconfig::server_url(a.listen, paths::node_ip());
         match kubeconfig::admin(&a.data_dir, &server)
-            .and_then(|k| kubeconfig::write(&a.write_kubeconfig, &k))
+            .and_then(|k| kubeconfig::write_recorded(&a.data_dir, &a.write_kubeconfig, &k))
         {
             Ok(()) => {
                 tracing::info!(path = %a.write_kubeconfig.display(), %server, "wrote the admin kubeconfig")

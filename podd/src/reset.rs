@@ -85,14 +85,12 @@ pub fn reset(data_dir: &Path, run_dir: &Path, cgroup_root: &Path, pin_dir: &Path
             f.add("removing", e);
         }
     }
-    // The admin kubeconfig the server wrote (it is written again at the next start).
-    match std::fs::remove_file(crate::kubeconfig::DEFAULT_PATH) {
-        Ok(()) => println!("removed {}", crate::kubeconfig::DEFAULT_PATH),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => f.add(
-            "removing",
-            format!("{}: {e}", crate::kubeconfig::DEFAULT_PATH),
-        ),
+    // The admin kubeconfig this data directory's server wrote (it writes it again at its
+    // next start); one another server wrote is not this node's to remove.
+    match crate::kubeconfig::remove_recorded(data_dir) {
+        Ok(Some(path)) => println!("removed {}", path.display()),
+        Ok(None) => {}
+        Err(e) => f.add("removing the server's kubeconfig", format!("{e:#}")),
     }
     let left = podd_processes(run_dir, &podd_cgroup);
     if !left.is_empty() {

@@ -8,6 +8,7 @@ mod build_ebpf;
 mod cluster;
 mod codegen_protobuf;
 mod fuzz;
+mod libtest_failures;
 mod oci_conformance;
 mod prereqs;
 mod process;

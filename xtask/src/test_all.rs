@@ -12,12 +12,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::process::{cargo, describe, run_status};
-use crate::{build_ebpf, vm};
+use crate::{build_ebpf, libtest_failures, vm};
 
 /// The harness test that fails when PODD_VM_FAIL_ON_PURPOSE=1 (tests/tests/vm_harness.rs).
 pub const FAIL_ON_PURPOSE_TEST: &str = "fails_on_purpose_when_asked";
 /// The harness test that panics the guest kernel when PODD_VM_PANIC_ON_PURPOSE=1.
 pub const PANIC_ON_PURPOSE_TEST: &str = "panics_the_guest_kernel_when_asked";
+
+/// How many lines of failure reasons the summary prints at most.
+const WHY_LINES: usize = 60;
 
 struct Step {
     name: &'static str,
@@ -87,7 +90,7 @@ pub fn run() -> Result<bool> {
     step("vm tests", &mut || {
         let report = vm::vm_test(&vm::VmOptions::workspace())?;
         let (passed, failed) = report.counts();
-        Ok((passed, failed, String::new()))
+        Ok((passed, failed, libtest_failures::note(&report.failures())))
     });
     step("deliberate failure", &mut deliberate_failure);
     step("readme quickstart", &mut || {
@@ -110,6 +113,19 @@ pub fn run() -> Result<bool> {
             "  {state:<7} {:<19} {:>4} passed, {:>3} failed  {:>6.1} s{note}",
             s.name, s.passed, s.failed, s.secs
         );
+    }
+    // Why, after the table: CI logs are often read only by their tail.
+    let why: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.failed > 0)
+        .flat_map(|s| s.note.lines().skip(1))
+        .take(WHY_LINES)
+        .collect();
+    if !why.is_empty() {
+        println!("\nwhy:");
+        for line in why {
+            println!("  {line}");
+        }
     }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
@@ -136,7 +152,7 @@ fn host_tests() -> Result<(usize, usize, String)> {
         .stdout(Stdio::piped());
     let (success, output) = tee(&mut cmd)?;
     let (passed, mut failed) = libtest_totals(&output);
-    let mut note = String::new();
+    let mut note = libtest_failures::note(&libtest_failures::failed_with_reasons(&output));
     if !success && failed == 0 {
         failed = 1;
         note = "cargo test failed before reporting a failed test (a build error?)".into();

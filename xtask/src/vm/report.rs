@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::libtest_failures::FailureReasons;
+
 pub const MARK_WARN: &str = "PODD-VM-WARN";
 pub const MARK_EXIT: &str = "PODD-VM-EXIT";
 pub const MARK_READY: &str = "PODD-VM-READY";
@@ -38,6 +40,8 @@ pub struct BinaryRun {
     pub label: String,
     pub exit_code: Option<i32>,
     pub tests: Vec<TestResult>,
+    /// Why tests failed, for the summary (the tail of a long log).
+    pub reasons: FailureReasons,
     pending: Option<String>,
 }
 
@@ -152,6 +156,24 @@ impl VmReport {
         self.counts().1 == 0 && self.exit_marker == Some(0)
     }
 
+    /// The failed tests (`LABEL NAME`), each with the lines saying why.
+    pub fn failures(&self) -> Vec<(String, Vec<String>)> {
+        self.binaries
+            .iter()
+            .flat_map(|run| {
+                run.tests
+                    .iter()
+                    .filter(|t| t.outcome == Outcome::Failed)
+                    .map(move |t| {
+                        (
+                            format!("{} {}", run.label, t.name),
+                            run.reasons.of(&t.name).to_vec(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// The per-test table and the closing `vm-test: N passed, N failed` line.
     pub fn summary(&self) -> String {
         let mut text = String::from("\nVM test results:\n");
@@ -168,6 +190,11 @@ impl VmReport {
                     "  {outcome:<7} {:<width$}  {}\n",
                     run.label, test.name
                 ));
+            }
+            for test in run.tests.iter().filter(|t| t.outcome == Outcome::Failed) {
+                for line in run.reasons.of(&test.name) {
+                    text.push_str(&format!("            | {line}\n"));
+                }
             }
             match run.exit_code {
                 Some(0) => {}
@@ -229,6 +256,7 @@ impl BinaryRun {
     /// libtest's pretty format: `test NAME ... ok|FAILED|ignored`; the result may come on a
     /// later line when the test (or the kernel) printed in between.
     fn feed_libtest(&mut self, line: &str) {
+        self.reasons.feed(line);
         if let Some(rest) = line.strip_prefix("test ")
             && let Some((name, result)) = rest.split_once(" ... ")
         {
@@ -314,6 +342,27 @@ mod tests {
         assert_eq!(report.counts(), (1, 1));
         assert!(!report.success());
         assert!(report.summary().contains("FAILED  p/vm_a  bad"));
+    }
+
+    #[test]
+    fn the_summary_says_why_a_test_failed() {
+        let mut report = VmReport::new(vec!["p/vm_a".into()]);
+        feed_all(
+            &mut report,
+            "PODD-VM-BIN-START p/vm_a\n\
+             test bad ... FAILED\n\
+             failures:\n\
+             ---- bad stdout ----\n\
+             Error: the burn pod ready: timed out after 120 s\n\
+             failures:\n\
+             PODD-VM-BIN-END p/vm_a 101\n\
+             PODD-VM-EXIT 1\n",
+        );
+        let summary = report.summary();
+        assert!(
+            summary.contains("  FAILED  p/vm_a  bad\n            | Error: the burn pod ready"),
+            "{summary}"
+        );
     }
 
     #[test]
