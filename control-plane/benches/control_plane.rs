@@ -151,6 +151,8 @@ struct BenchResult {
     lost: usize,
     rss_kib: u64,
     hollow_rss_kib: u64,
+    /// Stored writes while the pods were created, by kind (most first).
+    writes_by_kind: Vec<(Kind, usize)>,
 }
 
 impl BenchResult {
@@ -173,6 +175,17 @@ impl BenchResult {
             self.p90_us as f64 / 1e3,
             self.p99_us as f64 / 1e3,
             self.max_us as f64 / 1e3
+        );
+        let per_pod: Vec<String> = self
+            .writes_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{} {:.2}", kind.plural(), *n as f64 / self.pods as f64))
+            .collect();
+        let total: usize = self.writes_by_kind.iter().map(|(_, n)| n).sum();
+        println!(
+            "   stored writes per pod: {:.2} ({})",
+            total as f64 / self.pods as f64,
+            per_pod.join(", ")
         );
         println!(
             "   mutating HTTP calls (the {} agents' writes): p50 {:.2} ms, p99 {:.2} ms",
@@ -318,6 +331,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
 
     // Track running pods (and where) from the cache's events: cheap byte checks, no decoding.
     let mut rx = cache.subscribe_now(Kind::Pod);
+    let writes_by_kind = count_writes(&cache);
     let total = nodes * ppn;
     let client = plane.local_client().expect("a socket");
     let deps = client.api::<podd_api::Deployment>(Some("default"));
@@ -362,6 +376,7 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
         }
     }
     let create_elapsed = t0.elapsed();
+    let writes_by_kind = writes_by_kind.finish().await;
     let failed_creates = creator.await.unwrap_or(0);
     if failed_creates > 0 {
         println!("   warning: {failed_creates} deployment creates failed");
@@ -428,7 +443,57 @@ async fn run_one(store_name: &str, nodes: usize, ppn: usize) -> Result<BenchResu
         lost,
         rss_kib: rss,
         hollow_rss_kib: hollow_rss,
+        writes_by_kind,
     })
+}
+
+/// Counts the cache's events (one per stored write) of every kind while pods are created: the
+/// writes each pod costs, by kind.
+struct WriteCounter {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<(Kind, tokio::task::JoinHandle<usize>)>,
+}
+
+fn count_writes(cache: &podd_control_plane::cache::WatchCache) -> WriteCounter {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let mut rx = cache.subscribe_now(kind);
+            let mut stopped = stopped.clone();
+            let task = tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    tokio::select! {
+                        ev = rx.recv() => match ev {
+                            Ok(_) => n += 1,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => n += k as usize,
+                            Err(_) => break,
+                        },
+                        _ = stopped.changed() => break,
+                    }
+                }
+                n
+            });
+            (kind, task)
+        })
+        .collect();
+    WriteCounter { stop, tasks }
+}
+
+impl WriteCounter {
+    async fn finish(self) -> Vec<(Kind, usize)> {
+        let _ = self.stop.send(true);
+        let mut counts = Vec::new();
+        for (kind, task) in self.tasks {
+            let n = task.await.unwrap_or(0);
+            if n > 0 {
+                counts.push((kind, n));
+            }
+        }
+        counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        counts
+    }
 }
 
 fn track(running: &mut HashMap<String, String>, ev: &podd_control_plane::cache::CacheEvent) {

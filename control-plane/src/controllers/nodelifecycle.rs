@@ -12,7 +12,9 @@
 //! server answered from memory (`crate::leases`) count as much as stored ones.
 //!
 //! When many nodes expire at once (see `disruption`), they are still marked NotReady but their
-//! pods are not failed: the control plane or the network is then the likelier culprit.
+//! pods are not failed: the control plane or the network is then the likelier culprit. And a
+//! server that falls behind on every renewal at once (an overloaded machine) judges each node
+//! against the fleet's freshest quarter, not its own clock alone ([`fleet_lag`]).
 
 use super::disruption::ZoneHealth;
 use super::events::{self, Recorder};
@@ -102,6 +104,25 @@ pub fn effective_grace(since_start: Duration, grace: Duration, startup: Duration
     }
 }
 
+/// The fewest nodes from which renewals are judged against the fleet's (below it, a node's
+/// lease age alone decides).
+pub const FLEET_LAG_MIN_NODES: usize = 4;
+
+/// How far behind this server is with every node's renewals at once: the lease age that a
+/// quarter of the nodes stay under. When the server (or the machine it runs on) falls behind,
+/// every renewal reaches it late, the freshest ones too, so this grows with the backlog and
+/// a node is lost only when its lease is `grace` older than that. A dead node's lease ages
+/// alone, while the freshest quarter of the fleet stays young: its detection is unchanged.
+/// (Measured in production by Kubernetes' long 40 s grace instead; podd's is 2 s.)
+pub fn fleet_lag(ages: &[Duration]) -> Duration {
+    if ages.len() < FLEET_LAG_MIN_NODES {
+        return Duration::ZERO;
+    }
+    let mut sorted = ages.to_vec();
+    let quarter = (sorted.len() - 1) / 4;
+    *sorted.select_nth_unstable(quarter).1
+}
+
 pub async fn run(
     registry: Arc<Registry>,
     events: Recorder,
@@ -141,9 +162,8 @@ pub async fn run(
         let names: HashSet<&str> = objs.iter().map(|o| o.name.as_str()).collect();
         seen.retain(|name, _| names.contains(name.as_str()));
         drop(names);
-        let mut health = ZoneHealth::default();
-        let mut nodes = Vec::with_capacity(objs.len());
-        for o in objs {
+        let mut ages = Vec::with_capacity(objs.len());
+        for o in &objs {
             let lease = renewals.get(o.name.as_str()).cloned().unwrap_or_default();
             let obs = seen.entry(o.name.clone()).or_insert(Observed {
                 lease: lease.clone(),
@@ -158,7 +178,13 @@ pub async fn run(
                 .leases()
                 .last_renewal(&o.name)
                 .map_or(obs.at, |t| t.max(obs.at));
-            let expired = now.duration_since(last) > grace;
+            ages.push(now.duration_since(last));
+        }
+        let lag = fleet_lag(&ages);
+        let mut health = ZoneHealth::default();
+        let mut nodes = Vec::with_capacity(objs.len());
+        for (o, age) in objs.into_iter().zip(ages) {
+            let expired = age > grace + lag;
             let zone = o.labels.get(ZONE_LABEL).cloned().unwrap_or_default();
             health.add(&zone, !expired);
             nodes.push((o, expired, zone));
@@ -341,6 +367,36 @@ async fn delete_stale_pods(registry: &Arc<Registry>, config: &ControllerConfig, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_lag_is_the_age_a_quarter_of_the_nodes_stay_under() {
+        let ms = Duration::from_millis;
+        // Too few nodes to judge by: no lag.
+        assert_eq!(fleet_lag(&[ms(3000), ms(3000), ms(3000)]), Duration::ZERO);
+        // A healthy fleet with one dead node: the lag stays a heartbeat's fraction, so the
+        // dead node (age 2.5 s) is past a 2 s grace.
+        let healthy = [
+            ms(100),
+            ms(300),
+            ms(200),
+            ms(2500),
+            ms(400),
+            ms(50),
+            ms(450),
+            ms(250),
+        ];
+        assert_eq!(fleet_lag(&healthy), ms(100));
+        // A server 1.5 s behind on every renewal: the lag holds healthy nodes back from
+        // expiry, while one 2 s older than the rest still expires.
+        let behind: Vec<_> = [1600, 1800, 1700, 1900, 1550, 1650, 4000, 1750]
+            .into_iter()
+            .map(ms)
+            .collect();
+        let lag = fleet_lag(&behind);
+        assert_eq!(lag, ms(1600));
+        let grace = ms(2000);
+        assert_eq!(behind.iter().filter(|&&age| age > grace + lag).count(), 1);
+    }
 
     #[test]
     fn a_young_controller_gives_nodes_the_startup_grace() {
