@@ -70,8 +70,16 @@ pub fn apply<T: crate::Object>(obj: &mut T) {
         node(n);
     } else if let Some(j) = any.downcast_mut::<Job>() {
         job(j);
+    } else if let Some(c) = any.downcast_mut::<crate::CronJob>() {
+        cron_job(c);
+    } else if let Some(ds) = any.downcast_mut::<crate::DaemonSet>() {
+        daemon_set(ds);
+    } else if let Some(n) = any.downcast_mut::<crate::Namespace>() {
+        namespace(n);
+    } else if let Some(s) = any.downcast_mut::<crate::Secret>() {
+        secret(s);
     }
-    // Event and Lease have no defaults.
+    // Event, Lease and ConfigMap have no defaults.
 }
 
 /// `SetDefaults_Pod` (pods only, not templates) on top of the pod spec's defaults.
@@ -244,6 +252,84 @@ fn replica_set(rs: &mut ReplicaSet) {
     }
 }
 
+/// The annotation kube-apiserver keeps a DaemonSet's template generation in (apps/v1 has no
+/// `templateGeneration` field): 1 on create, one more on each update that changes the template.
+pub const DAEMON_SET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+/// `SetDefaults_DaemonSet`, the template's pod spec, and the strategy's first template
+/// generation (`PrepareForCreate`; an update takes it from the stored object instead:
+/// [`daemon_set_template_generation`]).
+fn daemon_set(ds: &mut crate::DaemonSet) {
+    let generation = ds
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .entry(DAEMON_SET_TEMPLATE_GENERATION.into())
+        .or_default();
+    if !generation.parse::<i64>().is_ok_and(|g| g >= 1) {
+        *generation = "1".into();
+    }
+    let Some(spec) = ds.spec.as_mut() else { return };
+    let strategy = spec.update_strategy.get_or_insert_with(Default::default);
+    set_str(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+        set(&mut ru.max_unavailable, || IntOrString::Int(1));
+        set(&mut ru.max_surge, || IntOrString::Int(0));
+    }
+    set(&mut spec.revision_history_limit, || 10);
+    if let Some(s) = spec.template.spec.as_mut() {
+        pod_spec(s);
+    }
+}
+
+/// A DaemonSet update's template generation, as the strategy's `PrepareForUpdate` keeps it:
+/// the stored one, plus one when the template changed. `old` and `new` are the stored and the
+/// admitted JSON.
+pub fn daemon_set_template_generation(old: &serde_json::Value, new: &mut serde_json::Value) {
+    let ptr = "/metadata/annotations/deprecated.daemonset.template.generation";
+    let stored = old
+        .pointer(ptr)
+        .and_then(serde_json::Value::as_str)
+        .and_then(|g| g.parse::<i64>().ok())
+        .unwrap_or(1);
+    let next = if old.pointer("/spec/template") == new.pointer("/spec/template") {
+        stored
+    } else {
+        stored + 1
+    };
+    if let Some(meta) = new
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(
+                DAEMON_SET_TEMPLATE_GENERATION.into(),
+                next.to_string().into(),
+            );
+        }
+    }
+}
+
+/// The label every namespace carries with its own name, so that selectors can pick
+/// namespaces by name (`kubernetes.io/metadata.name`, Kubernetes 1.21 on).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `SetDefaults_Namespace` and `SetDefaults_NamespaceStatus`: the name label, phase Active.
+fn namespace(n: &mut crate::Namespace) {
+    if let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) {
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(NAMESPACE_NAME_LABEL.to_string(), name);
+    }
+    let status = n.status.get_or_insert_with(Default::default);
+    set_str(&mut status.phase, "Active");
+}
+
 /// `SetDefaults_Job` (batch/v1), with what the Job strategy's `PrepareForCreate` adds
 /// before validation: unless `manualSelector`, the template gets the Job's name and uid as
 /// labels and the selector selects the uid (`generateSelector`); a Job without labels then
@@ -320,6 +406,34 @@ fn job(j: &mut Job) {
         && template_labels.as_ref().is_some_and(|l| !l.is_empty())
     {
         j.metadata.labels = template_labels;
+    }
+}
+
+/// `SetDefaults_CronJob` (batch/v1), and what the generated defaulter fills in its Job
+/// template: the pod spec's defaults and the failure policy's condition status, not the Job's
+/// own (`SetDefaults_Job` runs on the Jobs the controller creates).
+fn cron_job(c: &mut crate::CronJob) {
+    let Some(spec) = c.spec.as_mut() else { return };
+    set_str(&mut spec.concurrency_policy, "Allow");
+    set(&mut spec.suspend, || false);
+    set(&mut spec.successful_jobs_history_limit, || 3);
+    set(&mut spec.failed_jobs_history_limit, || 1);
+    let Some(job) = spec.job_template.spec.as_mut() else {
+        return;
+    };
+    for rule in job
+        .pod_failure_policy
+        .iter_mut()
+        .flat_map(|p| p.rules.iter_mut())
+    {
+        for pattern in rule.on_pod_conditions.iter_mut().flatten() {
+            if pattern.status.is_empty() {
+                pattern.status = "True".into();
+            }
+        }
+    }
+    if let Some(s) = job.template.spec.as_mut() {
+        pod_spec(s);
     }
 }
 
@@ -439,6 +553,18 @@ fn node(n: &mut Node) {
     {
         st.allocatable = st.capacity.clone();
     }
+}
+
+/// `SetDefaults_Secret` (type Opaque), with what the v1 conversion does first: `stringData`
+/// is write-only, merged over `data` and never stored.
+fn secret(s: &mut crate::Secret) {
+    if let Some(strings) = s.string_data.take().filter(|m| !m.is_empty()) {
+        let data = s.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+    set_str(&mut s.type_, crate::validation::SECRET_TYPE_OPAQUE);
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@ pub enum Kind {
     EndpointSlice,
     Lease,
     Job,
+    CronJob,
+    Namespace,
+    DaemonSet,
+    ConfigMap,
+    Secret,
 }
 
 /// What the API says of one kind.
@@ -68,7 +73,7 @@ const fn info(
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
@@ -80,6 +85,11 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::Lease,
         Kind::Job,
+        Kind::CronJob,
+        Kind::Namespace,
+        Kind::DaemonSet,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     pub const fn info(self) -> KindInfo {
@@ -174,6 +184,54 @@ impl Kind {
                 categories: &["all"],
                 ..info("batch", "v1", "Job", "jobs", "job", &[], true)
             },
+            Kind::CronJob => KindInfo {
+                has_status: true,
+                categories: &["all"],
+                ..info(
+                    "batch",
+                    "v1",
+                    "CronJob",
+                    "cronjobs",
+                    "cronjob",
+                    &["cj"],
+                    true,
+                )
+            },
+            Kind::DaemonSet => KindInfo {
+                has_status: true,
+                categories: &["all"],
+                ..info(
+                    "apps",
+                    "v1",
+                    "DaemonSet",
+                    "daemonsets",
+                    "daemonset",
+                    &["ds"],
+                    true,
+                )
+            },
+            Kind::Namespace => KindInfo {
+                has_status: true,
+                ..info(
+                    "",
+                    "v1",
+                    "Namespace",
+                    "namespaces",
+                    "namespace",
+                    &["ns"],
+                    false,
+                )
+            },
+            Kind::ConfigMap => info(
+                "",
+                "v1",
+                "ConfigMap",
+                "configmaps",
+                "configmap",
+                &["cm"],
+                true,
+            ),
+            Kind::Secret => info("", "v1", "Secret", "secrets", "secret", &[], true),
         }
     }
 

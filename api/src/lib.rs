@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod convert;
+pub mod cron;
 pub mod defaults;
 pub mod kind;
 pub mod metrics;
@@ -31,15 +32,17 @@ pub use validation::{FieldError, ValidationErrors};
 
 // The types podd's crates use most, under their Kubernetes names.
 pub use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetCondition, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy,
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
-    ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+    ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDaemonSet, RollingUpdateDeployment,
 };
 pub use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
     HorizontalPodAutoscalerStatus, MetricSpec, MetricStatus, MetricTarget, ResourceMetricSource,
 };
 pub use k8s_openapi::api::batch::v1::{
-    Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods,
+    CronJob, CronJobSpec, CronJobStatus, Job, JobCondition, JobSpec, JobStatus, JobTemplateSpec,
+    UncountedTerminatedPods,
 };
 pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 pub use k8s_openapi::api::core::v1::{
@@ -51,6 +54,10 @@ pub use k8s_openapi::api::core::v1::{
     Pod, PodCondition, PodIP, PodSpec, PodStatus, PodTemplateSpec, Probe, ResourceRequirements,
     SecurityContext, Service, ServicePort, ServiceSpec, ServiceStatus, TCPSocketAction, Taint,
     Toleration, Volume, VolumeMount,
+};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+pub use k8s_openapi::api::core::v1::{
+    Namespace, NamespaceCondition, NamespaceSpec, NamespaceStatus,
 };
 pub use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 pub use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

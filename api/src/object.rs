@@ -45,6 +45,11 @@ object!(
 object!(crate::EndpointSlice, Kind::EndpointSlice);
 object!(crate::Lease, Kind::Lease);
 object!(crate::Job, Kind::Job);
+object!(crate::CronJob, Kind::CronJob);
+object!(crate::DaemonSet, Kind::DaemonSet);
+object!(crate::Namespace, Kind::Namespace);
+object!(crate::ConfigMap, Kind::ConfigMap);
+object!(crate::Secret, Kind::Secret);
 
 /// Runs `$body` with `$t` bound to the k8s-openapi type of the runtime kind `$kind`:
 /// `with_kind_type!(kind, T => serde_json::from_slice::<T>(bytes).map(|_| ()))`.
@@ -94,6 +99,26 @@ macro_rules! with_kind_type {
             }
             $crate::Kind::Job => {
                 type $t = $crate::Job;
+                $body
+            }
+            $crate::Kind::CronJob => {
+                type $t = $crate::CronJob;
+                $body
+            }
+            $crate::Kind::DaemonSet => {
+                type $t = $crate::DaemonSet;
+                $body
+            }
+            $crate::Kind::Namespace => {
+                type $t = $crate::Namespace;
+                $body
+            }
+            $crate::Kind::ConfigMap => {
+                type $t = $crate::ConfigMap;
+                $body
+            }
+            $crate::Kind::Secret => {
+                type $t = $crate::Secret;
                 $body
             }
         }

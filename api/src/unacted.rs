@@ -278,7 +278,8 @@ pub const UNACTED: &[Unacted] = &[
 /// The kinds whose pod template the Pod entries also apply to, and where it is.
 fn template_prefix(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Deployment | Kind::ReplicaSet | Kind::Job => Some("spec.template."),
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::DaemonSet => Some("spec.template."),
+        Kind::CronJob => Some("spec.jobTemplate.spec.template."),
         _ => None,
     }
 }

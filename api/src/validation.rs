@@ -4,6 +4,9 @@
 //! `spec.replicas: Invalid value: -1: must be greater than or equal to 0`.
 
 mod cluster;
+mod config;
+mod cronjobs;
+mod daemonsets;
 mod jobs;
 mod meta;
 mod names;
@@ -12,6 +15,12 @@ mod pod;
 mod quantity;
 mod workloads;
 
+pub use cluster::NAMESPACE_FINALIZER;
+pub use config::{
+    MAX_CONFIG_DATA_BYTES, SECRET_TYPE_BASIC_AUTH, SECRET_TYPE_DOCKER_CONFIG_JSON,
+    SECRET_TYPE_DOCKERCFG, SECRET_TYPE_OPAQUE, SECRET_TYPE_SERVICE_ACCOUNT_TOKEN,
+    SECRET_TYPE_SSH_AUTH, SECRET_TYPE_TLS, SERVICE_ACCOUNT_NAME_ANNOTATION, config_key_errors,
+};
 pub use jobs::{
     CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
 };
@@ -283,6 +292,11 @@ pub fn validate<T: crate::Object>(obj: &T) -> Result<(), ValidationErrors> {
         Kind::Event => run!(crate::Event, cluster::validate_event),
         Kind::Lease => run!(crate::Lease, cluster::validate_lease),
         Kind::Job => run!(crate::Job, jobs::validate_job),
+        Kind::CronJob => run!(crate::CronJob, cronjobs::validate_cron_job),
+        Kind::DaemonSet => run!(crate::DaemonSet, daemonsets::validate_daemon_set),
+        Kind::Namespace => run!(crate::Namespace, cluster::validate_namespace),
+        Kind::ConfigMap => run!(crate::ConfigMap, config::validate_config_map),
+        Kind::Secret => run!(crate::Secret, config::validate_secret),
     }
     errs.into_result()
 }
@@ -302,6 +316,14 @@ pub fn validate_update(
             jobs::validate_job_update(&mut errs, &o, &n);
         }
     }
+    if kind == Kind::DaemonSet {
+        let typed =
+            |v: &serde_json::Value| serde_json::from_value::<crate::DaemonSet>(v.clone()).ok();
+        if let (Some(o), Some(n)) = (typed(old), typed(new)) {
+            daemonsets::validate_daemon_set_update(&mut errs, &o, &n);
+        }
+    }
+    config::validate_update(&mut errs, kind, old, new);
     errs.into_result()
 }
 
@@ -324,9 +346,13 @@ pub fn check_limits_before_decode(
     let mut errs = ValidationErrors::default();
     let ptr = match kind {
         Kind::Pod => Some(("spec", "/spec")),
-        Kind::Deployment | Kind::ReplicaSet | Kind::Job => {
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::DaemonSet => {
             Some(("spec.template.spec", "/spec/template/spec"))
         }
+        Kind::CronJob => Some((
+            "spec.jobTemplate.spec.template.spec",
+            "/spec/jobTemplate/spec/template/spec",
+        )),
         _ => None,
     };
     if let Some((path, ptr)) = ptr {

@@ -7,8 +7,8 @@
 //! token beside it is not looked at; a refused certificate (expired, from another CA, from a
 //! rotated client CA) with a valid token is the token's identity; with neither valid, 401.
 //! The admin token, and a certificate in the group `system:masters`, may do anything; a
-//! node's agent token, or a certificate `CN=system:node:<name>, O=system:nodes`, may read,
-//! and may write only what [`authorize`] allows (an explicit allow-list: its own Node's
+//! node's agent token, or a certificate `CN=system:node:<name>, O=system:nodes`, may read
+//! (ConfigMaps and Secrets only those its pods refer to: [`crate::node_reads`]), and may write only what [`authorize`] allows (an explicit allow-list: its own Node's
 //! registration and status, the status of pods bound to it). Any other certificate user is
 //! authenticated but authorised for nothing but asking who it is (podd has no RBAC yet): 403.
 //! A missing or unknown credential is 401; a known one out of its scope, 403.

@@ -189,6 +189,8 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
         return Err(not_found());
     }
     let (namespace, rest) = match rest {
+        // A Namespace's own subresources, not a resource inside it.
+        ["namespaces", _, "status" | "finalize"] => (None, rest),
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
         _ => (None, rest),
     };
@@ -759,6 +761,9 @@ impl ApiServer {
             None => Subresource::Main,
             Some("status") if kind.has_status() => Subresource::Status,
             Some("scale") if kind.info().has_scale => Subresource::Scale,
+            Some("finalize") if kind == Kind::Namespace && method == Method::PUT => {
+                Subresource::Finalize
+            }
             Some(sub @ ("log" | "exec" | "attach" | "portforward")) if kind == Kind::Pod => {
                 let name = route
                     .name
@@ -832,6 +837,10 @@ impl ApiServer {
         // Field managers default to the User-Agent; other versions are converted.
         write_opts.user_agent = header(&req, hyper::header::USER_AGENT);
         write_opts.version = route.version.to_string();
+        if method == Method::GET {
+            let cache = self.registry.cache();
+            crate::node_reads::authorize_read(&identity, kind, &ns, route.name.as_deref(), cache)?;
+        }
         match (&method, &route.name) {
             (&Method::GET, None) => {
                 let filter = Filter {

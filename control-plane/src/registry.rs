@@ -31,6 +31,14 @@ pub use podd_api::patch::merge_patch;
 /// The namespace node heartbeat Leases live in.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
+/// The namespaces that exist from the start and cannot be deleted.
+pub const INITIAL_NAMESPACES: [&str; 4] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    NODE_LEASE_NAMESPACE,
+];
+
 /// The finalizer a Foreground delete puts on the owner while its dependents go.
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
@@ -40,6 +48,8 @@ pub enum Subresource {
     Main,
     Status,
     Scale,
+    /// A Namespace's `finalize`: only `spec.finalizers` is written.
+    Finalize,
 }
 
 /// Field selectors: `metadata.name`, `metadata.namespace`, `spec.nodeName` and
@@ -250,6 +260,7 @@ impl Subresource {
             Subresource::Main => "",
             Subresource::Status => "status",
             Subresource::Scale => "scale",
+            Subresource::Finalize => "finalize",
         }
     }
 }
@@ -436,6 +447,25 @@ fn finalizers(v: &Value) -> Vec<String> {
 fn is_terminating(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
+}
+
+/// A Namespace's `spec.finalizers` (the namespace controller's `kubernetes`).
+fn spec_finalizers(v: &Value) -> &[Value] {
+    v.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Whether a Namespace is being deleted (its deletionTimestamp, or phase Terminating).
+pub fn namespace_is_terminating(n: &podd_api::Namespace) -> bool {
+    n.metadata.deletion_timestamp.is_some()
+        || n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// Whether finalizers hold a deleted object: its metadata.finalizers, and a Namespace's
+/// spec.finalizers too.
+fn held_by_finalizers(kind: Kind, v: &Value) -> bool {
+    !finalizers(v).is_empty() || (kind == Kind::Namespace && !spec_finalizers(v).is_empty())
 }
 
 /// The typed round trip of one write: decode into the kind's type (every type error at once,
@@ -785,6 +815,24 @@ impl Registry {
                 .insert("status".into(), serde_json::json!({}));
         }
         let name = str_at(&v, "/metadata/name").to_string();
+        if kind.namespaced() {
+            self.check_namespace_open(kind, &ns, &name).await?;
+        }
+        if kind == Kind::Namespace {
+            // The namespace controller's finalizer, always (the strategy's PrepareForCreate).
+            let spec = spec_mut(&mut v);
+            let mut f: Vec<Value> = spec
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let ours = Value::from(podd_api::validation::NAMESPACE_FINALIZER);
+            if !f.contains(&ours) {
+                f.push(ours);
+            }
+            spec.insert("finalizers".into(), Value::Array(f));
+            v["status"] = serde_json::json!({"phase": "Active"});
+        }
         let unacted = podd_api::unacted::warnings(kind, &v);
         // Decode, default and validate before allocating anything.
         let (v, mut warnings) = admit(kind, &name, v, opts.field_validation)?;
@@ -1137,10 +1185,21 @@ impl Registry {
                 }
                 out
             }
+            Subresource::Finalize => {
+                let mut out = cur.clone();
+                let f = body.pointer("/spec/finalizers").cloned();
+                spec_mut(&mut out).insert("finalizers".into(), f.unwrap_or(Value::Null));
+                out
+            }
             Subresource::Main => {
                 let mut out = body.clone();
                 if !out.is_object() {
                     out = Value::Object(serde_json::Map::new());
+                }
+                if kind == Kind::Namespace {
+                    // spec.finalizers is written through `finalize` only.
+                    let f = cur.pointer("/spec/finalizers").cloned();
+                    spec_mut(&mut out).insert("finalizers".into(), f.unwrap_or(Value::Null));
                 }
                 if kind.has_status()
                     && let Some(o) = out.as_object_mut()
@@ -1236,12 +1295,15 @@ impl Registry {
                     .unwrap_or(0);
                 meta_mut(&mut new).insert("generation".into(), (g + 1).into());
             }
+            if kind == Kind::DaemonSet {
+                podd_api::defaults::daemon_set_template_generation(&cur, &mut new);
+            }
             if new == cur {
                 let mut object = cur;
                 set_resource_version(kind, &mut object, kv.mod_revision);
                 return Ok(Written { object, warnings });
             }
-            let outcome = if is_terminating(&new) && finalizers(&new).is_empty() {
+            let outcome = if is_terminating(&new) && !held_by_finalizers(kind, &new) {
                 Outcome::Remove(new)
             } else {
                 Outcome::Write(new)
@@ -1445,7 +1507,12 @@ impl Registry {
             }
             let force = opts.grace_period_seconds == Some(0);
             let graceful = kind == Kind::Pod && !force && self.pod_needs_node(&cur);
-            let has_finalizers = !finalizers(&cur).is_empty();
+            if kind == Kind::Namespace && INITIAL_NAMESPACES.contains(&name) {
+                return Err(ApiError::Forbidden(format!(
+                    "namespaces {name:?} is forbidden: this namespace may not be deleted"
+                )));
+            }
+            let has_finalizers = held_by_finalizers(kind, &cur);
             let foreground =
                 opts.propagation == Propagation::Foreground && !self.dependents(&uid).is_empty();
             if opts.dry_run {
@@ -1476,6 +1543,11 @@ impl Registry {
                     0
                 };
                 m.insert("deletionGracePeriodSeconds".into(), grace.into());
+                if kind == Kind::Namespace {
+                    // Terminating from the moment it is deleted, as kube-apiserver marks it.
+                    marked["status"]["phase"] = "Terminating".into();
+                }
+                let m = meta_mut(&mut marked);
                 if foreground {
                     let mut f = finalizers(&cur);
                     f.push(FOREGROUND_FINALIZER.into());
@@ -1718,6 +1790,60 @@ impl Registry {
         let r = call.await;
         self.mutating_latency.record(t.elapsed());
         r
+    }
+
+    // ---- namespaces ----
+
+    /// Refuses to create an object of `kind` named `name` in a namespace that does not exist
+    /// (404, the namespace named) or is being deleted (403), as Kubernetes' NamespaceLifecycle
+    /// admission does. The cache answers first; the store when the cache has not seen it yet
+    /// (a namespace created an instant before).
+    async fn check_namespace_open(&self, kind: Kind, ns: &str, name: &str) -> Result<(), ApiError> {
+        let key = Kind::Namespace.key("", ns);
+        let terminating = match self.cache.get(Kind::Namespace, &key) {
+            Some(o) => o
+                .decode::<podd_api::Namespace>()
+                .is_some_and(|n| namespace_is_terminating(&n)),
+            None => match self.store.get(&key).await? {
+                Some(kv) => is_terminating(&parse_stored(Kind::Namespace, &key, &kv.value)?),
+                None => return Err(not_found(Kind::Namespace, ns)),
+            },
+        };
+        if terminating {
+            return Err(ApiError::Forbidden(format!(
+                "{} {name:?} is forbidden: unable to create new content in namespace {ns} \
+                 because it is being terminated",
+                kind.plural()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates the [`INITIAL_NAMESPACES`] that do not exist yet, and a Namespace for every
+    /// namespace that objects stored before namespaces were served are in (run at start-up,
+    /// by every server: an existing one is left as it is).
+    pub async fn ensure_namespaces(&self) -> Result<(), ApiError> {
+        let mut names: std::collections::BTreeSet<String> =
+            INITIAL_NAMESPACES.iter().map(|n| n.to_string()).collect();
+        for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
+            let (items, _) = self.cache.snapshot(kind, &kind.key_prefix(None));
+            names.extend(items.iter().map(|o| o.namespace.clone()));
+        }
+        for name in names {
+            if self
+                .cache
+                .get(Kind::Namespace, &Kind::Namespace.key("", &name))
+                .is_some()
+            {
+                continue;
+            }
+            let body = serde_json::json!({"metadata": {"name": name}});
+            match self.create(Kind::Namespace, "", body).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     // ---- the verbs ----

@@ -74,6 +74,8 @@ pub enum StartError {
     #[error("the watch cache did not load the store within 30 s")]
     CacheTimeout,
     #[error(transparent)]
+    Encryption(#[from] crate::encryption::EncryptionError),
+    #[error(transparent)]
     Api(#[from] ApiError),
 }
 
@@ -96,6 +98,14 @@ impl ControlPlane {
     ) -> Result<ControlPlane, StartError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // Secrets are sealed below this point and plaintext above (crate::encryption).
+        let keys = match &config.data_dir {
+            Some(d) => Arc::new(crate::encryption::KeySet::load_or_create(d)?),
+            None => crate::encryption::KeySet::in_memory(),
+        };
+        let store = crate::encryption::EncryptedStore::new(store, keys);
+        store.reseal_stale().await.map_err(ApiError::from)?;
+        let store: Arc<dyn Store> = Arc::new(store);
         let cache = WatchCache::new(config.cache.clone());
         tasks.push(tokio::spawn(
             cache.clone().run(store.clone(), shutdown_rx.clone()),
@@ -106,6 +116,7 @@ impl ControlPlane {
         }
         let registry = Arc::new(Registry::new(store, cache, &config.registry)?);
         registry.repair_allocators().await?;
+        registry.ensure_namespaces().await?;
         let mut auth = match (&config.data_dir, &config.admin_token) {
             (Some(d), _) => Authenticator::load_or_init(d).map_err(|source| StartError::Io {
                 what: format!("load the tokens under {}", d.display()),

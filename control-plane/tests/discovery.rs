@@ -59,17 +59,46 @@ async fn version_and_legacy_discovery() {
         "services",
         "nodes",
         "events",
+        "configmaps",
+        "secrets",
+        "namespaces",
+        "namespaces/status",
+        "namespaces/finalize",
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
+    let ns = r.body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "namespaces")
+        .unwrap();
+    assert_eq!(
+        (&ns["namespaced"], &ns["shortNames"], &ns["kind"]),
+        (&json!(false), &json!(["ns"]), &json!("Namespace"))
+    );
     let r = request(&t, Method::GET, "/apis/apps/v1/", &[], None).await;
     assert_eq!(r.body["groupVersion"], "apps/v1");
+    let apps = r.body["resources"].as_array().unwrap();
+    let ds = apps.iter().find(|x| x["name"] == "daemonsets").unwrap();
+    assert_eq!(
+        (&ds["kind"], &ds["shortNames"], &ds["categories"]),
+        (&json!("DaemonSet"), &json!(["ds"]), &json!(["all"]))
+    );
+    assert!(apps.iter().any(|x| x["name"] == "daemonsets/status"));
     let r = request(&t, Method::GET, "/apis/apps", &[], None).await;
     assert_eq!(r.body["kind"], "APIGroup");
     let r = request(&t, Method::GET, "/apis/metrics.k8s.io/v1beta1", &[], None).await;
     assert_eq!(r.body["resources"][1]["kind"], "PodMetrics");
     let r = request(&t, Method::GET, "/apis/batch/v1", &[], None).await;
     assert_eq!(r.body["resources"][0]["kind"], "Job");
+    let resources = r.body["resources"].as_array().unwrap();
+    let cronjobs = resources.iter().find(|x| x["name"] == "cronjobs").unwrap();
+    assert_eq!(
+        (&cronjobs["kind"], &cronjobs["shortNames"]),
+        (&json!("CronJob"), &json!(["cj"]))
+    );
+    assert!(resources.iter().any(|x| x["name"] == "cronjobs/status"));
     let r = request(&t, Method::GET, "/apis/policy/v1", &[], None).await;
     assert_eq!(r.status, 404);
     let r = request(

@@ -168,6 +168,16 @@ fn case(kind: Kind, name: &str) -> Case {
                 [json!(1), json!(2), json!(3), json!(4)],
             )),
         ),
+        // No node runs here, so the daemonset controller starts no pod.
+        Kind::DaemonSet => (
+            json!({"spec": {"selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}),
+            Some((
+                "/spec/minReadySeconds",
+                [json!(1), json!(2), json!(3), json!(4)],
+            )),
+        ),
         Kind::HorizontalPodAutoscaler => (
             json!({"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                 "name": name}, "minReplicas": 1, "maxReplicas": 3}}),
@@ -188,6 +198,43 @@ fn case(kind: Kind, name: &str) -> Case {
             Some((
                 "/spec/activeDeadlineSeconds",
                 [json!(100), json!(200), json!(300), json!(400)],
+            )),
+        ),
+        // Suspended, so the cronjob controller starts no Job.
+        Kind::CronJob => (
+            json!({"spec": {"schedule": "*/5 * * * *", "suspend": true, "jobTemplate": {"spec": {
+                "template": {"spec": {"restartPolicy": "OnFailure",
+                    "containers": [{"name": "c", "image": "busybox:1"}]}}}}}}),
+            Some((
+                "/spec/startingDeadlineSeconds",
+                [json!(100), json!(200), json!(300), json!(400)],
+            )),
+        ),
+        // Labels and annotations only: spec.finalizers is written through `finalize`.
+        Kind::Namespace => (json!({}), None),
+        Kind::ConfigMap => (
+            json!({"data": {"seed": "created"}, "binaryData": {"bin": "AAE="}}),
+            Some((
+                "/data/tier",
+                [
+                    json!("merge"),
+                    json!("json"),
+                    json!("strategic"),
+                    json!("apply"),
+                ],
+            )),
+        ),
+        // Base64 on the wire: "merge", "json", "strategic", "apply".
+        Kind::Secret => (
+            json!({"type": "Opaque", "data": {"seed": "Y3JlYXRlZA=="}}),
+            Some((
+                "/data/tier",
+                [
+                    json!("bWVyZ2U="),
+                    json!("anNvbg=="),
+                    json!("c3RyYXRlZ2lj"),
+                    json!("YXBwbHk="),
+                ],
             )),
         ),
         Kind::Lease => (
@@ -401,6 +448,14 @@ where
     api.delete(&name, &DeleteParams::default())
         .await
         .unwrap_or_else(|e| panic!("{kind:?}: delete: {e}"));
+    if kind == Kind::Namespace {
+        // A deleted Namespace waits for its finalizer; no namespace controller runs here, so
+        // the test does its last step, through the `finalize` subresource.
+        let body = json!({"metadata": {"name": name}, "spec": {"finalizers": []}});
+        api.replace_subresource("finalize", &name, &PostParams::default(), &body)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: finalize: {e}"));
+    }
     common::eventually(Duration::from_secs(10), "the object to go", || {
         let api = api.clone();
         let name = name.clone();
@@ -442,6 +497,13 @@ async fn every_kind(backend: Backend) {
     let t = common::start_with(backend, None).await;
     let dir = tempfile::tempdir().unwrap();
     let client = kube_client(&t, dir.path()).await;
+    // The namespaced kinds' objects go into NS, created first as in Kubernetes.
+    let ns: podd_api::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<podd_api::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the test namespace");
     for kind in Kind::ALL {
         podd_api::with_kind_type!(kind, K => exercise::<K>(client.clone(), kind).await);
     }

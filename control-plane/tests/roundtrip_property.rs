@@ -686,6 +686,11 @@ fn run<K: Object>(strategy: impl Strategy<Value = Value>) {
         .build()
         .unwrap();
     let t = rt.block_on(common::start(None));
+    // The objects go into NS, created first as in Kubernetes.
+    let ns: podd_api::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    rt.block_on(t.client.api::<podd_api::Namespace>(None).create(&ns))
+        .expect("create the test namespace");
     let mut runner = TestRunner::new(Config {
         cases: CASES,
         failure_persistence: None,

@@ -9,14 +9,19 @@
 use anyhow as _;
 use tracing_subscriber as _;
 
+pub mod atomic_writer;
 pub mod backoff;
+pub mod downward;
+pub mod env;
 pub mod etc_files;
 pub mod fdpass;
 pub mod logs;
 pub mod manager;
 pub mod pod_status;
 pub mod probe;
+pub mod projection;
 pub mod shim;
+pub mod sources;
 pub mod spec;
 pub mod stats;
 pub mod timefmt;

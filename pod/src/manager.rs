@@ -15,8 +15,11 @@
 //! binaries or device nodes, so no host user may reach into them. They are created with that
 //! mode (no window at a wider one), and [`PodManager::new`] tightens them on an existing node.
 
+use crate::downward::NodeFacts;
 use crate::etc_files::{self, EtcConfig};
+use crate::projection::PayloadError;
 use crate::shim::{PodRuntimeStatus, ShimContainer, ShimPlan, read_status};
+use crate::sources::ConfigSources;
 use crate::spec::{
     CPU_PERIOD_US, ContainerPlan, ProcessPlan, SharedNamespaces, container_spec, pod_limits,
 };
@@ -110,29 +113,16 @@ impl PodError {
     }
 }
 
-/// Why a container's configuration cannot be run yet, if it cannot: env entries with
-/// `valueFrom` (ConfigMaps, Secrets, the downward API are issue 13) must never start with an
-/// empty value.
-pub fn config_error(c: &podd_api::Container) -> Option<String> {
-    let from: Vec<&str> = c
-        .env
+/// The first container that mounts volume `volume` (the first container if none does), to
+/// name in a configuration error about the volume.
+fn container_mounting(pod: &Pod, volume: &str) -> String {
+    let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers[..]);
+    containers
         .iter()
-        .flatten()
-        .filter(|e| e.value_from.is_some())
-        .map(|e| e.name.as_str())
-        .collect();
-    if !from.is_empty() {
-        return Some(format!(
-            "env {} set valueFrom, which this node cannot resolve yet (ConfigMaps, Secrets and the downward API are not supported); set value instead",
-            from.join(", ")
-        ));
-    }
-    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Some(
-            "envFrom is not supported by this node yet (ConfigMaps and Secrets); list the variables in env with value".into(),
-        );
-    }
-    None
+        .find(|c| c.volume_mounts.iter().flatten().any(|m| m.name == volume))
+        .or(containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
 }
 
 /// Where a node keeps its pods, and how they run.
@@ -163,6 +153,8 @@ pub struct PodConfig {
     /// looks at. See `shim::volume_watch` for the overshoot this interval allows.
     pub volume_check_interval: Duration,
     pub volume_max_entries: u64,
+    /// The node's IP, for the downward API's `status.hostIP`.
+    pub node_ip: Option<Ipv4Addr>,
 }
 
 impl PodConfig {
@@ -185,6 +177,7 @@ impl PodConfig {
                 crate::shim::plan::DEFAULT_VOLUME_CHECK_MS,
             ),
             volume_max_entries: crate::shim::plan::DEFAULT_VOLUME_MAX_ENTRIES,
+            node_ip: None,
         }
     }
 }
@@ -195,6 +188,9 @@ pub struct PodInfo {
     pub uid: String,
     pub ip: Option<Ipv4Addr>,
     pub shim_pid: i32,
+    /// Per container, the envFrom keys skipped as invalid variable names (the kubelet
+    /// reports them in an InvalidEnvironmentVariableNames event). Empty for a pod found.
+    pub skipped_env: Vec<(String, Vec<String>)>,
 }
 
 pub struct PodManager {
@@ -258,12 +254,41 @@ impl PodManager {
             .join("0.log")
     }
 
-    /// Creates the pod's sandbox and starts its shim. `images` maps each container's image
-    /// reference to the unpacked image. On failure nothing of the pod is left.
+    /// [`Self::run_pod_with`] for a pod that takes nothing from ConfigMaps or Secrets (a
+    /// reference to one is a configuration error: it does not exist here).
     pub fn run_pod(
         &self,
         pod: &Pod,
         images: &BTreeMap<String, UnpackedImage>,
+    ) -> Result<PodInfo, PodError> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        self.run_pod_with(pod, images, &ConfigSources::new(&ns))
+    }
+
+    /// What the downward API needs from this node; `pod_ip` once the pod has one.
+    pub fn node_facts(&self, pod_ip: Option<Ipv4Addr>) -> NodeFacts {
+        let ephemeral = nix::sys::statvfs::statvfs(&self.cfg.data_dir)
+            .map(|s| s.blocks().saturating_mul(s.fragment_size()))
+            .unwrap_or(0);
+        NodeFacts {
+            pod_ip: pod_ip.map(Into::into),
+            host_ip: self.cfg.node_ip.map(Into::into),
+            allocatable_cpu_millis: self.cfg.node_cpu_millis,
+            allocatable_memory_bytes: self.cfg.node_memory_bytes,
+            allocatable_ephemeral_bytes: ephemeral,
+        }
+    }
+
+    /// Creates the pod's sandbox and starts its shim. `images` maps each container's image
+    /// reference to the unpacked image; `sources` holds the ConfigMaps and Secrets of the
+    /// pod's namespace that it references (see [`crate::sources::references`]). A missing
+    /// one (not optional) is a [`PodError::Config`] naming it, and nothing is created.
+    /// On failure nothing of the pod is left.
+    pub fn run_pod_with(
+        &self,
+        pod: &Pod,
+        images: &BTreeMap<String, UnpackedImage>,
+        sources: &ConfigSources,
     ) -> Result<PodInfo, PodError> {
         let name = pod_name(pod);
         let uid = uid_of(pod);
@@ -319,6 +344,24 @@ impl PodManager {
                 reason: "spec.initContainers are not supported by podd's node agent yet; run that step in the main container's command".into(),
             });
         }
+        // Checked before anything is created, with the facts known now (the pod's IP comes
+        // later and is never missing).
+        let facts = self.node_facts(None);
+        for v in spec.volumes.iter().flatten() {
+            match crate::projection::volume_payload(pod, v, sources, &facts) {
+                Some(Err(PayloadError::Missing(reason))) => {
+                    return Err(PodError::Config {
+                        pod: name,
+                        container: container_mounting(pod, &v.name),
+                        reason: format!("volume {:?}: {reason}", v.name),
+                    });
+                }
+                Some(Err(PayloadError::Unsupported(reason))) => {
+                    return Err(PodError::Invalid { pod: name, reason });
+                }
+                _ => {}
+            }
+        }
         for c in &spec.containers {
             let image = c.image.clone().unwrap_or_default();
             if !images.contains_key(&image) {
@@ -333,7 +376,8 @@ impl PodManager {
                 .into_iter()
                 .flatten()
                 .find_map(|p| crate::shim::Probe::resolve(p, &spec.containers).err());
-            if let Some(reason) = config_error(c).or(probe_error) {
+            let env_error = crate::env::container_env(pod, c, sources, &facts).err();
+            if let Some(reason) = env_error.or(probe_error) {
                 return Err(PodError::Config {
                     pod: name,
                     container: c.name.clone(),
@@ -344,7 +388,7 @@ impl PodManager {
         if let Some(existing) = self.find(&uid) {
             return Ok(existing);
         }
-        match self.setup(pod, images) {
+        match self.setup(pod, images, sources) {
             Ok(info) => Ok(info),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&uid) {
@@ -359,6 +403,7 @@ impl PodManager {
         &self,
         pod: &Pod,
         images: &BTreeMap<String, UnpackedImage>,
+        sources: &ConfigSources,
     ) -> Result<PodInfo, PodError> {
         let name = pod_name(pod);
         let uid = &uid_of(pod);
@@ -399,7 +444,8 @@ impl PodManager {
                 step: "connecting the pod network",
                 source,
             })?;
-        let volumes = PodVolumes::create(pod, &data)?;
+        let facts = self.node_facts(Some(network.ip));
+        let volumes = PodVolumes::create_with(pod, &data, sources, &facts)?;
 
         let shm = state.join("shm");
         fs::create_dir_all(&shm).map_err(io("create", &shm))?;
@@ -453,6 +499,7 @@ impl PodManager {
                 "no cpu controller here: the pod's CPU requests set no cpu.weight (the scheduler still counts them)");
         }
         let mut containers = Vec::new();
+        let mut skipped_env = Vec::new();
         for c in &pod_spec.containers {
             let image_name = c.image.clone().unwrap_or_default();
             let image = &images[&image_name];
@@ -463,14 +510,34 @@ impl PodManager {
                 source: Box::new(source),
             })?;
             let defaults = podd_image::ImageDefaults::from_config(&image.config);
-            let merged =
-                podd_image::merge_container(&image_name, &defaults, c).map_err(|source| {
-                    PodError::Image {
-                        pod: name.clone(),
-                        step: "merging the image's process with the container's",
-                        source: Box::new(source),
-                    }
-                })?;
+            let env = crate::env::container_env(pod, c, sources, &facts).map_err(|reason| {
+                PodError::Config {
+                    pod: name.clone(),
+                    container: c.name.clone(),
+                    reason,
+                }
+            })?;
+            if !env.skipped.is_empty() {
+                skipped_env.push((c.name.clone(), env.skipped.clone()));
+            }
+            // `$(VAR)` in command and args, from the container's own environment (not the
+            // image's), as Kubernetes expands them.
+            let expand = |list: &Option<Vec<String>>| -> Vec<String> {
+                list.iter().flatten().map(|a| env.expand(a)).collect()
+            };
+            let merged = podd_image::merge(
+                &image_name,
+                &defaults,
+                &expand(&c.command),
+                &expand(&c.args),
+                &env.vars,
+                c.working_dir.as_deref(),
+            )
+            .map_err(|source| PodError::Image {
+                pod: name.clone(),
+                step: "merging the image's process with the container's",
+                source: Box::new(source),
+            })?;
             let sc = c.security_context.clone().unwrap_or_default();
             let id = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
             let (run_as_user, run_as_group) = (id(sc.run_as_user), id(sc.run_as_group));
@@ -568,6 +635,7 @@ impl PodManager {
             uid: uid.clone(),
             ip: Some(network.ip),
             shim_pid,
+            skipped_env,
         })
     }
 
@@ -683,7 +751,30 @@ impl PodManager {
             uid: uid.to_string(),
             ip,
             shim_pid: status.shim_pid,
+            skipped_env: Vec::new(),
         })
+    }
+
+    /// Rewrites the files of a running pod's configMap, secret, downwardAPI and projected
+    /// volumes from `sources` (fetched again) and `pod` (the object as the API has it now,
+    /// for its labels and annotations). Unchanged volumes are not touched; the containers'
+    /// env stays as it was, as in Kubernetes. Returns the volumes updated.
+    pub fn refresh_volumes(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        sources: &ConfigSources,
+    ) -> Result<Vec<String>, PodError> {
+        let Some(started) = self.pod(uid) else {
+            return Err(PodError::NotFound { pod: pod_name(pod) });
+        };
+        let volumes = PodVolumes::adopt(&started, &self.data_dir(uid));
+        let ip = self.net.pod_network(uid).ok().flatten().map(|n| n.ip);
+        // The volumes are the started pod's; only metadata may have changed since.
+        let mut current = started.clone();
+        current.metadata.labels = pod.metadata.labels.clone();
+        current.metadata.annotations = pod.metadata.annotations.clone();
+        Ok(volumes.refresh(&current, sources, &self.node_facts(ip))?)
     }
 
     /// What the pod's shim last reported, and whether the shim is still there.

@@ -184,7 +184,7 @@ pub fn container_spec(plan: &ContainerPlan<'_>) -> Result<Spec, SpecError> {
     mounts.extend(etc_mounts(plan.etc_dir).map_err(oci)?);
     for m in c.volume_mounts.iter().flatten() {
         if let Some(v) = plan.volumes.get(&m.name) {
-            let read_only = m.read_only == Some(true);
+            let read_only = m.read_only == Some(true) || v.read_only;
             mounts.push(bind(&v.host_path, Path::new(&m.mount_path), read_only).map_err(oci)?);
         }
     }
@@ -578,6 +578,7 @@ mod tests {
             ResolvedVolume {
                 host_path: "/var/lib/podd/pods/u1/volumes/empty-dir/data".into(),
                 tmpfs: false,
+                read_only: false,
             },
         );
         container_spec(&ContainerPlan {

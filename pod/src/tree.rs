@@ -54,7 +54,7 @@ pub struct Usage {
 }
 
 /// Opens `path` itself as a directory, refusing a symlink.
-fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
     let fd = nix::fcntl::open(
         path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -66,7 +66,7 @@ fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
 
 /// Opens the entry `name` of `dir` without following a symlink or crossing a mount point
 /// (`EXDEV` when `name` is a mount point, `ELOOP` when it is a symlink).
-fn open_beneath(dir: RawFd, name: &OsString, flags: OFlag) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_beneath(dir: RawFd, name: &OsString, flags: OFlag) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
         .resolve(
@@ -80,7 +80,7 @@ fn open_beneath(dir: RawFd, name: &OsString, flags: OFlag) -> Result<OwnedFd, Er
 }
 
 /// The names in a directory, read in full before the caller changes it.
-fn names(dir: &OwnedFd) -> Result<Vec<OsString>, Errno> {
+pub(crate) fn names(dir: &OwnedFd) -> Result<Vec<OsString>, Errno> {
     // `Dir` takes ownership of (and closes) its fd, so it gets a duplicate.
     // The duplicate shares the file offset: start from the first entry on every read.
     let dup = nix::unistd::dup(dir.as_raw_fd())?;
@@ -97,7 +97,7 @@ fn names(dir: &OwnedFd) -> Result<Vec<OsString>, Errno> {
     Ok(out)
 }
 
-fn lstat_at(dir: &OwnedFd, name: &OsString) -> Result<FileStat, Errno> {
+pub(crate) fn lstat_at(dir: &OwnedFd, name: &OsString) -> Result<FileStat, Errno> {
     fstatat(
         Some(dir.as_raw_fd()),
         name.as_os_str(),
@@ -105,11 +105,11 @@ fn lstat_at(dir: &OwnedFd, name: &OsString) -> Result<FileStat, Errno> {
     )
 }
 
-fn is_dir(st: &FileStat) -> bool {
+pub(crate) fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
-fn is_file(st: &FileStat) -> bool {
+pub(crate) fn is_file(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
 }
 

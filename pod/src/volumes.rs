@@ -1,7 +1,14 @@
-//! Pod volumes: emptyDir (a per-pod directory, or a size-limited tmpfs) and hostPath (a bind
-//! mount). The pod's [`PodVolumes`] owns what it created and removes it with the pod.
+//! Pod volumes: emptyDir (a per-pod directory, or a size-limited tmpfs), hostPath (a bind
+//! mount), and the configuration volumes: configMap and downwardAPI (a per-pod directory),
+//! secret and projected (a tmpfs, never the node's disk), whose files the atomic writer keeps
+//! ([`crate::atomic_writer`]). The pod's [`PodVolumes`] owns what it created and removes it
+//! with the pod.
 
+use crate::atomic_writer::{self, WriteError};
+use crate::downward::NodeFacts;
+use crate::projection::{ConfigVolumeKind, PayloadError, volume_payload};
 use crate::shim::VolumeLimit;
+use crate::sources::ConfigSources;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use podd_api::{Memory, Pod, Volume};
 use std::collections::BTreeMap;
@@ -11,10 +18,29 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("pod {pod}: volume {volume:?} has neither emptyDir nor hostPath; set exactly one")]
+    #[error(
+        "pod {pod}: volume {volume:?} has no source this node supports; set exactly one of emptyDir, hostPath, configMap, secret, downwardAPI or projected"
+    )]
     NoSource { pod: String, volume: String },
-    #[error("pod {pod}: volume {volume:?} sets both emptyDir and hostPath; set exactly one")]
+    #[error(
+        "pod {pod}: volume {volume:?} sets more than one source; set exactly one of emptyDir, hostPath, configMap, secret, downwardAPI or projected"
+    )]
     TwoSources { pod: String, volume: String },
+    /// The files of a configuration volume cannot be made (yet): a missing ConfigMap,
+    /// Secret or key, or a source this node does not support.
+    #[error("pod {pod}: volume {volume:?}: {}", reason.message())]
+    Config {
+        pod: String,
+        volume: String,
+        reason: PayloadError,
+    },
+    #[error("pod {pod}: volume {volume:?}: {source}")]
+    Write {
+        pod: String,
+        volume: String,
+        #[source]
+        source: WriteError,
+    },
     #[error(
         "pod {pod}: hostPath volume {volume:?}: {path} {problem}; create it on the node or use type DirectoryOrCreate"
     )]
@@ -49,6 +75,9 @@ pub struct ResolvedVolume {
     pub host_path: PathBuf,
     /// Backed by a tmpfs that the pod owns.
     pub tmpfs: bool,
+    /// Mounted read-only whatever the volumeMount says (configuration volumes, as in
+    /// Kubernetes: their files are the node's to update).
+    pub read_only: bool,
 }
 
 /// The volumes of one pod, created under `<pod dir>/volumes/`. The pod's owner calls
@@ -85,9 +114,25 @@ fn size_limit(e: &podd_api::EmptyDirVolumeSource) -> Option<(u64, String)> {
 }
 
 impl PodVolumes {
-    /// Checks every volume and mount first, then creates the emptyDirs; on any failure what was
-    /// created is removed again.
+    /// [`Self::create_with`] for a pod that takes nothing from ConfigMaps or Secrets.
     pub fn create(pod: &Pod, pod_dir: &Path) -> Result<PodVolumes, VolumeError> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        Self::create_with(
+            pod,
+            pod_dir,
+            &ConfigSources::new(&ns),
+            &NodeFacts::default(),
+        )
+    }
+
+    /// Checks every volume and mount first (configuration volumes' files included), then
+    /// creates the volumes; on any failure what was created is removed again.
+    pub fn create_with(
+        pod: &Pod,
+        pod_dir: &Path,
+        sources: &ConfigSources,
+        facts: &NodeFacts,
+    ) -> Result<PodVolumes, VolumeError> {
         let name = pod_name(pod);
         let volumes = volumes_of(pod);
         let spec = pod.spec.as_ref();
@@ -106,8 +151,17 @@ impl PodVolumes {
                 }
             }
         }
+        let mut payloads = BTreeMap::new();
         for v in volumes {
             check_source(&name, v)?;
+            if let Some(p) = volume_payload(pod, v, sources, facts) {
+                let payload = p.map_err(|reason| VolumeError::Config {
+                    pod: name.clone(),
+                    volume: v.name.clone(),
+                    reason,
+                })?;
+                payloads.insert(v.name.clone(), payload);
+            }
         }
         let mut vols = PodVolumes {
             pod: name,
@@ -117,7 +171,7 @@ impl PodVolumes {
             pod_memory: crate::spec::pod_limits(pod).1,
         };
         for v in volumes {
-            match vols.make(v) {
+            match vols.make(v, payloads.get(&v.name)) {
                 Ok(resolved) => {
                     vols.volumes.insert(v.name.clone(), resolved);
                 }
@@ -145,6 +199,7 @@ impl PodVolumes {
                     ResolvedVolume {
                         host_path: PathBuf::from(&h.path),
                         tmpfs: false,
+                        read_only: false,
                     },
                 );
             } else if let Some(e) = &v.empty_dir {
@@ -158,6 +213,20 @@ impl PodVolumes {
                     ResolvedVolume {
                         host_path: dir,
                         tmpfs,
+                        read_only: false,
+                    },
+                );
+            } else if let Some(kind) = ConfigVolumeKind::of(v) {
+                let dir = root.join(kind.dir()).join(&v.name);
+                if kind.on_tmpfs() {
+                    tmpfs_mounts.push(dir.clone());
+                }
+                volumes.insert(
+                    v.name.clone(),
+                    ResolvedVolume {
+                        host_path: dir,
+                        tmpfs: kind.on_tmpfs(),
+                        read_only: true,
                     },
                 );
             }
@@ -206,7 +275,11 @@ impl PodVolumes {
         }
     }
 
-    fn make(&mut self, v: &Volume) -> Result<ResolvedVolume, VolumeError> {
+    fn make(
+        &mut self,
+        v: &Volume,
+        payload: Option<&atomic_writer::Payload>,
+    ) -> Result<ResolvedVolume, VolumeError> {
         if let Some(h) = &v.host_path {
             let path = PathBuf::from(&h.path);
             if h.type_.as_deref() == Some("DirectoryOrCreate") && !path.exists() {
@@ -215,6 +288,34 @@ impl PodVolumes {
             return Ok(ResolvedVolume {
                 host_path: path,
                 tmpfs: false,
+                read_only: false,
+            });
+        }
+        if let Some(kind) = ConfigVolumeKind::of(v) {
+            let dir = self.root.join(kind.dir()).join(&v.name);
+            fs::create_dir_all(&dir).map_err(self.io(&v.name, "create", &dir))?;
+            if kind.on_tmpfs() {
+                let size = memory_volume_bytes(None, self.pod_memory)
+                    .map(|b| format!(",size={b}"))
+                    .unwrap_or_default();
+                self.mount_tmpfs(&v.name, &dir, &format!("mode=0755{size}"))?;
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                    .map_err(self.io(&v.name, "chmod", &dir))?;
+            }
+            let empty = atomic_writer::Payload::new();
+            atomic_writer::write(&dir, payload.unwrap_or(&empty)).map_err(|source| {
+                VolumeError::Write {
+                    pod: self.pod.clone(),
+                    volume: v.name.clone(),
+                    source,
+                }
+            })?;
+            return Ok(ResolvedVolume {
+                host_path: dir,
+                tmpfs: kind.on_tmpfs(),
+                read_only: true,
             });
         }
         let e = v.empty_dir.as_ref().expect("checked: one source");
@@ -226,20 +327,65 @@ impl PodVolumes {
                 .map(|b| format!("size={b}"))
                 .unwrap_or_default();
             let opts = format!("mode=0777{}{size}", if size.is_empty() { "" } else { "," });
-            mount(
-                Some("tmpfs"),
-                &dir,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(opts.as_str()),
-            )
-            .map_err(|e| self.io(&v.name, "mount tmpfs on", &dir)(e.into()))?;
-            self.tmpfs_mounts.push(dir.clone());
+            self.mount_tmpfs(&v.name, &dir, &opts)?;
         }
         Ok(ResolvedVolume {
             host_path: dir,
             tmpfs,
+            read_only: false,
         })
+    }
+
+    /// Mounts a tmpfs the pod owns on `dir` (nosuid, nodev).
+    fn mount_tmpfs(&mut self, volume: &str, dir: &Path, opts: &str) -> Result<(), VolumeError> {
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts),
+        )
+        .map_err(|e| self.io(volume, "mount tmpfs on", dir)(e.into()))?;
+        self.tmpfs_mounts.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Rewrites the files of the pod's configuration volumes from `sources` (fetched again)
+    /// and `facts`; a volume whose content is unchanged is not touched. A volume whose source
+    /// has gone keeps its last files, as the kubelet keeps them. Returns the volumes updated.
+    pub fn refresh(
+        &self,
+        pod: &Pod,
+        sources: &ConfigSources,
+        facts: &NodeFacts,
+    ) -> Result<Vec<String>, VolumeError> {
+        let mut updated = Vec::new();
+        for v in volumes_of(pod) {
+            let Some(resolved) = self.volumes.get(&v.name).filter(|r| r.read_only) else {
+                continue;
+            };
+            let payload = match volume_payload(pod, v, sources, facts) {
+                Some(Ok(p)) => p,
+                Some(Err(reason)) => {
+                    tracing::info!(pod = %self.pod, volume = %v.name, reason = reason.message(),
+                        "keeping a volume's files: its source cannot be read");
+                    continue;
+                }
+                None => continue,
+            };
+            let changed =
+                atomic_writer::write(&resolved.host_path, &payload).map_err(|source| {
+                    VolumeError::Write {
+                        pod: self.pod.clone(),
+                        volume: v.name.clone(),
+                        source,
+                    }
+                })?;
+            if changed {
+                updated.push(v.name.clone());
+            }
+        }
+        Ok(updated)
     }
 
     /// Unmounts tmpfs volumes and removes the pod's volume directory. hostPaths are the
@@ -272,15 +418,35 @@ fn memory_volume_bytes(size_limit: Option<u64>, pod_memory: Option<u64>) -> Opti
 }
 
 fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
+    let sources = [
+        v.empty_dir.is_some(),
+        v.host_path.is_some(),
+        v.config_map.is_some(),
+        v.secret.is_some(),
+        v.downward_api.is_some(),
+        v.projected.is_some(),
+    ];
+    let count = sources.iter().filter(|s| **s).count();
+    // Any other source Kubernetes has (a cloud disk, nfs, a PVC) is not one a node of
+    // podd can mount: counted as none, unless it comes with one of ours.
+    let others = serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_object().map(|o| o.len()))
+        .unwrap_or(1)
+        .saturating_sub(1 + count);
+    if count > 1 || (count == 1 && others > 0) {
+        return Err(VolumeError::TwoSources {
+            pod: pod.into(),
+            volume: v.name.clone(),
+        });
+    }
+    if count == 0 {
+        return Err(VolumeError::NoSource {
+            pod: pod.into(),
+            volume: v.name.clone(),
+        });
+    }
     match (&v.empty_dir, &v.host_path) {
-        (None, None) => Err(VolumeError::NoSource {
-            pod: pod.into(),
-            volume: v.name.clone(),
-        }),
-        (Some(_), Some(_)) => Err(VolumeError::TwoSources {
-            pod: pod.into(),
-            volume: v.name.clone(),
-        }),
         (None, Some(h)) => {
             let path = PathBuf::from(&h.path);
             let err = |problem| VolumeError::HostPath {
@@ -300,7 +466,7 @@ fn check_source(pod: &str, v: &Volume) -> Result<(), VolumeError> {
                 _ => Ok(()),
             }
         }
-        (Some(_), None) => Ok(()),
+        _ => Ok(()),
     }
 }
 

@@ -66,8 +66,9 @@ fn query(opts: Options, apply: bool) -> String {
 fn apply_unsupported(e: &Error, existed: bool) -> bool {
     match e.code() {
         Some(405 | 415 | 501) => true,
-        // A server without apply cannot create through PATCH.
-        Some(404) => !existed,
+        // A server without apply cannot create through PATCH; a missing namespace is a
+        // missing namespace, apply or not.
+        Some(404) => !existed && !e.message().unwrap_or("").starts_with("namespaces "),
         Some(400 | 422) => {
             let m = e.message().unwrap_or("").to_ascii_lowercase();
             m.contains("apply") && (m.contains("not supported") || m.contains("unsupported"))

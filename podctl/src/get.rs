@@ -46,6 +46,24 @@ pub async fn get(client: &Client, ns: &str, a: GetArgs) -> Result<()> {
         Kind::Event => get_kind::<Event>(client, ns, &a, |i, _| views::events(i, now())).await,
         Kind::Lease => get_kind::<Lease>(client, ns, &a, |i, _| views::leases(i, now())).await,
         Kind::Job => get_kind::<Job>(client, ns, &a, |i, _| views::jobs(i, now())).await,
+        Kind::CronJob => {
+            get_kind::<podd_api::CronJob>(client, ns, &a, |i, _| views::cronjobs(i, now())).await
+        }
+        Kind::Namespace => {
+            get_kind::<podd_api::Namespace>(client, ns, &a, |i, _| views::namespaces(i, now()))
+                .await
+        }
+        Kind::ConfigMap => {
+            get_kind::<podd_api::ConfigMap>(client, ns, &a, |i, _| views::configmaps(i, now()))
+                .await
+        }
+        Kind::Secret => {
+            get_kind::<podd_api::Secret>(client, ns, &a, |i, _| views::secrets(i, now())).await
+        }
+        Kind::DaemonSet => {
+            get_kind::<podd_api::DaemonSet>(client, ns, &a, |i, w| views::daemonsets(i, w, now()))
+                .await
+        }
     }
 }
 

@@ -233,12 +233,15 @@ spec:
     #[test]
     fn every_served_kind_and_json_lists() {
         let e = parse(
-            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n",
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: j}\n",
             "j.yaml",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("batch/v1 CronJob is not supported"), "{e}");
+        assert!(
+            e.contains("storage.k8s.io/v1 StorageClass is not supported"),
+            "{e}"
+        );
         let json = r#"{"kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}]}"#;
         let m = parse(json, "l.json").unwrap();
         assert_eq!(m[0].name(), "p");

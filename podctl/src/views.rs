@@ -164,6 +164,54 @@ pub fn replicasets(items: &[ReplicaSet], wide: bool, now: Timestamp) -> Table {
     t
 }
 
+pub fn daemonsets(items: &[podd_api::DaemonSet], wide: bool, now: Timestamp) -> Table {
+    let mut headers = vec![
+        "NAME",
+        "DESIRED",
+        "CURRENT",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "NODE SELECTOR",
+        "AGE",
+    ];
+    if wide {
+        headers.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
+    }
+    let mut t = Table::new(headers);
+    for d in items {
+        let spec = d.spec.clone().unwrap_or_default();
+        let st = d.status.clone().unwrap_or_default();
+        let pod_spec = spec.template.spec.as_ref();
+        let node_selector: Vec<String> = pod_spec
+            .and_then(|p| p.node_selector.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut row = vec![
+            name(d),
+            st.desired_number_scheduled.to_string(),
+            st.current_number_scheduled.to_string(),
+            st.number_ready.to_string(),
+            st.updated_number_scheduled.unwrap_or(0).to_string(),
+            st.number_available.unwrap_or(0).to_string(),
+            if node_selector.is_empty() {
+                "<none>".into()
+            } else {
+                node_selector.join(",")
+            },
+            age(d.metadata.creation_timestamp.as_ref(), now),
+        ];
+        if wide {
+            let (names, images) = containers(pod_spec);
+            row.extend([names, images, selector_text(&spec.selector)]);
+        }
+        t.push(row);
+    }
+    t
+}
+
 pub fn services(items: &[Service], wide: bool, now: Timestamp) -> Table {
     let mut headers = vec![
         "NAME",
@@ -451,6 +499,35 @@ fn event_time(e: &Event) -> Option<Timestamp> {
         .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
+/// kubectl's configmap columns: DATA counts data and binaryData keys.
+pub fn configmaps(items: &[podd_api::ConfigMap], now: Timestamp) -> Table {
+    let mut t = Table::new(vec!["NAME", "DATA", "AGE"]);
+    for c in items {
+        let keys =
+            c.data.as_ref().map_or(0, |d| d.len()) + c.binary_data.as_ref().map_or(0, |d| d.len());
+        t.push(vec![
+            name(c),
+            keys.to_string(),
+            age(c.metadata.creation_timestamp.as_ref(), now),
+        ]);
+    }
+    t
+}
+
+/// kubectl's secret columns: NAME TYPE DATA AGE.
+pub fn secrets(items: &[podd_api::Secret], now: Timestamp) -> Table {
+    let mut t = Table::new(vec!["NAME", "TYPE", "DATA", "AGE"]);
+    for x in items {
+        t.push(vec![
+            name(x),
+            x.type_.clone().unwrap_or_default(),
+            x.data.as_ref().map_or(0, |d| d.len()).to_string(),
+            age(x.metadata.creation_timestamp.as_ref(), now),
+        ]);
+    }
+    t
+}
+
 pub fn leases(items: &[Lease], now: Timestamp) -> Table {
     let mut t = Table::new(vec!["NAME", "HOLDER", "AGE"]);
     for l in items {
@@ -466,7 +543,58 @@ pub fn leases(items: &[Lease], now: Timestamp) -> Table {
     t
 }
 
+/// kubectl's namespace columns: STATUS is the phase (Active, Terminating).
+pub fn namespaces(items: &[podd_api::Namespace], now: Timestamp) -> Table {
+    let mut t = Table::new(vec!["NAME", "STATUS", "AGE"]);
+    for n in items {
+        t.push(vec![
+            name(n),
+            n.status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+            age(n.metadata.creation_timestamp.as_ref(), now),
+        ]);
+    }
+    t
+}
+
 /// kubectl's job columns: STATUS from the conditions, COMPLETIONS succeeded/completions.
+/// kubectl's cronjob columns: NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST SCHEDULE AGE.
+pub fn cronjobs(items: &[podd_api::CronJob], now: Timestamp) -> Table {
+    let mut t = Table::new(vec![
+        "NAME",
+        "SCHEDULE",
+        "TIMEZONE",
+        "SUSPEND",
+        "ACTIVE",
+        "LAST SCHEDULE",
+        "AGE",
+    ]);
+    for c in items {
+        let spec = c.spec.clone().unwrap_or_default();
+        let st = c.status.clone().unwrap_or_default();
+        let suspend = match spec.suspend {
+            None => "<unset>",
+            Some(true) => "True",
+            Some(false) => "False",
+        };
+        let last = st
+            .last_schedule_time
+            .map_or("<none>".to_string(), |l| human(since(l.0, now)));
+        t.push(vec![
+            name(c),
+            spec.schedule,
+            spec.time_zone.unwrap_or_else(|| "<none>".into()),
+            suspend.to_string(),
+            st.active.map_or(0, |a| a.len()).to_string(),
+            last,
+            age(c.metadata.creation_timestamp.as_ref(), now),
+        ]);
+    }
+    t
+}
+
 pub fn jobs(items: &[Job], now: Timestamp) -> Table {
     let mut t = Table::new(vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]);
     for j in items {

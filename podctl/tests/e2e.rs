@@ -272,7 +272,7 @@ async fn apply_manifests_and_errors() {
     );
     std::fs::write(
         &file,
-        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n",
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: j}\n",
     )
     .unwrap();
     let (code, _, err) = c.podctl(&["apply", "-f", f]).await;
@@ -295,5 +295,58 @@ async fn apply_manifests_and_errors() {
     assert_eq!(code, 0);
     assert!(out.contains("podctl"));
     let _ = Path::new(f);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_apply_get_and_delete() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("team.yaml");
+    // The namespace first, then what goes into it, in one file.
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: team\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: api\n        image: busybox\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, _, err) = c
+        .podctl(&["run", "web", "--image", "busybox", "-n", "nope"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("namespaces \"nope\" not found"), "{err}");
+    let out = c.ok(&["apply", "-f", f]).await;
+    assert_eq!(out, "namespace/team created\ndeployment/api created\n");
+    let out = c.ok(&["get", "namespaces"]).await;
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "AGE"], "{out}");
+    for name in [
+        "default",
+        "kube-node-lease",
+        "kube-public",
+        "kube-system",
+        "team",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().take(2).eq([name, "Active"])),
+            "{name} Active in:\n{out}"
+        );
+    }
+    c.until(&["get", "pods", "-n", "team"], "2 pods", |o| {
+        running_rows(o).len() == 2
+    })
+    .await;
+    // Deleting it stops its pods on the (hollow) nodes, then it goes.
+    c.ok(&["delete", "namespace", "team"]).await;
+    c.until(&["get", "namespaces"], "team gone", |o| {
+        !o.lines().any(|l| l.starts_with("team "))
+    })
+    .await;
+    let out = c.ok(&["get", "pods", "-n", "team", "-o", "name"]).await;
+    assert!(out.trim().is_empty(), "{out}");
+    let (code, _, err) = c.podctl(&["delete", "namespace", "default"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("may not be deleted"), "{err}");
     c.shutdown().await;
 }

@@ -29,6 +29,9 @@ def main():
     auto = client.AutoscalingV2Api()
     disc = client.DiscoveryV1Api()
     coord = client.CoordinationV1Api()
+    # Objects go into NS, which must exist first (as in Kubernetes).
+    if NS not in {n.metadata.name for n in core.list_namespace().items}:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
 
     v = client.VersionApi().get_code()
     check("version", v.major == "1" and v.git_version.startswith("v1."), v)
@@ -197,9 +200,13 @@ def list_and_watch_every_kind(core, apps, auto, disc, coord):
         ("", "Service"): (core.list_service_for_all_namespaces, client.V1Service),
         ("", "Endpoints"): (core.list_endpoints_for_all_namespaces, client.V1Endpoints),
         ("", "Node"): (core.list_node, client.V1Node),
+        ("", "Namespace"): (core.list_namespace, client.V1Namespace),
         ("", "Event"): (core.list_event_for_all_namespaces, client.CoreV1Event),
+        ("", "ConfigMap"): (core.list_config_map_for_all_namespaces, client.V1ConfigMap),
+        ("", "Secret"): (core.list_secret_for_all_namespaces, client.V1Secret),
         ("apps", "Deployment"): (apps.list_deployment_for_all_namespaces, client.V1Deployment),
         ("apps", "ReplicaSet"): (apps.list_replica_set_for_all_namespaces, client.V1ReplicaSet),
+        ("apps", "DaemonSet"): (apps.list_daemon_set_for_all_namespaces, client.V1DaemonSet),
         ("autoscaling", "HorizontalPodAutoscaler"): (
             auto.list_horizontal_pod_autoscaler_for_all_namespaces,
             client.V2HorizontalPodAutoscaler),
@@ -209,6 +216,9 @@ def list_and_watch_every_kind(core, apps, auto, disc, coord):
             coord.list_lease_for_all_namespaces, client.V1Lease),
         ("batch", "Job"): (
             client.BatchV1Api(core.api_client).list_job_for_all_namespaces, client.V1Job),
+        ("batch", "CronJob"): (
+            client.BatchV1Api(core.api_client).list_cron_job_for_all_namespaces,
+            client.V1CronJob),
     }
     served = served_kinds(core, apps, auto, disc, coord)
     check("this script covers every kind discovery lists",

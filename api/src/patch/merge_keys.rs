@@ -94,7 +94,12 @@ const BY_TYPE: Shape = by_key("type", &[key("type")]);
 
 const ATOMIC: Shape = Shape::AtomicObject;
 
-const WORKLOADS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Job];
+const WORKLOADS: &[Kind] = &[
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::Job,
+    Kind::DaemonSet,
+];
 
 /// Paths are field names joined by `.`; list items are transparent (`containers.env` is the
 /// `env` of every container).
@@ -195,7 +200,12 @@ const RULES: &[(Scope, &str, Shape)] = &[
     (Scope::Root(&[Kind::Node]), "spec.podCIDRs", MERGED_SET),
     (Scope::Root(&[Kind::Node]), "status.conditions", BY_TYPE),
     (Scope::Root(&[Kind::Node]), "status.addresses", BY_TYPE),
-    // Deployment, ReplicaSet, Job
+    (
+        Scope::Root(&[Kind::Namespace]),
+        "status.conditions",
+        BY_TYPE,
+    ),
+    // Deployment, ReplicaSet, Job, DaemonSet
     (Scope::Root(WORKLOADS), "spec.selector", ATOMIC),
     (Scope::Root(WORKLOADS), "status.conditions", BY_TYPE),
     // HorizontalPodAutoscaler
@@ -214,7 +224,10 @@ const RULES: &[(Scope, &str, Shape)] = &[
 fn anchors(kind: Kind, scope: Scope) -> Vec<String> {
     let pod_specs: &[&str] = match kind {
         Kind::Pod => &["spec"],
-        Kind::Deployment | Kind::ReplicaSet | Kind::Job => &["spec.template.spec"],
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::DaemonSet => {
+            &["spec.template.spec"]
+        }
+        Kind::CronJob => &["spec.jobTemplate.spec.template.spec"],
         _ => &[],
     };
     match scope {
@@ -227,8 +240,15 @@ fn anchors(kind: Kind, scope: Scope) -> Vec<String> {
         }
         Scope::Meta => {
             let mut v = vec!["metadata".to_string()];
-            if matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::Job) {
+            if matches!(
+                kind,
+                Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::DaemonSet
+            ) {
                 v.push("spec.template.metadata".to_string());
+            }
+            if kind == Kind::CronJob {
+                v.push("spec.jobTemplate.metadata".to_string());
+                v.push("spec.jobTemplate.spec.template.metadata".to_string());
             }
             v
         }

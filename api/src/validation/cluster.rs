@@ -1,10 +1,10 @@
-//! Nodes, Events and Leases.
+//! Nodes, Events, Leases and Namespaces.
 
 use super::meta::{NameRule, check_object_meta};
 use super::names::qualified_name_errors;
 use super::pod::NON_NEGATIVE;
 use super::{FieldError, ValidationErrors};
-use crate::{Event, Lease, Node};
+use crate::{Event, Lease, Namespace, Node};
 use std::net::IpAddr;
 
 const TAINT_EFFECTS: &[&str] = &["NoExecute", "NoSchedule", "PreferNoSchedule"];
@@ -103,5 +103,35 @@ pub(crate) fn validate_lease(errs: &mut ValidationErrors, l: &Lease) {
             t,
             NON_NEGATIVE,
         ));
+    }
+}
+
+/// The finalizer of the namespace controller, which empties a namespace before it goes.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// `ValidateNamespace`: the name is a DNS-1123 label; spec finalizers are `kubernetes` or
+/// qualified names with a `/` (`validateKubeFinalizerName`); the phase is Active or
+/// Terminating.
+pub(crate) fn validate_namespace(errs: &mut ValidationErrors, n: &Namespace) {
+    check_object_meta(errs, &n.metadata, false, NameRule::Label);
+    let finalizers = n.spec.as_ref().and_then(|s| s.finalizers.as_ref());
+    for (i, f) in finalizers.into_iter().flatten().enumerate() {
+        let path = format!("spec.finalizers[{i}]");
+        for e in qualified_name_errors(f) {
+            errs.push(FieldError::invalid(&path, f, e));
+        }
+        if f != NAMESPACE_FINALIZER && !f.contains('/') {
+            errs.push(FieldError::invalid(
+                &path,
+                f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+    const PHASES: &[&str] = &["Active", "Terminating"];
+    if let Some(p) = n.status.as_ref().and_then(|s| s.phase.as_deref())
+        && !PHASES.contains(&p)
+    {
+        errs.push(FieldError::not_supported("status.phase", p, PHASES));
     }
 }

@@ -34,56 +34,7 @@ pub(crate) fn validate_job(errs: &mut ValidationErrors, job: &Job) {
         errs.push(FieldError::required("spec.template", ""));
         return;
     };
-    non_negative(errs, "spec.parallelism", spec.parallelism.map(i64::from));
-    non_negative(errs, "spec.completions", spec.completions.map(i64::from));
-    non_negative(errs, "spec.backoffLimit", spec.backoff_limit.map(i64::from));
-    non_negative(
-        errs,
-        "spec.activeDeadlineSeconds",
-        spec.active_deadline_seconds,
-    );
-    non_negative(
-        errs,
-        "spec.ttlSecondsAfterFinished",
-        spec.ttl_seconds_after_finished.map(i64::from),
-    );
-    let mode = spec.completion_mode.as_deref().unwrap_or("NonIndexed");
-    if !COMPLETION_MODES.contains(&mode) {
-        errs.push(FieldError::not_supported(
-            "spec.completionMode",
-            mode,
-            COMPLETION_MODES,
-        ));
-    }
-    if mode == "Indexed" {
-        if spec.completions.is_none() {
-            errs.push(FieldError::required(
-                "spec.completions",
-                "when completion mode is Indexed",
-            ));
-        }
-        if let Some(p) = spec.parallelism
-            && p > MAX_INDEXED_PARALLELISM
-        {
-            errs.push(FieldError::invalid(
-                "spec.parallelism",
-                p,
-                format!(
-                    "must be less than or equal to {MAX_INDEXED_PARALLELISM} when completion \
-                     mode is Indexed"
-                ),
-            ));
-        }
-    }
-    if let Some(p) = spec.pod_replacement_policy.as_deref()
-        && !POD_REPLACEMENT_POLICIES.contains(&p)
-    {
-        errs.push(FieldError::not_supported(
-            "spec.podReplacementPolicy",
-            p,
-            POD_REPLACEMENT_POLICIES,
-        ));
-    }
+    check_job_spec_fields(errs, "spec", spec);
     match &spec.selector {
         Some(sel) => check_selector_and_template_of(
             errs,
@@ -95,6 +46,62 @@ pub(crate) fn validate_job(errs: &mut ValidationErrors, job: &Job) {
         None => errs.push(FieldError::required("spec.selector", "")),
     }
     check_generated_selector(errs, job, spec);
+}
+
+/// The rules of a Job spec's own fields (`validateJobSpec` without the template and
+/// selector), under `path` (`spec`, or a CronJob's `spec.jobTemplate.spec`).
+pub(crate) fn check_job_spec_fields(errs: &mut ValidationErrors, path: &str, spec: &JobSpec) {
+    let p = |f: &str| format!("{path}.{f}");
+    non_negative(errs, &p("parallelism"), spec.parallelism.map(i64::from));
+    non_negative(errs, &p("completions"), spec.completions.map(i64::from));
+    non_negative(errs, &p("backoffLimit"), spec.backoff_limit.map(i64::from));
+    non_negative(
+        errs,
+        &p("activeDeadlineSeconds"),
+        spec.active_deadline_seconds,
+    );
+    non_negative(
+        errs,
+        &p("ttlSecondsAfterFinished"),
+        spec.ttl_seconds_after_finished.map(i64::from),
+    );
+    let mode = spec.completion_mode.as_deref().unwrap_or("NonIndexed");
+    if !COMPLETION_MODES.contains(&mode) {
+        errs.push(FieldError::not_supported(
+            p("completionMode"),
+            mode,
+            COMPLETION_MODES,
+        ));
+    }
+    if mode == "Indexed" {
+        if spec.completions.is_none() {
+            errs.push(FieldError::required(
+                p("completions"),
+                "when completion mode is Indexed",
+            ));
+        }
+        if let Some(n) = spec.parallelism
+            && n > MAX_INDEXED_PARALLELISM
+        {
+            errs.push(FieldError::invalid(
+                p("parallelism"),
+                n,
+                format!(
+                    "must be less than or equal to {MAX_INDEXED_PARALLELISM} when completion \
+                     mode is Indexed"
+                ),
+            ));
+        }
+    }
+    if let Some(r) = spec.pod_replacement_policy.as_deref()
+        && !POD_REPLACEMENT_POLICIES.contains(&r)
+    {
+        errs.push(FieldError::not_supported(
+            p("podReplacementPolicy"),
+            r,
+            POD_REPLACEMENT_POLICIES,
+        ));
+    }
 }
 
 /// Without `manualSelector`, the selector and the template's uid label must be the ones the
@@ -204,7 +211,7 @@ pub(crate) fn validate_job_update(errs: &mut ValidationErrors, old: &Job, new: &
 }
 
 /// A value as "field is immutable" prints it: its JSON, unquoted (`5`, `{"matchLabels":…}`).
-struct Raw(String);
+pub(super) struct Raw(String);
 
 impl std::fmt::Debug for Raw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +219,6 @@ impl std::fmt::Debug for Raw {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Raw {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> Raw {
     Raw(serde_json::to_string(v).unwrap_or_default())
 }

@@ -17,6 +17,8 @@ pub(crate) enum NameRule {
     Subdomain,
     /// Services: a DNS-1035 label.
     Dns1035,
+    /// Namespaces: a DNS-1123 label.
+    Label,
 }
 
 impl NameRule {
@@ -24,6 +26,7 @@ impl NameRule {
         match self {
             NameRule::Subdomain => dns1123_subdomain_errors(s),
             NameRule::Dns1035 => dns1035_label_errors(s),
+            NameRule::Label => dns1123_label_errors(s),
         }
     }
 }

@@ -200,7 +200,7 @@ pub(crate) fn validate_deployment(errs: &mut ValidationErrors, d: &Deployment) {
 }
 
 /// An int-or-percent (`1`, `"25%"`): its raw number when well-formed and not negative.
-fn check_int_or_percent(
+pub(crate) fn check_int_or_percent(
     errs: &mut ValidationErrors,
     path: &str,
     v: Option<&IntOrString>,

@@ -6,12 +6,15 @@
 //! reconciles the same object again (a read-your-writes barrier), so it never acts twice on a
 //! stale view (Kubernetes uses "expectations" for this).
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod hpa;
 pub mod job;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
@@ -64,6 +67,8 @@ pub struct ControllerConfig {
     /// The job controller's back-off before replacing a failed pod, doubled per failure
     /// (Kubernetes: 10 s).
     pub job_backoff: Duration,
+    /// The clock CronJob schedules are read against: the wall clock, or a test's.
+    pub cronjob_clock: fn() -> podd_api::jiff::Timestamp,
 }
 
 impl Default for ControllerConfig {
@@ -84,6 +89,7 @@ impl Default for ControllerConfig {
             event_qps: events::DEFAULT_QPS,
             terminated_pods_per_owner: podgc::TERMINATED_PER_OWNER,
             job_backoff: job::DEFAULT_BACKOFF,
+            cronjob_clock: podd_api::jiff::Timestamp::now,
         }
     }
 }
@@ -139,6 +145,23 @@ pub fn spawn_all(
         tokio::spawn(job::run(
             registry.clone(),
             events.for_component(job::COMPONENT),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(daemonset::run(
+            registry.clone(),
+            events.for_component(daemonset::COMPONENT),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(namespace::run(
+            registry.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(cronjob::run(
+            registry.clone(),
+            events.for_component(cronjob::COMPONENT),
             config.clone(),
             shutdown.clone(),
         )),

@@ -1,8 +1,9 @@
 //! Node lifecycle: agents renew their node's Lease (`kube-node-lease/<node>`,
 //! `spec.renewTime`) every 500 ms. A node whose lease has not moved for `node_grace`
 //! (default 2 s) is marked Ready=Unknown with reason NodeStatusUnknown (a NodeNotReady
-//! event), its pods Failed with reason NodeLost, so their controllers replace them elsewhere,
-//! and its pods that were being deleted are removed (no agent will confirm they stopped).
+//! event), its pods Failed with reason NodeLost, so their controllers replace them elsewhere
+//! (but pods that tolerate `node.kubernetes.io/unreachable:NoExecute` for ever, as DaemonSet
+//! pods do, stay as they are), and its pods that were being deleted are removed (no agent will confirm they stopped).
 //! When the lease moves again the node is Ready again, and pods of it that were marked lost
 //! are deleted.
 //!
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub const REASON_NODE_LOST: &str = "NodeLost";
+/// The taint Kubernetes puts on a node whose status is Unknown.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 
 /// The namespace of the nodes' heartbeat Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -300,8 +303,25 @@ fn lost_patch(p: &Pod, message: &str) -> serde_json::Value {
     }})
 }
 
-/// Marks every live pod bound to `node` Failed with reason NodeLost, and removes the ones
-/// that were being deleted.
+/// Whether a pod tolerates an unreachable node for ever (`node.kubernetes.io/unreachable`,
+/// NoExecute, no `tolerationSeconds`), as DaemonSet pods do: Kubernetes' taint-based eviction
+/// leaves such a pod on its node, so this controller does not fail it either.
+pub fn tolerates_unreachable(p: &Pod) -> bool {
+    let taint = podd_api::Taint {
+        key: UNREACHABLE_TAINT.into(),
+        effect: "NoExecute".into(),
+        ..Default::default()
+    };
+    p.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| t.toleration_seconds.is_none() && podd_scheduler::tolerates(t, &taint))
+}
+
+/// Marks every live pod bound to `node` Failed with reason NodeLost (but those that
+/// [`tolerates_unreachable`]), and removes the ones that were being deleted.
 async fn fail_pods(registry: &Arc<Registry>, config: &ControllerConfig, node: &str) {
     let pods: Vec<Pod> = registry
         .cache()
@@ -309,6 +329,7 @@ async fn fail_pods(registry: &Arc<Registry>, config: &ControllerConfig, node: &s
         .iter()
         .filter_map(|o| o.decode::<Pod>())
         .filter(|p| !pod_is_terminal(p) || pod_is_terminating(p))
+        .filter(|p| pod_is_terminating(p) || !tolerates_unreachable(p))
         .collect();
     let message = format!("node {node} stopped renewing its lease");
     let futs: Vec<_> = pods

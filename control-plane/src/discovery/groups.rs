@@ -189,6 +189,10 @@ pub fn resources(group: &str, version: &str) -> Option<Vec<Resource>> {
                 out.push(sub(name, "", "v1", kind, verbs));
             }
         }
+        if k == Kind::Namespace {
+            // The namespace controller's last step: spec.finalizers written alone.
+            out.push(sub("finalize", "", "v1", "Namespace", &["update"]));
+        }
         if i.has_scale {
             out.push(sub(
                 "scale",

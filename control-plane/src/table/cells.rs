@@ -50,6 +50,11 @@ pub(super) fn row_of_json(kind: Kind, json: &[u8], now: Timestamp) -> Option<Row
         Kind::HorizontalPodAutoscaler => typed(json).map(|h| hpa(&h, now)),
         Kind::Lease => typed(json).map(|l| lease(&l, now)),
         Kind::Job => typed(json).map(|j| job(&j, now)),
+        Kind::CronJob => typed(json).map(|c| cron_job(&c, now)),
+        Kind::DaemonSet => typed(json).map(|d| daemon_set(&d, now)),
+        Kind::Namespace => typed(json).map(|n| namespace(&n, now)),
+        Kind::ConfigMap => typed(json).map(|c| config_map(&c, now)),
+        Kind::Secret => typed(json).map(|x| secret(&x, now)),
     }
 }
 
@@ -348,8 +353,61 @@ fn replica_set(r: &ReplicaSet, now: Timestamp) -> Row {
     ])
 }
 
+/// kubectl's printDaemonSet: the status counts, the template's node selector.
+fn daemon_set(d: &podd_api::DaemonSet, now: Timestamp) -> Row {
+    let spec = d.spec.clone().unwrap_or_default();
+    let st = d.status.clone().unwrap_or_default();
+    let pod_spec = spec.template.spec.as_ref();
+    let (names, images) = containers_and_images(pod_spec);
+    cells(vec![
+        name(&d.metadata),
+        json!(i64::from(st.desired_number_scheduled)),
+        json!(i64::from(st.current_number_scheduled)),
+        json!(i64::from(st.number_ready)),
+        json!(i64::from(st.updated_number_scheduled.unwrap_or(0))),
+        json!(i64::from(st.number_available.unwrap_or(0))),
+        s(format_labels(
+            pod_spec.and_then(|p| p.node_selector.as_ref()),
+        )),
+        s(age(&d.metadata, now)),
+        s(names),
+        s(images),
+        s(format_label_selector(Some(&spec.selector))),
+    ])
+}
+
 /// kubectl's printJob: STATUS from the conditions, COMPLETIONS `succeeded/completions`,
 /// DURATION from startTime to completionTime (or now).
+/// printCronJob: SUSPEND is `<unset>` when the field is, LAST SCHEDULE `<none>` before the
+/// first run.
+fn cron_job(c: &podd_api::CronJob, now: Timestamp) -> Row {
+    let spec = c.spec.clone().unwrap_or_default();
+    let st = c.status.clone().unwrap_or_default();
+    let suspend = match spec.suspend {
+        None => "<unset>",
+        Some(true) => "True",
+        Some(false) => "False",
+    };
+    let last = match &st.last_schedule_time {
+        Some(t) => since(Some(&t.0), now),
+        None => "<none>".into(),
+    };
+    let job = spec.job_template.spec.unwrap_or_default();
+    let (names, images) = containers_and_images(job.template.spec.as_ref());
+    cells(vec![
+        name(&c.metadata),
+        s(spec.schedule),
+        s(or_none(spec.time_zone.as_deref())),
+        s(suspend),
+        json!(st.active.map_or(0, |a| a.len() as i64)),
+        s(last),
+        s(age(&c.metadata, now)),
+        s(names),
+        s(images),
+        s(selector_string(job.selector.as_ref())),
+    ])
+}
+
 fn job(j: &Job, now: Timestamp) -> Row {
     let spec = j.spec.clone().unwrap_or_default();
     let st = j.status.clone().unwrap_or_default();
@@ -808,4 +866,35 @@ fn lease(l: &Lease, now: Timestamp) -> Row {
         .and_then(|s| s.holder_identity.clone())
         .unwrap_or_default();
     cells(vec![name(&l.metadata), s(holder), s(age(&l.metadata, now))])
+}
+
+/// kubectl's printNamespace: NAME STATUS (the phase) AGE.
+fn namespace(n: &podd_api::Namespace, now: Timestamp) -> Row {
+    let phase = n.status.as_ref().and_then(|s| s.phase.clone());
+    cells(vec![
+        name(&n.metadata),
+        s(phase.unwrap_or_default()),
+        s(age(&n.metadata, now)),
+    ])
+}
+
+/// kubectl's printConfigMap: DATA counts the keys of data and binaryData.
+fn config_map(c: &podd_api::ConfigMap, now: Timestamp) -> Row {
+    let keys =
+        c.data.as_ref().map_or(0, |d| d.len()) + c.binary_data.as_ref().map_or(0, |d| d.len());
+    cells(vec![
+        name(&c.metadata),
+        json!(keys),
+        s(age(&c.metadata, now)),
+    ])
+}
+
+/// kubectl's printSecret: NAME TYPE DATA (the number of keys) AGE.
+fn secret(x: &podd_api::Secret, now: Timestamp) -> Row {
+    cells(vec![
+        name(&x.metadata),
+        s(x.type_.clone().unwrap_or_default()),
+        json!(x.data.as_ref().map_or(0, |d| d.len())),
+        s(age(&x.metadata, now)),
+    ])
 }

@@ -2,6 +2,7 @@
 //! the service load balancer and DNS, and routes to the other nodes' pods.
 
 mod attach;
+mod config;
 mod events;
 mod http;
 mod node;
@@ -119,6 +120,7 @@ pub async fn run(client: Client, cfg: AgentConfig) -> Result<()> {
         &cfg.shim_binary,
     );
     pod_cfg.cluster_domain = cfg.cluster_domain.clone();
+    pod_cfg.node_ip = cfg.node_ip;
     pod_cfg.dns_server = dns.as_ref().map(|_| gateway);
     pod_cfg.node_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let manager = Arc::new(PodManager::new(pod_cfg, net.clone()));

@@ -9,6 +9,7 @@
 //! precondition; the server removes the object then. A pod that vanished from the API is
 //! stopped as well.
 
+use super::config;
 use super::events::{NORMAL, Recorder, WARNING};
 use super::usage::{self, Sampler};
 use futures::StreamExt;
@@ -75,6 +76,10 @@ struct State {
     finalizing: HashMap<String, Option<Instant>>,
     sampler: Sampler,
     last_usage: Instant,
+    /// When the running pods' configuration volumes were last refreshed, and whether a
+    /// refresh is still under way.
+    last_config_refresh: Instant,
+    config_refreshing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn uid_of(p: &Pod) -> String {
@@ -104,6 +109,8 @@ impl PodLoop {
             finalizing: HashMap::new(),
             sampler: Sampler::default(),
             last_usage: Instant::now(),
+            last_config_refresh: Instant::now(),
+            config_refreshing: Default::default(),
         };
         let mut synced = false;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -164,10 +171,15 @@ impl PodLoop {
                     retry_at: Instant::now(),
                     backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
                 });
-                let delay = f
+                let mut delay = f
                     .backoff
                     .on_exit(Duration::ZERO)
                     .max(Duration::from_secs(1));
+                // A missing ConfigMap or Secret is looked for again soon: it may be created
+                // any time, and the container should start then.
+                if reason == "CreateContainerConfigError" {
+                    delay = delay.min(CONFIG_RETRY_MAX);
+                }
                 f.reason = reason;
                 f.message = message;
                 f.retry_at = Instant::now() + delay;
@@ -249,6 +261,35 @@ impl PodLoop {
         self.report_usage(st, &running).await;
         self.report(st, &running).await;
         self.remove_evicted(st, &running, done);
+        self.refresh_config_volumes(st, &running);
+    }
+
+    /// Every [`config::REFRESH_INTERVAL`], rewrites the configuration volumes of the running
+    /// pods from the API (in the background, one round at a time).
+    fn refresh_config_volumes(&self, st: &mut State, running: &HashSet<String>) {
+        use std::sync::atomic::Ordering;
+        if st.last_config_refresh.elapsed() < config::REFRESH_INTERVAL
+            || st.config_refreshing.load(Ordering::Acquire)
+        {
+            return;
+        }
+        st.last_config_refresh = Instant::now();
+        let pods: Vec<(String, Pod)> = running
+            .iter()
+            .filter(|uid| !st.busy.contains(*uid))
+            .filter_map(|uid| Some((uid.clone(), st.desired.get(uid)?.clone())))
+            .filter(|(_, p)| !terminating(p) && config::has_config_volumes(p))
+            .collect();
+        if pods.is_empty() {
+            return;
+        }
+        st.config_refreshing.store(true, Ordering::Release);
+        let flag = st.config_refreshing.clone();
+        let (client, manager) = (self.client.clone(), self.manager.clone());
+        tokio::spawn(async move {
+            config::refresh(client, manager, pods).await;
+            flag.store(false, Ordering::Release);
+        });
     }
 
     /// One step of a terminating pod: stop its containers, then delete the object for good.
@@ -373,12 +414,30 @@ impl PodLoop {
             }
             images.insert(image, img);
         }
+        let refs = podd_pod::sources::references(pod);
+        let sources = config::fetch(&self.client, &pod.namespace().unwrap_or_default(), &refs)
+            .await
+            .map_err(|config::FetchError(e)| ("CreateContainerConfigError", e))?;
         let (m, p) = (self.manager.clone(), pod.clone());
-        let result = tokio::task::spawn_blocking(move || m.run_pod(&p, &images).map(|_| ()))
+        let result = tokio::task::spawn_blocking(move || m.run_pod_with(&p, &images, &sources))
             .await
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
         match result {
-            Ok(()) => Ok(()),
+            Ok(info) => {
+                for (container, keys) in &info.skipped_env {
+                    self.events.record(
+                        pod,
+                        Some(container),
+                        WARNING,
+                        "InvalidEnvironmentVariableNames",
+                        &format!(
+                            "Keys [{}] from the EnvFrom of container {container} were skipped since they are considered invalid environment variable names.",
+                            keys.join(", ")
+                        ),
+                    );
+                }
+                Ok(())
+            }
             Err(e) => {
                 let (container, reason) = match &e {
                     PodError::Config { container, .. } => (Some(container.as_str()), "Failed"),
@@ -583,6 +642,9 @@ impl PodLoop {
         }
     }
 }
+
+/// The longest wait before a pod that lacks a ConfigMap or Secret is tried again.
+const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How long a written status may take to come back through the watch.
 const WATCH_LAG: Duration = Duration::from_secs(2);

@@ -38,6 +38,15 @@ fn api_resources_lists_every_served_kind() {
     assert_eq!(row("pods"), ["pods", "po", "v1", "true", "Pod"]);
     assert_eq!(row("nodes"), ["nodes", "no", "v1", "false", "Node"]);
     assert_eq!(
+        row("namespaces"),
+        ["namespaces", "ns", "v1", "false", "Namespace"]
+    );
+    assert_eq!(
+        row("configmaps"),
+        ["configmaps", "cm", "v1", "true", "ConfigMap"]
+    );
+    assert_eq!(row("secrets"), ["secrets", "v1", "true", "Secret"]);
+    assert_eq!(
         row("deployments"),
         ["deployments", "deploy", "apps/v1", "true", "Deployment"]
     );
@@ -67,6 +76,14 @@ fn api_resources_lists_every_served_kind() {
             "true",
             "HorizontalPodAutoscaler"
         ]
+    );
+    assert_eq!(
+        row("cronjobs"),
+        ["cronjobs", "cj", "batch/v1", "true", "CronJob"]
+    );
+    assert_eq!(
+        row("daemonsets"),
+        ["daemonsets", "ds", "apps/v1", "true", "DaemonSet"]
     );
     // `kubectl auth whoami`'s kind, as kube-apiserver lists it.
     assert_eq!(

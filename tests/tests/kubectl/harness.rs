@@ -23,6 +23,8 @@ pub struct Cluster {
     rt: tokio::runtime::Runtime,
     plane: Option<ControlPlane>,
     fleet: Option<HollowFleet>,
+    /// Hollow nodes that joined later ([`Cluster::add_node`]).
+    joined: Vec<HollowFleet>,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
 }
@@ -93,6 +95,7 @@ impl Cluster {
             rt,
             plane: Some(plane),
             fleet: Some(fleet),
+            joined: Vec::new(),
             dir,
             kubeconfig,
         }
@@ -103,6 +106,20 @@ impl Cluster {
         let p = self.dir.path().join(name);
         std::fs::write(&p, content).expect("write file");
         p.display().to_string()
+    }
+
+    /// A hollow node `name` joins the cluster (as a node added after the start).
+    pub fn add_node(&mut self, name: &str) {
+        let socket = self.dir.path().join("podd.sock");
+        let fleet = self
+            .rt
+            .block_on(HollowFleet::start(
+                podd_client::Client::unix(&socket),
+                &[name.to_string()],
+                HollowConfig::default(),
+            ))
+            .expect("start a hollow node");
+        self.joined.push(fleet);
     }
 
     /// Runs kubectl with the admin kubeconfig.
@@ -218,7 +235,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let (fleet, plane) = (self.fleet.take(), self.plane.take());
+        let joined = std::mem::take(&mut self.joined);
         self.rt.block_on(async {
+            for f in joined {
+                f.shutdown().await;
+            }
             if let Some(f) = fleet {
                 f.shutdown().await;
             }

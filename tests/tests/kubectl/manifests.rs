@@ -99,6 +99,14 @@ fn example_manifests_come_back_as_written_with_kubectl_and_podctl() {
 
         // kubectl apply (client-side, with its last-applied annotation).
         let ns = format!("kubectl-{i}");
+        // Each copy goes into a namespace of its own, created first as a user would.
+        for n in [
+            format!("kubectl-{i}"),
+            format!("ssa-{i}"),
+            format!("podctl-{i}"),
+        ] {
+            c.ok(&["create", "namespace", &n]);
+        }
         let out = c.ok(&["apply", "-n", &ns, "-f", file]);
         for d in &docs {
             let line = format!(
