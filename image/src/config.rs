@@ -98,34 +98,6 @@ pub fn merge(
     })
 }
 
-/// [`merge`] for a Kubernetes container from `podd-api`. An env entry with `valueFrom` is
-/// refused: its value is not known here, and a variable must never start out empty.
-pub fn merge_container(
-    image_name: &str,
-    image: &ImageDefaults,
-    c: &podd_api::Container,
-) -> Result<MergedProcess> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    for e in c.env.iter().flatten() {
-        if e.value_from.is_some() {
-            return Err(ImageError::Invalid {
-                image: image_name.to_string(),
-                what: format!("container {:?} env {}", c.name, e.name),
-                reason: "valueFrom cannot be resolved on this node yet; set value".into(),
-            });
-        }
-        env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
-    }
-    merge(
-        image_name,
-        image,
-        c.command.as_deref().unwrap_or_default(),
-        c.args.as_deref().unwrap_or_default(),
-        &env,
-        c.working_dir.as_deref(),
-    )
-}
-
 /// A resolved numeric identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -334,30 +306,6 @@ mod tests {
         );
         let m = merge("busybox", &ImageDefaults::default(), &[], &[], &[], None);
         assert!(m.is_err());
-    }
-
-    #[test]
-    fn merges_an_api_container() {
-        let mut c = podd_api::Container {
-            name: "c".into(),
-            image: Some("x".into()),
-            args: Some(s(&["a"])),
-            env: Some(vec![podd_api::EnvVar {
-                name: "PATH".into(),
-                value: Some("/usr/bin".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
-        let m = merge_container("img", &image(), &c).unwrap();
-        assert_eq!(m.argv, s(&["/entry", "a"]));
-        assert_eq!(m.env[0], ("PATH".into(), "/usr/bin".into()));
-        assert_eq!(m.cwd, "/app");
-        c.env.as_mut().unwrap()[0].value_from = Some(Default::default());
-        let e = merge_container("img", &image(), &c)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("valueFrom"), "{e}");
     }
 
     #[test]

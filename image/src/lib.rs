@@ -28,9 +28,7 @@ pub mod unpack;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{
-    ImageDefaults, MergedProcess, ResolvedUser, merge, merge_container, resolve_user,
-};
+pub use config::{ImageDefaults, MergedProcess, ResolvedUser, merge, resolve_user};
 pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use layout::{LayerRef, Layout, LayoutRef, ResolvedImage};
