@@ -143,7 +143,14 @@ async fn failed_pods_are_retried_until_the_backoff_limit() {
         })
         .await;
         finish(&pods, &p, "Failed").await;
-        assert_eq!(pods_of(&pods, "fails").await.len(), attempt);
+        // The retry may already exist after the first failure (the back-off is 200 ms and
+        // the machine may be slow); after the last one allowed (backoffLimit 1), none comes.
+        let n = pods_of(&pods, "fails").await.len();
+        let retry = usize::from(attempt < 2);
+        assert!(
+            n == attempt || n == attempt + retry,
+            "{n} pods after {attempt} failures"
+        );
     }
     let j = eventually(WAIT, "Failed", || async {
         let j = jobs.get("fails").await.unwrap();
