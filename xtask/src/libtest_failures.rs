@@ -31,6 +31,10 @@ impl FailureReasons {
             return;
         };
         *started |= line.starts_with("Error: ") || line.contains("panicked at");
+        // A backtrace says where, not why: the lines before it are kept.
+        if line.starts_with("stack backtrace:") || line.starts_with("Stack backtrace:") {
+            *started = false;
+        }
         if !*started {
             return;
         }
@@ -147,6 +151,18 @@ mod tests {
              | Caused by:\n    |     no such file"
         );
         assert_eq!(super::note(&[]), "");
+    }
+
+    #[test]
+    fn a_backtrace_is_left_out() {
+        let text = "---- t stdout ----\nthread 't' panicked at a.rs:1:2:\nleft: 2\n\
+                    stack backtrace:\n   0: rust_begin_unwind\n";
+        let mut reasons = FailureReasons::default();
+        text.lines().for_each(|l| reasons.feed(l));
+        assert_eq!(
+            reasons.of("t"),
+            ["thread 't' panicked at a.rs:1:2:", "left: 2"]
+        );
     }
 
     #[test]
