@@ -4,6 +4,7 @@
 //! patch`, and an invalid schedule refused with the field named.
 
 use crate::harness::{Cluster, header};
+use std::time::Duration;
 
 /// The row of `name` in a `kubectl get` table.
 fn row<'a>(table: &'a str, name: &str) -> &'a str {
@@ -96,8 +97,9 @@ fn create_get_instantiate_schedule_and_suspend() {
     let err = c.fails(&["apply", "-f", &zoned]);
     assert!(err.contains("spec.timeZone"), "{err}");
 
-    // On schedule: the controller's Job for the next minute, named by it.
-    let name = c.until("a scheduled job", || {
+    // On schedule: the controller's Job for the next minute, named by it. The next minute
+    // may be a whole minute away, so the wait allows for that and for a loaded machine.
+    let name = c.until_within("a scheduled job", Duration::from_secs(150), || {
         let jobs = c.json(&["get", "jobs"]);
         jobs["items"].as_array()?.iter().find_map(|j| {
             let n = j["metadata"]["name"].as_str()?;

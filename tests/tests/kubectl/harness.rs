@@ -193,8 +193,19 @@ impl Cluster {
     }
 
     /// Polls `f` every 200 ms until it gives Some, or panics naming `what` after 60 s.
-    pub fn until<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    pub fn until<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        self.until_within(what, Duration::from_secs(60), f)
+    }
+
+    /// [`Self::until`] with its own time limit, for waits that are long by nature (a cron
+    /// schedule's next minute).
+    pub fn until_within<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(v) = f() {
                 return v;
