@@ -24,7 +24,10 @@
 use super::deployment::template_hash;
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, pod_is_terminating, rev_of};
+use super::{
+    ControllerConfig, OwnerIndex, WorkQueue, bounded, create_owned_pods, delete_owned_pods, drain,
+    pod_is_terminating, rev_of,
+};
 use crate::registry::{Registry, Subresource};
 use podd_api::defaults::DAEMON_SET_TEMPLATE_GENERATION;
 use podd_api::jiff::Timestamp;
@@ -634,64 +637,30 @@ impl Controller {
         let p = plan(&ds, nodes, &pods, Timestamp::now());
         let ns = ds.namespace().unwrap_or_default();
         let me = events::object_ref(&ds);
-        let mut max_rev = 0;
-        let deletes: Vec<_> = p
-            .delete
-            .iter()
-            .map(|pod| {
-                let ns = &ns;
-                async move { (pod, self.registry.delete(Kind::Pod, ns, pod, None).await) }
-            })
-            .collect();
-        for (pod, r) in bounded(deletes, self.config.write_concurrency).await {
-            match r {
-                Ok(v) => {
-                    self.events.record(
-                        &me,
-                        events::NORMAL,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {pod}"),
-                    );
-                    max_rev = max_rev.max(
-                        v.pointer("/metadata/resourceVersion")
-                            .and_then(|x| x.as_str())
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(0),
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, daemonset = key, "pod delete failed"),
-            }
-        }
-        let creates: Vec<_> = p
+        let mut max_rev = delete_owned_pods(
+            &self.registry,
+            &self.events,
+            &me,
+            &ns,
+            &p.delete,
+            self.config.write_concurrency,
+        )
+        .await;
+        let pods = p
             .create
             .iter()
-            .map(|node| {
-                let pod = pod_for_node(&ds, node);
-                async move { self.registry.create_obj(&pod).await }
-            })
+            .map(|node| pod_for_node(&ds, node))
             .collect();
-        for r in bounded(creates, self.config.write_concurrency).await {
-            match r {
-                Ok(created) => {
-                    self.events.record(
-                        &me,
-                        events::NORMAL,
-                        "SuccessfulCreate",
-                        &format!("Created pod: {}", created.name_any()),
-                    );
-                    max_rev = max_rev.max(rev_of(created.metadata()));
-                }
-                Err(e) => {
-                    self.events.record(
-                        &me,
-                        events::WARNING,
-                        "FailedCreate",
-                        &format!("Error creating: {e}"),
-                    );
-                    tracing::warn!(error = %e, daemonset = key, "could not create a pod");
-                }
-            }
-        }
+        max_rev = max_rev.max(
+            create_owned_pods(
+                &self.registry,
+                &self.events,
+                &me,
+                pods,
+                self.config.write_concurrency,
+            )
+            .await,
+        );
         for (type_, reason, message) in &p.events {
             self.events.record(&me, type_, reason, message);
         }

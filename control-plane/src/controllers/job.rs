@@ -15,8 +15,8 @@
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
 use super::{
-    ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, last_container_end,
-    pod_is_terminating, rev_of,
+    ControllerConfig, OwnerIndex, WorkQueue, bounded, create_owned_pods, delete_owned_pods, drain,
+    last_container_end, pod_is_terminating, rev_of,
 };
 use crate::registry::{DeleteOptions, Propagation, Registry, Subresource};
 use podd_api::jiff::Timestamp;
@@ -577,64 +577,30 @@ impl Controller {
         let ns = job.namespace().unwrap_or_default();
         let name = job.name_any();
         let me = events::object_ref(&job);
-        let mut max_rev = 0;
-        let deletes: Vec<_> = p
-            .delete
-            .iter()
-            .map(|pod| {
-                let ns = &ns;
-                async move { (pod, self.registry.delete(Kind::Pod, ns, pod, None).await) }
-            })
-            .collect();
-        for (pod, r) in bounded(deletes, self.config.write_concurrency).await {
-            match r {
-                Ok(v) => {
-                    self.events.record(
-                        &me,
-                        events::NORMAL,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {pod}"),
-                    );
-                    max_rev = max_rev.max(
-                        v.pointer("/metadata/resourceVersion")
-                            .and_then(|x| x.as_str())
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(0),
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, job = key, "pod delete failed"),
-            }
-        }
-        let creates: Vec<_> = p
+        let mut max_rev = delete_owned_pods(
+            &self.registry,
+            &self.events,
+            &me,
+            &ns,
+            &p.delete,
+            self.config.write_concurrency,
+        )
+        .await;
+        let pods = p
             .create
             .iter()
-            .map(|index| {
-                let pod = pod_from_template(&job, *index);
-                async move { self.registry.create_obj(&pod).await }
-            })
+            .map(|index| pod_from_template(&job, *index))
             .collect();
-        for r in bounded(creates, self.config.write_concurrency).await {
-            match r {
-                Ok(created) => {
-                    self.events.record(
-                        &me,
-                        events::NORMAL,
-                        "SuccessfulCreate",
-                        &format!("Created pod: {}", created.name_any()),
-                    );
-                    max_rev = max_rev.max(rev_of(created.metadata()));
-                }
-                Err(e) => {
-                    self.events.record(
-                        &me,
-                        events::WARNING,
-                        "FailedCreate",
-                        &format!("Error creating: {e}"),
-                    );
-                    tracing::warn!(error = %e, job = key, "could not create a pod");
-                }
-            }
-        }
+        max_rev = max_rev.max(
+            create_owned_pods(
+                &self.registry,
+                &self.events,
+                &me,
+                pods,
+                self.config.write_concurrency,
+            )
+            .await,
+        );
         if Some(&p.status) != job.status.as_ref() {
             let mut nj = job.clone();
             nj.status = Some(p.status.clone());

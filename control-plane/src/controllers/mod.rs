@@ -404,6 +404,84 @@ pub fn transition_time(
     }
 }
 
+/// Deletes the pods `names` of `ns` for the controller of `owner`, at most `concurrency` at a
+/// time, with a SuccessfulDelete event on the owner for each; returns the highest
+/// resourceVersion written (0 when none was), for the work queue's barrier.
+pub async fn delete_owned_pods(
+    registry: &Registry,
+    recorder: &events::Recorder,
+    owner: &podd_api::ObjectReference,
+    ns: &str,
+    names: &[String],
+    concurrency: usize,
+) -> i64 {
+    let deletes: Vec<_> = names
+        .iter()
+        .map(|pod| async move { (pod, registry.delete(Kind::Pod, ns, pod, None).await) })
+        .collect();
+    let mut max_rev = 0;
+    for (pod, r) in bounded(deletes, concurrency).await {
+        match r {
+            Ok(v) => {
+                recorder.record(
+                    owner,
+                    events::NORMAL,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {pod}"),
+                );
+                let rev = v
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(|x| x.as_str())
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
+                max_rev = max_rev.max(rev);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, owner = ?owner.name, pod = %pod, "pod delete failed")
+            }
+        }
+    }
+    max_rev
+}
+
+/// Creates `pods` for the controller of `owner`, at most `concurrency` at a time, with a
+/// SuccessfulCreate (or FailedCreate) event on the owner for each; returns the highest
+/// resourceVersion written (0 when none was).
+pub async fn create_owned_pods(
+    registry: &Registry,
+    recorder: &events::Recorder,
+    owner: &podd_api::ObjectReference,
+    pods: Vec<podd_api::Pod>,
+    concurrency: usize,
+) -> i64 {
+    use podd_api::ResourceExt;
+    let creates: Vec<_> = pods.iter().map(|pod| registry.create_obj(pod)).collect();
+    let mut max_rev = 0;
+    for r in bounded(creates, concurrency).await {
+        match r {
+            Ok(created) => {
+                recorder.record(
+                    owner,
+                    events::NORMAL,
+                    "SuccessfulCreate",
+                    &format!("Created pod: {}", created.name_any()),
+                );
+                max_rev = max_rev.max(rev_of(&created.metadata));
+            }
+            Err(e) => {
+                recorder.record(
+                    owner,
+                    events::WARNING,
+                    "FailedCreate",
+                    &format!("Error creating: {e}"),
+                );
+                tracing::warn!(error = %e, owner = ?owner.name, "could not create a pod");
+            }
+        }
+    }
+    max_rev
+}
+
 /// Runs `futs` with at most `n` in flight, returning their outputs.
 pub async fn bounded<F, T>(futs: Vec<F>, n: usize) -> Vec<T>
 where
