@@ -10,7 +10,7 @@
 
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, rev_of};
+use super::{ControllerConfig, OwnerIndex, WorkQueue, bounded, drain, rev_of, rev_of_json};
 use crate::ApiError;
 use crate::registry::{DeleteOptions, Propagation, Registry, Subresource};
 use podd_api::cron::{Schedule, time_zone};
@@ -456,10 +456,7 @@ impl Controller {
         for (name, r) in bounded(deletes, self.config.write_concurrency).await {
             match r {
                 Ok(v) => {
-                    let rev = v
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(|x| x.as_str());
-                    max_rev = max_rev.max(rev.and_then(|x| x.parse().ok()).unwrap_or(0));
+                    max_rev = max_rev.max(rev_of_json(&v));
                 }
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => {

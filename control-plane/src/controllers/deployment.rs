@@ -10,7 +10,7 @@
 
 use super::events::{self, Recorder};
 use super::replicaset::controller_ref;
-use super::{ControllerConfig, OwnerIndex, WorkQueue, drain, rev_of, transition_time};
+use super::{ControllerConfig, OwnerIndex, WorkQueue, drain, rev_of, rev_of_json, transition_time};
 use crate::registry::{Registry, Subresource};
 use podd_api::resources::int_or_percent;
 use podd_api::{
@@ -654,14 +654,7 @@ impl Controller {
                 .delete(Kind::ReplicaSet, &ns, &rs.name_any(), None)
                 .await
             {
-                Ok(v) => {
-                    *max_rev = (*max_rev).max(
-                        v.pointer("/metadata/resourceVersion")
-                            .and_then(|x| x.as_str())
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(0),
-                    )
-                }
+                Ok(v) => *max_rev = (*max_rev).max(rev_of_json(&v)),
                 Err(e) => {
                     tracing::debug!(replicaset = %rs.name_any(), error = %e, "could not delete an old replica set")
                 }

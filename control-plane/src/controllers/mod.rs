@@ -404,6 +404,15 @@ pub fn transition_time(
     }
 }
 
+/// The resourceVersion of an object the registry returned as JSON (0 without one): what a
+/// delete answers.
+pub fn rev_of_json(v: &serde_json::Value) -> i64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(|x| x.as_str())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Deletes the pods `names` of `ns` for the controller of `owner`, at most `concurrency` at a
 /// time, with a SuccessfulDelete event on the owner for each; returns the highest
 /// resourceVersion written (0 when none was), for the work queue's barrier.
@@ -429,12 +438,7 @@ pub async fn delete_owned_pods(
                     "SuccessfulDelete",
                     &format!("Deleted pod: {pod}"),
                 );
-                let rev = v
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(|x| x.as_str())
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0);
-                max_rev = max_rev.max(rev);
+                max_rev = max_rev.max(rev_of_json(&v));
             }
             Err(e) => {
                 tracing::debug!(error = %e, owner = ?owner.name, pod = %pod, "pod delete failed")

@@ -9,7 +9,7 @@
 use super::events::{self, Recorder};
 use super::{
     ControllerConfig, OwnerIndex, SharedScheduler, WorkQueue, bounded, drain, ns_name,
-    pod_is_terminal, pod_is_terminating, rev_of,
+    pod_is_terminal, pod_is_terminating, rev_of, rev_of_json,
 };
 use crate::registry::{Registry, Subresource};
 use podd_api::resources::{pod_is_ready, pod_node, pod_phase};
@@ -332,12 +332,7 @@ impl Controller {
                             "SuccessfulDelete",
                             &format!("Deleted pod: {name}"),
                         );
-                        max_rev = max_rev.max(
-                            v.pointer("/metadata/resourceVersion")
-                                .and_then(|x| x.as_str())
-                                .and_then(|x| x.parse().ok())
-                                .unwrap_or(0),
-                        )
+                        max_rev = max_rev.max(rev_of_json(&v))
                     }
                     Err(e) => tracing::debug!(error = %e, replicaset = key, "pod delete failed"),
                 }
